@@ -1,0 +1,73 @@
+//! The wire protocol between a drover supervisor and its worker processes.
+//!
+//! Both sides of a drover pool link this crate: the supervisor
+//! (`drover-supervisor`) and the worker SDK (`drover-worker`). It knows the
+//! messages and how they travel, never the user's types: payloads are opaque
+//! bytes here, and the typed APIs on both sides encode them with
+//! [`encode_value`] and [`decode_value`].
+//!
+//! # Layout
+//!
+//! - [`message`]: the [`Message`] enum, everything either side can say, and
+//!   the handshake messages [`Hello`] and [`Welcome`].
+//! - [`codec`]: [`MessageCodec`], the frame codec built on tokio-util's
+//!   length-delimited codec, with a maximum frame length that is checked
+//!   before anything is allocated.
+//! - [`value`]: encoding of user values into payload bytes.
+//! - [`error`]: [`ProtocolError`], every way a peer can break the protocol.
+//!
+//! # Wire format
+//!
+//! Each direction of the connection (one `socketpair(AF_UNIX, SOCK_STREAM)`
+//! per worker) is a sequence of frames:
+//!
+//! ```text
+//! +----------------+--------------------------------------------+
+//! | length: u32 BE | body: one Message, bincode 2 (serde,       |
+//! |  (body bytes)  | standard config: little-endian varints)    |
+//! +----------------+--------------------------------------------+
+//!   4 bytes          `length` bytes, at most the frame limit
+//! ```
+//!
+//! The frame limit ([`DEFAULT_MAX_FRAME_LENGTH`] unless configured) is
+//! checked on the 4-byte header, before the body is buffered; an oversize
+//! header is a [`ProtocolError::FrameTooLarge`], never an allocation.
+//!
+//! # Handshake
+//!
+//! ```text
+//! worker                          supervisor
+//!   | -- Hello { magic, version, pid } -> |   within the start timeout
+//!   | <- Welcome { worker_id, config } -- |
+//!   |    (worker builds its state)        |
+//!   | -- Ready ------------------------>  |   now requests may flow
+//! ```
+//!
+//! A wrong [`MAGIC`] or a [`PROTOCOL_VERSION`] mismatch ends the connection:
+//! the supervisor reports both versions and never routes work to that
+//! process.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod error;
+pub mod message;
+pub mod value;
+
+pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_LENGTH, FRAME_HEADER_LEN};
+pub use error::ProtocolError;
+pub use message::{
+    timestamp_from_micros, timestamp_micros, Hello, Message, RemoteError, RemoteErrorKind,
+    RequestId, Welcome, MAGIC, PROTOCOL_VERSION,
+};
+pub use value::{decode_value, encode_value, ValueError};
+
+/// Name of the environment variable that tells a worker which inherited
+/// descriptor is its end of the supervisor's socket pair.
+pub const ENV_FD: &str = "DROVER_FD";
+
+/// Name of the environment variable holding the supervisor's pid, so a worker
+/// can tell it was orphaned even if it missed the parent-death signal.
+pub const ENV_PARENT_PID: &str = "DROVER_PARENT_PID";
+
+/// The descriptor number the worker's socket is given in the child.
+pub const CHILD_FD: i32 = 3;

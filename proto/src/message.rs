@@ -1,0 +1,178 @@
+//! Every message of the protocol, in both directions.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// drover's magic number, the first field of every `Hello` ("DRVR").
+pub const MAGIC: u32 = 0x4452_5652;
+
+/// Version of this protocol. Both sides must speak the same one.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Identifies one request for its whole life (a uuid v4).
+pub type RequestId = Uuid;
+
+/// The first message a worker sends, as soon as it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`MAGIC`].
+    pub magic: u32,
+    /// The worker's [`PROTOCOL_VERSION`].
+    pub protocol_version: u16,
+    /// The worker's process id, as the worker sees it.
+    pub pid: u32,
+}
+
+impl Hello {
+    /// The `Hello` of this process.
+    pub fn new() -> Hello {
+        Hello {
+            magic: MAGIC,
+            protocol_version: PROTOCOL_VERSION,
+            pid: std::process::id(),
+        }
+    }
+}
+
+impl Default for Hello {
+    fn default() -> Self {
+        Hello::new()
+    }
+}
+
+/// The supervisor's answer to `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The worker's id in this pool: unique for the pool's life, never reused.
+    pub worker_id: u64,
+    /// The slot this worker fills, `0..workers`; a replacement takes the
+    /// slot of the worker it replaces.
+    pub index: u32,
+    /// The maximum frame length the supervisor accepts and sends.
+    pub max_frame_length: u32,
+    /// The pool's configuration payload (encoded user value), empty if none.
+    pub config: Bytes,
+}
+
+/// Why a request failed on the worker's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoteErrorKind {
+    /// The handler returned an error or called `fail`.
+    Failed,
+    /// The handler panicked.
+    Panicked,
+    /// The request was dropped without an answer.
+    Dropped,
+    /// The worker could not send the answer (for example: over the frame
+    /// limit).
+    Unsendable,
+}
+
+/// An error answer from a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteError {
+    /// What kind of failure it was.
+    pub kind: RemoteErrorKind,
+    /// The worker's description of it.
+    pub message: String,
+}
+
+/// One message on the connection between a supervisor and a worker.
+///
+/// New variants are only ever appended, so the encoding of existing ones
+/// never changes within a [`PROTOCOL_VERSION`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Worker to supervisor: first message, see [`Hello`].
+    Hello(Hello),
+    /// Supervisor to worker: answer to `Hello`, see [`Welcome`].
+    Welcome(Welcome),
+    /// Worker to supervisor: ready for requests (again).
+    Ready,
+    /// Worker to supervisor: route no new request here until `Ready`.
+    Busy,
+    /// Supervisor to worker: a request to handle.
+    Request {
+        /// The request's id.
+        id: RequestId,
+        /// When the caller enqueued it, in microseconds since the Unix epoch.
+        created_at: u64,
+        /// The encoded request value.
+        payload: Bytes,
+    },
+    /// Worker to supervisor: the answer to a request.
+    Response {
+        /// The request answered.
+        id: RequestId,
+        /// The encoded answer, or the worker's error.
+        result: Result<Bytes, RemoteError>,
+    },
+    /// Supervisor to worker: the caller no longer wants this request.
+    Cancel {
+        /// The request to cancel.
+        id: RequestId,
+    },
+    /// Either direction: a custom event.
+    Event {
+        /// The event's name.
+        name: String,
+        /// The encoded event value.
+        payload: Bytes,
+    },
+    /// Supervisor to worker: liveness probe.
+    Ping {
+        /// Echoed back in `Pong`.
+        seq: u64,
+    },
+    /// Worker to supervisor: answer to `Ping`.
+    Pong {
+        /// The `seq` of the `Ping` answered.
+        seq: u64,
+    },
+    /// Worker to supervisor: a human-readable status line ("loading model").
+    Status {
+        /// The status text.
+        message: String,
+    },
+    /// Supervisor to worker: finish what you hold, then exit.
+    SoftKill,
+    /// Supervisor to worker: exit now.
+    HardKill,
+}
+
+impl Message {
+    /// The variant's name, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "Hello",
+            Message::Welcome(_) => "Welcome",
+            Message::Ready => "Ready",
+            Message::Busy => "Busy",
+            Message::Request { .. } => "Request",
+            Message::Response { .. } => "Response",
+            Message::Cancel { .. } => "Cancel",
+            Message::Event { .. } => "Event",
+            Message::Ping { .. } => "Ping",
+            Message::Pong { .. } => "Pong",
+            Message::Status { .. } => "Status",
+            Message::SoftKill => "SoftKill",
+            Message::HardKill => "HardKill",
+        }
+    }
+}
+
+/// `t` as microseconds since the Unix epoch, as the wire carries times
+/// (0 for times before the epoch).
+pub fn timestamp_micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros().min(u64::MAX as u128) as u64)
+        .unwrap_or(0)
+}
+
+/// The inverse of [`timestamp_micros`].
+pub fn timestamp_from_micros(micros: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(micros)
+}
