@@ -10,8 +10,6 @@
 //! typed layer on it. The length limit is checked on the header alone, so
 //! a peer that announces a 4 GiB frame gets an error, not an allocation.
 
-use std::io;
-
 use bytes::{BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
@@ -44,7 +42,7 @@ pub const MESSAGE_OVERHEAD: usize = 64;
 ///
 /// let mut codec = MessageCodec::new(1024);
 /// let mut buf = BytesMut::new();
-/// codec.encode(&Message::Ping { seq: 7 }, &mut buf).unwrap();
+/// codec.encode(Message::Ping { seq: 7 }, &mut buf).unwrap();
 /// assert_eq!(codec.decode(&mut buf).unwrap(), Some(Message::Ping { seq: 7 }));
 /// ```
 #[derive(Debug)]
@@ -115,11 +113,13 @@ impl Decoder for MessageCodec {
             return Ok(None);
         };
         self.in_body = false;
-        let (message, used) = bincode::serde::decode_from_slice::<Message, _>(&body, bincode_config())
-            .map_err(|e| ProtocolError::Decode {
-                len: body.len(),
-                reason: e.to_string(),
-            })?;
+        let (message, used) =
+            bincode::serde::decode_from_slice::<Message, _>(&body, bincode_config()).map_err(
+                |e| ProtocolError::Decode {
+                    len: body.len(),
+                    reason: e.to_string(),
+                },
+            )?;
         if used != body.len() {
             return Err(ProtocolError::Decode {
                 len: body.len(),
@@ -140,10 +140,19 @@ impl Decoder for MessageCodec {
     }
 }
 
-impl Encoder<&Message> for MessageCodec {
-    type Error = ProtocolError;
-
-    fn encode(&mut self, message: &Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+impl MessageCodec {
+    /// Encodes `message` as one frame at the end of `dst`, by reference.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::FrameTooLarge`] if the body is over the limit,
+    /// [`ProtocolError::Encode`] if it does not encode; `dst` is left as it
+    /// was.
+    pub fn encode_message(
+        &mut self,
+        message: &Message,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtocolError> {
         let start = dst.len();
         dst.put_u32(0);
         let mut writer = dst.writer();
@@ -174,19 +183,9 @@ impl Encoder<Message> for MessageCodec {
     type Error = ProtocolError;
 
     fn encode(&mut self, message: Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        self.encode(&message, dst)
+        self.encode_message(&message, dst)
     }
 }
-
-impl From<ProtocolError> for io::Error {
-    fn from(e: ProtocolError) -> io::Error {
-        match e {
-            ProtocolError::Io(e) => e,
-            other => io::Error::new(io::ErrorKind::InvalidData, other),
-        }
-    }
-}
-
 
 #[cfg(test)]
 mod tests {
@@ -242,12 +241,15 @@ mod tests {
         let mut codec = MessageCodec::default();
         let mut buf = BytesMut::new();
         for m in samples() {
-            codec.encode(&m, &mut buf).unwrap();
+            codec.encode_message(&m, &mut buf).unwrap();
         }
         for m in samples() {
             let got = codec.decode(&mut buf).unwrap().unwrap();
             assert_eq!(got.kind(), m.kind());
-            if !matches!(m, Message::Request { .. } | Message::Response { .. } | Message::Cancel { .. }) {
+            if !matches!(
+                m,
+                Message::Request { .. } | Message::Response { .. } | Message::Cancel { .. }
+            ) {
                 assert_eq!(got, m);
             }
         }
@@ -261,7 +263,7 @@ mod tests {
         let mut whole = BytesMut::new();
         let messages = samples();
         for m in &messages {
-            codec.encode(m, &mut whole).unwrap();
+            codec.encode_message(m, &mut whole).unwrap();
         }
         for cut in 0..whole.len() {
             let mut buf = BytesMut::from(&whole[..cut]);
@@ -299,9 +301,15 @@ mod tests {
             name: "big".into(),
             payload: Bytes::from(vec![0u8; 200]),
         };
-        let err = codec.encode(&m, &mut buf).unwrap_err();
-        assert!(matches!(err, ProtocolError::FrameTooLarge { max: 100, .. }), "{err}");
-        assert!(buf.is_empty(), "nothing of a refused frame stays in the buffer");
+        let err = codec.encode_message(&m, &mut buf).unwrap_err();
+        assert!(
+            matches!(err, ProtocolError::FrameTooLarge { max: 100, .. }),
+            "{err}"
+        );
+        assert!(
+            buf.is_empty(),
+            "nothing of a refused frame stays in the buffer"
+        );
     }
 
     #[test]
@@ -321,6 +329,9 @@ mod tests {
         buf.put_u32(10);
         buf.put_slice(&[1, 2, 3]);
         let err = codec.decode_eof(&mut buf).unwrap_err();
-        assert!(matches!(err, ProtocolError::Truncated { buffered: 7 }), "{err}");
+        assert!(
+            matches!(err, ProtocolError::Truncated { buffered: 7 }),
+            "{err}"
+        );
     }
 }

@@ -45,7 +45,9 @@ pub enum ProtocolError {
         got: &'static str,
     },
     /// The `Hello` did not carry drover's magic number.
-    #[error("handshake: bad magic {found:#x} (expected {expected:#x}); the peer is not a drover worker")]
+    #[error(
+        "handshake: bad magic {found:#x} (expected {expected:#x}); the peer is not a drover worker"
+    )]
     BadMagic {
         /// The magic number received.
         found: u32,

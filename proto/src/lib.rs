@@ -51,6 +51,7 @@
 pub mod codec;
 pub mod error;
 pub mod message;
+pub mod transport;
 pub mod value;
 
 pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_LENGTH, FRAME_HEADER_LEN};
@@ -59,6 +60,7 @@ pub use message::{
     timestamp_from_micros, timestamp_micros, Hello, Message, RemoteError, RemoteErrorKind,
     RequestId, Welcome, MAGIC, PROTOCOL_VERSION,
 };
+pub use transport::{write_loop, Outgoing};
 pub use value::{decode_value, encode_value, ValueError};
 
 /// Name of the environment variable that tells a worker which inherited

@@ -9,7 +9,7 @@
 use serde::{de::DeserializeOwned, Serialize};
 
 /// A user value that would not encode or decode.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
     /// The value could not be encoded.
     #[error("cannot encode a value of type {type_name}: {reason}")]

@@ -1,1 +1,78 @@
-//! s
+//! The supervisor side of drover: a pool of long-lived worker processes.
+//!
+//! A [`Supervisor`] starts N copies of a worker binary (built with the
+//! `drover-worker` SDK), sends each request to the worker under the least
+//! pressure, and hands the answer back. Workers are separate processes: a
+//! crash, a leak or a hang costs one worker, which is replaced, never the
+//! application.
+//!
+//! ```no_run
+//! use drover_supervisor::Supervisor;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), drover_supervisor::Error> {
+//!     let pool = Supervisor::builder("target/debug/upper-worker").workers(4).spawn().await?;
+//!     let answer = pool.enqueue("hello").await?;
+//!     assert_eq!(answer.data::<String>()?, "HELLO");
+//!     pool.soft_kill().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Theory of operation
+//!
+//! - **Processes.** Each worker gets one `socketpair(AF_UNIX, SOCK_STREAM)`;
+//!   its end becomes descriptor 3 in the child (named in `DROVER_FD`), every
+//!   other descriptor is close-on-exec, and the child is given a
+//!   parent-death signal. There is no socket path: nothing else can
+//!   connect.
+//! - **Tasks.** One task per worker owns its `Child` and reads its socket;
+//!   a second writes to it. A memory sampler reads every worker's RSS from
+//!   `/proc/<pid>/statm` at the health interval, off the request path.
+//! - **State.** One mutex guards the pool: workers, the bounded queue, the
+//!   restart budget. No lock is held across an `.await`; callers are woken
+//!   after it is released. A request is routed inside `enqueue` itself, or
+//!   by the connection task whose worker just freed a slot: no central task
+//!   sits on the request path.
+//! - **Routing.** See [`Routing`]: by default the ready worker with the
+//!   fewest requests in flight, then the lowest RSS, ties in turn.
+//! - **Deaths.** A worker that exits unasked, closes its socket or breaks
+//!   the protocol is killed if need be, reaped, its requests fail with
+//!   [`Error::WorkerLost`] naming the pid and how it ended, and it is
+//!   replaced while the restart budget holds.
+//! - **Stopping.** [`Supervisor::soft_kill`] lets accepted work finish;
+//!   [`Supervisor::hard_kill`] does not; dropping the last handle kills.
+//!   Every path ends with every child reaped.
+//!
+//! # Layout
+//!
+//! - `supervisor.rs`: [`Supervisor`], the public handle.
+//! - `builder.rs`: [`Builder`], every setting and its default.
+//! - `pool.rs`: the shared state and every change to it.
+//! - `worker.rs`: the per-worker task (spawn, handshake, connection, reap).
+//! - `spawn.rs`: starting a process (the crate's only `unsafe`, in the
+//!   child between fork and exec).
+//! - `routing.rs`: [`Routing`] and the choice of a worker.
+//! - `health.rs`: [`WorkerState`], [`WorkerHealth`], memory readings.
+//! - `event.rs`: [`Event`], [`WorkerExit`], [`ExitReason`].
+//! - `response.rs`: [`Response`]. `error.rs`: [`Error`].
+
+mod builder;
+mod error;
+mod event;
+mod health;
+mod pool;
+mod response;
+mod routing;
+mod spawn;
+mod supervisor;
+mod worker;
+
+pub use builder::Builder;
+pub use drover_proto::{RemoteErrorKind, RequestId};
+pub use error::{Error, HandshakeFailure};
+pub use event::{CustomEvent, Event, Events, ExitReason, Termination, WorkerExit};
+pub use health::{WorkerHealth, WorkerState};
+pub use response::Response;
+pub use routing::Routing;
+pub use supervisor::Supervisor;

@@ -1,1 +1,80 @@
-//! w
+//! The worker side of drover: what a worker binary links.
+//!
+//! A drover worker is an ordinary program started by a supervisor
+//! (`drover::Supervisor`). It finds its end of a Unix socket pair in an
+//! inherited descriptor, says `Hello`, receives its id and the pool's
+//! configuration, says `Ready`, and then answers requests until it is told
+//! to stop or the supervisor goes away.
+//!
+//! ```no_run
+//! use drover_worker::Request;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), drover_worker::Error> {
+//!     drover_worker::serve(|req: Request| async move {
+//!         let text: String = req.data()?;
+//!         req.respond(&text.to_uppercase())
+//!     })
+//!     .await
+//! }
+//! ```
+//!
+//! # Theory of operation
+//!
+//! - [`Worker::connect`] takes the inherited socket (named by the
+//!   `DROVER_FD` variable), checks that the parent is still the supervisor
+//!   that started it, and runs the handshake.
+//! - One task writes frames: everything the worker says (answers, events,
+//!   `Busy`/`Ready`, `Pong`) is queued to it, so any task can answer.
+//! - [`Worker::serve`] reads frames: each request runs in a task of its
+//!   own; pings are answered by the reader itself, never behind a handler;
+//!   events go to [`Worker::events`] subscribers; `Cancel` fires the
+//!   request's [`Request::cancelled`].
+//! - A soft kill runs the [`Worker::on_soft_kill`] hook, then `serve`
+//!   returns once every request is answered and the worker is not busy. A
+//!   hard kill runs [`Worker::on_hard_kill`] and returns at once. End of
+//!   file on the socket returns [`Error::Disconnected`]: the supervisor is
+//!   gone and the worker must exit (it is also sent `SIGKILL` by the kernel
+//!   when the supervisor dies).
+//!
+//! # Layout
+//!
+//! - `worker.rs`: [`Worker`], the connection and its primitives, the serve
+//!   loop and the writer.
+//! - `request.rs`: [`Request`] and the once-only answer rules.
+//! - `handler.rs`: the [`Handler`] trait.
+//! - `fd.rs`: claiming the inherited descriptor (the crate's only `unsafe`).
+//! - `error.rs`: [`Error`].
+
+mod error;
+mod fd;
+mod handler;
+mod request;
+mod worker;
+
+pub use drover_proto::RequestId;
+pub use error::Error;
+pub use handler::Handler;
+pub use request::{Request, RequestInfo};
+pub use worker::{Event, Events, Worker};
+
+/// Runs a whole worker: connect, handshake, serve requests with `handler`
+/// until the supervisor says to stop.
+///
+/// Shorthand for `Worker::connect().await?.serve(handler).await`; use
+/// [`Worker`] directly to build per-worker state first, to emit events or
+/// to subscribe to the supervisor's.
+///
+/// # Errors
+///
+/// As [`Worker::connect`] and [`Worker::serve`].
+pub async fn serve<H: Handler>(handler: H) -> Result<(), Error> {
+    Worker::connect().await?.serve(handler).await
+}
+
+/// Whether this process was started by a drover supervisor (the
+/// `DROVER_FD` variable is set). Lets one binary act as both the
+/// supervisor and its own worker.
+pub fn is_worker_process() -> bool {
+    std::env::var_os(drover_proto::ENV_FD).is_some()
+}

@@ -1,0 +1,249 @@
+//! Configuring a pool.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use drover_proto::{encode_value, DEFAULT_MAX_FRAME_LENGTH};
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::routing::Routing;
+use crate::supervisor::Supervisor;
+
+/// Everything a pool is configured with; see [`Builder`] for each setting.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) workers: usize,
+    pub(crate) start_timeout: Duration,
+    pub(crate) max_frame_length: usize,
+    pub(crate) max_concurrency: usize,
+    pub(crate) max_queue: usize,
+    pub(crate) routing: Routing,
+    pub(crate) health_interval: Duration,
+    pub(crate) max_restarts: usize,
+    pub(crate) restart_window: Duration,
+    pub(crate) soft_kill_grace: Duration,
+    pub(crate) hard_kill_grace: Duration,
+    pub(crate) config: Bytes,
+}
+
+/// Builds a [`Supervisor`]: which binary, how many workers, and the pool's
+/// limits. Every setting has a default; only the binary is required.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use drover_supervisor::Supervisor;
+///
+/// # async fn run() -> Result<(), drover_supervisor::Error> {
+/// let pool = Supervisor::builder("target/debug/my-worker")
+///     .workers(4)
+///     .max_concurrency(8)
+///     .start_timeout(Duration::from_secs(5))
+///     .spawn()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    config: Config,
+    config_error: Option<drover_proto::ValueError>,
+}
+
+impl Builder {
+    pub(crate) fn new(program: impl AsRef<Path>) -> Builder {
+        Builder {
+            config: Config {
+                program: program.as_ref().to_path_buf(),
+                args: Vec::new(),
+                env: Vec::new(),
+                workers: 1,
+                start_timeout: Duration::from_secs(10),
+                max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
+                max_concurrency: 1,
+                max_queue: 10_000,
+                routing: Routing::default(),
+                health_interval: Duration::from_millis(500),
+                max_restarts: 5,
+                restart_window: Duration::from_secs(120),
+                soft_kill_grace: Duration::from_secs(30),
+                hard_kill_grace: Duration::from_millis(500),
+                config: Bytes::new(),
+            },
+            config_error: None,
+        }
+    }
+
+    /// Number of worker processes (default 1; at least 1).
+    pub fn workers(mut self, n: usize) -> Builder {
+        self.config.workers = n.max(1);
+        self
+    }
+
+    /// Adds a command-line argument for every worker.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Builder {
+        self.config.args.push(arg.into());
+        self
+    }
+
+    /// Adds command-line arguments for every worker.
+    pub fn args<I, S>(mut self, args: I) -> Builder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.config.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable for every worker (they inherit the
+    /// supervisor's environment besides).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Builder {
+        self.config.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// How long a worker may take from its start to `Ready` (default 10 s).
+    /// A binary that is not a drover worker fails within this time.
+    pub fn start_timeout(mut self, timeout: Duration) -> Builder {
+        self.config.start_timeout = timeout;
+        self
+    }
+
+    /// The largest frame either side may send, in bytes (default 64 MiB).
+    /// A payload that does not fit is refused before it is sent; a worker
+    /// that sends a larger frame is killed and replaced.
+    pub fn max_frame_length(mut self, bytes: usize) -> Builder {
+        self.config.max_frame_length = bytes.clamp(1024, u32::MAX as usize);
+        self
+    }
+
+    /// How many requests one worker holds at once (default 1, as a
+    /// gunicorn sync worker or a PHP-FPM child). Raise it for workers that
+    /// serve requests concurrently.
+    pub fn max_concurrency(mut self, n: usize) -> Builder {
+        self.config.max_concurrency = n.max(1);
+        self
+    }
+
+    /// How many requests may wait for a worker (default 10,000). Past it,
+    /// `enqueue` fails at once with [`Error::QueueFull`].
+    pub fn max_queue(mut self, n: usize) -> Builder {
+        self.config.max_queue = n;
+        self
+    }
+
+    /// The routing policy (default [`Routing::LeastLoaded`]).
+    pub fn routing(mut self, routing: Routing) -> Builder {
+        self.config.routing = routing;
+        self
+    }
+
+    /// How often each worker's resident memory is sampled (default 500 ms).
+    pub fn health_interval(mut self, interval: Duration) -> Builder {
+        self.config.health_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The restart budget: at most `max` replacements of crashed workers
+    /// within `window` (default 5 in 120 s). Past it the pool fails.
+    pub fn restarts(mut self, max: usize, window: Duration) -> Builder {
+        self.config.max_restarts = max;
+        self.config.restart_window = window;
+        self
+    }
+
+    /// How long a soft kill waits for workers to finish before it kills
+    /// them (default 30 s).
+    pub fn soft_kill_grace(mut self, grace: Duration) -> Builder {
+        self.config.soft_kill_grace = grace;
+        self
+    }
+
+    /// How long a hard kill waits after asking before it sends `SIGKILL`
+    /// (default 500 ms).
+    pub fn hard_kill_grace(mut self, grace: Duration) -> Builder {
+        self.config.hard_kill_grace = grace;
+        self
+    }
+
+    /// A configuration value every worker receives with its handshake
+    /// (`Worker::config`).
+    pub fn config<T: Serialize + ?Sized>(mut self, value: &T) -> Builder {
+        match encode_value(value) {
+            Ok(bytes) => self.config.config = Bytes::from(bytes),
+            Err(e) => self.config_error = Some(e),
+        }
+        self
+    }
+
+    /// Starts the pool without waiting for the workers: requests enqueued
+    /// now wait until a worker is ready. Subscribe to
+    /// [`events`](Supervisor::events) before [`online`](Supervisor::online)
+    /// to see every worker start.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WorkerBinary`] if the binary is missing or not executable,
+    /// [`Error::Encode`] if the `config` value did not encode,
+    /// [`Error::NoRuntime`] outside a tokio runtime.
+    pub fn start(self) -> Result<Supervisor, Error> {
+        if let Some(e) = self.config_error {
+            return Err(Error::Encode(e));
+        }
+        check_program(&self.config.program)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        Ok(Supervisor::start(self.config, runtime))
+    }
+
+    /// Starts the pool and waits until every worker is ready ("online").
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Builder::start), and the first worker's failure to
+    /// start ([`Error::Spawn`], [`Error::Handshake`]); then every worker
+    /// already started is killed and reaped before this returns.
+    pub async fn spawn(self) -> Result<Supervisor, Error> {
+        let pool = self.start()?;
+        match pool.online().await {
+            Ok(()) => Ok(pool),
+            Err(e) => {
+                pool.hard_kill().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Fails early, naming the path, when the binary cannot possibly start.
+fn check_program(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |reason: &str| Error::WorkerBinary {
+        path: path.to_path_buf(),
+        reason: reason.to_owned(),
+    };
+    // A bare name is looked up in PATH by the operating system at spawn.
+    if path.components().count() == 1 && !path.exists() {
+        return Ok(());
+    }
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => bad("does not exist"),
+        _ => Error::WorkerBinary {
+            path: path.to_path_buf(),
+            reason: format!("cannot be read: {e}"),
+        },
+    })?;
+    if !meta.is_file() {
+        return Err(bad("is not a file"));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(bad("is not executable"));
+    }
+    Ok(())
+}

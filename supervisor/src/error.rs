@@ -1,0 +1,132 @@
+//! The supervisor's error type.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use drover_proto::{ProtocolError, RemoteErrorKind, RequestId, ValueError};
+
+use crate::event::WorkerExit;
+
+/// Everything that can go wrong on the supervisor's side. Every variant
+/// names what failed and to whom: the binary's path, the worker's pid, the
+/// request's id, the limit that was hit.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The worker binary cannot be used: missing, not a file, not
+    /// executable.
+    #[error("worker binary {path}: {reason}")]
+    WorkerBinary {
+        /// The configured path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The operating system refused to start the worker process.
+    #[error("cannot start worker {path}: {source}")]
+    Spawn {
+        /// The configured path.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A worker process started but did not complete the handshake.
+    #[error("worker {path} (pid {pid}) failed its handshake: {reason}")]
+    Handshake {
+        /// The configured path.
+        path: PathBuf,
+        /// The worker's pid.
+        pid: u32,
+        /// What went wrong.
+        reason: HandshakeFailure,
+    },
+    /// The pool is shutting down (soft kill, hard kill, or the last handle
+    /// dropped): the request was refused and nothing was sent.
+    #[error("the pool is shutting down; request refused")]
+    ShuttingDown,
+    /// The pool stopped for good.
+    #[error("the pool has failed: {reason}")]
+    PoolFailed {
+        /// Why it stopped.
+        reason: String,
+    },
+    /// The pending queue is full; the request was refused and nothing was
+    /// sent.
+    #[error("queue full: {limit} requests are already waiting (max_queue = {limit})")]
+    QueueFull {
+        /// The queue's bound, `max_queue`.
+        limit: usize,
+    },
+    /// The encoded payload does not fit in a frame; nothing was sent.
+    #[error("payload of {size} bytes exceeds the frame limit of {limit} bytes (max_frame_length); nothing was sent")]
+    PayloadTooLarge {
+        /// The encoded payload's size.
+        size: usize,
+        /// The largest payload a frame can carry.
+        limit: usize,
+    },
+    /// A value given to the supervisor (request payload, event payload,
+    /// worker config) would not encode.
+    #[error(transparent)]
+    Encode(ValueError),
+    /// An answer does not decode as the type asked for.
+    #[error("answer to request {request_id} from worker pid {pid}: {source}")]
+    Decode {
+        /// The request answered.
+        request_id: RequestId,
+        /// The worker that answered.
+        pid: u32,
+        /// The decoder's error, naming the type asked for.
+        source: ValueError,
+    },
+    /// The worker's handler failed the request (returned an error,
+    /// panicked, called `fail`, or dropped the request unanswered).
+    #[error("request {request_id} failed in worker pid {pid}: {message}")]
+    Remote {
+        /// The request that failed.
+        request_id: RequestId,
+        /// The worker that ran it.
+        pid: u32,
+        /// How it failed.
+        kind: RemoteErrorKind,
+        /// The worker's message.
+        message: String,
+    },
+    /// The worker holding the request died before answering.
+    #[error("request {request_id} lost: {exit}")]
+    WorkerLost {
+        /// The request lost.
+        request_id: RequestId,
+        /// How and why the worker ended.
+        exit: Box<WorkerExit>,
+    },
+    /// No worker with this id is running.
+    #[error("no worker with id {worker_id} is running")]
+    NoSuchWorker {
+        /// The id asked for.
+        worker_id: u64,
+    },
+    /// The supervisor was started outside a tokio runtime.
+    #[error("drover needs a tokio runtime: start the supervisor from within one")]
+    NoRuntime,
+}
+
+/// Why a worker failed its handshake.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeFailure {
+    /// It sent nothing (or not all of the handshake) within the start
+    /// timeout.
+    #[error("no handshake within the start timeout of {timeout:?}: is it a drover worker?")]
+    Timeout {
+        /// The start timeout.
+        timeout: Duration,
+    },
+    /// It exited during the handshake.
+    #[error("exited during the handshake ({status}): is it a drover worker?")]
+    Exited {
+        /// How it exited.
+        status: crate::event::Termination,
+    },
+    /// It broke the protocol during the handshake.
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+}

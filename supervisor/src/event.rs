@@ -1,0 +1,248 @@
+//! What the pool reports: events, and how and why a worker ended.
+
+use std::fmt;
+
+use bytes::Bytes;
+use drover_proto::{decode_value, RequestId};
+use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
+
+use crate::error::Error;
+
+/// Something that happened in the pool, from [`Supervisor::events`].
+///
+/// [`Supervisor::events`]: crate::Supervisor::events
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// Every worker of the initial set has said `Ready`.
+    Online,
+    /// A worker process was started (its handshake is still to come).
+    WorkerSpawned {
+        /// The worker's id (unique for the pool's life).
+        worker_id: u64,
+        /// The slot it fills.
+        index: u32,
+        /// Its pid.
+        pid: u32,
+    },
+    /// A worker process ended and was reaped.
+    WorkerExited(WorkerExit),
+    /// A worker sent a custom event.
+    Custom(CustomEvent),
+    /// The pool stopped for good: restarts exhausted. Every pending request
+    /// has failed.
+    PoolFailed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A custom event sent by a worker with `Worker::emit`.
+#[derive(Debug, Clone)]
+pub struct CustomEvent {
+    /// The event's name.
+    pub name: String,
+    /// The sending worker's id.
+    pub worker_id: u64,
+    /// The sending worker's pid.
+    pub pid: u32,
+    payload: Bytes,
+}
+
+impl CustomEvent {
+    pub(crate) fn new(name: String, worker_id: u64, pid: u32, payload: Bytes) -> CustomEvent {
+        CustomEvent {
+            name,
+            worker_id,
+            pid,
+            payload,
+        }
+    }
+
+    /// Decodes the event's payload as a `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`]-free: [`Error::Decode`] naming `T` (its request id
+    /// is nil) when the payload is not a `T`.
+    pub fn data<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        decode_value(&self.payload).map_err(|source| Error::Decode {
+            request_id: RequestId::nil(),
+            pid: self.pid,
+            source,
+        })
+    }
+}
+
+/// How a process ended, as the operating system reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+impl Termination {
+    pub(crate) fn from_status(status: std::process::ExitStatus) -> Termination {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Termination::Code(code),
+            (None, Some(signal)) => Termination::Signal(signal),
+            (None, None) => Termination::Code(-1),
+        }
+    }
+}
+
+impl fmt::Display for Termination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Termination::Code(code) => write!(f, "exit code {code}"),
+            Termination::Signal(signal) => match signal_name(*signal) {
+                Some(name) => write!(f, "killed by {name}"),
+                None => write!(f, "killed by signal {signal}"),
+            },
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        _ => return None,
+    })
+}
+
+/// Why a worker ended: asked to, or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExitReason {
+    /// The pool asked it to stop with a soft kill, and it did.
+    SoftKill,
+    /// The soft kill's grace period ran out and the worker was killed.
+    SoftKillTimeout,
+    /// The pool asked it to stop with a hard kill (or the last handle was
+    /// dropped).
+    HardKill,
+    /// It exited (or its connection closed) without being asked.
+    Crashed,
+    /// It broke the protocol (an oversize or undecodable frame, an
+    /// unexpected message) and was killed.
+    ProtocolViolation {
+        /// What it did.
+        detail: String,
+    },
+    /// It failed its handshake.
+    Handshake {
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl ExitReason {
+    /// Whether the pool asked for this exit.
+    pub fn is_requested(&self) -> bool {
+        matches!(
+            self,
+            ExitReason::SoftKill | ExitReason::SoftKillTimeout | ExitReason::HardKill
+        )
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::SoftKill => f.write_str("stopped by a soft kill"),
+            ExitReason::SoftKillTimeout => {
+                f.write_str("killed when the soft kill's grace period ran out")
+            }
+            ExitReason::HardKill => f.write_str("stopped by a hard kill"),
+            ExitReason::Crashed => f.write_str("exited without being asked to"),
+            ExitReason::ProtocolViolation { detail } => {
+                write!(f, "killed for breaking the protocol: {detail}")
+            }
+            ExitReason::Handshake { detail } => write!(f, "failed its handshake: {detail}"),
+        }
+    }
+}
+
+/// The end of one worker process, in [`Event::WorkerExited`] and in the
+/// errors of the requests it held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerExit {
+    /// The worker's id.
+    pub worker_id: u64,
+    /// The slot it filled.
+    pub index: u32,
+    /// Its pid.
+    pub pid: u32,
+    /// How the operating system says it ended.
+    pub termination: Termination,
+    /// Why it ended.
+    pub reason: ExitReason,
+    /// The requests it held when it ended (failed, or re-queued).
+    pub in_flight: Vec<RequestId>,
+}
+
+impl WorkerExit {
+    /// Whether the pool asked for this exit.
+    pub fn requested(&self) -> bool {
+        self.reason.is_requested()
+    }
+}
+
+impl fmt::Display for WorkerExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "worker pid {} (id {}) {} ({})",
+            self.pid, self.worker_id, self.reason, self.termination
+        )
+    }
+}
+
+/// A subscription to the pool's [`Event`]s, from
+/// [`Supervisor::events`](crate::Supervisor::events).
+#[derive(Debug)]
+pub struct Events {
+    rx: broadcast::Receiver<Event>,
+}
+
+impl Events {
+    pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Events {
+        Events { rx }
+    }
+
+    /// The next event; `None` once the pool is gone.
+    ///
+    /// A subscriber more than 4096 events behind loses the oldest ones; a
+    /// warning in the log says how many.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future loses no event.
+    pub async fn recv(&mut self) -> Option<Event> {
+        loop {
+            match self.rx.recv().await {
+                Ok(event) => return Some(event),
+                Err(broadcast::error::RecvError::Closed) => return None,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "event subscriber fell behind; events lost");
+                }
+            }
+        }
+    }
+}

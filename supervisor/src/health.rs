@@ -1,0 +1,61 @@
+//! Worker states, health snapshots and memory sampling.
+
+use std::fmt;
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WorkerState {
+    /// Started, handshake not finished.
+    Starting,
+    /// Takes requests.
+    Ready,
+    /// Said `busy()`: takes no new request until it says `ready()`.
+    Busy,
+    /// Asked to stop; finishing what it holds.
+    Stopping,
+}
+
+impl fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Ready => "ready",
+            WorkerState::Busy => "busy",
+            WorkerState::Stopping => "stopping",
+        })
+    }
+}
+
+/// A snapshot of one worker, from [`Supervisor::health`](crate::Supervisor::health).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerHealth {
+    /// The worker's id (unique for the pool's life).
+    pub worker_id: u64,
+    /// The slot it fills.
+    pub index: u32,
+    /// Its pid.
+    pub pid: u32,
+    /// Resident memory at the last sample, in bytes; `None` before the
+    /// first sample.
+    pub rss: Option<u64>,
+    /// Requests sent to it and not yet answered.
+    pub in_flight: usize,
+    /// Its state.
+    pub state: WorkerState,
+    /// The last status line it sent with `Worker::status`.
+    pub status: Option<String>,
+    /// Requests it has answered.
+    pub served: u64,
+}
+
+/// Reads the resident set size of `pid` from `/proc/<pid>/statm`, in bytes.
+pub(crate) fn read_rss(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(resident_pages * page_size())
+}
+
+fn page_size() -> u64 {
+    rustix::param::page_size() as u64
+}

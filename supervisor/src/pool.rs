@@ -1,0 +1,653 @@
+//! The pool's state and every change to it.
+//!
+//! One `std::sync::Mutex` guards [`PoolState`]; every change happens in a
+//! short critical section with no `.await` inside, and callers are woken
+//! (oneshot replies, events) only after the lock is released. Routing a
+//! request is such a critical section, run by the caller of `enqueue` or by
+//! the connection task of the worker that just freed a slot, so a request
+//! reaches a worker's writer with no hop through a central task.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use drover_proto::{timestamp_micros, Message, Outgoing, RemoteError, RequestId};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::builder::Config;
+use crate::error::Error;
+use crate::event::{CustomEvent, Event, ExitReason, WorkerExit};
+use crate::health::{WorkerHealth, WorkerState};
+use crate::response::Response;
+use crate::routing::{pick, Candidate};
+
+/// Where a caller's answer goes.
+pub(crate) type Reply = oneshot::Sender<Result<Response, Error>>;
+
+/// How many events a slow subscriber may fall behind.
+const EVENT_BACKLOG: usize = 4096;
+
+/// The pool as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Taking requests.
+    Running,
+    /// Soft kill in progress: no new requests, the rest finish.
+    SoftKilling,
+    /// Stopped by a kill or by dropping the last handle.
+    Stopped,
+    /// Stopped by itself (restart budget spent).
+    Failed(String),
+}
+
+/// A request waiting for a worker.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) id: RequestId,
+    pub(crate) created_at: SystemTime,
+    pub(crate) payload: Bytes,
+    pub(crate) reply: Reply,
+}
+
+/// A request sent to a worker, not yet answered.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    pub(crate) created_at: SystemTime,
+    /// `None` once the caller has gone (cancelled): the answer is dropped.
+    pub(crate) reply: Option<Reply>,
+}
+
+/// One worker process, from spawn to reaping.
+#[derive(Debug)]
+pub(crate) struct WorkerEntry {
+    pub(crate) id: u64,
+    pub(crate) index: u32,
+    pub(crate) pid: u32,
+    pub(crate) state: WorkerState,
+    /// The writer's queue; `None` until the handshake is done.
+    pub(crate) tx: Option<mpsc::UnboundedSender<Outgoing>>,
+    pub(crate) in_flight: HashMap<RequestId, InFlight>,
+    pub(crate) rss: Option<u64>,
+    pub(crate) status: Option<String>,
+    pub(crate) served: u64,
+    /// Set when the pool asks this worker to stop, with the reason.
+    pub(crate) stop: Option<ExitReason>,
+    /// Cancelled to have the connection task kill the process.
+    pub(crate) kill: CancellationToken,
+}
+
+impl WorkerEntry {
+    fn send(&self, message: Message) {
+        if let Some(tx) = &self.tx {
+            // A closed queue means the connection is ending; its task will
+            // settle whatever this worker held.
+            let _ = tx.send(Outgoing::Frame(message));
+        }
+    }
+
+    fn health(&self) -> WorkerHealth {
+        WorkerHealth {
+            worker_id: self.id,
+            index: self.index,
+            pid: self.pid,
+            rss: self.rss,
+            in_flight: self.in_flight.len(),
+            state: self.state,
+            status: self.status.clone(),
+            served: self.served,
+        }
+    }
+}
+
+/// How far the initial set of workers has come.
+#[derive(Debug)]
+pub(crate) enum Startup {
+    /// This many have yet to say `Ready`.
+    Waiting(usize),
+    /// All did.
+    Online,
+    /// One failed; the first error is kept for `online()`.
+    Failed(Option<Error>),
+}
+
+/// Everything the mutex guards.
+#[derive(Debug)]
+pub(crate) struct PoolState {
+    pub(crate) phase: Phase,
+    pub(crate) startup: Startup,
+    pub(crate) workers: Vec<WorkerEntry>,
+    pub(crate) pending: VecDeque<Pending>,
+    cursor: usize,
+    /// When each recent restart happened, for the restart budget.
+    restarts: VecDeque<Instant>,
+}
+
+impl PoolState {
+    pub(crate) fn worker_mut(&mut self, id: u64) -> Option<&mut WorkerEntry> {
+        self.workers.iter_mut().find(|w| w.id == id)
+    }
+
+    /// Chooses a worker for the next request, if one can take it.
+    fn choose(&mut self, config: &Config) -> Option<usize> {
+        let candidates: Vec<Candidate> = self
+            .workers
+            .iter()
+            .map(|w| Candidate {
+                eligible: w.state == WorkerState::Ready
+                    && w.tx.is_some()
+                    && w.stop.is_none()
+                    && w.in_flight.len() < config.max_concurrency,
+                in_flight: w.in_flight.len(),
+                rss: w.rss,
+            })
+            .collect();
+        pick(config.routing, &candidates, &mut self.cursor)
+    }
+
+    fn send_to(&mut self, index: usize, request: Pending) {
+        let worker = &mut self.workers[index];
+        worker.in_flight.insert(
+            request.id,
+            InFlight {
+                created_at: request.created_at,
+                reply: Some(request.reply),
+            },
+        );
+        worker.send(Message::Request {
+            id: request.id,
+            created_at: timestamp_micros(request.created_at),
+            payload: request.payload,
+        });
+    }
+
+    /// Moves queued requests to workers while any can take one.
+    pub(crate) fn dispatch(&mut self, config: &Config) {
+        while !self.pending.is_empty() {
+            let Some(index) = self.choose(config) else {
+                return;
+            };
+            if let Some(request) = self.pending.pop_front() {
+                self.send_to(index, request);
+            }
+        }
+    }
+
+    /// Fails every queued request with `error()`.
+    pub(crate) fn fail_pending(&mut self, error: impl Fn() -> Error) {
+        for request in self.pending.drain(..) {
+            let _ = request.reply.send(Err(error()));
+        }
+    }
+
+    fn refusal(&self) -> Option<Error> {
+        match &self.phase {
+            Phase::Running => None,
+            Phase::SoftKilling | Phase::Stopped => Some(Error::ShuttingDown),
+            Phase::Failed(reason) => Some(Error::PoolFailed {
+                reason: reason.clone(),
+            }),
+        }
+    }
+}
+
+/// What the pool's handles and tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    state: Mutex<PoolState>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) tracker: TaskTracker,
+    /// Cancelled when the pool is gone for good: every task ends.
+    pub(crate) shutdown: CancellationToken,
+    /// Bumped after every change a waiter might care about (a worker
+    /// ready or gone, the queue emptied, startup done).
+    changed: watch::Sender<u64>,
+    next_worker_id: AtomicU64,
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config, runtime: tokio::runtime::Handle) -> Shared {
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        let workers = config.workers;
+        Shared {
+            config,
+            state: Mutex::new(PoolState {
+                phase: Phase::Running,
+                startup: Startup::Waiting(workers),
+                workers: Vec::with_capacity(workers),
+                pending: VecDeque::new(),
+                cursor: 0,
+                restarts: VecDeque::new(),
+            }),
+            events,
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            changed: watch::channel(0).0,
+            next_worker_id: AtomicU64::new(1),
+            runtime,
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // A panic while holding the lock leaves plain data behind; carry on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn next_worker_id(&self) -> u64 {
+        self.next_worker_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        // No subscriber is fine: nobody is listening.
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Waits until `done` holds for the state (checked after each change).
+    pub(crate) async fn wait_until<T>(
+        &self,
+        mut done: impl FnMut(&mut PoolState) -> Option<T>,
+    ) -> T {
+        let mut rx = self.changed.subscribe();
+        loop {
+            if let Some(value) = done(&mut self.lock()) {
+                return value;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives in `self`: unreachable, but never spin.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Accepts a request: straight to a worker if one is free, else queued.
+    pub(crate) fn submit(&self, request: Pending) -> Result<(), Error> {
+        let mut state = self.lock();
+        if let Some(refusal) = state.refusal() {
+            return Err(refusal);
+        }
+        if state.pending.is_empty() {
+            if let Some(index) = state.choose(&self.config) {
+                state.send_to(index, request);
+                return Ok(());
+            }
+        }
+        if state.pending.len() >= self.config.max_queue {
+            return Err(Error::QueueFull {
+                limit: self.config.max_queue,
+            });
+        }
+        state.pending.push_back(request);
+        Ok(())
+    }
+
+    /// The caller of request `id` went away: forget it if queued, tell its
+    /// worker if running. Its answer, if one comes, is dropped.
+    pub(crate) fn cancel(&self, id: RequestId) {
+        let mut state = self.lock();
+        if let Some(pos) = state.pending.iter().position(|p| p.id == id) {
+            state.pending.remove(pos);
+            return;
+        }
+        for worker in &mut state.workers {
+            if let Some(in_flight) = worker.in_flight.get_mut(&id) {
+                in_flight.reply = None;
+                worker.send(Message::Cancel { id });
+                return;
+            }
+        }
+    }
+
+    /// Records a newly started worker process.
+    pub(crate) fn register(&self, id: u64, index: u32, pid: u32, kill: CancellationToken) {
+        let mut state = self.lock();
+        let stop = match state.phase {
+            Phase::Running => None,
+            // The pool began stopping while this one was being started.
+            _ => {
+                kill.cancel();
+                Some(ExitReason::HardKill)
+            }
+        };
+        state.workers.push(WorkerEntry {
+            id,
+            index,
+            pid,
+            state: WorkerState::Starting,
+            tx: None,
+            in_flight: HashMap::new(),
+            rss: None,
+            status: None,
+            served: 0,
+            stop,
+            kill,
+        });
+        drop(state);
+        self.emit(Event::WorkerSpawned {
+            worker_id: id,
+            index,
+            pid,
+        });
+    }
+
+    /// A worker finished its handshake: it may take requests.
+    pub(crate) fn worker_ready(&self, id: u64, tx: mpsc::UnboundedSender<Outgoing>, initial: bool) {
+        let mut state = self.lock();
+        let mut online = false;
+        if let Some(worker) = state.worker_mut(id) {
+            worker.tx = Some(tx);
+            if worker.state == WorkerState::Starting {
+                worker.state = WorkerState::Ready;
+            }
+            if let Some(reason) = &worker.stop {
+                // Asked to stop while starting: pass the request on now.
+                let message = match reason {
+                    ExitReason::SoftKill => Message::SoftKill,
+                    _ => Message::HardKill,
+                };
+                worker.state = WorkerState::Stopping;
+                worker.send(message);
+            }
+        }
+        if initial {
+            if let Startup::Waiting(n) = &mut state.startup {
+                *n -= 1;
+                if *n == 0 {
+                    state.startup = Startup::Online;
+                    online = true;
+                }
+            }
+        }
+        state.dispatch(&self.config);
+        drop(state);
+        if online {
+            self.emit(Event::Online);
+        }
+        self.notify();
+    }
+
+    /// A worker of the initial set failed to start.
+    pub(crate) fn startup_failed(&self, error: Error) {
+        let mut state = self.lock();
+        if let Startup::Waiting(_) = state.startup {
+            state.startup = Startup::Failed(Some(error));
+        }
+        drop(state);
+        self.notify();
+    }
+
+    /// Handles one message from a worker after its handshake. An `Err`
+    /// names a protocol violation: the caller kills the worker.
+    pub(crate) fn on_message(&self, id: u64, pid: u32, message: Message) -> Result<(), String> {
+        match message {
+            Message::Response {
+                id: request_id,
+                result,
+            } => {
+                let mut state = self.lock();
+                let Some(worker) = state.worker_mut(id) else {
+                    return Ok(());
+                };
+                let Some(in_flight) = worker.in_flight.remove(&request_id) else {
+                    return Err(format!(
+                        "it answered request {request_id}, which it was never given (or had already answered)"
+                    ));
+                };
+                worker.served += 1;
+                state.dispatch(&self.config);
+                drop(state);
+                if let Some(reply) = in_flight.reply {
+                    let answer = match result {
+                        Ok(payload) => Ok(Response {
+                            id: request_id,
+                            created_at: in_flight.created_at,
+                            pid,
+                            worker_id: id,
+                            payload,
+                        }),
+                        Err(RemoteError { kind, message }) => Err(Error::Remote {
+                            request_id,
+                            pid,
+                            kind,
+                            message,
+                        }),
+                    };
+                    // The caller may have just left; then nobody wants it.
+                    let _ = reply.send(answer);
+                }
+                self.notify();
+            }
+            Message::Busy => {
+                let mut state = self.lock();
+                if let Some(worker) = state.worker_mut(id) {
+                    if worker.state == WorkerState::Ready {
+                        worker.state = WorkerState::Busy;
+                    }
+                }
+            }
+            Message::Ready => {
+                let mut state = self.lock();
+                if let Some(worker) = state.worker_mut(id) {
+                    if worker.state == WorkerState::Busy {
+                        worker.state = WorkerState::Ready;
+                    }
+                }
+                state.dispatch(&self.config);
+                drop(state);
+                self.notify();
+            }
+            Message::Event { name, payload } => {
+                self.emit(Event::Custom(CustomEvent::new(name, id, pid, payload)));
+            }
+            Message::Status { message } => {
+                let mut state = self.lock();
+                if let Some(worker) = state.worker_mut(id) {
+                    worker.status = Some(message);
+                }
+            }
+            Message::Pong { .. } => {}
+            other => {
+                return Err(format!(
+                    "it sent a {} message, which workers never send",
+                    other.kind()
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// The stop reason the pool recorded for worker `id`, if any.
+    pub(crate) fn stop_reason(&self, id: u64) -> Option<ExitReason> {
+        self.lock().worker_mut(id).and_then(|w| w.stop.clone())
+    }
+
+    /// A worker process ended and was reaped: settle what it held, report
+    /// it, and replace it if it was not asked to stop.
+    pub(crate) fn worker_exited(self: &Arc<Self>, exit: WorkerExit) {
+        let mut state = self.lock();
+        let Some(pos) = state.workers.iter().position(|w| w.id == exit.worker_id) else {
+            return;
+        };
+        let worker = state.workers.remove(pos);
+        let mut exit = exit;
+        exit.in_flight = worker.in_flight.keys().copied().collect();
+        let replace = !exit.requested() && state.phase == Phase::Running;
+        let mut failed_reason = None;
+        if replace {
+            let now = Instant::now();
+            while let Some(&t) = state.restarts.front() {
+                if now.duration_since(t) > self.config.restart_window {
+                    state.restarts.pop_front();
+                } else {
+                    break;
+                }
+            }
+            if state.restarts.len() < self.config.max_restarts {
+                state.restarts.push_back(now);
+            } else {
+                let reason = format!(
+                    "restart budget spent: {} restarts within {:?}; last: {}",
+                    self.config.max_restarts, self.config.restart_window, exit
+                );
+                state.phase = Phase::Failed(reason.clone());
+                failed_reason = Some(reason);
+            }
+        }
+        if let Some(reason) = &failed_reason {
+            state.fail_pending(|| Error::PoolFailed {
+                reason: reason.clone(),
+            });
+            for other in &mut state.workers {
+                other.stop.get_or_insert(ExitReason::HardKill);
+                other.kill.cancel();
+            }
+        }
+        let replacement =
+            (replace && failed_reason.is_none()).then(|| (self.next_worker_id(), worker.index));
+        drop(state);
+
+        let boxed = Box::new(exit.clone());
+        for (request_id, in_flight) in worker.in_flight {
+            if let Some(reply) = in_flight.reply {
+                let _ = reply.send(Err(Error::WorkerLost {
+                    request_id,
+                    exit: boxed.clone(),
+                }));
+            }
+        }
+        if exit.requested() {
+            tracing::debug!(
+                pid = exit.pid,
+                worker_id = exit.worker_id,
+                "worker stopped: {}",
+                exit.reason
+            );
+        } else {
+            tracing::warn!(
+                pid = exit.pid,
+                worker_id = exit.worker_id,
+                "worker ended: {exit}"
+            );
+        }
+        self.emit(Event::WorkerExited(exit));
+        if let Some(reason) = failed_reason {
+            tracing::error!("pool failed: {reason}");
+            self.emit(Event::PoolFailed { reason });
+        }
+        if let Some((id, index)) = replacement {
+            crate::worker::launch(self, id, index, false);
+        }
+        self.notify();
+    }
+
+    /// Snapshot of every worker.
+    pub(crate) fn health(&self) -> Vec<WorkerHealth> {
+        let state = self.lock();
+        let mut list: Vec<WorkerHealth> = state.workers.iter().map(WorkerEntry::health).collect();
+        list.sort_by_key(|h| (h.index, h.worker_id));
+        list
+    }
+
+    /// Sends `message` to every worker past its handshake; returns how many.
+    pub(crate) fn send_all(&self, message: &Message) -> usize {
+        let state = self.lock();
+        let mut sent = 0;
+        for worker in state.workers.iter().filter(|w| w.tx.is_some()) {
+            worker.send(message.clone());
+            sent += 1;
+        }
+        sent
+    }
+
+    /// Sends `message` to one worker.
+    pub(crate) fn send_to_worker(&self, worker_id: u64, message: Message) -> Result<(), Error> {
+        let mut state = self.lock();
+        match state.worker_mut(worker_id) {
+            Some(worker) if worker.tx.is_some() => {
+                worker.send(message);
+                Ok(())
+            }
+            _ => Err(Error::NoSuchWorker { worker_id }),
+        }
+    }
+
+    /// Stops taking requests and asks every worker to stop with `reason`
+    /// (soft or hard kill). Returns false if the pool was already stopping
+    /// this way or harder.
+    pub(crate) fn begin_stop(&self, reason: ExitReason) {
+        let mut state = self.lock();
+        match reason {
+            ExitReason::SoftKill => {
+                if state.phase == Phase::Running {
+                    state.phase = Phase::SoftKilling;
+                }
+            }
+            _ => {
+                if !matches!(state.phase, Phase::Failed(_)) {
+                    state.phase = Phase::Stopped;
+                }
+                state.fail_pending(|| Error::ShuttingDown);
+            }
+        }
+        drop(state);
+        self.notify();
+    }
+
+    /// Sends the stop message to every worker not yet stopping.
+    pub(crate) fn ask_workers_to_stop(&self, reason: &ExitReason) {
+        let mut state = self.lock();
+        for worker in &mut state.workers {
+            let harder = matches!(reason, ExitReason::HardKill)
+                && !matches!(worker.stop, Some(ExitReason::HardKill));
+            if worker.stop.is_none() || harder {
+                worker.stop = Some(reason.clone());
+                worker.state = WorkerState::Stopping;
+                worker.send(match reason {
+                    ExitReason::SoftKill => Message::SoftKill,
+                    _ => Message::HardKill,
+                });
+            }
+        }
+    }
+
+    /// Kills every worker still running, recording `reason` for those the
+    /// pool had not yet asked to stop.
+    pub(crate) fn kill_all(&self, reason: ExitReason) {
+        let mut state = self.lock();
+        for worker in &mut state.workers {
+            match worker.stop {
+                Some(ExitReason::SoftKill) if reason == ExitReason::SoftKillTimeout => {
+                    worker.stop = Some(reason.clone());
+                }
+                None => worker.stop = Some(reason.clone()),
+                _ => {}
+            }
+            worker.kill.cancel();
+        }
+    }
+
+    /// Records fresh memory readings.
+    pub(crate) fn record_rss(&self, readings: &[(u64, Option<u64>)]) {
+        let mut state = self.lock();
+        for &(id, rss) in readings {
+            if let Some(worker) = state.worker_mut(id) {
+                if rss.is_some() {
+                    worker.rss = rss;
+                }
+            }
+        }
+    }
+
+    /// `(worker id, pid)` of every worker, for the memory sampler.
+    pub(crate) fn pids(&self) -> Vec<(u64, u32)> {
+        self.lock().workers.iter().map(|w| (w.id, w.pid)).collect()
+    }
+}

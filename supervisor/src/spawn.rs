@@ -1,0 +1,99 @@
+//! Starting one worker process with its end of a socket pair.
+//!
+//! The one module of the supervisor with `unsafe`: the code that runs in
+//! the child between `fork` and `exec` (`pre_exec`). It only makes system
+//! calls (rustix's, which are async-signal-safe): set the parent-death
+//! signal, check the parent is still there, and put the socket on its
+//! agreed descriptor number.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::process::Stdio;
+
+use drover_proto::{CHILD_FD, ENV_FD, ENV_PARENT_PID};
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use rustix::process::{Pid, Signal};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+
+use crate::builder::Config;
+use crate::error::Error;
+
+/// A started worker process and the supervisor's end of its socket.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    pub(crate) child: Child,
+    pub(crate) pid: u32,
+    pub(crate) stream: UnixStream,
+}
+
+/// Starts one worker process.
+///
+/// The socket pair is made close-on-exec; the child's end is moved to
+/// descriptor [`CHILD_FD`] (which `dup2` leaves inheritable) and its number
+/// passed in `DROVER_FD`. No other descriptor of ours reaches the child.
+pub(crate) fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
+    let spawn_error = |source: io::Error| Error::Spawn {
+        path: config.program.clone(),
+        source,
+    };
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| spawn_error(e.into()))?;
+
+    let mut command = Command::new(&config.program);
+    command
+        .args(&config.args)
+        .envs(config.env.iter().map(|(k, v)| (k, v)))
+        .env(ENV_FD, CHILD_FD.to_string())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let parent = rustix::process::getpid();
+    command.env(ENV_PARENT_PID, parent.as_raw_nonzero().to_string());
+    let their_fd = theirs.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls; it allocates nothing on its success
+    // path and touches no lock.
+    unsafe {
+        command.pre_exec(move || child_setup(their_fd, parent));
+    }
+    let child = command.spawn().map_err(spawn_error)?;
+    drop(theirs);
+    let pid = child.id().unwrap_or(0);
+
+    let std_stream = std::os::unix::net::UnixStream::from(ours);
+    std_stream.set_nonblocking(true).map_err(spawn_error)?;
+    let stream = UnixStream::from_std(std_stream).map_err(spawn_error)?;
+    Ok(Spawned { child, pid, stream })
+}
+
+/// Runs in the child between `fork` and `exec`.
+fn child_setup(fd: RawFd, parent: Pid) -> io::Result<()> {
+    // Die with the supervisor. The signal fires when the forking *thread*
+    // exits; the worker also checks its parent pid when it connects.
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+    if rustix::process::getppid() != Some(parent) {
+        // The supervisor died between fork and here: do not start at all.
+        return Err(rustix::io::Errno::SRCH.into());
+    }
+    if fd == CHILD_FD {
+        // Already in place: only clear close-on-exec.
+        // SAFETY: `fd` is open in the child (inherited across fork).
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::empty())?;
+    } else {
+        // SAFETY: `fd` is open in the child (inherited across fork). The
+        // target number is wrapped only so rustix can name it, and never
+        // closed by us (ManuallyDrop): exec hands it to the worker.
+        let source = unsafe { BorrowedFd::borrow_raw(fd) };
+        let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(CHILD_FD) });
+        rustix::io::dup2(source, &mut target)?;
+    }
+    Ok(())
+}

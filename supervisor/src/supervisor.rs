@@ -1,0 +1,338 @@
+//! The public handle to a pool.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use drover_proto::codec::MESSAGE_OVERHEAD;
+use drover_proto::{encode_value, Message, RequestId};
+use serde::Serialize;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::builder::{Builder, Config};
+use crate::error::Error;
+use crate::event::{Events, ExitReason};
+use crate::health::{read_rss, WorkerHealth};
+use crate::pool::{Pending, Shared, Startup};
+use crate::response::Response;
+
+/// A pool of worker processes.
+///
+/// `Supervisor` is a cheap handle (`Clone + Send + Sync`): clone it into
+/// as many tasks as need to send requests.
+///
+/// # Dropping
+///
+/// When the last handle is dropped, every queued request fails with
+/// [`Error::ShuttingDown`] and every worker is killed at once (`SIGKILL`)
+/// and reaped in the background on the runtime. To wait until every worker
+/// has been reaped, call [`hard_kill`](Supervisor::hard_kill) or
+/// [`soft_kill`](Supervisor::soft_kill) first.
+///
+/// # Examples
+///
+/// ```no_run
+/// use drover_supervisor::Supervisor;
+///
+/// # async fn run() -> Result<(), drover_supervisor::Error> {
+/// let pool = Supervisor::builder("target/debug/upper-worker").workers(4).spawn().await?;
+/// let answer = pool.enqueue("hello").await?;
+/// println!("pid {} said {}", answer.pid(), answer.data::<String>()?);
+/// pool.soft_kill().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Supervisor {
+    handle: Arc<Handle>,
+}
+
+/// The last of these to drop stops the pool.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        shared.begin_stop(ExitReason::HardKill);
+        shared.ask_workers_to_stop(&ExitReason::HardKill);
+        shared.kill_all(ExitReason::HardKill);
+        shared.tracker.close();
+        // Stop the background tasks (the memory sampler); connection tasks
+        // end once their process is reaped.
+        shared.shutdown.cancel();
+    }
+}
+
+impl fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("program", &self.handle.shared.config.program)
+            .field("workers", &self.handle.shared.config.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Supervisor {
+    /// Starts configuring a pool of workers running `program`.
+    pub fn builder(program: impl AsRef<Path>) -> Builder {
+        Builder::new(program)
+    }
+
+    pub(crate) fn start(config: Config, runtime: tokio::runtime::Handle) -> Supervisor {
+        let shared = Arc::new(Shared::new(config, runtime));
+        for index in 0..shared.config.workers {
+            crate::worker::launch(&shared, shared.next_worker_id(), index as u32, true);
+        }
+        let sampler = sample_memory(shared.clone());
+        shared.tracker.spawn_on(sampler, &shared.runtime);
+        Supervisor {
+            handle: Arc::new(Handle { shared }),
+        }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// Waits until every worker of the initial set has said `Ready`.
+    ///
+    /// # Errors
+    ///
+    /// The first worker's failure to start ([`Error::Spawn`],
+    /// [`Error::Handshake`]); [`Error::ShuttingDown`] if the pool was
+    /// stopped first. Each worker's start is bounded by the start timeout,
+    /// so this never hangs.
+    pub async fn online(&self) -> Result<(), Error> {
+        self.shared()
+            .wait_until(|state| match &mut state.startup {
+                Startup::Online => Some(Ok(())),
+                Startup::Failed(error) => {
+                    Some(Err(error.take().unwrap_or_else(|| Error::PoolFailed {
+                        reason: "a worker failed to start".to_owned(),
+                    })))
+                }
+                Startup::Waiting(_) if state.phase != crate::pool::Phase::Running => {
+                    Some(Err(Error::ShuttingDown))
+                }
+                Startup::Waiting(_) => None,
+            })
+            .await
+    }
+
+    /// Sends `payload` to a worker and waits for its answer.
+    ///
+    /// The request goes to the best worker at once (see
+    /// [`Routing`](crate::Routing)), or waits in the queue until one is
+    /// free.
+    ///
+    /// # Errors
+    ///
+    /// Refusals, returned at once with nothing sent:
+    /// [`Error::PayloadTooLarge`], [`Error::QueueFull`],
+    /// [`Error::ShuttingDown`], [`Error::PoolFailed`], [`Error::Encode`].
+    /// Failures: [`Error::Remote`] (the handler failed), [`Error::WorkerLost`]
+    /// (the worker died holding it).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future cancels the request: it leaves the queue if it is
+    /// still there; if a worker has it, the worker is sent `Cancel` and its
+    /// answer is discarded.
+    pub async fn enqueue<T: Serialize + ?Sized>(&self, payload: &T) -> Result<Response, Error> {
+        let bytes = encode_value(payload).map_err(Error::Encode)?;
+        self.enqueue_bytes(bytes).await
+    }
+
+    /// As [`enqueue`](Supervisor::enqueue), with a payload already encoded
+    /// (the worker sees these exact bytes in `Request::payload`).
+    ///
+    /// # Errors
+    ///
+    /// As [`enqueue`](Supervisor::enqueue).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`enqueue`](Supervisor::enqueue).
+    pub async fn enqueue_bytes(&self, payload: impl Into<Bytes>) -> Result<Response, Error> {
+        let payload = payload.into();
+        let limit = self.max_payload();
+        if payload.len() > limit {
+            return Err(Error::PayloadTooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        let id = Uuid::new_v4();
+        self.shared().submit(Pending {
+            id,
+            created_at: SystemTime::now(),
+            payload,
+            reply,
+        })?;
+        let mut guard = CancelOnDrop {
+            shared: self.shared(),
+            id,
+            armed: true,
+        };
+        let result = answer.await;
+        guard.armed = false;
+        result.unwrap_or(Err(Error::ShuttingDown))
+    }
+
+    /// The largest payload a request or event can carry, in bytes.
+    pub fn max_payload(&self) -> usize {
+        self.shared()
+            .config
+            .max_frame_length
+            .saturating_sub(MESSAGE_OVERHEAD)
+    }
+
+    /// A snapshot of every worker: pid, memory, requests in flight, state.
+    pub fn health(&self) -> Vec<WorkerHealth> {
+        self.shared().health()
+    }
+
+    /// Subscribes to the pool's events from now on.
+    pub fn events(&self) -> Events {
+        Events::new(self.shared().events.subscribe())
+    }
+
+    /// Sends a custom event to every worker that finished its handshake;
+    /// returns how many it was sent to.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`], [`Error::PayloadTooLarge`].
+    pub fn broadcast<T: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        payload: &T,
+    ) -> Result<usize, Error> {
+        let message = self.event_message(name, payload)?;
+        Ok(self.shared().send_all(&message))
+    }
+
+    /// Sends a custom event to one worker.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchWorker`] if no such worker is running,
+    /// [`Error::Encode`], [`Error::PayloadTooLarge`].
+    pub fn emit_to<T: Serialize + ?Sized>(
+        &self,
+        worker_id: u64,
+        name: &str,
+        payload: &T,
+    ) -> Result<(), Error> {
+        let message = self.event_message(name, payload)?;
+        self.shared().send_to_worker(worker_id, message)
+    }
+
+    fn event_message<T: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        payload: &T,
+    ) -> Result<Message, Error> {
+        let payload = encode_value(payload).map_err(Error::Encode)?;
+        let size = payload.len() + name.len();
+        let limit = self.max_payload();
+        if size > limit {
+            return Err(Error::PayloadTooLarge { size, limit });
+        }
+        Ok(Message::Event {
+            name: name.to_owned(),
+            payload: Bytes::from(payload),
+        })
+    }
+
+    /// Stops the pool gracefully and waits until every worker is reaped.
+    ///
+    /// New requests fail at once with [`Error::ShuttingDown`]. Requests
+    /// already accepted (queued or in flight) are answered; then each worker
+    /// is told to stop, and exits once its requests are answered, its
+    /// soft-kill hook has run and it is not busy. Whatever is left when the
+    /// soft-kill grace runs out is killed, and its requests fail.
+    pub async fn soft_kill(&self) {
+        let shared = self.shared();
+        shared.begin_stop(ExitReason::SoftKill);
+        let deadline = tokio::time::Instant::now() + shared.config.soft_kill_grace;
+        let drained = tokio::time::timeout_at(
+            deadline,
+            shared.wait_until(|state| {
+                (state.pending.is_empty() || state.workers.is_empty()).then_some(())
+            }),
+        )
+        .await;
+        if drained.is_err() {
+            shared.lock().fail_pending(|| Error::ShuttingDown);
+        }
+        shared.ask_workers_to_stop(&ExitReason::SoftKill);
+        let gone = tokio::time::timeout_at(deadline, self.all_reaped()).await;
+        if gone.is_err() {
+            shared.kill_all(ExitReason::SoftKillTimeout);
+            self.all_reaped().await;
+        }
+        shared.begin_stop(ExitReason::HardKill);
+    }
+
+    /// Stops the pool now and waits until every worker is reaped: queued
+    /// requests fail with [`Error::ShuttingDown`], workers are told to stop
+    /// and killed after the hard-kill grace, and their requests fail with
+    /// [`Error::WorkerLost`].
+    pub async fn hard_kill(&self) {
+        let shared = self.shared();
+        shared.begin_stop(ExitReason::HardKill);
+        shared.ask_workers_to_stop(&ExitReason::HardKill);
+        let gone = tokio::time::timeout(shared.config.hard_kill_grace, self.all_reaped()).await;
+        if gone.is_err() {
+            shared.kill_all(ExitReason::HardKill);
+            self.all_reaped().await;
+        }
+    }
+
+    /// Waits until no worker process is left. Every process is killed by
+    /// then (the callers made sure), so this is bounded by `SIGKILL`.
+    async fn all_reaped(&self) {
+        self.shared()
+            .wait_until(|state| state.workers.is_empty().then_some(()))
+            .await;
+    }
+}
+
+/// Cancels the request if `enqueue`'s future is dropped before its answer.
+struct CancelOnDrop<'a> {
+    shared: &'a Arc<Shared>,
+    id: RequestId,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.cancel(self.id);
+        }
+    }
+}
+
+/// Samples every worker's resident memory at the health interval.
+async fn sample_memory(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(shared.config.health_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let readings: Vec<(u64, Option<u64>)> = shared
+            .pids()
+            .into_iter()
+            .map(|(id, pid)| (id, read_rss(pid)))
+            .collect();
+        shared.record_rss(&readings);
+    }
+}

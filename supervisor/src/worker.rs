@@ -1,0 +1,297 @@
+//! One task per worker process: spawn, handshake, serve the connection,
+//! reap.
+//!
+//! The task owns the `Child` and the read half of the socket; a second task
+//! writes frames. The process ends in exactly one place, the bottom of
+//! [`run`], where `Child::wait` reaps it and the pool settles what it held.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_proto::{
+    write_loop, Message, MessageCodec, ProtocolError, Welcome, MAGIC, PROTOCOL_VERSION,
+};
+use futures::{SinkExt, StreamExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::process::Child;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, HandshakeFailure};
+use crate::event::{ExitReason, Termination, WorkerExit};
+use crate::pool::Shared;
+use crate::spawn::spawn_worker;
+
+type Reader = FramedRead<OwnedReadHalf, MessageCodec>;
+type Writer = FramedWrite<OwnedWriteHalf, MessageCodec>;
+
+/// How long a worker that closed its socket unasked has to exit before it
+/// is killed.
+const CLOSED_SOCKET_GRACE: Duration = Duration::from_secs(2);
+
+/// Starts the task of worker `id` in slot `index`.
+pub(crate) fn launch(shared: &Arc<Shared>, id: u64, index: u32, initial: bool) {
+    let task = run(shared.clone(), id, index, initial);
+    shared.tracker.spawn_on(task, &shared.runtime);
+}
+
+async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
+    let spawned = match spawn_worker(&shared.config) {
+        Ok(spawned) => spawned,
+        Err(error) => {
+            tracing::error!(worker_id = id, "{error}");
+            if initial {
+                shared.startup_failed(error);
+            }
+            // A replacement that cannot even start is not retried: the
+            // binary is gone or unusable, and retrying would spin.
+            return;
+        }
+    };
+    let pid = spawned.pid;
+    let mut child = spawned.child;
+    let kill = CancellationToken::new();
+    shared.register(id, index, pid, kill.clone());
+    let (read, write) = spawned.stream.into_split();
+    let max = shared.config.max_frame_length;
+    let mut reader = FramedRead::new(read, MessageCodec::new(max));
+    let mut writer = FramedWrite::new(write, MessageCodec::new(max));
+
+    let mut violation: Option<ExitReason> = None;
+    let deadline = Instant::now() + shared.config.start_timeout;
+    let welcome = Welcome {
+        worker_id: id,
+        index,
+        max_frame_length: max as u32,
+        config: shared.config.config.clone(),
+    };
+    let handshake = tokio::select! {
+        result = tokio::time::timeout_at(deadline, handshake(&mut reader, &mut writer, welcome, &shared, id, pid)) => {
+            match result {
+                Ok(result) => result,
+                Err(_) => Err(HandshakeFailure::Timeout { timeout: shared.config.start_timeout }),
+            }
+        }
+        // Killed while starting (the pool is stopping): no error to report.
+        _ = kill.cancelled() => Ok(()),
+    };
+    if let Err(failure) = handshake {
+        // Give an exiting process a moment to be reaped, so the error can
+        // say how it ended; then kill it.
+        let failure = match failure {
+            HandshakeFailure::Protocol(ProtocolError::Io(_))
+            | HandshakeFailure::Protocol(ProtocolError::Truncated { .. }) => {
+                exited_during_handshake(&mut child, deadline)
+                    .await
+                    .unwrap_or(failure)
+            }
+            other => other,
+        };
+        violation = Some(ExitReason::Handshake {
+            detail: failure.to_string(),
+        });
+        if initial {
+            shared.startup_failed(Error::Handshake {
+                path: shared.config.program.clone(),
+                pid,
+                reason: failure,
+            });
+        } else {
+            tracing::error!(
+                pid,
+                worker_id = id,
+                "replacement worker failed its handshake: {failure}"
+            );
+        }
+        let _ = child.start_kill();
+    } else if !kill.is_cancelled() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        shared.tracker.spawn_on(
+            async move {
+                if let Err(e) = write_loop(writer, rx).await {
+                    tracing::debug!(pid, "writing to worker stopped: {e}");
+                }
+            },
+            &shared.runtime,
+        );
+        shared.worker_ready(id, tx, initial);
+    }
+
+    let status = if violation.is_some() {
+        child.wait().await
+    } else {
+        serve(
+            &shared,
+            id,
+            pid,
+            &mut child,
+            &mut reader,
+            &kill,
+            &mut violation,
+        )
+        .await
+    };
+    let termination = match status {
+        Ok(status) => Termination::from_status(status),
+        Err(e) => {
+            tracing::error!(pid, "cannot reap worker: {e}");
+            Termination::Code(-1)
+        }
+    };
+    let reason = violation
+        .or_else(|| shared.stop_reason(id))
+        .unwrap_or(ExitReason::Crashed);
+    shared.worker_exited(WorkerExit {
+        worker_id: id,
+        index,
+        pid,
+        termination,
+        reason,
+        in_flight: Vec::new(),
+    });
+}
+
+/// Reads the worker's messages until its process ends; returns its status.
+async fn serve(
+    shared: &Arc<Shared>,
+    id: u64,
+    pid: u32,
+    child: &mut Child,
+    reader: &mut Reader,
+    kill: &CancellationToken,
+    violation: &mut Option<ExitReason>,
+) -> std::io::Result<std::process::ExitStatus> {
+    let mut killing = false;
+    let mut eof = false;
+    // Set when the socket closed unasked: the process gets a moment to exit.
+    let mut kill_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            status = child.wait() => return status,
+            _ = kill.cancelled(), if !killing => {
+                killing = true;
+                let _ = child.start_kill();
+            }
+            _ = sleep_until(kill_at), if !killing && kill_at.is_some() => {
+                killing = true;
+                let _ = child.start_kill();
+            }
+            frame = reader.next(), if !eof => {
+                let detail = match frame {
+                    Some(Ok(message)) => shared.on_message(id, pid, message).err(),
+                    Some(Err(ProtocolError::Io(_))) | None => {
+                        // The socket closed or failed: the process is on
+                        // its way out. A worker asked to stop gets the
+                        // pool's grace; one that was not, a short one.
+                        eof = true;
+                        if shared.stop_reason(id).is_none() {
+                            kill_at = Some(Instant::now() + CLOSED_SOCKET_GRACE);
+                        }
+                        None
+                    }
+                    Some(Err(error)) => Some(error.to_string()),
+                };
+                if let Some(detail) = detail {
+                    tracing::error!(pid, worker_id = id, "worker broke the protocol: {detail}");
+                    *violation = Some(ExitReason::ProtocolViolation { detail });
+                    eof = true;
+                    killing = true;
+                    let _ = child.start_kill();
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// If the process has exited (or exits before `deadline`), the failure is
+/// "exited during the handshake" with its status.
+async fn exited_during_handshake(child: &mut Child, deadline: Instant) -> Option<HandshakeFailure> {
+    match tokio::time::timeout_at(deadline, child.wait()).await {
+        Ok(Ok(status)) => Some(HandshakeFailure::Exited {
+            status: Termination::from_status(status),
+        }),
+        _ => None,
+    }
+}
+
+/// `Hello`, `Welcome`, then wait for `Ready`.
+async fn handshake(
+    reader: &mut Reader,
+    writer: &mut Writer,
+    welcome: Welcome,
+    shared: &Arc<Shared>,
+    id: u64,
+    pid: u32,
+) -> Result<(), HandshakeFailure> {
+    let eof = || {
+        HandshakeFailure::Protocol(ProtocolError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "socket closed",
+        )))
+    };
+    let hello = match reader.next().await {
+        Some(Ok(Message::Hello(hello))) => hello,
+        Some(Ok(other)) => {
+            return Err(ProtocolError::UnexpectedMessage {
+                expected: "Hello",
+                got: other.kind(),
+            }
+            .into())
+        }
+        Some(Err(e)) => return Err(e.into()),
+        None => return Err(eof()),
+    };
+    if hello.magic != MAGIC {
+        return Err(ProtocolError::BadMagic {
+            found: hello.magic,
+            expected: MAGIC,
+        }
+        .into());
+    }
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(ProtocolError::VersionMismatch {
+            peer: hello.protocol_version,
+            ours: PROTOCOL_VERSION,
+        }
+        .into());
+    }
+    if hello.pid != pid {
+        tracing::debug!(
+            pid,
+            hello_pid = hello.pid,
+            "worker reports another pid (started through a wrapper?)"
+        );
+    }
+    writer.send(Message::Welcome(welcome)).await?;
+    loop {
+        match reader.next().await {
+            Some(Ok(Message::Ready)) => return Ok(()),
+            Some(Ok(message @ (Message::Status { .. } | Message::Event { .. }))) => {
+                shared.on_message(id, pid, message).map_err(|_| {
+                    HandshakeFailure::Protocol(ProtocolError::UnexpectedMessage {
+                        expected: "Ready",
+                        got: "Status",
+                    })
+                })?;
+            }
+            Some(Ok(other)) => {
+                return Err(ProtocolError::UnexpectedMessage {
+                    expected: "Ready",
+                    got: other.kind(),
+                }
+                .into())
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(eof()),
+        }
+    }
+}

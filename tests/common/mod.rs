@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod cmd;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use cmd::Cmd;
+use drover::{Builder, Supervisor};
+
+/// The test worker binary, built by cargo for the integration tests.
+pub const WORKER: &str = env!("CARGO_BIN_EXE_drover-test-worker");
+
+/// A generous bound for any single wait: a failure, never a hang.
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+/// A builder for a pool of `n` test workers with test-friendly timeouts.
+pub fn pool(n: usize) -> Builder {
+    Supervisor::builder(WORKER)
+        .workers(n)
+        .start_timeout(Duration::from_secs(10))
+        .soft_kill_grace(Duration::from_secs(10))
+}
+
+/// Awaits `fut`, failing the test if it takes longer than `limit`.
+pub async fn within<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+/// Whether `pid` is a live (not zombie) process.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the command name in parentheses.
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
+            state != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether `pid` exists at all (alive or zombie).
+pub fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Polls `cond` until it holds or `limit` passes; returns whether it held.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The pids of a pool's workers.
+pub fn pids(pool: &Supervisor) -> Vec<u32> {
+    pool.health().iter().map(|h| h.pid).collect()
+}

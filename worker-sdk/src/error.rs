@@ -1,0 +1,49 @@
+//! The worker SDK's error type.
+
+use drover_proto::{ProtocolError, ValueError};
+
+/// Everything that can go wrong on the worker's side.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The process was not started by a drover supervisor (no usable
+    /// inherited socket).
+    #[error("not started by a drover supervisor: {reason}")]
+    NotUnderSupervisor {
+        /// What was missing or wrong.
+        reason: String,
+    },
+    /// The supervisor that started this worker is gone.
+    #[error("orphaned: the supervisor (pid {expected}) is gone, parent is now pid {actual}")]
+    Orphaned {
+        /// The supervisor's pid, as it announced it.
+        expected: u32,
+        /// The current parent pid.
+        actual: u32,
+    },
+    /// The handshake with the supervisor failed.
+    #[error("handshake with the supervisor failed: {0}")]
+    Handshake(#[source] ProtocolError),
+    /// The supervisor broke the protocol, or the socket failed.
+    #[error("connection to the supervisor failed: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A value would not encode, or a payload would not decode as the type
+    /// asked for.
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    /// An answer or event is larger than the frame limit; it was not sent.
+    #[error("{what} of {len} bytes exceeds the frame limit of {max} bytes")]
+    TooLarge {
+        /// What was too large ("answer to request ...", "event ...").
+        what: String,
+        /// Its encoded length.
+        len: usize,
+        /// The frame limit.
+        max: usize,
+    },
+    /// The connection to the supervisor is closed.
+    #[error("the connection to the supervisor is closed")]
+    Disconnected,
+    /// `serve` was called twice on the same worker.
+    #[error("this worker is already serving")]
+    AlreadyServing,
+}

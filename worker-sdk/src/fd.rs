@@ -1,0 +1,53 @@
+//! Taking ownership of the socket the supervisor left in this process.
+//!
+//! The one place in the SDK with `unsafe`: turning the descriptor number
+//! named in the environment into an owned descriptor.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+
+use drover_proto::{ENV_FD, ENV_PARENT_PID};
+use rustix::fs::FileType;
+
+use crate::error::Error;
+
+/// Finds and claims the inherited socket named by `DROVER_FD`, after checking
+/// the parent is still the supervisor that started us.
+pub(crate) fn inherited_socket() -> Result<std::os::unix::net::UnixStream, Error> {
+    let not = |reason: String| Error::NotUnderSupervisor { reason };
+    let raw = std::env::var(ENV_FD).map_err(|_| not(format!("{ENV_FD} is not set")))?;
+    let fd: RawFd = raw
+        .parse()
+        .map_err(|_| not(format!("{ENV_FD}={raw:?} is not a descriptor number")))?;
+    if fd < 3 {
+        return Err(not(format!("{ENV_FD}={fd} names a standard stream")));
+    }
+    if let Ok(parent) = std::env::var(ENV_PARENT_PID) {
+        if let Ok(expected) = parent.parse::<u32>() {
+            let actual = rustix::process::getppid()
+                .map(|p| p.as_raw_nonzero().get() as u32)
+                .unwrap_or(0);
+            if actual != expected {
+                return Err(Error::Orphaned { expected, actual });
+            }
+        }
+    }
+    // Check the number names an open socket before anyone owns it.
+    // SAFETY: the borrow lives only for this call; fcntl on a closed number
+    // fails with EBADF, which is all we learn from it.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_getfd(borrowed)
+        .map_err(|e| not(format!("{ENV_FD}={fd} is not an open descriptor ({e})")))?;
+    let stat =
+        rustix::fs::fstat(borrowed).map_err(|e| not(format!("cannot stat {ENV_FD}={fd}: {e}")))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::Socket {
+        return Err(not(format!("{ENV_FD}={fd} is not a socket")));
+    }
+    // SAFETY: the supervisor handed this descriptor to us and nothing else in
+    // the process refers to it by number; from here it is owned once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Our own children must not inherit it.
+    rustix::io::fcntl_setfd(owned.as_fd(), rustix::io::FdFlags::CLOEXEC)
+        .map_err(|e| not(format!("cannot set close-on-exec on {ENV_FD}={fd}: {e}")))?;
+    Ok(std::os::unix::net::UnixStream::from(owned))
+}

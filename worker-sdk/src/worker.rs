@@ -1,0 +1,573 @@
+//! The worker's connection to its supervisor and its primitives.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use drover_proto::codec::MESSAGE_OVERHEAD;
+use drover_proto::{
+    decode_value, encode_value, timestamp_from_micros, write_loop, Hello, Message, MessageCodec,
+    Outgoing, ProtocolError, RemoteError, RemoteErrorKind, RequestId, Welcome,
+};
+use futures::{FutureExt, SinkExt, StreamExt};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::net::unix::OwnedReadHalf;
+use tokio::net::UnixStream;
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::error::Error;
+use crate::handler::Handler;
+use crate::request::{response, Request, RequestInfo, Tracked};
+
+type Reader = FramedRead<OwnedReadHalf, MessageCodec>;
+type SoftKillHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+type HardKillHook = Box<dyn FnOnce() + Send>;
+
+/// How many supervisor events a slow subscriber may fall behind before it
+/// loses the oldest.
+const EVENT_BACKLOG: usize = 1024;
+
+/// How long `serve` waits for its last answers to be written before it
+/// returns.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// State shared by the [`Worker`] handles, the requests and the writer.
+pub(crate) struct Inner {
+    welcome: Welcome,
+    max_frame_length: usize,
+    out: mpsc::UnboundedSender<Outgoing>,
+    in_flight: Mutex<HashMap<RequestId, Arc<Tracked>>>,
+    /// Woken whenever a request finishes or `ready()` is called, so the
+    /// serve loop can re-check whether a soft kill may complete.
+    changed: Notify,
+    busy: AtomicBool,
+    events: broadcast::Sender<Event>,
+    reader: Mutex<Option<Reader>>,
+    soft_kill_hook: Mutex<Option<SoftKillHook>>,
+    hard_kill_hook: Mutex<Option<HardKillHook>>,
+}
+
+impl Inner {
+    fn send(&self, message: Message) -> Result<(), Error> {
+        self.out
+            .send(Outgoing::Frame(message))
+            .map_err(|_| Error::Disconnected)
+    }
+
+    pub(crate) fn max_frame_length(&self) -> usize {
+        self.max_frame_length
+    }
+
+    /// The largest payload that fits a frame with its message around it.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.max_frame_length.saturating_sub(MESSAGE_OVERHEAD)
+    }
+
+    /// Sends the answer of a tracked request and forgets the request.
+    pub(crate) fn finish(
+        &self,
+        tracked: &Tracked,
+        result: Result<Bytes, RemoteError>,
+    ) -> Result<(), Error> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&tracked.id);
+        let sent = self.send(response(tracked.id, result));
+        self.changed.notify_one();
+        sent
+    }
+}
+
+/// An event sent by the supervisor, to one worker or to all of them
+/// (`broadcast`).
+#[derive(Debug, Clone)]
+pub struct Event {
+    name: String,
+    payload: Bytes,
+}
+
+impl Event {
+    /// The event's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Decodes the event's payload as a `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] naming `T` when the payload is not a `T`.
+    pub fn data<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        Ok(decode_value(&self.payload)?)
+    }
+}
+
+/// A subscription to the supervisor's events, from [`Worker::events`].
+#[derive(Debug)]
+pub struct Events {
+    rx: broadcast::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` once the connection is closed.
+    ///
+    /// A subscriber that falls more than 1024 events behind loses the
+    /// oldest ones; a warning says how many.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event is never lost by dropping this future.
+    pub async fn recv(&mut self) -> Option<Event> {
+        loop {
+            match self.rx.recv().await {
+                Ok(event) => return Some(event),
+                Err(broadcast::error::RecvError::Closed) => return None,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "event subscriber fell behind; events lost");
+                }
+            }
+        }
+    }
+}
+
+/// A worker's connection to its supervisor: the primitives of the worker
+/// side.
+///
+/// Get one with [`Worker::connect`], build whatever state the handler needs
+/// (the pool's [`config`](Worker::config) arrives with the handshake), then
+/// [`serve`](Worker::serve). `Worker` is a cheap handle: clone it into
+/// handlers to call [`emit`](Worker::emit), [`busy`](Worker::busy) and
+/// [`ready`](Worker::ready) from anywhere.
+///
+/// # Examples
+///
+/// ```no_run
+/// use drover_worker::{Request, Worker};
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), drover_worker::Error> {
+///     let worker = Worker::connect().await?;
+///     let greeting: String = worker.config().unwrap_or_else(|_| "hello".into());
+///     worker
+///         .serve(move |req: Request| {
+///             let greeting = greeting.clone();
+///             async move {
+///                 let name: String = req.data()?;
+///                 req.respond(&format!("{greeting}, {name}"))
+///             }
+///         })
+///         .await
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.inner.welcome.worker_id)
+            .field("index", &self.inner.welcome.index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Connects to the supervisor that started this process and completes
+    /// the handshake (`Hello`, `Welcome`). The worker gets no request until
+    /// [`serve`](Worker::serve) (or [`ready`](Worker::ready)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotUnderSupervisor`] when the process was not started by a
+    /// drover supervisor, [`Error::Orphaned`] when that supervisor is
+    /// already gone, [`Error::Handshake`] when the handshake fails.
+    pub async fn connect() -> Result<Worker, Error> {
+        let std_stream = crate::fd::inherited_socket()?;
+        std_stream
+            .set_nonblocking(true)
+            .map_err(|e| Error::Handshake(e.into()))?;
+        let stream = UnixStream::from_std(std_stream).map_err(|e| Error::Handshake(e.into()))?;
+        let (read, write) = stream.into_split();
+        let mut reader = FramedRead::new(read, MessageCodec::default());
+        let mut writer = FramedWrite::new(write, MessageCodec::default());
+        writer
+            .send(Message::Hello(Hello::new()))
+            .await
+            .map_err(Error::Handshake)?;
+        let welcome = match reader.next().await {
+            Some(Ok(Message::Welcome(welcome))) => welcome,
+            Some(Ok(other)) => {
+                return Err(Error::Handshake(ProtocolError::UnexpectedMessage {
+                    expected: "Welcome",
+                    got: other.kind(),
+                }))
+            }
+            Some(Err(e)) => return Err(Error::Handshake(e)),
+            None => return Err(Error::Disconnected),
+        };
+        let max_frame_length = welcome.max_frame_length as usize;
+        reader.decoder_mut().set_max_frame_length(max_frame_length);
+        writer.encoder_mut().set_max_frame_length(max_frame_length);
+
+        let (out, out_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            if let Err(e) = write_loop(writer, out_rx).await {
+                tracing::error!(error = %e, "cannot write to the supervisor");
+            }
+        });
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        Ok(Worker {
+            inner: Arc::new(Inner {
+                welcome,
+                max_frame_length,
+                out,
+                in_flight: Mutex::new(HashMap::new()),
+                changed: Notify::new(),
+                busy: AtomicBool::new(false),
+                events,
+                reader: Mutex::new(Some(reader)),
+                soft_kill_hook: Mutex::new(None),
+                hard_kill_hook: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// This worker's id in the pool (unique for the pool's life).
+    pub fn id(&self) -> u64 {
+        self.inner.welcome.worker_id
+    }
+
+    /// The slot this worker fills, `0..workers`; a replacement inherits the
+    /// slot of the worker it replaces.
+    pub fn index(&self) -> u32 {
+        self.inner.welcome.index
+    }
+
+    /// Decodes the pool's configuration payload, sent with the handshake.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] naming `T` when the configuration is not a `T` (or
+    /// the pool has none).
+    pub fn config<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        Ok(decode_value(&self.inner.welcome.config)?)
+    }
+
+    /// The frame limit agreed with the supervisor, in bytes.
+    pub fn max_frame_length(&self) -> usize {
+        self.inner.max_frame_length
+    }
+
+    /// Tells the supervisor this worker takes requests (again). `serve`
+    /// calls it when it starts; call it after [`busy`](Worker::busy).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`] if the supervisor is gone.
+    pub fn ready(&self) -> Result<(), Error> {
+        self.inner.busy.store(false, Ordering::SeqCst);
+        let sent = self.inner.send(Message::Ready);
+        self.inner.changed.notify_one();
+        sent
+    }
+
+    /// Tells the supervisor to route no new request here until
+    /// [`ready`](Worker::ready). Requests in flight carry on. A soft kill
+    /// waits for a busy worker to be ready again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`] if the supervisor is gone.
+    pub fn busy(&self) -> Result<(), Error> {
+        self.inner.busy.store(true, Ordering::SeqCst);
+        self.inner.send(Message::Busy)
+    }
+
+    /// Whether [`busy`](Worker::busy) is in force.
+    pub fn is_busy(&self) -> bool {
+        self.inner.busy.load(Ordering::SeqCst)
+    }
+
+    /// Sends a custom event to the supervisor, where it appears in its
+    /// `events()` stream with this worker's pid.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] if `payload` does not encode, [`Error::TooLarge`]
+    /// if it is over the frame limit, [`Error::Disconnected`] if the
+    /// supervisor is gone.
+    pub fn emit<T: Serialize + ?Sized>(&self, name: &str, payload: &T) -> Result<(), Error> {
+        let payload = encode_value(payload)?;
+        let len = payload.len() + name.len();
+        if len > self.inner.max_payload() {
+            return Err(Error::TooLarge {
+                what: format!("event {name:?}"),
+                len,
+                max: self.inner.max_frame_length,
+            });
+        }
+        self.inner.send(Message::Event {
+            name: name.to_owned(),
+            payload: Bytes::from(payload),
+        })
+    }
+
+    /// Sends a human-readable status line ("loading model 2 of 5") to the
+    /// supervisor.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`] if the supervisor is gone.
+    pub fn status(&self, message: impl Into<String>) -> Result<(), Error> {
+        self.inner.send(Message::Status {
+            message: message.into(),
+        })
+    }
+
+    /// Subscribes to the events the supervisor sends to this worker
+    /// (`broadcast` and targeted events). Only events that arrive after the
+    /// call are seen.
+    pub fn events(&self) -> Events {
+        Events {
+            rx: self.inner.events.subscribe(),
+        }
+    }
+
+    /// The requests in flight on this worker: received, not yet answered.
+    pub fn requests(&self) -> Vec<RequestInfo> {
+        let in_flight = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<RequestInfo> = in_flight
+            .values()
+            .map(|t| RequestInfo {
+                id: t.id,
+                created_at: t.created_at,
+                cancelled: t.cancel.is_cancelled(),
+            })
+            .collect();
+        list.sort_by_key(|r| r.created_at);
+        list
+    }
+
+    /// Runs `hook` when the supervisor asks for a soft kill. The worker
+    /// keeps answering its requests meanwhile, and exits only once the hook
+    /// has finished, every request is answered and it is not
+    /// [`busy`](Worker::busy). Without a hook it exits as soon as the last
+    /// two hold.
+    pub fn on_soft_kill<F, Fut>(&self, hook: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        *self
+            .inner
+            .soft_kill_hook
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(move || Box::pin(hook())));
+    }
+
+    /// Runs `hook` when the supervisor asks for a hard kill, just before
+    /// [`serve`](Worker::serve) returns. Keep it short: the supervisor
+    /// kills the process after a brief grace.
+    pub fn on_hard_kill<F>(&self, hook: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        *self
+            .inner
+            .hard_kill_hook
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(hook));
+    }
+
+    /// Serves requests with `handler` until the supervisor says to stop.
+    ///
+    /// Sends `Ready` first. Each request runs in its own task, so a worker
+    /// can hold several at once (the supervisor decides how many, with its
+    /// per-worker concurrency cap). CPU-heavy handlers should move their
+    /// work to `tokio::task::spawn_blocking` so the connection keeps being
+    /// served.
+    ///
+    /// Returns `Ok(())` after a soft kill (once everything is answered) or a
+    /// hard kill; the caller should then let the process exit.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`] when the supervisor goes away (the worker
+    /// must then exit), [`Error::Protocol`] when it breaks the protocol,
+    /// [`Error::AlreadyServing`] on a second call.
+    pub async fn serve<H: Handler>(self, handler: H) -> Result<(), Error> {
+        let mut reader = self
+            .inner
+            .reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or(Error::AlreadyServing)?;
+        let handler = Arc::new(handler);
+        self.ready()?;
+        let result = self.serve_loop(&mut reader, handler).await;
+        self.flush().await;
+        result
+    }
+
+    async fn serve_loop<H: Handler>(
+        &self,
+        reader: &mut Reader,
+        handler: Arc<H>,
+    ) -> Result<(), Error> {
+        let mut soft_killing = false;
+        let (hook_done_tx, mut hook_done_rx) = oneshot::channel::<()>();
+        let mut hook_done_tx = Some(hook_done_tx);
+        let mut hook_done = false;
+        loop {
+            if soft_killing && hook_done && !self.is_busy() && self.in_flight_count() == 0 {
+                return Ok(());
+            }
+            tokio::select! {
+                frame = reader.next() => {
+                    let message = match frame {
+                        None => return Err(Error::Disconnected),
+                        Some(Err(e)) => return Err(Error::Protocol(e)),
+                        Some(Ok(message)) => message,
+                    };
+                    match message {
+                        Message::Request { id, created_at, payload } => {
+                            self.start_request(id, created_at, payload, &handler);
+                        }
+                        Message::Cancel { id } => {
+                            let in_flight = self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                            if let Some(tracked) = in_flight.get(&id) {
+                                tracked.cancel.cancel();
+                            }
+                        }
+                        Message::Event { name, payload } => {
+                            // No subscriber is fine: the event is simply not wanted.
+                            let _ = self.inner.events.send(Event { name, payload });
+                        }
+                        Message::Ping { seq } => self.inner.send(Message::Pong { seq })?,
+                        Message::SoftKill => {
+                            if !soft_killing {
+                                soft_killing = true;
+                                let hook = self.inner.soft_kill_hook.lock().unwrap_or_else(|e| e.into_inner()).take();
+                                let done = hook_done_tx.take();
+                                match hook {
+                                    Some(hook) => {
+                                        tokio::spawn(async move {
+                                            hook().await;
+                                            if let Some(done) = done {
+                                                let _ = done.send(());
+                                            }
+                                        });
+                                    }
+                                    None => hook_done = true,
+                                }
+                            }
+                        }
+                        Message::HardKill => {
+                            let hook = self.inner.hard_kill_hook.lock().unwrap_or_else(|e| e.into_inner()).take();
+                            if let Some(hook) = hook {
+                                hook();
+                            }
+                            return Ok(());
+                        }
+                        other => {
+                            return Err(Error::Protocol(ProtocolError::UnexpectedMessage {
+                                expected: "a supervisor message",
+                                got: other.kind(),
+                            }))
+                        }
+                    }
+                }
+                _ = self.inner.changed.notified() => {}
+                done = &mut hook_done_rx, if soft_killing && !hook_done => {
+                    // A hook that panicked drops its sender: count it as done.
+                    let _ = done;
+                    hook_done = true;
+                }
+            }
+        }
+    }
+
+    fn in_flight_count(&self) -> usize {
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    fn start_request<H: Handler>(
+        &self,
+        id: RequestId,
+        created_at: u64,
+        payload: Bytes,
+        handler: &Arc<H>,
+    ) {
+        let tracked = Arc::new(Tracked::new(id, timestamp_from_micros(created_at)));
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tracked.clone());
+        let request = Request::new(tracked.clone(), payload, self.inner.clone());
+        let handler = handler.clone();
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let outcome = AssertUnwindSafe(handler.call(request)).catch_unwind().await;
+            let failure = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(RemoteError {
+                    kind: RemoteErrorKind::Failed,
+                    message: format!("handler failed on request {id}: {e}"),
+                }),
+                Err(panic) => Some(RemoteError {
+                    kind: RemoteErrorKind::Panicked,
+                    message: format!(
+                        "handler panicked on request {id}: {}",
+                        panic_message(&*panic)
+                    ),
+                }),
+            };
+            let failed = failure.is_some();
+            if tracked.handler_finished(failed) {
+                let error = failure.unwrap_or_else(|| RemoteError {
+                    kind: RemoteErrorKind::Dropped,
+                    message: format!("request {id} was dropped without an answer"),
+                });
+                let _ = inner.finish(&tracked, Err(error));
+            }
+        });
+    }
+
+    /// Waits until every frame queued so far has been written.
+    async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.out.send(Outgoing::Flush(tx)).is_ok() {
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, rx).await;
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
