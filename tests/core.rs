@@ -323,3 +323,98 @@ async fn dropping_the_last_handle_kills_and_reaps_every_worker() {
         "workers left behind after drop"
     );
 }
+
+#[tokio::test]
+async fn workers_die_with_their_supervisor() {
+    use std::io::BufRead;
+    let mut supervisor = std::process::Command::new(common::WORKER)
+        .arg("--supervise")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a supervisor process");
+    let stdout = supervisor.stdout.take().unwrap();
+    let line = within(
+        LIMIT,
+        "the supervisor's pid line",
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .map(|_| line)
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let worker_pids: Vec<u32> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(worker_pids.len(), 2, "{line:?}");
+    assert!(worker_pids.iter().all(|&p| alive(p)));
+    supervisor.kill().unwrap();
+    supervisor.wait().unwrap();
+    assert!(
+        eventually(LIMIT, || worker_pids.iter().all(|&p| !alive(p))).await,
+        "workers outlived their supervisor"
+    );
+}
+
+#[tokio::test]
+async fn soft_kill_waits_for_a_busy_worker_and_runs_the_hook() {
+    let pool = within(LIMIT, "spawn", pool(2).spawn())
+        .await
+        .expect("spawn");
+    let mut events = pool.events();
+    let busy_pid: u32 = within(LIMIT, "busy", pool.enqueue(&Cmd::Busy))
+        .await
+        .unwrap()
+        .data()
+        .unwrap();
+    let killer = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.soft_kill().await })
+    };
+    // Both hooks run; the idle worker exits, the busy one stays.
+    let mut hooks = HashSet::new();
+    let mut exited = Vec::new();
+    within(LIMIT, "hooks and the idle worker's exit", async {
+        while hooks.len() < 2 || exited.is_empty() {
+            match events.recv().await {
+                Some(Event::Custom(e)) if e.name == "soft-kill-hook" => {
+                    hooks.insert(e.pid);
+                }
+                Some(Event::WorkerExited(exit)) => exited.push(exit.pid),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(!exited.contains(&busy_pid));
+    assert!(alive(busy_pid), "the busy worker was not waited for");
+    assert!(!killer.is_finished());
+    pool.broadcast("wake", &()).unwrap();
+    within(LIMIT, "soft kill", killer).await.unwrap();
+    assert!(!exists(busy_pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_lists_its_requests_in_flight() {
+    let pool = within(LIMIT, "spawn", pool(1).max_concurrency(4).spawn())
+        .await
+        .expect("spawn");
+    let slow = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.enqueue(&Cmd::Sleep(1_000)).await })
+    };
+    assert!(eventually(LIMIT, || pool.health()[0].in_flight == 1).await);
+    let answer = within(LIMIT, "in flight", pool.enqueue(&Cmd::InFlight))
+        .await
+        .unwrap();
+    let ids: Vec<String> = answer.data().unwrap();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&answer.id().to_string()));
+    let slow_id = within(LIMIT, "slow", slow).await.unwrap().unwrap().id();
+    assert!(ids.contains(&slow_id.to_string()));
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}

@@ -199,7 +199,7 @@ impl Builder {
         }
         check_program(&self.config.program)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        Ok(Supervisor::start(self.config, runtime))
+        Supervisor::start(self.config, runtime)
     }
 
     /// Starts the pool and waits until every worker is ready ("online").

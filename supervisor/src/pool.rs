@@ -208,10 +208,15 @@ pub(crate) struct Shared {
     changed: watch::Sender<u64>,
     next_worker_id: AtomicU64,
     pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) spawner: crate::spawn::Spawner,
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config, runtime: tokio::runtime::Handle) -> Shared {
+    pub(crate) fn new(
+        config: Config,
+        runtime: tokio::runtime::Handle,
+        spawner: crate::spawn::Spawner,
+    ) -> Shared {
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         let workers = config.workers;
         Shared {
@@ -230,6 +235,7 @@ impl Shared {
             changed: watch::channel(0).0,
             next_worker_id: AtomicU64::new(1),
             runtime,
+            spawner,
         }
     }
 

@@ -17,6 +17,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use rustix::process::{Pid, Signal};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
 
 use crate::builder::Config;
 use crate::error::Error;
@@ -29,12 +30,55 @@ pub(crate) struct Spawned {
     pub(crate) stream: UnixStream,
 }
 
+type Job = (Config, oneshot::Sender<Result<Spawned, Error>>);
+
+/// A thread that lives as long as the pool and forks every worker.
+///
+/// Linux delivers a child's parent-death signal when the *thread* that
+/// forked it exits, not the process. Tokio retires idle threads, and a
+/// caller may spawn from any of them; forking from this one thread means a
+/// worker dies with its supervisor, never with some retired thread.
+#[derive(Debug)]
+pub(crate) struct Spawner {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Spawner {
+    /// Starts the thread; it ends when the `Spawner` is dropped.
+    pub(crate) fn new(runtime: tokio::runtime::Handle) -> io::Result<Spawner> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("drover-spawner".into())
+            .spawn(move || {
+                // tokio's process driver needs its runtime to register the child.
+                let _guard = runtime.enter();
+                for (config, reply) in rx {
+                    let _ = reply.send(spawn_worker(&config));
+                }
+            })?;
+        Ok(Spawner { jobs })
+    }
+
+    /// Starts one worker process from the spawner thread.
+    pub(crate) async fn spawn(&self, config: &Config) -> Result<Spawned, Error> {
+        let (reply, result) = oneshot::channel();
+        let gone = || Error::Spawn {
+            path: config.program.clone(),
+            source: io::Error::other("the spawner thread is gone"),
+        };
+        self.jobs
+            .send((config.clone(), reply))
+            .map_err(|_| gone())?;
+        result.await.unwrap_or_else(|_| Err(gone()))
+    }
+}
+
 /// Starts one worker process.
 ///
 /// The socket pair is made close-on-exec; the child's end is moved to
 /// descriptor [`CHILD_FD`] (which `dup2` leaves inheritable) and its number
 /// passed in `DROVER_FD`. No other descriptor of ours reaches the child.
-pub(crate) fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
+fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
     let spawn_error = |source: io::Error| Error::Spawn {
         path: config.program.clone(),
         source,

@@ -18,6 +18,7 @@ use crate::event::{Events, ExitReason};
 use crate::health::{read_rss, WorkerHealth};
 use crate::pool::{Pending, Shared, Startup};
 use crate::response::Response;
+use crate::spawn::Spawner;
 
 /// A pool of worker processes.
 ///
@@ -82,16 +83,23 @@ impl Supervisor {
         Builder::new(program)
     }
 
-    pub(crate) fn start(config: Config, runtime: tokio::runtime::Handle) -> Supervisor {
-        let shared = Arc::new(Shared::new(config, runtime));
+    pub(crate) fn start(
+        config: Config,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Supervisor, Error> {
+        let spawner = Spawner::new(runtime.clone()).map_err(|source| Error::Spawn {
+            path: config.program.clone(),
+            source,
+        })?;
+        let shared = Arc::new(Shared::new(config, runtime, spawner));
         for index in 0..shared.config.workers {
             crate::worker::launch(&shared, shared.next_worker_id(), index as u32, true);
         }
         let sampler = sample_memory(shared.clone());
         shared.tracker.spawn_on(sampler, &shared.runtime);
-        Supervisor {
+        Ok(Supervisor {
             handle: Arc::new(Handle { shared }),
-        }
+        })
     }
 
     fn shared(&self) -> &Arc<Shared> {

@@ -22,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, HandshakeFailure};
 use crate::event::{ExitReason, Termination, WorkerExit};
 use crate::pool::Shared;
-use crate::spawn::spawn_worker;
 
 type Reader = FramedRead<OwnedReadHalf, MessageCodec>;
 type Writer = FramedWrite<OwnedWriteHalf, MessageCodec>;
@@ -38,7 +37,7 @@ pub(crate) fn launch(shared: &Arc<Shared>, id: u64, index: u32, initial: bool) {
 }
 
 async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
-    let spawned = match spawn_worker(&shared.config) {
+    let spawned = match shared.spawner.spawn(&shared.config).await {
         Ok(spawned) => spawned,
         Err(error) => {
             tracing::error!(worker_id = id, "{error}");

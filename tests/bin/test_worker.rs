@@ -14,6 +14,10 @@ use cmd::Cmd;
 
 #[tokio::main]
 async fn main() -> Result<(), drover_worker::Error> {
+    if std::env::args().nth(1).as_deref() == Some("--supervise") {
+        supervise().await;
+        return Ok(());
+    }
     // Keep a second handle on the socket for the misbehaving commands,
     // before the SDK claims it.
     // SAFETY: descriptor 3 is the socket the supervisor passed; it is only
@@ -30,6 +34,11 @@ async fn main() -> Result<(), drover_worker::Error> {
             std::mem::forget(hog);
         }
     }
+
+    let hook_worker = worker.clone();
+    worker.on_soft_kill(move || async move {
+        let _ = hook_worker.emit("soft-kill-hook", &std::process::id());
+    });
 
     let events_worker = worker.clone();
     tokio::spawn(async move {
@@ -87,8 +96,27 @@ async fn main() -> Result<(), drover_worker::Error> {
                         Ok(())
                     }
                     Cmd::Exit(code) => std::process::exit(code),
+                    Cmd::InFlight => {
+                        let ids: Vec<String> =
+                            me.requests().iter().map(|r| r.id.to_string()).collect();
+                        req.respond(&ids)
+                    }
                 }
             }
         })
         .await
+}
+
+/// Runs a pool of two copies of this binary, prints their pids, and waits
+/// to be killed: the tests check the workers die with it.
+async fn supervise() {
+    let exe = std::env::current_exe().expect("current_exe");
+    let pool = drover::Supervisor::builder(exe)
+        .workers(2)
+        .spawn()
+        .await
+        .expect("spawn");
+    let pids: Vec<String> = pool.health().iter().map(|h| h.pid.to_string()).collect();
+    println!("{}", pids.join(" "));
+    std::future::pending::<()>().await;
 }

@@ -26,4 +26,6 @@ pub enum Cmd {
     Garbage,
     /// Exit the process with this code.
     Exit(i32),
+    /// Answer the ids of the requests in flight (`Worker::requests`).
+    InFlight,
 }
