@@ -30,6 +30,12 @@ pub(crate) struct Config {
     pub(crate) soft_kill_grace: Duration,
     pub(crate) hard_kill_grace: Duration,
     pub(crate) config: Bytes,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: u32,
+    pub(crate) kill_after: Duration,
+    pub(crate) ping_interval: Duration,
+    pub(crate) ping_timeout: Duration,
+    pub(crate) capture_output: bool,
 }
 
 /// Builds a [`Supervisor`]: which binary, how many workers, and the pool's
@@ -75,6 +81,12 @@ impl Builder {
                 soft_kill_grace: Duration::from_secs(30),
                 hard_kill_grace: Duration::from_millis(500),
                 config: Bytes::new(),
+                timeout: None,
+                retries: 0,
+                kill_after: Duration::from_secs(2),
+                ping_interval: Duration::from_secs(5),
+                ping_timeout: Duration::from_secs(30),
+                capture_output: false,
             },
             config_error: None,
         }
@@ -170,6 +182,50 @@ impl Builder {
     /// (default 500 ms).
     pub fn hard_kill_grace(mut self, grace: Duration) -> Builder {
         self.config.hard_kill_grace = grace;
+        self
+    }
+
+    /// The default timeout of every request (default: none). A request
+    /// past it fails with [`Error::Timeout`] at once; its worker is sent
+    /// `Cancel`, and is killed and replaced if it still holds the request
+    /// after [`kill_after`](Builder::kill_after).
+    pub fn timeout(mut self, timeout: Duration) -> Builder {
+        self.config.timeout = Some(timeout);
+        self
+    }
+
+    /// The default number of retries of a request whose worker dies while
+    /// holding it (default 0). A retried request keeps its id.
+    pub fn retries(mut self, retries: u32) -> Builder {
+        self.config.retries = retries;
+        self
+    }
+
+    /// How long a worker may keep working on a timed-out request before it
+    /// is killed and replaced (default 2 s).
+    pub fn kill_after(mut self, grace: Duration) -> Builder {
+        self.config.kill_after = grace;
+        self
+    }
+
+    /// How often each worker is pinged (default 5 s), and how long a ping
+    /// may go unanswered before the worker is killed and replaced (default
+    /// 30 s). Workers answer pings from their connection task, never from
+    /// behind a handler, so a long CPU-bound request does not fail them.
+    pub fn health_check(mut self, interval: Duration, timeout: Duration) -> Builder {
+        self.config.ping_interval = interval.max(Duration::from_millis(10));
+        self.config.ping_timeout = timeout;
+        self
+    }
+
+    /// Captures each worker's standard output and error line by line into
+    /// `tracing` (target `drover::output`, with the worker's pid), instead
+    /// of passing them through to the supervisor's own (default: pass
+    /// through). Either way the pipes are always drained, so a chatty
+    /// worker never blocks, and the last 20 lines of standard error are
+    /// kept for [`WorkerExit::stderr_tail`](crate::WorkerExit::stderr_tail).
+    pub fn capture_output(mut self, capture: bool) -> Builder {
+        self.config.capture_output = capture;
         self
     }
 

@@ -99,6 +99,16 @@ pub enum Error {
         /// How and why the worker ended.
         exit: Box<WorkerExit>,
     },
+    /// The request did not finish within its timeout. The worker was sent
+    /// `Cancel`; if it does not finish within the kill-after grace it is
+    /// killed and replaced.
+    #[error("request {request_id} timed out after {after:?}")]
+    Timeout {
+        /// The request.
+        request_id: RequestId,
+        /// Its timeout.
+        after: Duration,
+    },
     /// No worker with this id is running.
     #[error("no worker with id {worker_id} is running")]
     NoSuchWorker {

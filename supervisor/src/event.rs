@@ -150,6 +150,19 @@ pub enum ExitReason {
         /// What went wrong.
         detail: String,
     },
+    /// It held a request past its timeout and the kill-after grace, and
+    /// was killed so the hung call could not hold it forever.
+    TimedOut {
+        /// The request it did not finish.
+        request_id: RequestId,
+    },
+    /// It did not answer a health-check ping in time and was killed.
+    HealthCheck {
+        /// How long the ping went unanswered.
+        unanswered_for: std::time::Duration,
+    },
+    /// The pool failed (restart budget spent) and stopped it.
+    PoolFailed,
 }
 
 impl ExitReason {
@@ -157,7 +170,10 @@ impl ExitReason {
     pub fn is_requested(&self) -> bool {
         matches!(
             self,
-            ExitReason::SoftKill | ExitReason::SoftKillTimeout | ExitReason::HardKill
+            ExitReason::SoftKill
+                | ExitReason::SoftKillTimeout
+                | ExitReason::HardKill
+                | ExitReason::PoolFailed
         )
     }
 }
@@ -175,6 +191,15 @@ impl fmt::Display for ExitReason {
                 write!(f, "killed for breaking the protocol: {detail}")
             }
             ExitReason::Handshake { detail } => write!(f, "failed its handshake: {detail}"),
+            ExitReason::TimedOut { request_id } => write!(
+                f,
+                "was killed for not finishing request {request_id} within its timeout and kill-after grace"
+            ),
+            ExitReason::HealthCheck { unanswered_for } => write!(
+                f,
+                "was killed for failing its health check (ping unanswered for {unanswered_for:?})"
+            ),
+            ExitReason::PoolFailed => f.write_str("was stopped because the pool failed"),
         }
     }
 }
@@ -195,6 +220,8 @@ pub struct WorkerExit {
     pub reason: ExitReason,
     /// The requests it held when it ended (failed, or re-queued).
     pub in_flight: Vec<RequestId>,
+    /// The last lines it wrote to its standard error (at most 20).
+    pub stderr_tail: Vec<String>,
 }
 
 impl WorkerExit {

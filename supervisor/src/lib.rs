@@ -61,6 +61,7 @@ mod builder;
 mod error;
 mod event;
 mod health;
+mod output;
 mod pool;
 mod response;
 mod routing;
@@ -75,4 +76,4 @@ pub use event::{CustomEvent, Event, Events, ExitReason, Termination, WorkerExit}
 pub use health::{WorkerHealth, WorkerState};
 pub use response::Response;
 pub use routing::Routing;
-pub use supervisor::Supervisor;
+pub use supervisor::{RequestBuilder, Supervisor};

@@ -51,6 +51,8 @@ pub(crate) struct Pending {
     pub(crate) created_at: SystemTime,
     pub(crate) payload: Bytes,
     pub(crate) reply: Reply,
+    /// How many more times it may be re-sent if its worker dies.
+    pub(crate) retries: u32,
 }
 
 /// A request sent to a worker, not yet answered.
@@ -59,6 +61,9 @@ pub(crate) struct InFlight {
     pub(crate) created_at: SystemTime,
     /// `None` once the caller has gone (cancelled): the answer is dropped.
     pub(crate) reply: Option<Reply>,
+    /// Kept (a cheap reference) so the request can be re-sent.
+    pub(crate) payload: Bytes,
+    pub(crate) retries: u32,
 }
 
 /// One worker process, from spawn to reaping.
@@ -78,6 +83,8 @@ pub(crate) struct WorkerEntry {
     pub(crate) stop: Option<ExitReason>,
     /// Cancelled to have the connection task kill the process.
     pub(crate) kill: CancellationToken,
+    /// The health-check ping awaiting its pong: sequence number, sent at.
+    pub(crate) ping: Option<(u64, Instant)>,
 }
 
 impl WorkerEntry {
@@ -155,6 +162,8 @@ impl PoolState {
             InFlight {
                 created_at: request.created_at,
                 reply: Some(request.reply),
+                payload: request.payload.clone(),
+                retries: request.retries,
             },
         );
         worker.send(Message::Request {
@@ -297,17 +306,67 @@ impl Shared {
 
     /// The caller of request `id` went away: forget it if queued, tell its
     /// worker if running. Its answer, if one comes, is dropped.
-    pub(crate) fn cancel(&self, id: RequestId) {
+    ///
+    /// Returns the id of the worker that holds it, if one does.
+    pub(crate) fn cancel(&self, id: RequestId) -> Option<u64> {
         let mut state = self.lock();
         if let Some(pos) = state.pending.iter().position(|p| p.id == id) {
             state.pending.remove(pos);
-            return;
+            return None;
         }
         for worker in &mut state.workers {
             if let Some(in_flight) = worker.in_flight.get_mut(&id) {
                 in_flight.reply = None;
                 worker.send(Message::Cancel { id });
-                return;
+                return Some(worker.id);
+            }
+        }
+        None
+    }
+
+    /// Kills worker `worker_id` if it still holds the timed-out request.
+    pub(crate) fn kill_if_still_holding(&self, worker_id: u64, request_id: RequestId) {
+        let mut state = self.lock();
+        if let Some(worker) = state.worker_mut(worker_id) {
+            if worker.in_flight.contains_key(&request_id) && worker.stop.is_none() {
+                tracing::warn!(
+                    pid = worker.pid,
+                    %request_id,
+                    "worker still holds a timed-out request after the kill-after grace; killing it"
+                );
+                worker.stop = Some(ExitReason::TimedOut { request_id });
+                worker.kill.cancel();
+            }
+        }
+    }
+
+    /// One round of health checks: kill workers whose ping went
+    /// unanswered too long, ping the others.
+    pub(crate) fn health_check(&self, seq: u64) {
+        let now = Instant::now();
+        let timeout = self.config.ping_timeout;
+        let mut state = self.lock();
+        for worker in state
+            .workers
+            .iter_mut()
+            .filter(|w| w.tx.is_some() && w.stop.is_none())
+        {
+            match worker.ping {
+                Some((_, sent)) if now.duration_since(sent) > timeout => {
+                    let unanswered_for = now.duration_since(sent);
+                    tracing::warn!(
+                        pid = worker.pid,
+                        ?unanswered_for,
+                        "worker failed its health check; killing it"
+                    );
+                    worker.stop = Some(ExitReason::HealthCheck { unanswered_for });
+                    worker.kill.cancel();
+                }
+                Some(_) => {}
+                None => {
+                    worker.ping = Some((seq, now));
+                    worker.send(Message::Ping { seq });
+                }
             }
         }
     }
@@ -335,6 +394,7 @@ impl Shared {
             served: 0,
             stop,
             kill,
+            ping: None,
         });
         drop(state);
         self.emit(Event::WorkerSpawned {
@@ -459,7 +519,14 @@ impl Shared {
                     worker.status = Some(message);
                 }
             }
-            Message::Pong { .. } => {}
+            Message::Pong { seq } => {
+                let mut state = self.lock();
+                if let Some(worker) = state.worker_mut(id) {
+                    if worker.ping.is_some_and(|(sent, _)| sent == seq) {
+                        worker.ping = None;
+                    }
+                }
+            }
             other => {
                 return Err(format!(
                     "it sent a {} message, which workers never send",
@@ -475,8 +542,9 @@ impl Shared {
         self.lock().worker_mut(id).and_then(|w| w.stop.clone())
     }
 
-    /// A worker process ended and was reaped: settle what it held, report
-    /// it, and replace it if it was not asked to stop.
+    /// A worker process ended and was reaped: settle what it held (retry
+    /// or fail each request), report it, and replace it if it was not
+    /// asked to stop.
     pub(crate) fn worker_exited(self: &Arc<Self>, exit: WorkerExit) {
         let mut state = self.lock();
         let Some(pos) = state.workers.iter().position(|w| w.id == exit.worker_id) else {
@@ -507,27 +575,55 @@ impl Shared {
                 failed_reason = Some(reason);
             }
         }
+        // Settle the requests it held: re-queue (at the front, in order of
+        // arrival) those with retries left, fail the rest.
+        let exit_box = Box::new(exit.clone());
+        let mut failures = Vec::new();
+        let mut held: Vec<(RequestId, InFlight)> = worker.in_flight.into_iter().collect();
+        held.sort_by_key(|(_, f)| f.created_at);
+        for (request_id, in_flight) in held.into_iter().rev() {
+            let Some(reply) = in_flight.reply else {
+                continue;
+            };
+            let error = if let Some(reason) = &failed_reason {
+                Error::PoolFailed {
+                    reason: reason.clone(),
+                }
+            } else if replace && in_flight.retries > 0 {
+                tracing::debug!(%request_id, pid = exit.pid, "re-queueing request of a dead worker");
+                state.pending.push_front(Pending {
+                    id: request_id,
+                    created_at: in_flight.created_at,
+                    payload: in_flight.payload,
+                    reply,
+                    retries: in_flight.retries - 1,
+                });
+                continue;
+            } else {
+                Error::WorkerLost {
+                    request_id,
+                    exit: exit_box.clone(),
+                }
+            };
+            failures.push((reply, error));
+        }
         if let Some(reason) = &failed_reason {
             state.fail_pending(|| Error::PoolFailed {
                 reason: reason.clone(),
             });
             for other in &mut state.workers {
-                other.stop.get_or_insert(ExitReason::HardKill);
+                other.stop.get_or_insert(ExitReason::PoolFailed);
                 other.kill.cancel();
             }
         }
+        state.dispatch(&self.config);
         let replacement =
             (replace && failed_reason.is_none()).then(|| (self.next_worker_id(), worker.index));
         drop(state);
 
-        let boxed = Box::new(exit.clone());
-        for (request_id, in_flight) in worker.in_flight {
-            if let Some(reply) = in_flight.reply {
-                let _ = reply.send(Err(Error::WorkerLost {
-                    request_id,
-                    exit: boxed.clone(),
-                }));
-            }
+        for (reply, error) in failures {
+            // The caller may have just left; then nobody wants it.
+            let _ = reply.send(Err(error));
         }
         if exit.requested() {
             tracing::debug!(

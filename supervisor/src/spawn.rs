@@ -26,6 +26,11 @@ use crate::error::Error;
 #[derive(Debug)]
 pub(crate) struct Spawned {
     pub(crate) child: Child,
+    /// The read end of the worker's standard error, always piped so its last
+    /// lines can be reported when it dies.
+    pub(crate) stderr: Option<tokio::process::ChildStderr>,
+    /// The read end of its standard output, piped when output is captured.
+    pub(crate) stdout: Option<tokio::process::ChildStdout>,
     pub(crate) pid: u32,
     pub(crate) stream: UnixStream,
 }
@@ -97,7 +102,11 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
         .envs(config.env.iter().map(|(k, v)| (k, v)))
         .env(ENV_FD, CHILD_FD.to_string())
         .stdin(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if config.capture_output {
+        command.stdout(Stdio::piped());
+    }
     let parent = rustix::process::getpid();
     command.env(ENV_PARENT_PID, parent.as_raw_nonzero().to_string());
     let their_fd = theirs.as_raw_fd();
@@ -107,14 +116,22 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
     unsafe {
         command.pre_exec(move || child_setup(their_fd, parent));
     }
-    let child = command.spawn().map_err(spawn_error)?;
+    let mut child = command.spawn().map_err(spawn_error)?;
     drop(theirs);
+    let stderr = child.stderr.take();
+    let stdout = child.stdout.take();
     let pid = child.id().unwrap_or(0);
 
     let std_stream = std::os::unix::net::UnixStream::from(ours);
     std_stream.set_nonblocking(true).map_err(spawn_error)?;
     let stream = UnixStream::from_std(std_stream).map_err(spawn_error)?;
-    Ok(Spawned { child, pid, stream })
+    Ok(Spawned {
+        child,
+        stderr,
+        stdout,
+        pid,
+        stream,
+    })
 }
 
 /// Runs in the child between `fork` and `exec`.

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use drover_proto::codec::MESSAGE_OVERHEAD;
@@ -97,6 +97,8 @@ impl Supervisor {
         }
         let sampler = sample_memory(shared.clone());
         shared.tracker.spawn_on(sampler, &shared.runtime);
+        let pinger = ping_workers(shared.clone());
+        shared.tracker.spawn_on(pinger, &shared.runtime);
         Ok(Supervisor {
             handle: Arc::new(Handle { shared }),
         })
@@ -131,7 +133,8 @@ impl Supervisor {
             .await
     }
 
-    /// Sends `payload` to a worker and waits for its answer.
+    /// Sends `payload` to a worker and waits for its answer, with the
+    /// pool's default timeout and retries.
     ///
     /// The request goes to the best worker at once (see
     /// [`Routing`](crate::Routing)), or waits in the queue until one is
@@ -142,17 +145,17 @@ impl Supervisor {
     /// Refusals, returned at once with nothing sent:
     /// [`Error::PayloadTooLarge`], [`Error::QueueFull`],
     /// [`Error::ShuttingDown`], [`Error::PoolFailed`], [`Error::Encode`].
-    /// Failures: [`Error::Remote`] (the handler failed), [`Error::WorkerLost`]
-    /// (the worker died holding it).
+    /// Failures: [`Error::Remote`] (the handler failed),
+    /// [`Error::WorkerLost`] (the worker died holding it, retries spent),
+    /// [`Error::Timeout`].
     ///
     /// # Cancel safety
     ///
     /// Dropping the future cancels the request: it leaves the queue if it is
-    /// still there; if a worker has it, the worker is sent `Cancel` and its
-    /// answer is discarded.
+    /// still there; if a worker has it, the worker is sent `Cancel` (its
+    /// `Request::cancelled` fires) and its answer is discarded.
     pub async fn enqueue<T: Serialize + ?Sized>(&self, payload: &T) -> Result<Response, Error> {
-        let bytes = encode_value(payload).map_err(Error::Encode)?;
-        self.enqueue_bytes(bytes).await
+        self.request(payload).send().await
     }
 
     /// As [`enqueue`](Supervisor::enqueue), with a payload already encoded
@@ -166,30 +169,42 @@ impl Supervisor {
     ///
     /// As [`enqueue`](Supervisor::enqueue).
     pub async fn enqueue_bytes(&self, payload: impl Into<Bytes>) -> Result<Response, Error> {
-        let payload = payload.into();
-        let limit = self.max_payload();
-        if payload.len() > limit {
-            return Err(Error::PayloadTooLarge {
-                size: payload.len(),
-                limit,
-            });
-        }
-        let (reply, answer) = oneshot::channel();
-        let id = Uuid::new_v4();
-        self.shared().submit(Pending {
-            id,
-            created_at: SystemTime::now(),
+        self.request_bytes(payload).send().await
+    }
+
+    /// A request with options of its own: timeout, retries.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: drover_supervisor::Supervisor) -> Result<(), drover_supervisor::Error> {
+    /// use std::time::Duration;
+    /// let answer = pool
+    ///     .request("render this")
+    ///     .timeout(Duration::from_secs(2))
+    ///     .retries(1)
+    ///     .send()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn request<T: Serialize + ?Sized>(&self, payload: &T) -> RequestBuilder<'_> {
+        let payload = encode_value(payload)
+            .map(Bytes::from)
+            .map_err(Error::Encode);
+        self.builder_for(payload)
+    }
+
+    /// As [`request`](Supervisor::request), with a payload already encoded.
+    pub fn request_bytes(&self, payload: impl Into<Bytes>) -> RequestBuilder<'_> {
+        self.builder_for(Ok(payload.into()))
+    }
+
+    fn builder_for(&self, payload: Result<Bytes, Error>) -> RequestBuilder<'_> {
+        let config = &self.shared().config;
+        RequestBuilder {
+            pool: self,
             payload,
-            reply,
-        })?;
-        let mut guard = CancelOnDrop {
-            shared: self.shared(),
-            id,
-            armed: true,
-        };
-        let result = answer.await;
-        guard.armed = false;
-        result.unwrap_or(Err(Error::ShuttingDown))
+            timeout: config.timeout,
+            retries: config.retries,
+        }
     }
 
     /// The largest payload a request or event can carry, in bytes.
@@ -312,6 +327,96 @@ impl Supervisor {
     }
 }
 
+/// One request with its options, from [`Supervisor::request`].
+#[derive(Debug)]
+#[must_use = "a request does nothing until it is sent"]
+pub struct RequestBuilder<'a> {
+    pool: &'a Supervisor,
+    payload: Result<Bytes, Error>,
+    timeout: Option<Duration>,
+    retries: u32,
+}
+
+impl RequestBuilder<'_> {
+    /// Fails the request with [`Error::Timeout`] if it is not answered
+    /// within `timeout` of being sent, queueing included.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How many times the request is re-sent if its worker dies holding it.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Sends the request and waits for its answer.
+    ///
+    /// # Errors
+    ///
+    /// As [`Supervisor::enqueue`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Supervisor::enqueue`].
+    pub async fn send(self) -> Result<Response, Error> {
+        let payload = self.payload?;
+        let pool = self.pool;
+        let limit = pool.max_payload();
+        if payload.len() > limit {
+            return Err(Error::PayloadTooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        let shared = pool.shared();
+        let (reply, answer) = oneshot::channel();
+        let id = Uuid::new_v4();
+        shared.submit(Pending {
+            id,
+            created_at: SystemTime::now(),
+            payload,
+            reply,
+            retries: self.retries,
+        })?;
+        let mut guard = CancelOnDrop {
+            shared,
+            id,
+            armed: true,
+        };
+        let result = match self.timeout {
+            None => answer.await,
+            Some(after) => match tokio::time::timeout(after, answer).await {
+                Ok(result) => result,
+                Err(_) => {
+                    guard.armed = false;
+                    if let Some(worker_id) = shared.cancel(id) {
+                        // Give the worker the kill-after grace to give up.
+                        let shared = shared.clone();
+                        let grace = shared.config.kill_after;
+                        let watchdog = async move {
+                            tokio::select! {
+                                _ = tokio::time::sleep(grace) => shared.kill_if_still_holding(worker_id, id),
+                                _ = shared.shutdown.cancelled() => {}
+                            }
+                        };
+                        pool.shared()
+                            .tracker
+                            .spawn_on(watchdog, &pool.shared().runtime);
+                    }
+                    return Err(Error::Timeout {
+                        request_id: id,
+                        after,
+                    });
+                }
+            },
+        };
+        guard.armed = false;
+        result.unwrap_or(Err(Error::ShuttingDown))
+    }
+}
+
 /// Cancels the request if `enqueue`'s future is dropped before its answer.
 struct CancelOnDrop<'a> {
     shared: &'a Arc<Shared>,
@@ -322,7 +427,7 @@ struct CancelOnDrop<'a> {
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.shared.cancel(self.id);
+            let _ = self.shared.cancel(self.id);
         }
     }
 }
@@ -342,5 +447,21 @@ async fn sample_memory(shared: Arc<Shared>) {
             .map(|(id, pid)| (id, read_rss(pid)))
             .collect();
         shared.record_rss(&readings);
+    }
+}
+
+/// Pings every worker at the health-check interval; the pool kills those
+/// whose ping goes unanswered past the timeout.
+async fn ping_workers(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(shared.config.ping_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        seq += 1;
+        shared.health_check(seq);
     }
 }

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, HandshakeFailure};
 use crate::event::{ExitReason, Termination, WorkerExit};
+use crate::output::{self, Stream, Tail};
 use crate::pool::Shared;
 
 type Reader = FramedRead<OwnedReadHalf, MessageCodec>;
@@ -29,6 +30,10 @@ type Writer = FramedWrite<OwnedWriteHalf, MessageCodec>;
 /// How long a worker that closed its socket unasked has to exit before it
 /// is killed.
 const CLOSED_SOCKET_GRACE: Duration = Duration::from_secs(2);
+
+/// How long, after a worker is reaped, its output pipes may take to reach
+/// their end.
+const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
 /// Starts the task of worker `id` in slot `index`.
 pub(crate) fn launch(shared: &Arc<Shared>, id: u64, index: u32, initial: bool) {
@@ -51,6 +56,17 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
     };
     let pid = spawned.pid;
     let mut child = spawned.child;
+    let tail: Tail = Arc::default();
+    let capture = shared.config.capture_output;
+    let mut drains = Vec::new();
+    if let Some(stderr) = spawned.stderr {
+        let task = output::drain(stderr, Stream::Stderr, pid, capture, Some(tail.clone()));
+        drains.push(shared.tracker.spawn_on(task, &shared.runtime));
+    }
+    if let Some(stdout) = spawned.stdout {
+        let task = output::drain(stdout, Stream::Stdout, pid, capture, None);
+        drains.push(shared.tracker.spawn_on(task, &shared.runtime));
+    }
     let kill = CancellationToken::new();
     shared.register(id, index, pid, kill.clone());
     let (read, write) = spawned.stream.into_split();
@@ -142,6 +158,16 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
     let reason = violation
         .or_else(|| shared.stop_reason(id))
         .unwrap_or(ExitReason::Crashed);
+    // Let the pipes deliver the last lines the process wrote (a grandchild
+    // holding them open must not delay the report).
+    for drain in drains {
+        let _ = tokio::time::timeout(OUTPUT_GRACE, drain).await;
+    }
+    let stderr_tail = tail
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
     shared.worker_exited(WorkerExit {
         worker_id: id,
         index,
@@ -149,6 +175,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
         termination,
         reason,
         in_flight: Vec::new(),
+        stderr_tail,
     });
 }
 

@@ -26,7 +26,18 @@ async fn main() -> Result<(), drover_worker::Error> {
         .map(std::os::unix::net::UnixStream::from)
         .ok();
 
+    if std::env::var_os("DROVER_TEST_BAD_VERSION").is_some() {
+        bad_version_handshake(raw.expect("raw socket"));
+        return Ok(());
+    }
+
     let worker = Worker::connect().await?;
+    if let Ok(after) = std::env::var("DROVER_TEST_CRASH_AFTER_ID") {
+        if worker.id() > after.parse().unwrap_or(u64::MAX) {
+            eprintln!("worker {} crashing at start, as told", worker.id());
+            std::process::exit(1);
+        }
+    }
     if let Ok(mb) = std::env::var("DROVER_TEST_HOG_MB") {
         if worker.index() == 0 {
             let mb: usize = mb.parse().unwrap_or(200);
@@ -66,6 +77,10 @@ async fn main() -> Result<(), drover_worker::Error> {
                 match req.data::<Cmd>()? {
                     Cmd::Echo(text) => req.respond(&text),
                     Cmd::Pid => req.respond(&std::process::id()),
+                    Cmd::SlowEcho(text, ms) => {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        req.respond(&text)
+                    }
                     Cmd::Sleep(ms) => {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         req.respond(&std::process::id())
@@ -96,6 +111,69 @@ async fn main() -> Result<(), drover_worker::Error> {
                         Ok(())
                     }
                     Cmd::Exit(code) => std::process::exit(code),
+                    Cmd::Hang => std::future::pending().await,
+                    Cmd::WaitCancel => {
+                        req.cancelled().await;
+                        me.emit("cancelled", &req.id().to_string())?;
+                        req.respond("answered after cancel")
+                    }
+                    Cmd::Spin(ms) => {
+                        tokio::task::spawn_blocking(move || {
+                            let until = std::time::Instant::now() + Duration::from_millis(ms);
+                            let mut x = 0u64;
+                            while std::time::Instant::now() < until {
+                                x = x.wrapping_mul(31).wrapping_add(7);
+                            }
+                            x
+                        })
+                        .await
+                        .expect("spin");
+                        req.respond(&std::process::id())
+                    }
+                    Cmd::Flood(n) => {
+                        for i in 0..n {
+                            me.emit("flood", &i)?;
+                        }
+                        req.ack()
+                    }
+                    Cmd::HalfFrame => {
+                        let mut raw = raw.expect("raw socket");
+                        raw.write_all(&[0, 0, 0, 100, 1, 2, 3]).expect("write");
+                        std::process::exit(0)
+                    }
+                    Cmd::AnswerUnknown => {
+                        let mut raw = raw.expect("raw socket");
+                        let mut frame = bytes::BytesMut::new();
+                        let message = drover_proto::Message::Response {
+                            id: drover_proto::RequestId::from_u128(42),
+                            result: Ok(bytes::Bytes::from_static(b"surprise")),
+                        };
+                        drover_proto::MessageCodec::default()
+                            .encode_message(&message, &mut frame)
+                            .expect("encode");
+                        raw.write_all(&frame).expect("write");
+                        std::future::pending().await
+                    }
+                    Cmd::Freeze => {
+                        let _ = rustix::process::kill_process(
+                            rustix::process::getpid(),
+                            rustix::process::Signal::STOP,
+                        );
+                        req.ack()
+                    }
+                    Cmd::StderrThenExit(lines) => {
+                        for line in lines {
+                            eprintln!("{line}");
+                        }
+                        std::process::exit(1)
+                    }
+                    Cmd::CrashOnce(path) => {
+                        if std::fs::metadata(&path).is_err() {
+                            std::fs::write(&path, b"crashed once").expect("marker");
+                            std::process::exit(1);
+                        }
+                        req.respond(&std::process::id())
+                    }
                     Cmd::InFlight => {
                         let ids: Vec<String> =
                             me.requests().iter().map(|r| r.id.to_string()).collect();
@@ -119,4 +197,18 @@ async fn supervise() {
     let pids: Vec<String> = pool.health().iter().map(|h| h.pid.to_string()).collect();
     println!("{}", pids.join(" "));
     std::future::pending::<()>().await;
+}
+
+/// Says `Hello` with a protocol version from the future, then waits.
+fn bad_version_handshake(mut raw: std::os::unix::net::UnixStream) {
+    let mut frame = bytes::BytesMut::new();
+    let hello = drover_proto::Hello {
+        protocol_version: 99,
+        ..drover_proto::Hello::new()
+    };
+    drover_proto::MessageCodec::default()
+        .encode_message(&drover_proto::Message::Hello(hello), &mut frame)
+        .expect("encode");
+    raw.write_all(&frame).expect("write");
+    std::thread::sleep(Duration::from_secs(60));
 }

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 pub enum Cmd {
     /// Answer the same text.
     Echo(String),
+    /// Sleep this many milliseconds, then answer the same text.
+    SlowEcho(String, u64),
     /// Answer this process's pid.
     Pid,
     /// Sleep, then answer the pid.
@@ -28,4 +30,24 @@ pub enum Cmd {
     Exit(i32),
     /// Answer the ids of the requests in flight (`Worker::requests`).
     InFlight,
+    /// Never answer, and ignore cancellation.
+    Hang,
+    /// Wait for the request's cancellation, then emit "cancelled" with the
+    /// request id, then answer (an answer nobody must receive).
+    WaitCancel,
+    /// Busy-loop this many milliseconds on a blocking thread, then answer.
+    Spin(u64),
+    /// Emit this many events as fast as possible, then ack.
+    Flood(u32),
+    /// Write the start of a frame, then exit: the socket closes mid-frame.
+    HalfFrame,
+    /// Answer a request id the supervisor never sent, then hang.
+    AnswerUnknown,
+    /// Stop the process (SIGSTOP): it answers nothing, pings included.
+    Freeze,
+    /// Write these lines to stderr, then exit with code 1.
+    StderrThenExit(Vec<String>),
+    /// Exit with code 1 unless the file exists (creating it first); once it
+    /// exists, answer the pid.
+    CrashOnce(String),
 }
