@@ -26,9 +26,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// about every event it broadcasts.
 async fn worker() -> Result<(), drover::worker::Error> {
     let worker = Worker::connect().await?;
+    // Subscribe before serving, so no event sent after `Ready` is missed.
     let listener = worker.clone();
+    let mut events = worker.events();
     tokio::spawn(async move {
-        let mut events = listener.events();
         while let Some(event) = events.recv().await {
             let text: String = event.data().unwrap_or_default();
             let _ = listener.emit("heard", &format!("{}: {text}", event.name()));

@@ -51,9 +51,10 @@ async fn main() -> Result<(), drover_worker::Error> {
         let _ = hook_worker.emit("soft-kill-hook", &std::process::id());
     });
 
+    // Subscribe before serving, so no event sent after `Ready` is missed.
     let events_worker = worker.clone();
+    let mut events = worker.events();
     tokio::spawn(async move {
-        let mut events = events_worker.events();
         while let Some(event) = events.recv().await {
             match event.name() {
                 "wake" => {

@@ -336,7 +336,8 @@ impl Worker {
 
     /// Subscribes to the events the supervisor sends to this worker
     /// (`broadcast` and targeted events). Only events that arrive after the
-    /// call are seen.
+    /// call are seen: subscribe before [`serve`](Worker::serve) to see
+    /// every event sent once the worker is ready.
     pub fn events(&self) -> Events {
         Events {
             rx: self.inner.events.subscribe(),
