@@ -13,7 +13,7 @@ use crate::routing::Routing;
 use crate::supervisor::Supervisor;
 
 /// Everything a pool is configured with; see [`Builder`] for each setting.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Config {
     pub(crate) program: PathBuf,
     pub(crate) args: Vec<OsString>,
@@ -36,6 +36,27 @@ pub(crate) struct Config {
     pub(crate) ping_interval: Duration,
     pub(crate) ping_timeout: Duration,
     pub(crate) capture_output: bool,
+    pub(crate) max_requests: Option<(u64, u64)>,
+    pub(crate) max_rss: Option<u64>,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) max_recycling: usize,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) hold_when_drained: bool,
+    pub(crate) limits: Limits,
+}
+
+/// Isolation settings applied in the child before `exec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) address_space: Option<u64>,
+    pub(crate) cpu_seconds: Option<u64>,
+    pub(crate) open_files: Option<u64>,
+    pub(crate) processes: Option<u64>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) current_dir: Option<PathBuf>,
+    pub(crate) env_clear: bool,
+    pub(crate) no_new_privs: bool,
 }
 
 /// Builds a [`Supervisor`]: which binary, how many workers, and the pool's
@@ -87,6 +108,13 @@ impl Builder {
                 ping_interval: Duration::from_secs(5),
                 ping_timeout: Duration::from_secs(30),
                 capture_output: false,
+                max_requests: None,
+                max_rss: None,
+                max_age: None,
+                max_recycling: 1,
+                drain_timeout: Duration::from_secs(30),
+                hold_when_drained: true,
+                limits: Limits::default(),
             },
             config_error: None,
         }
@@ -229,6 +257,110 @@ impl Builder {
         self
     }
 
+    /// Recycles a worker after it has answered `n` requests, plus a random
+    /// jitter in `0..=jitter` drawn per worker so they do not all recycle
+    /// at once (gunicorn's `max_requests` and `max_requests_jitter`).
+    pub fn max_requests(mut self, n: u64, jitter: u64) -> Builder {
+        self.config.max_requests = Some((n.max(1), jitter));
+        self
+    }
+
+    /// Recycles a worker whose resident memory passes `bytes` (checked at
+    /// each memory sample).
+    pub fn max_rss(mut self, bytes: u64) -> Builder {
+        self.config.max_rss = Some(bytes);
+        self
+    }
+
+    /// Recycles a worker once it has run this long.
+    pub fn max_age(mut self, age: Duration) -> Builder {
+        self.config.max_age = Some(age);
+        self
+    }
+
+    /// How many workers may be recycling at once (default 1): recycling and
+    /// rolling reloads never take more than this many workers out of
+    /// service at a time, whatever the timing.
+    pub fn max_recycling(mut self, n: usize) -> Builder {
+        self.config.max_recycling = n.max(1);
+        self
+    }
+
+    /// How long a retiring worker (recycled, reloaded, resized away,
+    /// drained) may take to finish what it holds before it is killed
+    /// (default 30 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Builder {
+        self.config.drain_timeout = timeout;
+        self
+    }
+
+    /// Whether requests made while the pool is drained wait in the queue
+    /// for [`resume`](Supervisor::resume) (the default) or fail at once with
+    /// [`Error::Drained`].
+    pub fn hold_when_drained(mut self, hold: bool) -> Builder {
+        self.config.hold_when_drained = hold;
+        self
+    }
+
+    /// Limits each worker's address space (`RLIMIT_AS`) to `bytes`: an
+    /// allocation past it fails in the worker, which dies, and its exit
+    /// names the limit.
+    pub fn limit_address_space(mut self, bytes: u64) -> Builder {
+        self.config.limits.address_space = Some(bytes);
+        self
+    }
+
+    /// Limits each worker's CPU time (`RLIMIT_CPU`) to `seconds`.
+    pub fn limit_cpu_seconds(mut self, seconds: u64) -> Builder {
+        self.config.limits.cpu_seconds = Some(seconds);
+        self
+    }
+
+    /// Limits each worker's open descriptors (`RLIMIT_NOFILE`).
+    pub fn limit_open_files(mut self, n: u64) -> Builder {
+        self.config.limits.open_files = Some(n);
+        self
+    }
+
+    /// Limits the processes each worker's user may run (`RLIMIT_NPROC`).
+    pub fn limit_processes(mut self, n: u64) -> Builder {
+        self.config.limits.processes = Some(n);
+        self
+    }
+
+    /// Runs the workers as this user id (the supervisor must be allowed to).
+    pub fn user(mut self, uid: u32) -> Builder {
+        self.config.limits.uid = Some(uid);
+        self
+    }
+
+    /// Runs the workers with this group id (the supervisor must be allowed
+    /// to).
+    pub fn group(mut self, gid: u32) -> Builder {
+        self.config.limits.gid = Some(gid);
+        self
+    }
+
+    /// The workers' working directory (default: the supervisor's).
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Builder {
+        self.config.limits.current_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Starts the workers with an empty environment, but for the variables
+    /// set with [`env`](Builder::env) (and drover's own).
+    pub fn env_clear(mut self) -> Builder {
+        self.config.limits.env_clear = true;
+        self
+    }
+
+    /// Sets `no_new_privs` on the workers: neither they nor their children
+    /// can gain privileges through set-user-id binaries.
+    pub fn no_new_privs(mut self, on: bool) -> Builder {
+        self.config.limits.no_new_privs = on;
+        self
+    }
+
     /// A configuration value every worker receives with its handshake
     /// (`Worker::config`).
     pub fn config<T: Serialize + ?Sized>(mut self, value: &T) -> Builder {
@@ -237,6 +369,14 @@ impl Builder {
             Err(e) => self.config_error = Some(e),
         }
         self
+    }
+
+    pub(crate) fn into_config(self) -> Result<Config, Error> {
+        if let Some(e) = self.config_error {
+            return Err(Error::Encode(e));
+        }
+        check_program(&self.config.program)?;
+        Ok(self.config)
     }
 
     /// Starts the pool without waiting for the workers: requests enqueued
@@ -250,12 +390,9 @@ impl Builder {
     /// [`Error::Encode`] if the `config` value did not encode,
     /// [`Error::NoRuntime`] outside a tokio runtime.
     pub fn start(self) -> Result<Supervisor, Error> {
-        if let Some(e) = self.config_error {
-            return Err(Error::Encode(e));
-        }
-        check_program(&self.config.program)?;
+        let config = self.into_config()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        Supervisor::start(self.config, runtime)
+        Supervisor::start(config, runtime)
     }
 
     /// Starts the pool and waits until every worker is ready ("online").

@@ -43,6 +43,17 @@ pub enum Error {
     /// dropped): the request was refused and nothing was sent.
     #[error("the pool is shutting down; request refused")]
     ShuttingDown,
+    /// The pool is drained and set to refuse requests until `resume()`.
+    #[error("the pool is drained; request refused until it resumes")]
+    Drained,
+    /// A pool operation (resize, reload, drain, resume) cannot run now.
+    #[error("cannot {operation}: {reason}")]
+    Operation {
+        /// The operation asked for.
+        operation: &'static str,
+        /// Why it cannot run.
+        reason: String,
+    },
     /// The pool stopped for good.
     #[error("the pool has failed: {reason}")]
     PoolFailed {
@@ -108,6 +119,12 @@ pub enum Error {
         request_id: RequestId,
         /// Its timeout.
         after: Duration,
+    },
+    /// No group of this name runs.
+    #[error("no group named {name:?}")]
+    NoSuchGroup {
+        /// The name asked for.
+        name: String,
     },
     /// No worker with this id is running.
     #[error("no worker with id {worker_id} is running")]

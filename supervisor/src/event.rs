@@ -30,6 +30,24 @@ pub enum Event {
     WorkerExited(WorkerExit),
     /// A worker sent a custom event.
     Custom(CustomEvent),
+    /// A worker changed state (ready, busy, stopping, stopped, crashed).
+    WorkerState {
+        /// The worker's id.
+        worker_id: u64,
+        /// Its pid.
+        pid: u32,
+        /// Its new state.
+        state: crate::health::WorkerState,
+    },
+    /// A worker sent a status line (`Worker::status`).
+    WorkerStatus {
+        /// The worker's id.
+        worker_id: u64,
+        /// Its pid.
+        pid: u32,
+        /// The status text.
+        message: String,
+    },
     /// The pool stopped for good: restarts exhausted. Every pending request
     /// has failed.
     PoolFailed {
@@ -163,6 +181,66 @@ pub enum ExitReason {
     },
     /// The pool failed (restart budget spent) and stopped it.
     PoolFailed,
+    /// The pool retired it on purpose, gracefully (it finished what it
+    /// held, within the drain timeout), and started a replacement if the
+    /// cause calls for one.
+    Recycled(RecycleCause),
+    /// A resource limit set on the builder killed it (best-effort reading
+    /// of how it died: `SIGXCPU` for CPU time, an allocation failure under
+    /// an address-space limit).
+    LimitExceeded {
+        /// The limit, as configured ("address space of 67108864 bytes").
+        limit: String,
+    },
+}
+
+/// Why the pool retired a worker on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecycleCause {
+    /// It answered its quota of requests (`max_requests`, with jitter).
+    MaxRequests {
+        /// Requests it answered.
+        served: u64,
+    },
+    /// Its resident memory passed `max_rss`.
+    MaxRss {
+        /// Its RSS at the last sample, in bytes.
+        rss: u64,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// It reached `max_age`.
+    MaxAge {
+        /// Its age.
+        age: std::time::Duration,
+    },
+    /// A rolling reload replaced it.
+    Reload,
+    /// The pool shrank.
+    Resize,
+    /// `drain()` stopped it.
+    Drain,
+    /// Its group is no longer declared.
+    GroupRemoved,
+}
+
+impl fmt::Display for RecycleCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecycleCause::MaxRequests { served } => {
+                write!(f, "max requests reached ({served} served)")
+            }
+            RecycleCause::MaxRss { rss, limit } => {
+                write!(f, "RSS {rss} bytes over max_rss {limit} bytes")
+            }
+            RecycleCause::MaxAge { age } => write!(f, "max age reached ({age:?})"),
+            RecycleCause::Reload => f.write_str("rolling reload"),
+            RecycleCause::Resize => f.write_str("pool resized down"),
+            RecycleCause::Drain => f.write_str("pool drained"),
+            RecycleCause::GroupRemoved => f.write_str("group removed"),
+        }
+    }
 }
 
 impl ExitReason {
@@ -174,6 +252,7 @@ impl ExitReason {
                 | ExitReason::SoftKillTimeout
                 | ExitReason::HardKill
                 | ExitReason::PoolFailed
+                | ExitReason::Recycled(_)
         )
     }
 }
@@ -200,6 +279,8 @@ impl fmt::Display for ExitReason {
                 "was killed for failing its health check (ping unanswered for {unanswered_for:?})"
             ),
             ExitReason::PoolFailed => f.write_str("was stopped because the pool failed"),
+            ExitReason::Recycled(cause) => write!(f, "was recycled: {cause}"),
+            ExitReason::LimitExceeded { limit } => write!(f, "was killed by its resource limit: {limit}"),
         }
     }
 }

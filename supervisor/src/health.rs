@@ -14,6 +14,11 @@ pub enum WorkerState {
     Busy,
     /// Asked to stop; finishing what it holds.
     Stopping,
+    /// Exited when asked to (reported once, in events).
+    Stopped,
+    /// Exited unasked, or was killed for misbehaving (reported once, in
+    /// events).
+    Crashed,
 }
 
 impl fmt::Display for WorkerState {
@@ -23,6 +28,8 @@ impl fmt::Display for WorkerState {
             WorkerState::Ready => "ready",
             WorkerState::Busy => "busy",
             WorkerState::Stopping => "stopping",
+            WorkerState::Stopped => "stopped",
+            WorkerState::Crashed => "crashed",
         })
     }
 }
@@ -47,6 +54,8 @@ pub struct WorkerHealth {
     pub status: Option<String>,
     /// Requests it has answered.
     pub served: u64,
+    /// How long it has been running.
+    pub age: std::time::Duration,
 }
 
 /// Reads the resident set size of `pid` from `/proc/<pid>/statm`, in bytes.

@@ -36,6 +36,9 @@ const EVENT_BACKLOG: usize = 4096;
 pub(crate) enum Phase {
     /// Taking requests.
     Running,
+    /// Drained: no worker runs; requests wait (or are refused) until
+    /// `resume()`.
+    Drained,
     /// Soft kill in progress: no new requests, the rest finish.
     SoftKilling,
     /// Stopped by a kill or by dropping the last handle.
@@ -85,10 +88,15 @@ pub(crate) struct WorkerEntry {
     pub(crate) kill: CancellationToken,
     /// The health-check ping awaiting its pong: sequence number, sent at.
     pub(crate) ping: Option<(u64, Instant)>,
+    pub(crate) started_at: Instant,
+    /// Recycle once it has served this many (`max_requests` + jitter).
+    pub(crate) recycle_at: Option<u64>,
+    /// When a retiring worker is killed if it has not exited.
+    pub(crate) drain_deadline: Option<Instant>,
 }
 
 impl WorkerEntry {
-    fn send(&self, message: Message) {
+    pub(crate) fn send(&self, message: Message) {
         if let Some(tx) = &self.tx {
             // A closed queue means the connection is ending; its task will
             // settle whatever this worker held.
@@ -106,6 +114,7 @@ impl WorkerEntry {
             state: self.state,
             status: self.status.clone(),
             served: self.served,
+            age: self.started_at.elapsed(),
         }
     }
 }
@@ -128,6 +137,8 @@ pub(crate) struct PoolState {
     pub(crate) startup: Startup,
     pub(crate) workers: Vec<WorkerEntry>,
     pub(crate) pending: VecDeque<Pending>,
+    /// How many workers the pool should run.
+    pub(crate) target: usize,
     cursor: usize,
     /// When each recent restart happened, for the restart budget.
     restarts: VecDeque<Instant>,
@@ -192,9 +203,16 @@ impl PoolState {
         }
     }
 
-    fn refusal(&self) -> Option<Error> {
+    /// Workers not asked to stop (starting, ready or busy).
+    pub(crate) fn active(&self) -> usize {
+        self.workers.iter().filter(|w| w.stop.is_none()).count()
+    }
+
+    fn refusal(&self, config: &Config) -> Option<Error> {
         match &self.phase {
             Phase::Running => None,
+            Phase::Drained if config.hold_when_drained => None,
+            Phase::Drained => Some(Error::Drained),
             Phase::SoftKilling | Phase::Stopped => Some(Error::ShuttingDown),
             Phase::Failed(reason) => Some(Error::PoolFailed {
                 reason: reason.clone(),
@@ -216,6 +234,11 @@ pub(crate) struct Shared {
     /// ready or gone, the queue emptied, startup done).
     changed: watch::Sender<u64>,
     next_worker_id: AtomicU64,
+    /// What workers are started with: the builder's settings, replaced by
+    /// a reload with new ones.
+    spec: Mutex<Arc<Config>>,
+    /// Serialises pool operations (resize, reload, drain, resume).
+    pub(crate) operations: tokio::sync::Mutex<()>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) spawner: crate::spawn::Spawner,
 }
@@ -229,12 +252,15 @@ impl Shared {
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         let workers = config.workers;
         Shared {
+            spec: Mutex::new(Arc::new(config.clone())),
+            operations: tokio::sync::Mutex::new(()),
             config,
             state: Mutex::new(PoolState {
                 phase: Phase::Running,
                 startup: Startup::Waiting(workers),
                 workers: Vec::with_capacity(workers),
                 pending: VecDeque::new(),
+                target: workers,
                 cursor: 0,
                 restarts: VecDeque::new(),
             }),
@@ -253,6 +279,16 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The settings new workers start with.
+    pub(crate) fn spec(&self) -> Arc<Config> {
+        self.spec.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the settings new workers start with.
+    pub(crate) fn set_spec(&self, spec: Config) {
+        *self.spec.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(spec);
+    }
+
     pub(crate) fn next_worker_id(&self) -> u64 {
         self.next_worker_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -260,6 +296,14 @@ impl Shared {
     pub(crate) fn emit(&self, event: Event) {
         // No subscriber is fine: nobody is listening.
         let _ = self.events.send(event);
+    }
+
+    pub(crate) fn emit_state(&self, worker_id: u64, pid: u32, state: WorkerState) {
+        self.emit(Event::WorkerState {
+            worker_id,
+            pid,
+            state,
+        });
     }
 
     pub(crate) fn notify(&self) {
@@ -286,7 +330,7 @@ impl Shared {
     /// Accepts a request: straight to a worker if one is free, else queued.
     pub(crate) fn submit(&self, request: Pending) -> Result<(), Error> {
         let mut state = self.lock();
-        if let Some(refusal) = state.refusal() {
+        if let Some(refusal) = state.refusal(&self.config) {
             return Err(refusal);
         }
         if state.pending.is_empty() {
@@ -373,6 +417,15 @@ impl Shared {
 
     /// Records a newly started worker process.
     pub(crate) fn register(&self, id: u64, index: u32, pid: u32, kill: CancellationToken) {
+        let recycle_at = self.config.max_requests.map(|(n, jitter)| {
+            // Any uniform randomness will do; a v4 uuid is 122 random bits.
+            let random = uuid::Uuid::new_v4().as_u128() as u64;
+            n + if jitter == 0 {
+                0
+            } else {
+                random % (jitter + 1)
+            }
+        });
         let mut state = self.lock();
         let stop = match state.phase {
             Phase::Running => None,
@@ -395,6 +448,9 @@ impl Shared {
             stop,
             kill,
             ping: None,
+            started_at: Instant::now(),
+            recycle_at,
+            drain_deadline: None,
         });
         drop(state);
         self.emit(Event::WorkerSpawned {
@@ -405,7 +461,12 @@ impl Shared {
     }
 
     /// A worker finished its handshake: it may take requests.
-    pub(crate) fn worker_ready(&self, id: u64, tx: mpsc::UnboundedSender<Outgoing>, initial: bool) {
+    pub(crate) fn worker_ready(
+        self: &Arc<Self>,
+        id: u64,
+        tx: mpsc::UnboundedSender<Outgoing>,
+        initial: bool,
+    ) {
         let mut state = self.lock();
         let mut online = false;
         if let Some(worker) = state.worker_mut(id) {
@@ -416,7 +477,7 @@ impl Shared {
             if let Some(reason) = &worker.stop {
                 // Asked to stop while starting: pass the request on now.
                 let message = match reason {
-                    ExitReason::SoftKill => Message::SoftKill,
+                    ExitReason::SoftKill | ExitReason::Recycled(_) => Message::SoftKill,
                     _ => Message::HardKill,
                 };
                 worker.state = WorkerState::Stopping;
@@ -432,11 +493,16 @@ impl Shared {
                 }
             }
         }
+        let pid = state.worker_mut(id).map(|w| (w.pid, w.state));
         state.dispatch(&self.config);
         drop(state);
+        if let Some((pid, worker_state)) = pid {
+            self.emit_state(id, pid, worker_state);
+        }
         if online {
             self.emit(Event::Online);
         }
+        self.maintain();
         self.notify();
     }
 
@@ -452,7 +518,12 @@ impl Shared {
 
     /// Handles one message from a worker after its handshake. An `Err`
     /// names a protocol violation: the caller kills the worker.
-    pub(crate) fn on_message(&self, id: u64, pid: u32, message: Message) -> Result<(), String> {
+    pub(crate) fn on_message(
+        self: &Arc<Self>,
+        id: u64,
+        pid: u32,
+        message: Message,
+    ) -> Result<(), String> {
         match message {
             Message::Response {
                 id: request_id,
@@ -468,8 +539,14 @@ impl Shared {
                     ));
                 };
                 worker.served += 1;
+                let due = worker
+                    .recycle_at
+                    .is_some_and(|quota| worker.served >= quota);
                 state.dispatch(&self.config);
                 drop(state);
+                if due {
+                    self.maintain();
+                }
                 if let Some(reply) = in_flight.reply {
                     let answer = match result {
                         Ok(payload) => Ok(Response {
@@ -493,21 +570,32 @@ impl Shared {
             }
             Message::Busy => {
                 let mut state = self.lock();
+                let mut changed = false;
                 if let Some(worker) = state.worker_mut(id) {
                     if worker.state == WorkerState::Ready {
                         worker.state = WorkerState::Busy;
+                        changed = true;
                     }
+                }
+                drop(state);
+                if changed {
+                    self.emit_state(id, pid, WorkerState::Busy);
                 }
             }
             Message::Ready => {
                 let mut state = self.lock();
+                let mut changed = false;
                 if let Some(worker) = state.worker_mut(id) {
                     if worker.state == WorkerState::Busy {
                         worker.state = WorkerState::Ready;
+                        changed = true;
                     }
                 }
                 state.dispatch(&self.config);
                 drop(state);
+                if changed {
+                    self.emit_state(id, pid, WorkerState::Ready);
+                }
                 self.notify();
             }
             Message::Event { name, payload } => {
@@ -516,8 +604,14 @@ impl Shared {
             Message::Status { message } => {
                 let mut state = self.lock();
                 if let Some(worker) = state.worker_mut(id) {
-                    worker.status = Some(message);
+                    worker.status = Some(message.clone());
                 }
+                drop(state);
+                self.emit(Event::WorkerStatus {
+                    worker_id: id,
+                    pid,
+                    message,
+                });
             }
             Message::Pong { seq } => {
                 let mut state = self.lock();
@@ -553,7 +647,8 @@ impl Shared {
         let worker = state.workers.remove(pos);
         let mut exit = exit;
         exit.in_flight = worker.in_flight.keys().copied().collect();
-        let replace = !exit.requested() && state.phase == Phase::Running;
+        let replace =
+            !exit.requested() && state.phase == Phase::Running && state.active() < state.target;
         let mut failed_reason = None;
         if replace {
             let now = Instant::now();
@@ -639,6 +734,12 @@ impl Shared {
                 "worker ended: {exit}"
             );
         }
+        let final_state = if exit.requested() {
+            WorkerState::Stopped
+        } else {
+            WorkerState::Crashed
+        };
+        self.emit_state(exit.worker_id, exit.pid, final_state);
         self.emit(Event::WorkerExited(exit));
         if let Some(reason) = failed_reason {
             tracing::error!("pool failed: {reason}");
@@ -647,6 +748,7 @@ impl Shared {
         if let Some((id, index)) = replacement {
             crate::worker::launch(self, id, index, false);
         }
+        self.maintain();
         self.notify();
     }
 
@@ -688,7 +790,7 @@ impl Shared {
         let mut state = self.lock();
         match reason {
             ExitReason::SoftKill => {
-                if state.phase == Phase::Running {
+                if matches!(state.phase, Phase::Running | Phase::Drained) {
                     state.phase = Phase::SoftKilling;
                 }
             }
@@ -713,7 +815,7 @@ impl Shared {
                 worker.stop = Some(reason.clone());
                 worker.state = WorkerState::Stopping;
                 worker.send(match reason {
-                    ExitReason::SoftKill => Message::SoftKill,
+                    ExitReason::SoftKill | ExitReason::Recycled(_) => Message::SoftKill,
                     _ => Message::HardKill,
                 });
             }

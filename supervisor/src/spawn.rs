@@ -14,12 +14,12 @@ use std::process::Stdio;
 
 use drover_proto::{CHILD_FD, ENV_FD, ENV_PARENT_PID};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
-use rustix::process::{Pid, Signal};
+use rustix::process::{Pid, Resource, Rlimit, Signal};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-use crate::builder::Config;
+use crate::builder::{Config, Limits};
 use crate::error::Error;
 
 /// A started worker process and the supervisor's end of its socket.
@@ -97,6 +97,20 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
     .map_err(|e| spawn_error(e.into()))?;
 
     let mut command = Command::new(&config.program);
+    let limits = config.limits.clone();
+    if limits.env_clear {
+        // Before any variable is set: clearing forgets those too.
+        command.env_clear();
+    }
+    if let Some(dir) = &limits.current_dir {
+        command.current_dir(dir);
+    }
+    if let Some(uid) = limits.uid {
+        command.uid(uid);
+    }
+    if let Some(gid) = limits.gid {
+        command.gid(gid);
+    }
     command
         .args(&config.args)
         .envs(config.env.iter().map(|(k, v)| (k, v)))
@@ -114,7 +128,7 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
     // async-signal-safe system calls; it allocates nothing on its success
     // path and touches no lock.
     unsafe {
-        command.pre_exec(move || child_setup(their_fd, parent));
+        command.pre_exec(move || child_setup(their_fd, parent, &limits));
     }
     let mut child = command.spawn().map_err(spawn_error)?;
     drop(theirs);
@@ -135,13 +149,34 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
 }
 
 /// Runs in the child between `fork` and `exec`.
-fn child_setup(fd: RawFd, parent: Pid) -> io::Result<()> {
+fn child_setup(fd: RawFd, parent: Pid, limits: &Limits) -> io::Result<()> {
     // Die with the supervisor. The signal fires when the forking *thread*
     // exits; the worker also checks its parent pid when it connects.
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
     if rustix::process::getppid() != Some(parent) {
         // The supervisor died between fork and here: do not start at all.
         return Err(rustix::io::Errno::SRCH.into());
+    }
+    let rlimits = [
+        (Resource::As, limits.address_space, 0),
+        // The soft CPU limit sends SIGXCPU; the hard one, a second later, SIGKILL.
+        (Resource::Cpu, limits.cpu_seconds, 1),
+        (Resource::Nofile, limits.open_files, 0),
+        (Resource::Nproc, limits.processes, 0),
+    ];
+    for (resource, limit, slack) in rlimits {
+        if let Some(limit) = limit {
+            rustix::process::setrlimit(
+                resource,
+                Rlimit {
+                    current: Some(limit),
+                    maximum: Some(limit.saturating_add(slack)),
+                },
+            )?;
+        }
+    }
+    if limits.no_new_privs {
+        rustix::thread::set_no_new_privs(true)?;
     }
     if fd == CHILD_FD {
         // Already in place: only clear close-on-exec.

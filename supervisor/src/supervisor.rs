@@ -83,6 +83,11 @@ impl Supervisor {
         Builder::new(program)
     }
 
+    /// The pool's settings, as built.
+    pub(crate) fn config(&self) -> &Config {
+        &self.shared().config
+    }
+
     pub(crate) fn start(
         config: Config,
         runtime: tokio::runtime::Handle,
@@ -273,6 +278,72 @@ impl Supervisor {
         })
     }
 
+    /// Grows or shrinks the pool to `n` workers and waits until it has `n`
+    /// ready workers (and those retired are gone).
+    ///
+    /// Shrinking retires idle workers first; a retired worker finishes what
+    /// it holds (within the drain timeout) before it exits, so no request
+    /// in flight is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Operation`] if the pool is not running, or does not settle
+    /// within the start timeout plus the drain timeout.
+    pub async fn resize(&self, n: usize) -> Result<(), Error> {
+        self.shared().resize(n).await
+    }
+
+    /// Replaces every worker with a fresh process, [`max_recycling`] at a
+    /// time: each replacement is ready before the worker it replaces is
+    /// retired, and the old one finishes what it holds. A new binary at the
+    /// same path is picked up. Under steady load no request fails.
+    ///
+    /// [`max_recycling`]: Builder::max_recycling
+    ///
+    /// # Errors
+    ///
+    /// As [`resize`](Supervisor::resize).
+    pub async fn reload(&self) -> Result<(), Error> {
+        self.shared().reload(None).await
+    }
+
+    /// As [`reload`](Supervisor::reload), starting the new workers with the
+    /// program, arguments, environment, `config` value, isolation limits and
+    /// output capture of `builder`. Pool-wide settings (worker count, caps,
+    /// timeouts, routing) stay as they are.
+    ///
+    /// # Errors
+    ///
+    /// As [`resize`](Supervisor::resize), and the builder's own errors
+    /// (a missing binary, a config value that does not encode).
+    pub async fn reload_with(&self, builder: Builder) -> Result<(), Error> {
+        let spec = builder.into_config()?;
+        self.shared().reload(Some(spec)).await
+    }
+
+    /// Stops every worker gracefully (each finishes what it holds) and
+    /// keeps the pool drained: requests made meanwhile wait in the queue
+    /// for [`resume`](Supervisor::resume), or fail with [`Error::Drained`]
+    /// (see [`Builder::hold_when_drained`]). Resolves when every worker has
+    /// exited.
+    ///
+    /// # Errors
+    ///
+    /// As [`resize`](Supervisor::resize).
+    pub async fn drain(&self) -> Result<(), Error> {
+        self.shared().drain().await
+    }
+
+    /// Starts the workers again after [`drain`](Supervisor::drain); the
+    /// requests held meanwhile run. Resolves when every worker is ready.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Operation`] if the pool is not drained or does not settle.
+    pub async fn resume(&self) -> Result<(), Error> {
+        self.shared().resume().await
+    }
+
     /// Stops the pool gracefully and waits until every worker is reaped.
     ///
     /// New requests fail at once with [`Error::ShuttingDown`]. Requests
@@ -281,6 +352,11 @@ impl Supervisor {
     /// soft-kill hook has run and it is not busy. Whatever is left when the
     /// soft-kill grace runs out is killed, and its requests fail.
     pub async fn soft_kill(&self) {
+        self.soft_kill_as(ExitReason::SoftKill).await;
+    }
+
+    /// A soft kill whose workers' exits carry `reason`.
+    pub(crate) async fn soft_kill_as(&self, reason: ExitReason) {
         let shared = self.shared();
         shared.begin_stop(ExitReason::SoftKill);
         let deadline = tokio::time::Instant::now() + shared.config.soft_kill_grace;
@@ -292,9 +368,11 @@ impl Supervisor {
         )
         .await;
         if drained.is_err() {
-            shared.lock().fail_pending(|| Error::ShuttingDown);
+            tracing::warn!("soft kill: queued requests not done within the grace; failing them");
         }
-        shared.ask_workers_to_stop(&ExitReason::SoftKill);
+        // Whatever could not run (grace over, or no worker left) fails now.
+        shared.lock().fail_pending(|| Error::ShuttingDown);
+        shared.ask_workers_to_stop(&reason);
         let gone = tokio::time::timeout_at(deadline, self.all_reaped()).await;
         if gone.is_err() {
             shared.kill_all(ExitReason::SoftKillTimeout);
@@ -447,6 +525,7 @@ async fn sample_memory(shared: Arc<Shared>) {
             .map(|(id, pid)| (id, read_rss(pid)))
             .collect();
         shared.record_rss(&readings);
+        shared.maintain();
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
+use crate::builder::Limits;
 use crate::error::{Error, HandshakeFailure};
 use crate::event::{ExitReason, Termination, WorkerExit};
 use crate::output::{self, Stream, Tail};
@@ -42,7 +43,9 @@ pub(crate) fn launch(shared: &Arc<Shared>, id: u64, index: u32, initial: bool) {
 }
 
 async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
-    let spawned = match shared.spawner.spawn(&shared.config).await {
+    // The settings at launch: a reload may replace them meanwhile.
+    let spec = shared.spec();
+    let spawned = match shared.spawner.spawn(&spec).await {
         Ok(spawned) => spawned,
         Err(error) => {
             tracing::error!(worker_id = id, "{error}");
@@ -80,7 +83,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
         worker_id: id,
         index,
         max_frame_length: max as u32,
-        config: shared.config.config.clone(),
+        config: spec.config.clone(),
     };
     let handshake = tokio::select! {
         result = tokio::time::timeout_at(deadline, handshake(&mut reader, &mut writer, welcome, &shared, id, pid)) => {
@@ -109,7 +112,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
         });
         if initial {
             shared.startup_failed(Error::Handshake {
-                path: shared.config.program.clone(),
+                path: spec.program.clone(),
                 pid,
                 reason: failure,
             });
@@ -163,11 +166,17 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
     for drain in drains {
         let _ = tokio::time::timeout(OUTPUT_GRACE, drain).await;
     }
-    let stderr_tail = tail
+    let stderr_tail: Vec<String> = tail
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .drain(..)
         .collect();
+    let reason = match reason {
+        ExitReason::Crashed => {
+            limit_hit(&spec.limits, termination, &stderr_tail).unwrap_or(ExitReason::Crashed)
+        }
+        other => other,
+    };
     shared.worker_exited(WorkerExit {
         worker_id: id,
         index,
@@ -195,7 +204,30 @@ async fn serve(
     let mut kill_at: Option<Instant> = None;
     loop {
         tokio::select! {
-            status = child.wait() => return status,
+            status = child.wait() => {
+                // Answers it wrote just before exiting may still sit in the
+                // socket: read them before settling its requests.
+                if !eof {
+                    let drain = async {
+                        loop {
+                            let detail = match reader.next().await {
+                                Some(Ok(message)) => match shared.on_message(id, pid, message) {
+                                    Ok(()) => continue,
+                                    Err(detail) => detail,
+                                },
+                                Some(Err(ProtocolError::Io(_))) | None => return None,
+                                Some(Err(error)) => error.to_string(),
+                            };
+                            return Some(detail);
+                        }
+                    };
+                    if let Ok(Some(detail)) = tokio::time::timeout(CLOSED_SOCKET_GRACE, drain).await {
+                        tracing::error!(pid, worker_id = id, "worker broke the protocol: {detail}");
+                        *violation = Some(ExitReason::ProtocolViolation { detail });
+                    }
+                }
+                return status;
+            }
             _ = kill.cancelled(), if !killing => {
                 killing = true;
                 let _ = child.start_kill();
@@ -229,6 +261,45 @@ async fn serve(
             }
         }
     }
+}
+
+/// Reads a crash as a resource limit at work, where the way it died fits
+/// a limit that was set.
+fn limit_hit(
+    limits: &Limits,
+    termination: Termination,
+    stderr_tail: &[String],
+) -> Option<ExitReason> {
+    const SIGABRT: i32 = 6;
+    const SIGKILL: i32 = 9;
+    const SIGSEGV: i32 = 11;
+    const SIGXCPU: i32 = 24;
+    if let Some(seconds) = limits.cpu_seconds {
+        if matches!(
+            termination,
+            Termination::Signal(SIGXCPU) | Termination::Signal(SIGKILL)
+        ) {
+            return Some(ExitReason::LimitExceeded {
+                limit: format!("CPU time of {seconds} s (RLIMIT_CPU)"),
+            });
+        }
+    }
+    if let Some(bytes) = limits.address_space {
+        let out_of_memory = stderr_tail
+            .iter()
+            .any(|line| line.contains("memory allocation") || line.contains("out of memory"));
+        if out_of_memory
+            || matches!(
+                termination,
+                Termination::Signal(SIGABRT) | Termination::Signal(SIGSEGV)
+            )
+        {
+            return Some(ExitReason::LimitExceeded {
+                limit: format!("address space of {bytes} bytes (RLIMIT_AS)"),
+            });
+        }
+    }
+    None
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -175,6 +175,45 @@ async fn main() -> Result<(), drover_worker::Error> {
                         }
                         req.respond(&std::process::id())
                     }
+                    Cmd::Leak(mb) => {
+                        std::mem::forget(vec![1u8; mb * 1024 * 1024]);
+                        req.respond(&std::process::id())
+                    }
+                    Cmd::Alloc(mb) => {
+                        let block = vec![1u8; mb * 1024 * 1024];
+                        let sum: u64 = block.iter().step_by(4096).map(|&b| u64::from(b)).sum();
+                        req.respond(&sum)
+                    }
+                    Cmd::SelfInfo => {
+                        let cwd = std::env::current_dir()
+                            .map(|d| d.display().to_string())
+                            .unwrap_or_default();
+                        let status =
+                            std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+                        let nnp = status
+                            .lines()
+                            .find_map(|l| l.strip_prefix("NoNewPrivs:"))
+                            .map(|v| v.trim().to_owned())
+                            .unwrap_or_default();
+                        req.respond(&(cwd, nnp))
+                    }
+                    Cmd::Spew(lines) => {
+                        let line = format!("{}\n", "x".repeat(99));
+                        let mut stderr = std::io::stderr().lock();
+                        for _ in 0..lines {
+                            stderr.write_all(line.as_bytes()).expect("stderr");
+                        }
+                        drop(stderr);
+                        req.respond(&lines)
+                    }
+                    Cmd::Status(text) => {
+                        me.status(text)?;
+                        req.ack()
+                    }
+                    Cmd::Config => {
+                        let config: String = me.config().unwrap_or_default();
+                        req.respond(&(me.index(), config))
+                    }
                     Cmd::InFlight => {
                         let ids: Vec<String> =
                             me.requests().iter().map(|r| r.id.to_string()).collect();

@@ -47,6 +47,18 @@ pub enum Cmd {
     Freeze,
     /// Write these lines to stderr, then exit with code 1.
     StderrThenExit(Vec<String>),
+    /// Allocate and keep this many MiB (a leak).
+    Leak(usize),
+    /// Allocate and touch this many MiB, then free them and answer.
+    Alloc(usize),
+    /// Answer `(working directory, NoNewPrivs from /proc/self/status)`.
+    SelfInfo,
+    /// Write this many 100-byte lines to stderr, then answer the count.
+    Spew(usize),
+    /// Send this status line, then ack.
+    Status(String),
+    /// Answer `(index, config)` where config is the pool's `String` config.
+    Config,
     /// Exit with code 1 unless the file exists (creating it first); once it
     /// exists, answer the pid.
     CrashOnce(String),

@@ -43,6 +43,12 @@ pub enum Error {
     /// The connection to the supervisor is closed.
     #[error("the connection to the supervisor is closed")]
     Disconnected,
+    /// The worker's setup (see `serve_with`) failed.
+    #[error("worker setup failed: {reason}")]
+    Setup {
+        /// The setup's error.
+        reason: String,
+    },
     /// `serve` was called twice on the same worker.
     #[error("this worker is already serving")]
     AlreadyServing,

@@ -72,6 +72,67 @@ pub async fn serve<H: Handler>(handler: H) -> Result<(), Error> {
     Worker::connect().await?.serve(handler).await
 }
 
+/// Runs a whole worker that builds its state once, before it says ready,
+/// and hands it to every request.
+///
+/// `setup` gets the connected [`Worker`] (its [`index`](Worker::index) and
+/// the pool's [`config`](Worker::config)) and returns the state: a
+/// database connection, a loaded model. The worker is not ready until
+/// `setup` returns, so it gets no request before. A `setup` error is
+/// returned before `Ready` is sent: the supervisor sees the worker fail its
+/// start (a `main` returning the error prints it to standard error, whose
+/// last lines the supervisor reports).
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use drover_worker::{Request, Worker};
+///
+/// struct Model { scale: f64 }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), drover_worker::Error> {
+///     drover_worker::serve_with(
+///         |worker: Worker| async move {
+///             let scale: f64 = worker.config()?;
+///             worker.status("model loaded")?;
+///             Ok::<_, drover_worker::Error>(Model { scale })
+///         },
+///         |req: Request, model: Arc<Model>| async move {
+///             let x: f64 = req.data()?;
+///             req.respond(&(x * model.scale))
+///         },
+///     )
+///     .await
+/// }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Setup`] when `setup` fails; otherwise as [`serve`].
+pub async fn serve_with<S, I, IFut, IErr, H, Fut, E>(setup: I, handler: H) -> Result<(), Error>
+where
+    S: Send + Sync + 'static,
+    I: FnOnce(Worker) -> IFut,
+    IFut: std::future::Future<Output = Result<S, IErr>>,
+    IErr: std::fmt::Display,
+    H: Fn(Request, std::sync::Arc<S>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let worker = Worker::connect().await?;
+    let state = match setup(worker.clone()).await {
+        Ok(state) => std::sync::Arc::new(state),
+        Err(e) => {
+            return Err(Error::Setup {
+                reason: e.to_string(),
+            })
+        }
+    };
+    worker
+        .serve(move |req: Request| handler(req, state.clone()))
+        .await
+}
+
 /// Whether this process was started by a drover supervisor (the
 /// `DROVER_FD` variable is set). Lets one binary act as both the
 /// supervisor and its own worker.

@@ -76,11 +76,13 @@ impl Inner {
         tracked: &Tracked,
         result: Result<Bytes, RemoteError>,
     ) -> Result<(), Error> {
+        // Queue the answer before the request leaves the registry: a soft
+        // kill waiting for the registry to empty then flushes after it.
+        let sent = self.send(response(tracked.id, result));
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&tracked.id);
-        let sent = self.send(response(tracked.id, result));
         self.changed.notify_one();
         sent
     }

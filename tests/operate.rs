@@ -1,0 +1,539 @@
+//! Operating a pool: resize, rolling reload, recycling, drain and resume,
+//! groups, lifecycle, per-worker setup, isolation limits, output capture.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, exists, pids, pool, within, Cmd, LIMIT};
+use drover::{Error, Event, ExitReason, GroupSpec, Groups, RecycleCause, Supervisor, WorkerState};
+
+/// Requests sent in a loop from a few tasks until stopped; counts answers
+/// and failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(pool: &Supervisor, tasks: usize, work_ms: u64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..tasks)
+            .map(|t| {
+                let (pool, stop, ok) = (pool.clone(), stop.clone(), ok.clone());
+                tokio::spawn(async move {
+                    let mut failures = Vec::new();
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let text = format!("{t}/{i}");
+                        match pool.enqueue(&Cmd::SlowEcho(text.clone(), work_ms)).await {
+                            Ok(answer) if answer.data::<String>().ok() == Some(text) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(_) => failures.push("wrong answer".to_owned()),
+                            Err(e) => failures.push(e.to_string()),
+                        }
+                        i += 1;
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Load { stop, ok, tasks }
+    }
+
+    /// Stops the load; returns (answers, failures).
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for task in self.tasks {
+            failures.extend(within(LIMIT, "load task", task).await.unwrap());
+        }
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+fn ready_count(pool: &Supervisor) -> usize {
+    pool.health()
+        .iter()
+        .filter(|h| matches!(h.state, WorkerState::Ready | WorkerState::Busy))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_up_and_down_under_load_fails_nothing() {
+    let pool = within(LIMIT, "spawn", pool(2).spawn()).await.unwrap();
+    let load = Load::start(&pool, 6, 2);
+    for n in [8, 1, 3] {
+        within(LIMIT, "resize", pool.resize(n)).await.unwrap();
+        assert_eq!(
+            ready_count(&pool),
+            n,
+            "after resize({n}): {:?}",
+            pool.health()
+        );
+        assert_eq!(
+            pool.health().len(),
+            n,
+            "retired workers are gone after resize({n})"
+        );
+    }
+    let (ok, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert!(ok > 0);
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_reload_under_load_replaces_every_pid_and_fails_nothing() {
+    let pool = within(LIMIT, "spawn", pool(3).spawn()).await.unwrap();
+    let mut events = pool.events();
+    let before: HashSet<u32> = pids(&pool).into_iter().collect();
+    let load = Load::start(&pool, 4, 5);
+    within(LIMIT, "reload", pool.reload()).await.unwrap();
+    let after: HashSet<u32> = pids(&pool).into_iter().collect();
+    let (ok, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert!(ok > 0);
+    assert_eq!(after.len(), 3);
+    assert!(
+        before.is_disjoint(&after),
+        "pids kept: {before:?} -> {after:?}"
+    );
+    let mut reloaded = 0;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(10), events.recv()).await
+    {
+        if let Event::WorkerExited(exit) = event {
+            assert_eq!(
+                exit.reason,
+                ExitReason::Recycled(RecycleCause::Reload),
+                "{exit}"
+            );
+            assert!(exit.requested());
+            reloaded += 1;
+        }
+    }
+    assert_eq!(reloaded, 3);
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_with_new_settings_reaches_new_workers() {
+    let pool = within(LIMIT, "spawn", pool(2).config(&"old".to_string()).spawn())
+        .await
+        .unwrap();
+    let answer = within(LIMIT, "config", pool.enqueue(&Cmd::Config))
+        .await
+        .unwrap();
+    assert_eq!(answer.data::<(u32, String)>().unwrap().1, "old");
+    within(
+        LIMIT,
+        "reload",
+        pool.reload_with(common::pool(2).config(&"new".to_string())),
+    )
+    .await
+    .unwrap();
+    for _ in 0..4 {
+        let answer = within(LIMIT, "config", pool.enqueue(&Cmd::Config))
+            .await
+            .unwrap();
+        assert_eq!(answer.data::<(u32, String)>().unwrap().1, "new");
+    }
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_recycles_without_failures_or_stalls() {
+    let pool = within(LIMIT, "spawn", pool(3).max_requests(100, 20).spawn())
+        .await
+        .unwrap();
+    let mut events = pool.events();
+    // More callers than workers: requests wait in the queue while workers
+    // recycle.
+    let tasks: Vec<_> = (0..12)
+        .map(|t| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    let text = format!("{t}/{i}");
+                    let answer = pool
+                        .enqueue(&Cmd::Echo(text.clone()))
+                        .await
+                        .expect("no request fails");
+                    assert_eq!(answer.data::<String>().unwrap(), text);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        within(LIMIT, "requests", task).await.unwrap();
+    }
+    let mut recycled = 0;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(10), events.recv()).await
+    {
+        if let Event::WorkerExited(exit) = event {
+            match exit.reason {
+                ExitReason::Recycled(RecycleCause::MaxRequests { served }) => {
+                    assert!((100..=130).contains(&served), "recycled after {served}");
+                    recycled += 1;
+                }
+                other => panic!("unexpected exit: {other}"),
+            }
+        }
+    }
+    assert!(recycled >= 6, "only {recycled} recycles for 1200 requests");
+    assert!(
+        eventually(LIMIT, || ready_count(&pool) == 3
+            && pool.health().len() == 3)
+        .await,
+        "the pool did not return to full size: {:?}",
+        pool.health()
+    );
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn max_rss_recycles_a_leaking_worker() {
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(2)
+            .max_rss(100 * 1024 * 1024)
+            .health_interval(Duration::from_millis(20))
+            .spawn(),
+    )
+    .await
+    .unwrap();
+    let mut events = pool.events();
+    let leaker: u32 = within(LIMIT, "leak", pool.enqueue(&Cmd::Leak(150)))
+        .await
+        .unwrap()
+        .data()
+        .unwrap();
+    let exit = within(LIMIT, "recycle", async {
+        loop {
+            if let Some(Event::WorkerExited(exit)) = events.recv().await {
+                return exit;
+            }
+        }
+    })
+    .await;
+    assert_eq!(exit.pid, leaker);
+    assert!(
+        matches!(exit.reason, ExitReason::Recycled(RecycleCause::MaxRss { limit, rss }) if limit == 100 << 20 && rss > limit),
+        "{exit}"
+    );
+    assert!(eventually(LIMIT, || ready_count(&pool) == 2).await);
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_holds_requests_and_resume_answers_them() {
+    let pool = within(LIMIT, "spawn", pool(2).spawn()).await.unwrap();
+    let old = pids(&pool);
+    within(LIMIT, "drain", pool.drain()).await.unwrap();
+    assert!(pool.health().is_empty());
+    for pid in old {
+        assert!(!exists(pid));
+    }
+    let held: Vec<_> = (0..5)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.enqueue(&Cmd::Echo(format!("held {i}"))).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    assert!(
+        held.iter().all(|t| !t.is_finished()),
+        "a held request finished while drained"
+    );
+    within(LIMIT, "resume", pool.resume()).await.unwrap();
+    for (i, task) in held.into_iter().enumerate() {
+        let answer = within(LIMIT, "held answer", task)
+            .await
+            .unwrap()
+            .expect("answered after resume");
+        assert_eq!(answer.data::<String>().unwrap(), format!("held {i}"));
+    }
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn a_drained_pool_can_refuse_instead() {
+    let pool = within(LIMIT, "spawn", pool(1).hold_when_drained(false).spawn())
+        .await
+        .unwrap();
+    within(LIMIT, "drain", pool.drain()).await.unwrap();
+    let err = within(LIMIT, "refused", pool.enqueue(&Cmd::Pid))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Drained), "{err:?}");
+    within(LIMIT, "resume", pool.resume()).await.unwrap();
+    within(LIMIT, "pid", pool.enqueue(&Cmd::Pid)).await.unwrap();
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn set_groups_keeps_adds_and_removes() {
+    let groups = Groups::new();
+    let diff = within(
+        LIMIT,
+        "first",
+        groups.set_groups([
+            GroupSpec::new("keep", pool(2)),
+            GroupSpec::new("drop", pool(1)),
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(diff.added, vec!["keep", "drop"]);
+    let kept_pids = pids(&groups.group("keep").unwrap());
+    let dropped_pids = pids(&groups.group("drop").unwrap());
+    let answer = within(LIMIT, "to a group", groups.enqueue("drop", &Cmd::Pid))
+        .await
+        .unwrap();
+    assert!(dropped_pids.contains(&answer.pid()));
+
+    let diff = within(
+        LIMIT,
+        "second",
+        groups.set_groups([
+            GroupSpec::new("keep", pool(2)),
+            GroupSpec::new("new", pool(1)),
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(diff.unchanged, vec!["keep"]);
+    assert_eq!(diff.added, vec!["new"]);
+    assert_eq!(diff.removed, vec!["drop"]);
+    assert_eq!(groups.names(), vec!["keep", "new"]);
+    assert_eq!(
+        pids(&groups.group("keep").unwrap()),
+        kept_pids,
+        "the kept group was touched"
+    );
+    for pid in dropped_pids {
+        assert!(!exists(pid), "removed group's worker {pid} still exists");
+    }
+    let err = within(LIMIT, "gone", groups.enqueue("drop", &Cmd::Pid))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NoSuchGroup { name } if name == "drop"),
+        "{err:?}"
+    );
+    within(LIMIT, "new group", groups.enqueue("new", &Cmd::Pid))
+        .await
+        .unwrap();
+
+    // Only the count changed: resized in place.
+    let diff = within(
+        LIMIT,
+        "third",
+        groups.set_groups([
+            GroupSpec::new("keep", pool(3)),
+            GroupSpec::new("new", pool(1)),
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(diff.changed, vec!["keep"]);
+    let now: HashSet<u32> = pids(&groups.group("keep").unwrap()).into_iter().collect();
+    assert_eq!(now.len(), 3);
+    assert!(kept_pids.iter().all(|p| now.contains(p)));
+    within(LIMIT, "soft kill", groups.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn status_lines_and_states_show_in_health_and_events() {
+    let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
+    let mut events = pool.events();
+    within(
+        LIMIT,
+        "status",
+        pool.enqueue(&Cmd::Status("loading model 2 of 5".into())),
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(LIMIT, || pool.health()[0].status.as_deref()
+            == Some("loading model 2 of 5"))
+        .await
+    );
+    within(LIMIT, "busy", pool.enqueue(&Cmd::Busy))
+        .await
+        .unwrap();
+    let mut saw_status = false;
+    let mut saw_busy = false;
+    within(LIMIT, "events", async {
+        while !(saw_status && saw_busy) {
+            match events.recv().await {
+                Some(Event::WorkerStatus { message, .. }) => {
+                    saw_status = message == "loading model 2 of 5"
+                }
+                Some(Event::WorkerState {
+                    state: WorkerState::Busy,
+                    ..
+                }) => saw_busy = true,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    pool.broadcast("wake", &()).unwrap();
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+    let mut stopped = false;
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(100), events.recv()).await
+    {
+        stopped |= matches!(
+            event,
+            Event::WorkerState {
+                state: WorkerState::Stopped,
+                ..
+            }
+        );
+    }
+    assert!(stopped, "no stopped state event");
+}
+
+#[tokio::test]
+async fn each_worker_gets_the_config_and_its_index() {
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(3)
+            .max_concurrency(1)
+            .config(&"shared setup".to_string())
+            .spawn(),
+    )
+    .await
+    .unwrap();
+    let mut indices = HashSet::new();
+    let calls: Vec<_> = (0..3).map(|_| pool.enqueue(&Cmd::Sleep(200))).collect();
+    let config_calls = futures::future::join_all(calls);
+    let _ = within(LIMIT, "sleepers", config_calls).await;
+    for _ in 0..30 {
+        let (index, config): (u32, String) = within(LIMIT, "config", pool.enqueue(&Cmd::Config))
+            .await
+            .unwrap()
+            .data()
+            .unwrap();
+        assert_eq!(config, "shared setup");
+        indices.insert(index);
+    }
+    assert_eq!(indices, HashSet::from([0, 1, 2]));
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn an_address_space_limit_kills_a_worker_that_allocates_past_it() {
+    let limit = 1024 * 1024 * 1024;
+    let pool = within(LIMIT, "spawn", pool(1).limit_address_space(limit).spawn())
+        .await
+        .unwrap();
+    let sum: u64 = within(LIMIT, "small", pool.enqueue(&Cmd::Alloc(16)))
+        .await
+        .unwrap()
+        .data()
+        .unwrap();
+    assert_eq!(sum, 16 * 256);
+    let err = within(LIMIT, "big", pool.enqueue(&Cmd::Alloc(2048)))
+        .await
+        .unwrap_err();
+    let Error::WorkerLost { exit, .. } = &err else {
+        panic!("expected WorkerLost, got {err:?}");
+    };
+    assert!(
+        matches!(&exit.reason, ExitReason::LimitExceeded { limit } if limit.contains("1073741824")),
+        "{exit}"
+    );
+    assert!(
+        err.to_string()
+            .contains("address space of 1073741824 bytes"),
+        "{err}"
+    );
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn no_new_privs_and_the_working_directory_are_seen_inside() {
+    let dir = std::env::temp_dir();
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(1)
+            .no_new_privs(true)
+            .current_dir(&dir)
+            .env_clear()
+            .spawn(),
+    )
+    .await
+    .unwrap();
+    let (cwd, nnp): (String, String) = within(LIMIT, "info", pool.enqueue(&Cmd::SelfInfo))
+        .await
+        .unwrap()
+        .data()
+        .unwrap();
+    assert_eq!(
+        std::path::Path::new(&cwd).canonicalize().unwrap(),
+        dir.canonicalize().unwrap()
+    );
+    assert_eq!(nnp, "1");
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+/// Counts `drover::output` events seen by tracing.
+struct CountOutput(Arc<AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountOutput {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if event.metadata().target() == "drover::output" {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test]
+async fn captured_output_reaches_tracing_and_never_blocks_the_worker() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let lines = Arc::new(AtomicUsize::new(0));
+    let subscriber = tracing_subscriber::registry().with(CountOutput(lines.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let pool = within(LIMIT, "spawn", pool(1).capture_output(true).spawn())
+        .await
+        .unwrap();
+    // 100,000 lines of 100 bytes: 10 MB, far more than a pipe holds.
+    let n: usize = within(LIMIT, "spew", pool.enqueue(&Cmd::Spew(100_000)))
+        .await
+        .unwrap()
+        .data()
+        .unwrap();
+    assert_eq!(n, 100_000);
+    assert!(
+        eventually(LIMIT, || lines.load(Ordering::Relaxed) >= 100_000).await,
+        "only {} lines reached tracing",
+        lines.load(Ordering::Relaxed)
+    );
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
