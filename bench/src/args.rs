@@ -1,0 +1,329 @@
+//! The command line, parsed by hand.
+
+use std::ffi::OsString;
+
+use drover_proto::codec::MESSAGE_OVERHEAD;
+use drover_proto::DEFAULT_MAX_FRAME_LENGTH;
+
+/// The help text, also shown after a usage error.
+pub const USAGE: &str = "\
+usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw]
+       drover-bench --memory
+
+  --workers W       worker processes (default 2)
+  --requests N      requests to send (default 100000)
+  --payload S       payload bytes per request (default 64)
+  --concurrency C   requests in flight at most (default 256)
+  --impl drover|raw a drover pool, or the raw socket ceiling (default drover)
+  --memory          measure an idle worker's RSS and the supervisor's
+                    memory per queued request, instead of the echo run
+  --help            this text
+
+Prints one JSON line on stdout; everything else goes to stderr.";
+
+/// The largest payload: what fits a drover frame of the default length.
+pub const MAX_PAYLOAD: usize = DEFAULT_MAX_FRAME_LENGTH - MESSAGE_OVERHEAD;
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// The echo workload.
+    Echo(EchoOptions),
+    /// The memory measurements (`--memory`).
+    Memory,
+    /// Print the help text.
+    Help,
+}
+
+/// Which side of the comparison runs the echo workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Implementation {
+    /// A drover pool.
+    Drover,
+    /// Plain socket pairs and blocking threads: the ceiling.
+    Raw,
+}
+
+impl Implementation {
+    /// The name used on the command line and in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Implementation::Drover => "drover",
+            Implementation::Raw => "raw",
+        }
+    }
+}
+
+/// The echo workload's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EchoOptions {
+    /// Worker processes, at least 1.
+    pub workers: usize,
+    /// Requests to send, at least 1.
+    pub requests: usize,
+    /// Payload bytes per request, at most [`MAX_PAYLOAD`].
+    pub payload: usize,
+    /// Requests in flight at most, at least 1.
+    pub concurrency: usize,
+    /// Drover or the raw ceiling.
+    pub implementation: Implementation,
+}
+
+impl Default for EchoOptions {
+    fn default() -> Self {
+        EchoOptions {
+            workers: 2,
+            requests: 100_000,
+            payload: 64,
+            concurrency: 256,
+            implementation: Implementation::Drover,
+        }
+    }
+}
+
+impl EchoOptions {
+    /// Requests in flight on one worker at most: `ceil(C / W)`, at least 1.
+    pub fn per_worker(&self) -> usize {
+        self.concurrency.div_ceil(self.workers).max(1)
+    }
+}
+
+/// A command line that cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// A flag this program does not know.
+    #[error("unknown flag {0:?}")]
+    UnknownFlag(String),
+    /// A flag that needs a value came last.
+    #[error("{flag} needs a value")]
+    MissingValue {
+        /// The flag.
+        flag: &'static str,
+    },
+    /// A flag's value is out of range or not a number.
+    #[error("bad value {value:?} for {flag}: {reason}")]
+    BadValue {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What a good value looks like.
+        reason: String,
+    },
+    /// An argument that is not valid UTF-8.
+    #[error("argument {0:?} is not valid UTF-8")]
+    NotUnicode(OsString),
+    /// `--memory` given with echo flags, which it does not use.
+    #[error("--memory takes no other flag (got {flag}); it uses 1 worker and 1,000,000 queued requests of 64 bytes")]
+    MemoryWithEchoFlag {
+        /// The first echo flag given with `--memory`.
+        flag: &'static str,
+    },
+}
+
+/// The flags that take a value.
+#[derive(Debug, Clone, Copy)]
+enum Flag {
+    Workers,
+    Requests,
+    Payload,
+    Concurrency,
+    Impl,
+}
+
+impl Flag {
+    fn from_name(name: &str) -> Option<Flag> {
+        Some(match name {
+            "--workers" => Flag::Workers,
+            "--requests" => Flag::Requests,
+            "--payload" => Flag::Payload,
+            "--concurrency" => Flag::Concurrency,
+            "--impl" => Flag::Impl,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Flag::Workers => "--workers",
+            Flag::Requests => "--requests",
+            Flag::Payload => "--payload",
+            Flag::Concurrency => "--concurrency",
+            Flag::Impl => "--impl",
+        }
+    }
+}
+
+/// Parses the arguments after the program name. Flags take their value as
+/// the next argument or after `=` (`--workers 4`, `--workers=4`).
+///
+/// # Errors
+///
+/// A [`UsageError`] naming the first bad argument.
+pub fn parse<I>(args: I) -> Result<Command, UsageError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let mut options = EchoOptions::default();
+    let mut memory = false;
+    let mut first_echo_flag: Option<Flag> = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let arg = arg.into_string().map_err(UsageError::NotUnicode)?;
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        match name {
+            "--help" | "-h" => return Ok(Command::Help),
+            "--memory" if inline.is_none() => {
+                memory = true;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(flag) = Flag::from_name(name) else {
+            return Err(UsageError::UnknownFlag(arg));
+        };
+        let value = match inline {
+            Some(value) => value,
+            None => args
+                .next()
+                .ok_or(UsageError::MissingValue { flag: flag.name() })?
+                .into_string()
+                .map_err(UsageError::NotUnicode)?,
+        };
+        first_echo_flag.get_or_insert(flag);
+        match flag {
+            Flag::Workers => options.workers = count(flag, &value, 1, 1024)?,
+            Flag::Requests => options.requests = count(flag, &value, 1, u32::MAX as usize)?,
+            Flag::Payload => options.payload = count(flag, &value, 0, MAX_PAYLOAD)?,
+            Flag::Concurrency => options.concurrency = count(flag, &value, 1, 1_000_000)?,
+            Flag::Impl => {
+                options.implementation = match value.as_str() {
+                    "drover" => Implementation::Drover,
+                    "raw" => Implementation::Raw,
+                    _ => {
+                        return Err(UsageError::BadValue {
+                            flag: flag.name(),
+                            value,
+                            reason: "expected drover or raw".to_owned(),
+                        })
+                    }
+                }
+            }
+        }
+    }
+    match (memory, first_echo_flag) {
+        (true, Some(flag)) => Err(UsageError::MemoryWithEchoFlag { flag: flag.name() }),
+        (true, None) => Ok(Command::Memory),
+        (false, _) => Ok(Command::Echo(options)),
+    }
+}
+
+/// A whole number in `min..=max`; `_` separators are allowed (`100_000`).
+fn count(flag: Flag, value: &str, min: usize, max: usize) -> Result<usize, UsageError> {
+    let bad = |reason: String| UsageError::BadValue {
+        flag: flag.name(),
+        value: value.to_owned(),
+        reason,
+    };
+    let n: usize = value
+        .replace('_', "")
+        .parse()
+        .map_err(|_| bad(format!("expected a whole number from {min} to {max}")))?;
+    if !(min..=max).contains(&n) {
+        return Err(bad(format!("must be from {min} to {max}")));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Result<Command, UsageError> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn no_flags_gives_the_defaults() {
+        assert_eq!(parse_strs(&[]), Ok(Command::Echo(EchoOptions::default())));
+    }
+
+    #[test]
+    fn every_flag_in_both_forms() {
+        let got = parse_strs(&[
+            "--workers",
+            "4",
+            "--requests=2_000",
+            "--payload",
+            "1048576",
+            "--concurrency=16",
+            "--impl",
+            "raw",
+        ]);
+        assert_eq!(
+            got,
+            Ok(Command::Echo(EchoOptions {
+                workers: 4,
+                requests: 2000,
+                payload: 1 << 20,
+                concurrency: 16,
+                implementation: Implementation::Raw,
+            }))
+        );
+    }
+
+    #[test]
+    fn bad_command_lines_name_the_problem() {
+        assert_eq!(
+            parse_strs(&["--wrokers", "2"]),
+            Err(UsageError::UnknownFlag("--wrokers".into()))
+        );
+        assert_eq!(
+            parse_strs(&["--payload"]),
+            Err(UsageError::MissingValue { flag: "--payload" })
+        );
+        assert!(matches!(
+            parse_strs(&["--workers", "0"]),
+            Err(UsageError::BadValue {
+                flag: "--workers",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_strs(&["--concurrency", "many"]),
+            Err(UsageError::BadValue {
+                flag: "--concurrency",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_strs(&["--impl", "fast"]),
+            Err(UsageError::BadValue { flag: "--impl", .. })
+        ));
+        assert_eq!(
+            parse_strs(&["--memory", "--impl", "raw"]),
+            Err(UsageError::MemoryWithEchoFlag { flag: "--impl" })
+        );
+    }
+
+    #[test]
+    fn memory_and_help() {
+        assert_eq!(parse_strs(&["--memory"]), Ok(Command::Memory));
+        assert_eq!(parse_strs(&["--workers", "2", "--help"]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn per_worker_cap_rounds_up() {
+        let options = |workers, concurrency| EchoOptions {
+            workers,
+            concurrency,
+            ..EchoOptions::default()
+        };
+        assert_eq!(options(2, 1).per_worker(), 1);
+        assert_eq!(options(2, 256).per_worker(), 128);
+        assert_eq!(options(3, 16).per_worker(), 6);
+    }
+}

@@ -1,0 +1,94 @@
+//! The echo workload against a drover pool.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use drover_supervisor::Supervisor;
+use tokio::task::JoinSet;
+
+use crate::args::EchoOptions;
+use crate::error::Error;
+use crate::report::EchoReport;
+use crate::stats::Latencies;
+
+/// Starts a pool of copies of this binary, sends `options.requests` echo
+/// requests with at most `options.concurrency` in flight, and soft-kills
+/// the pool, whatever happened.
+///
+/// # Errors
+///
+/// The pool's failure to start, the first failed request, or an answer
+/// that is not the echo of its request.
+pub async fn run(options: &EchoOptions) -> Result<EchoReport, Error> {
+    let program = std::env::current_exe().map_err(Error::CurrentExe)?;
+    let cap = options.per_worker();
+    eprintln!(
+        "drover-bench: drover, {} workers, max_concurrency {cap} per worker, \
+         {} requests of {} bytes, {} in flight",
+        options.workers, options.requests, options.payload, options.concurrency
+    );
+    let started = Instant::now();
+    let pool = Supervisor::builder(program)
+        .workers(options.workers)
+        .max_concurrency(cap)
+        // At most C requests wait at once; N is the bound asked for, so
+        // nothing is ever refused.
+        .max_queue(options.requests.max(options.concurrency))
+        .spawn()
+        .await?;
+    let startup = started.elapsed();
+    eprintln!(
+        "drover-bench: pool online in {:.1} ms",
+        startup.as_secs_f64() * 1e3
+    );
+    let outcome = drive(&pool, options).await;
+    pool.soft_kill().await;
+    let (elapsed, latencies) = outcome?;
+    EchoReport::new(options, startup, elapsed, latencies)
+}
+
+/// Runs the requests: `C` tasks, each taking the next request number from
+/// a shared counter until all `N` are taken.
+async fn drive(pool: &Supervisor, options: &EchoOptions) -> Result<(Duration, Latencies), Error> {
+    let payload = Bytes::from(vec![0xA5_u8; options.payload]);
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks = options.concurrency.min(options.requests);
+    let per_task = options.requests.div_ceil(tasks);
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..tasks {
+        let pool = pool.clone();
+        let payload = payload.clone();
+        let next = next.clone();
+        let total = options.requests;
+        set.spawn(async move {
+            let mut latencies = Latencies::with_capacity(per_task);
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= total {
+                    return Ok::<_, Error>(latencies);
+                }
+                let sent = Instant::now();
+                let answer = pool.enqueue_bytes(payload.clone()).await?;
+                latencies.record(sent.elapsed());
+                let got = answer.bytes().len();
+                if got != payload.len() {
+                    return Err(Error::WrongAnswer {
+                        index,
+                        sent: payload.len(),
+                        got,
+                    });
+                }
+            }
+        });
+    }
+    let mut all = Latencies::with_capacity(options.requests);
+    // The first error ends the run; dropping the set aborts the other
+    // tasks, which cancels their requests.
+    while let Some(joined) = set.join_next().await {
+        all.merge(joined??);
+    }
+    Ok((started.elapsed(), all))
+}

@@ -1,0 +1,113 @@
+//! `drover-bench`: how fast drover moves requests, and what it costs.
+//!
+//! ```text
+//! drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw]
+//! drover-bench --memory
+//! ```
+//!
+//! Every run prints exactly one JSON line on stdout; everything else
+//! (settings, progress, breakdowns) goes to stderr.
+//!
+//! # Theory of operation
+//!
+//! - **One binary, three roles.** Started by a drover supervisor
+//!   (`DROVER_FD` is set) it is an echo worker; started by the raw
+//!   benchmark (`DROVER_BENCH_RAW_CHILD` is set) it is a raw echo child;
+//!   started by a person it parses its flags and runs a benchmark.
+//! - **Echo, drover.** A pool of `W` copies of this binary, each capped at
+//!   `ceil(C / W)` requests in flight. `C` tasks pull request numbers from
+//!   one atomic counter, so at most `C` requests are in flight; each
+//!   records its requests' latencies (enqueue until answer, in
+//!   microseconds). Pool start-up is timed apart.
+//! - **Echo, raw.** The ceiling: the same traffic shape over `W` plain
+//!   socket pairs to `W` children that echo length-prefixed frames, driven
+//!   by blocking threads (a writer and a reader per socket). No protocol,
+//!   no routing, no async runtime: what the kernel and the copies cost.
+//! - **Memory.** The resident memory of one idle worker, and what one
+//!   request costs the supervisor while it waits in the queue.
+//!
+//! # Layout
+//!
+//! - `args.rs`: the flags and their checks.
+//! - `echo.rs`: the echo benchmark against a drover pool.
+//! - `worker.rs`: the drover worker side of this binary.
+//! - `raw/`: the raw ceiling, its parent side and its child side.
+//! - `memory.rs`: the memory measurements.
+//! - `stats.rs`: latency percentiles and `/proc` readings.
+//! - `report.rs`: the JSON lines. `error.rs`: [`Error`].
+
+mod args;
+mod echo;
+mod error;
+mod memory;
+mod raw;
+mod report;
+mod stats;
+mod worker;
+
+use std::process::ExitCode;
+
+use crate::args::{Command, Implementation};
+use crate::error::Error;
+
+/// The supervisor side's runtime threads: the benchmark machine has two
+/// cores.
+const RUNTIME_THREADS: usize = 2;
+
+fn main() -> ExitCode {
+    let outcome = if drover_worker::is_worker_process() {
+        worker_runtime().and_then(|rt| rt.block_on(worker::run()))
+    } else if let Some(fd) = raw::child_socket_env() {
+        raw::child::run(&fd)
+    } else {
+        run_benchmark()
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("drover-bench: {e}");
+            match e {
+                Error::Usage(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// Parses the flags and runs what they ask for.
+fn run_benchmark() -> Result<(), Error> {
+    match args::parse(std::env::args_os().skip(1))? {
+        Command::Help => {
+            println!("{}", args::USAGE);
+            Ok(())
+        }
+        Command::Echo(options) => {
+            let report = match options.implementation {
+                Implementation::Drover => supervisor_runtime()?.block_on(echo::run(&options))?,
+                Implementation::Raw => raw::parent::run(&options)?,
+            };
+            report::print(&report)
+        }
+        Command::Memory => {
+            let report = supervisor_runtime()?.block_on(memory::run())?;
+            report::print(&report)
+        }
+    }
+}
+
+fn supervisor_runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RUNTIME_THREADS)
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
+}
+
+/// The worker's runtime: one thread. A pool runs one process per core, and
+/// an echo handler has nothing to run in parallel inside one process.
+fn worker_runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
+}

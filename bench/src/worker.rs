@@ -1,0 +1,47 @@
+//! The drover worker side of this binary: echo every request.
+
+use bytes::Bytes;
+use drover_worker::{Request, Worker};
+
+use crate::error::Error;
+
+/// Set (to anything) in a worker's environment to make it understand
+/// [`PAUSE`]; only `--memory` sets it, so an echo run with 5-byte
+/// payloads is never mistaken for one.
+pub const PAUSE_ENV: &str = "DROVER_BENCH_PAUSABLE";
+
+/// The payload that makes a pausable worker call `busy()` (and answer
+/// with an empty `ack`): from then on the supervisor routes nothing to it
+/// and new requests stay in its queue.
+pub const PAUSE: &[u8] = b"pause";
+
+/// Connects to the supervisor and answers each request with its own bytes
+/// until told to stop.
+///
+/// # Errors
+///
+/// [`Error::Worker`] if the connection or the handshake fails.
+pub async fn run() -> Result<(), Error> {
+    let worker = Worker::connect().await?;
+    let pausable = std::env::var_os(PAUSE_ENV)
+        .is_some()
+        .then(|| worker.clone());
+    worker
+        .serve(move |req: Request| {
+            let pausable = pausable.clone();
+            async move {
+                if let Some(worker) = pausable {
+                    if req.payload() == PAUSE {
+                        worker.busy()?;
+                        return req.ack();
+                    }
+                }
+                // `Request` lends its payload as a slice only, so the echo
+                // copies it once into the answer.
+                let answer = Bytes::copy_from_slice(req.payload());
+                req.respond_bytes(answer)
+            }
+        })
+        .await?;
+    Ok(())
+}
