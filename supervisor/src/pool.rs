@@ -151,19 +151,29 @@ impl PoolState {
 
     /// Chooses a worker for the next request, if one can take it.
     fn choose(&mut self, config: &Config) -> Option<usize> {
-        let candidates: Vec<Candidate> = self
-            .workers
-            .iter()
-            .map(|w| Candidate {
-                eligible: w.state == WorkerState::Ready
-                    && w.tx.is_some()
-                    && w.stop.is_none()
-                    && w.in_flight.len() < config.max_concurrency,
-                in_flight: w.in_flight.len(),
-                rss: w.rss,
-            })
-            .collect();
-        pick(config.routing, &candidates, &mut self.cursor)
+        let candidate = |w: &WorkerEntry| Candidate {
+            eligible: w.state == WorkerState::Ready
+                && w.tx.is_some()
+                && w.stop.is_none()
+                && w.in_flight.len() < config.max_concurrency,
+            in_flight: w.in_flight.len(),
+            rss: w.rss,
+        };
+        // Pools are small; keep the common case off the heap.
+        if self.workers.len() <= 16 {
+            let mut buffer = [Candidate::default(); 16];
+            for (slot, w) in buffer.iter_mut().zip(&self.workers) {
+                *slot = candidate(w);
+            }
+            pick(
+                config.routing,
+                &buffer[..self.workers.len()],
+                &mut self.cursor,
+            )
+        } else {
+            let candidates: Vec<Candidate> = self.workers.iter().map(candidate).collect();
+            pick(config.routing, &candidates, &mut self.cursor)
+        }
     }
 
     fn send_to(&mut self, index: usize, request: Pending) {
@@ -307,7 +317,11 @@ impl Shared {
     }
 
     pub(crate) fn notify(&self) {
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        // Only `wait_until` subscribes, and it checks the state after
+        // subscribing: with no subscriber there is nobody to tell.
+        if self.changed.receiver_count() > 0 {
+            self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        }
     }
 
     /// Waits until `done` holds for the state (checked after each change).

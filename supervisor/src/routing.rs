@@ -22,7 +22,7 @@ pub enum Routing {
 }
 
 /// What routing needs to know of one worker.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Candidate {
     /// Whether it may take a request now (ready and below its cap).
     pub(crate) eligible: bool,
