@@ -212,7 +212,16 @@ async fn answer_of_the_wrong_type_names_the_type() {
 
 #[tokio::test]
 async fn handler_panic_and_error_answer_with_an_error_and_the_worker_stays() {
-    let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
+    handler_failures(pool(1)).await;
+}
+
+#[tokio::test]
+async fn handler_failures_on_a_current_thread_worker() {
+    handler_failures(pool(1).env("DROVER_TEST_RUNTIME", "current_thread")).await;
+}
+
+async fn handler_failures(builder: drover::Builder) {
+    let pool = within(LIMIT, "spawn", builder.spawn()).await.unwrap();
     let pid = pids(&pool)[0];
     let err = within(LIMIT, "panic", pool.enqueue(&Cmd::Panic))
         .await
@@ -241,6 +250,13 @@ async fn handler_panic_and_error_answer_with_an_error_and_the_worker_stays() {
     );
     let answer = within(LIMIT, "pid", pool.enqueue(&Cmd::Pid)).await.unwrap();
     assert_eq!(answer.pid(), pid, "the worker stayed up");
+    // A handler that waits (a task of its own on either runtime).
+    let slept: u32 = within(LIMIT, "sleep", pool.enqueue(&Cmd::Sleep(20)))
+        .await
+        .unwrap()
+        .data()
+        .unwrap();
+    assert_eq!(slept, pid);
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 

@@ -25,7 +25,16 @@ async fn typed_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_requests_each_get_their_own_answer() {
-    let pool = within(LIMIT, "spawn", pool(4).max_concurrency(8).spawn())
+    thousand_concurrent(pool(4)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_on_current_thread_workers() {
+    thousand_concurrent(pool(4).env("DROVER_TEST_RUNTIME", "current_thread")).await;
+}
+
+async fn thousand_concurrent(builder: drover::Builder) {
+    let pool = within(LIMIT, "spawn", builder.max_concurrency(8).spawn())
         .await
         .expect("spawn");
     let tasks: Vec<_> = (0..1000)

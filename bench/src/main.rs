@@ -96,11 +96,18 @@ fn run_benchmark() -> Result<(), Error> {
 }
 
 fn supervisor_runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(RUNTIME_THREADS)
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)
+    let threads = std::env::var("DROVER_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(RUNTIME_THREADS);
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().build().map_err(Error::Runtime)
 }
 
 /// The worker's runtime: one thread. A pool runs one process per core, and

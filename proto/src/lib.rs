@@ -60,7 +60,7 @@ pub use message::{
     timestamp_from_micros, timestamp_micros, Hello, Message, RemoteError, RemoteErrorKind,
     RequestId, Welcome, MAGIC, PROTOCOL_VERSION,
 };
-pub use transport::{write_loop, Outgoing};
+pub use transport::{write_loop, Outgoing, COPY_LIMIT};
 pub use value::{decode_value, encode_value, ValueError};
 
 /// Name of the environment variable that tells a worker which inherited

@@ -100,14 +100,18 @@ pub enum Message {
         id: RequestId,
         /// When the caller enqueued it, in microseconds since the Unix epoch.
         created_at: u64,
-        /// The encoded request value.
+        /// The encoded request value. On the wire it follows the message
+        /// (see [`codec`](crate::codec)), so it is never copied to decode.
+        #[serde(with = "tail")]
         payload: Bytes,
     },
     /// Worker to supervisor: the answer to a request.
     Response {
         /// The request answered.
         id: RequestId,
-        /// The encoded answer, or the worker's error.
+        /// The encoded answer, or the worker's error. An answer's bytes
+        /// follow the message on the wire, as a request's do.
+        #[serde(with = "tail_result")]
         result: Result<Bytes, RemoteError>,
     },
     /// Supervisor to worker: the caller no longer wants this request.
@@ -119,7 +123,8 @@ pub enum Message {
     Event {
         /// The event's name.
         name: String,
-        /// The encoded event value.
+        /// The encoded event value (after the message on the wire).
+        #[serde(with = "tail")]
         payload: Bytes,
     },
     /// Supervisor to worker: liveness probe.
@@ -144,6 +149,33 @@ pub enum Message {
 }
 
 impl Message {
+    /// The bulk bytes this message carries after its fields on the wire.
+    pub fn tail(&self) -> Option<&Bytes> {
+        match self {
+            Message::Request { payload, .. } | Message::Event { payload, .. } => Some(payload),
+            Message::Response {
+                result: Ok(payload),
+                ..
+            } => Some(payload),
+            _ => None,
+        }
+    }
+
+    /// Puts the bytes that followed the message on the wire in their
+    /// field; `Err` gives them back if the message has no such field.
+    pub fn set_tail(&mut self, bytes: Bytes) -> Result<(), Bytes> {
+        match self {
+            Message::Request { payload, .. } | Message::Event { payload, .. } => *payload = bytes,
+            Message::Response {
+                result: Ok(payload),
+                ..
+            } => *payload = bytes,
+            _ if bytes.is_empty() => {}
+            _ => return Err(bytes),
+        }
+        Ok(())
+    }
+
     /// The variant's name, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -175,4 +207,45 @@ pub fn timestamp_micros(t: SystemTime) -> u64 {
 /// The inverse of [`timestamp_micros`].
 pub fn timestamp_from_micros(micros: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(micros)
+}
+
+/// A payload field that the codec writes after the message: in the
+/// message itself it takes no bytes, and decodes as empty until the codec
+/// puts the tail in.
+mod tail {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(_: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Bytes, D::Error> {
+        <()>::deserialize(deserializer)?;
+        Ok(Bytes::new())
+    }
+}
+
+/// As [`tail`], for an answer: `Ok` keeps its bytes for the tail, `Err`
+/// travels in the message.
+mod tail_result {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::RemoteError;
+
+    pub(super) fn serialize<S: Serializer>(
+        result: &Result<Bytes, RemoteError>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        result.as_ref().map(|_| ()).serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Result<Bytes, RemoteError>, D::Error> {
+        Ok(Result::<(), RemoteError>::deserialize(deserializer)?.map(|()| Bytes::new()))
+    }
 }

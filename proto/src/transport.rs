@@ -1,7 +1,10 @@
 //! Moving frames between a socket and the tasks that produce them.
 
-use futures::SinkExt;
-use tokio::io::AsyncWrite;
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedWrite;
 
@@ -18,21 +21,37 @@ pub enum Outgoing {
     Flush(oneshot::Sender<()>),
 }
 
+/// Payloads at least this large are written from their own buffer (a
+/// vectored write) instead of being copied next to their frame header.
+pub const COPY_LIMIT: usize = 16 * 1024;
+
+/// Most buffers handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
 /// Writes queued messages until the queue closes or the socket fails.
 ///
-/// Whatever is queued when the task wakes is encoded into one buffer and
-/// written with as few system calls as the socket allows; the task yields
-/// once before writing so that frames other ready tasks are about to queue
-/// join the same write. A busy connection pays one wake-up and one system
-/// call per batch, not per frame.
+/// Whatever is queued when the task wakes goes out in one vectored write
+/// (or as few as the socket allows): small frames are encoded into one
+/// buffer, large payloads are written from the caller's own buffer with no
+/// copy. The task yields once before writing so that frames other ready
+/// tasks are about to queue join the same write: a busy connection pays one
+/// wake-up and one system call per batch, not per frame; an idle one pays
+/// almost nothing for the yield.
+///
+/// `writer` must have nothing buffered (it is used only for the handshake,
+/// which flushes).
 ///
 /// # Errors
 ///
 /// The first write or encode failure; the connection is then unusable.
 pub async fn write_loop<W: AsyncWrite + Unpin>(
-    mut writer: FramedWrite<W, MessageCodec>,
+    writer: FramedWrite<W, MessageCodec>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) -> Result<(), ProtocolError> {
+    let parts = writer.into_parts();
+    let (mut io, mut codec) = (parts.io, parts.codec);
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut queue: VecDeque<Bytes> = VecDeque::new();
     let mut flushed = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
@@ -40,14 +59,20 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         loop {
             while let Some(item) = next {
                 match item {
-                    Outgoing::Frame(message) => writer.feed(message).await?,
+                    Outgoing::Frame(message) => {
+                        if let Some(tail) = codec.encode_head(&message, &mut buf)? {
+                            if tail.len() < COPY_LIMIT {
+                                buf.extend_from_slice(&tail);
+                            } else {
+                                queue.push_back(buf.split().freeze());
+                                queue.push_back(tail);
+                            }
+                        }
+                    }
                     Outgoing::Flush(done) => flushed.push(done),
                 }
                 next = rx.try_recv().ok();
             }
-            // Before paying a system call, let the tasks that are ready to
-            // run queue their frames too: under load one write then carries
-            // many frames; when idle, the yield returns at once.
             if yielded {
                 break;
             }
@@ -58,9 +83,55 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                 break;
             }
         }
-        writer.flush().await?;
+        if !buf.is_empty() {
+            queue.push_back(buf.split().freeze());
+        }
+        write_all(&mut io, &mut queue).await?;
         for done in flushed.drain(..) {
             let _ = done.send(());
+        }
+    }
+    io.flush().await?;
+    Ok(())
+}
+
+/// Writes every buffer of `queue`, in order, with vectored writes.
+async fn write_all<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    queue: &mut VecDeque<Bytes>,
+) -> Result<(), ProtocolError> {
+    while !queue.is_empty() {
+        let mut written = {
+            let slices: Vec<IoSlice<'_>> = queue
+                .iter()
+                .filter(|b| !b.is_empty())
+                .take(MAX_IOVECS)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            if slices.is_empty() {
+                queue.clear();
+                return Ok(());
+            }
+            let n = io.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            n
+        };
+        while written > 0 {
+            let Some(front) = queue.front_mut() else {
+                break;
+            };
+            if front.len() <= written {
+                written -= front.len();
+                queue.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+        while queue.front().is_some_and(Bytes::is_empty) {
+            queue.pop_front();
         }
     }
     Ok(())

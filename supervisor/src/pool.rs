@@ -25,6 +25,42 @@ use crate::health::{WorkerHealth, WorkerState};
 use crate::response::Response;
 use crate::routing::{pick, Candidate};
 
+/// Hashes request ids by their own bits: a v4 uuid is already random, so
+/// running it through SipHash buys nothing on the request path.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IdHasher;
+
+impl std::hash::BuildHasher for IdHasher {
+    type Hasher = IdHash;
+
+    fn build_hasher(&self) -> IdHash {
+        IdHash(0)
+    }
+}
+
+/// The hasher of [`IdHasher`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IdHash(u64);
+
+impl std::hash::Hasher for IdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // A uuid hashes as its 16 bytes (after a length prefix): fold them.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = self.0.rotate_left(5) ^ n as u64;
+    }
+}
+
 /// Where a caller's answer goes.
 pub(crate) type Reply = oneshot::Sender<Result<Response, Error>>;
 
@@ -64,7 +100,8 @@ pub(crate) struct InFlight {
     pub(crate) created_at: SystemTime,
     /// `None` once the caller has gone (cancelled): the answer is dropped.
     pub(crate) reply: Option<Reply>,
-    /// Kept (a cheap reference) so the request can be re-sent.
+    /// Kept (a cheap reference) so the request can be re-sent; empty when
+    /// it has no retries left.
     pub(crate) payload: Bytes,
     pub(crate) retries: u32,
 }
@@ -78,7 +115,7 @@ pub(crate) struct WorkerEntry {
     pub(crate) state: WorkerState,
     /// The writer's queue; `None` until the handshake is done.
     pub(crate) tx: Option<mpsc::UnboundedSender<Outgoing>>,
-    pub(crate) in_flight: HashMap<RequestId, InFlight>,
+    pub(crate) in_flight: HashMap<RequestId, InFlight, IdHasher>,
     pub(crate) rss: Option<u64>,
     pub(crate) status: Option<String>,
     pub(crate) served: u64,
@@ -183,7 +220,11 @@ impl PoolState {
             InFlight {
                 created_at: request.created_at,
                 reply: Some(request.reply),
-                payload: request.payload.clone(),
+                payload: if request.retries > 0 {
+                    request.payload.clone()
+                } else {
+                    Bytes::new()
+                },
                 retries: request.retries,
             },
         );
@@ -455,7 +496,7 @@ impl Shared {
             pid,
             state: WorkerState::Starting,
             tx: None,
-            in_flight: HashMap::new(),
+            in_flight: HashMap::default(),
             rss: None,
             status: None,
             served: 0,

@@ -12,8 +12,21 @@ use drover_worker::{Request, Worker};
 mod cmd;
 use cmd::Cmd;
 
-#[tokio::main]
-async fn main() -> Result<(), drover_worker::Error> {
+fn main() -> Result<(), drover_worker::Error> {
+    // Both runtime flavours are tested: the SDK runs handlers differently
+    // on each.
+    let mut runtime = match std::env::var("DROVER_TEST_RUNTIME").as_deref() {
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    runtime
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run())
+}
+
+async fn run() -> Result<(), drover_worker::Error> {
     if std::env::args().nth(1).as_deref() == Some("--supervise") {
         supervise().await;
         return Ok(());

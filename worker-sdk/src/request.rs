@@ -134,6 +134,13 @@ impl Request {
         &self.payload
     }
 
+    /// The raw payload as shared bytes: a cheap reference to the frame it
+    /// arrived in, no copy. Answering with it (`respond_bytes`) sends the
+    /// same buffer back.
+    pub fn payload_bytes(&self) -> Bytes {
+        self.payload.clone()
+    }
+
     /// Answers the request with `value`.
     ///
     /// # Errors

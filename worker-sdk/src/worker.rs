@@ -7,6 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -172,6 +173,9 @@ impl Events {
 #[derive(Clone)]
 pub struct Worker {
     inner: Arc<Inner>,
+    /// Whether handlers are first polled in the serve loop (current-thread
+    /// runtimes); see `start_request`.
+    inline_first_poll: bool,
 }
 
 impl fmt::Debug for Worker {
@@ -228,7 +232,9 @@ impl Worker {
             }
         });
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        let flavor = tokio::runtime::Handle::current().runtime_flavor();
         Ok(Worker {
+            inline_first_poll: flavor == tokio::runtime::RuntimeFlavor::CurrentThread,
             inner: Arc::new(Inner {
                 welcome,
                 max_frame_length,
@@ -449,7 +455,7 @@ impl Worker {
                     };
                     match message {
                         Message::Request { id, created_at, payload } => {
-                            self.start_request(id, created_at, payload, &handler);
+                            self.start_request(id, created_at, payload, &handler).await;
                         }
                         Message::Cancel { id } => {
                             let in_flight = self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
@@ -513,7 +519,16 @@ impl Worker {
             .len()
     }
 
-    fn start_request<H: Handler>(
+    /// Runs one request's handler in a task of its own.
+    ///
+    /// On a current-thread runtime the handler is first polled right here,
+    /// and only becomes a task if it does not finish at once: a handler
+    /// that answers without waiting (an echo, a lookup) then costs no task
+    /// at all. On such a runtime a task would share this thread anyway, so
+    /// nothing is lost; on a multi-thread runtime every handler gets a task,
+    /// so a handler that hogs its thread never holds up this loop (and its
+    /// answers to pings).
+    async fn start_request<H: Handler>(
         &self,
         id: RequestId,
         created_at: u64,
@@ -529,7 +544,7 @@ impl Worker {
         let request = Request::new(tracked.clone(), payload, self.inner.clone());
         let handler = handler.clone();
         let inner = self.inner.clone();
-        tokio::spawn(async move {
+        let task = async move {
             let outcome = AssertUnwindSafe(handler.call(request)).catch_unwind().await;
             let failure = match outcome {
                 Ok(Ok(())) => None,
@@ -553,7 +568,17 @@ impl Worker {
                 });
                 let _ = inner.finish(&tracked, Err(error));
             }
-        });
+        };
+        if self.inline_first_poll {
+            let mut task = Box::pin(task);
+            let done =
+                std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx).is_ready())).await;
+            if !done {
+                tokio::spawn(task);
+            }
+        } else {
+            tokio::spawn(task);
+        }
     }
 
     /// Waits until every frame queued so far has been written.
