@@ -176,6 +176,9 @@ pub(crate) struct PoolState {
     pub(crate) pending: VecDeque<Pending>,
     /// How many workers the pool should run.
     pub(crate) target: usize,
+    /// Callers that left while (possibly) queued since the queue was last
+    /// swept.
+    pub(crate) left_queue: usize,
     cursor: usize,
     /// When each recent restart happened, for the restart budget.
     restarts: VecDeque<Instant>,
@@ -241,8 +244,13 @@ impl PoolState {
             let Some(index) = self.choose(config) else {
                 return;
             };
-            if let Some(request) = self.pending.pop_front() {
-                self.send_to(index, request);
+            while let Some(request) = self.pending.pop_front() {
+                // A caller that left while queued is skipped here, not
+                // searched for when it leaves.
+                if !request.reply.is_closed() {
+                    self.send_to(index, request);
+                    break;
+                }
             }
         }
     }
@@ -312,6 +320,7 @@ impl Shared {
                 workers: Vec::with_capacity(workers),
                 pending: VecDeque::new(),
                 target: workers,
+                left_queue: 0,
                 cursor: 0,
                 restarts: VecDeque::new(),
             }),
@@ -394,6 +403,12 @@ impl Shared {
                 return Ok(());
             }
         }
+        if state.pending.len() >= self.config.max_queue && state.left_queue > 0 {
+            // Callers left the queue since the last count: drop their
+            // entries before deciding it is full.
+            state.pending.retain(|p| !p.reply.is_closed());
+            state.left_queue = 0;
+        }
         if state.pending.len() >= self.config.max_queue {
             return Err(Error::QueueFull {
                 limit: self.config.max_queue,
@@ -409,10 +424,6 @@ impl Shared {
     /// Returns the id of the worker that holds it, if one does.
     pub(crate) fn cancel(&self, id: RequestId) -> Option<u64> {
         let mut state = self.lock();
-        if let Some(pos) = state.pending.iter().position(|p| p.id == id) {
-            state.pending.remove(pos);
-            return None;
-        }
         for worker in &mut state.workers {
             if let Some(in_flight) = worker.in_flight.get_mut(&id) {
                 in_flight.reply = None;
@@ -420,6 +431,10 @@ impl Shared {
                 return Some(worker.id);
             }
         }
+        // Queued (or just answered): its entry, if queued, is skipped when
+        // it comes up, since its caller's receiver is gone. No search: a
+        // wave of cancellations in a long queue stays linear.
+        state.left_queue += 1;
         None
     }
 

@@ -1,6 +1,7 @@
 //! The public handle to a pool.
 
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -159,8 +160,12 @@ impl Supervisor {
     /// Dropping the future cancels the request: it leaves the queue if it is
     /// still there; if a worker has it, the worker is sent `Cancel` (its
     /// `Request::cancelled` fires) and its answer is discarded.
-    pub async fn enqueue<T: Serialize + ?Sized>(&self, payload: &T) -> Result<Response, Error> {
-        self.request(payload).send().await
+    pub fn enqueue<T: Serialize + ?Sized>(
+        &self,
+        payload: &T,
+    ) -> impl Future<Output = Result<Response, Error>> + Send + '_ {
+        // Encoded now (no effect on the pool); queued on the first poll.
+        self.request(payload).send()
     }
 
     /// As [`enqueue`](Supervisor::enqueue), with a payload already encoded
@@ -173,8 +178,11 @@ impl Supervisor {
     /// # Cancel safety
     ///
     /// As [`enqueue`](Supervisor::enqueue).
-    pub async fn enqueue_bytes(&self, payload: impl Into<Bytes>) -> Result<Response, Error> {
-        self.request_bytes(payload).send().await
+    pub fn enqueue_bytes(
+        &self,
+        payload: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<Response, Error>> + Send + '_ {
+        self.request_bytes(payload).send()
     }
 
     /// A request with options of its own: timeout, retries.
@@ -193,7 +201,7 @@ impl Supervisor {
     pub fn request<T: Serialize + ?Sized>(&self, payload: &T) -> RequestBuilder<'_> {
         let payload = encode_value(payload)
             .map(Bytes::from)
-            .map_err(Error::Encode);
+            .map_err(|e| Box::new(Error::Encode(e)));
         self.builder_for(payload)
     }
 
@@ -202,7 +210,7 @@ impl Supervisor {
         self.builder_for(Ok(payload.into()))
     }
 
-    fn builder_for(&self, payload: Result<Bytes, Error>) -> RequestBuilder<'_> {
+    fn builder_for(&self, payload: Result<Bytes, Box<Error>>) -> RequestBuilder<'_> {
         let config = &self.shared().config;
         RequestBuilder {
             pool: self,
@@ -410,12 +418,13 @@ impl Supervisor {
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder<'a> {
     pool: &'a Supervisor,
-    payload: Result<Bytes, Error>,
+    /// Boxed error: keeps every request future small.
+    payload: Result<Bytes, Box<Error>>,
     timeout: Option<Duration>,
     retries: u32,
 }
 
-impl RequestBuilder<'_> {
+impl<'a> RequestBuilder<'a> {
     /// Fails the request with [`Error::Timeout`] if it is not answered
     /// within `timeout` of being sent, queueing included.
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -439,16 +448,33 @@ impl RequestBuilder<'_> {
     ///
     /// As [`Supervisor::enqueue`].
     pub async fn send(self) -> Result<Response, Error> {
-        let payload = self.payload?;
-        let pool = self.pool;
-        let limit = pool.max_payload();
+        let timeout = self.timeout;
+        let (shared, id, answer) = self.submit()?;
+        let guard = CancelOnDrop {
+            shared,
+            id,
+            armed: true,
+        };
+        match timeout {
+            None => wait(answer, guard).await,
+            // Boxed: the timer makes the future several times larger, and
+            // only requests with a timeout should pay for it (a million
+            // queued requests hold a million of these futures).
+            Some(after) => Box::pin(wait_or_time_out(answer, guard, after)).await,
+        }
+    }
+
+    /// Checks and queues the request; the synchronous half of `send`.
+    fn submit(self) -> Result<(&'a Arc<Shared>, RequestId, Answer), Error> {
+        let payload = self.payload.map_err(|e| *e)?;
+        let limit = self.pool.max_payload();
         if payload.len() > limit {
             return Err(Error::PayloadTooLarge {
                 size: payload.len(),
                 limit,
             });
         }
-        let shared = pool.shared();
+        let shared = self.pool.shared();
         let (reply, answer) = oneshot::channel();
         let id = Uuid::new_v4();
         shared.submit(Pending {
@@ -458,41 +484,51 @@ impl RequestBuilder<'_> {
             reply,
             retries: self.retries,
         })?;
-        let mut guard = CancelOnDrop {
-            shared,
-            id,
-            armed: true,
-        };
-        let result = match self.timeout {
-            None => answer.await,
-            Some(after) => match tokio::time::timeout(after, answer).await {
-                Ok(result) => result,
-                Err(_) => {
-                    guard.armed = false;
-                    if let Some(worker_id) = shared.cancel(id) {
-                        // Give the worker the kill-after grace to give up.
-                        let shared = shared.clone();
-                        let grace = shared.config.kill_after;
-                        let watchdog = async move {
-                            tokio::select! {
-                                _ = tokio::time::sleep(grace) => shared.kill_if_still_holding(worker_id, id),
-                                _ = shared.shutdown.cancelled() => {}
-                            }
-                        };
-                        pool.shared()
-                            .tracker
-                            .spawn_on(watchdog, &pool.shared().runtime);
-                    }
-                    return Err(Error::Timeout {
-                        request_id: id,
-                        after,
-                    });
-                }
-            },
-        };
-        guard.armed = false;
-        result.unwrap_or(Err(Error::ShuttingDown))
+        Ok((shared, id, answer))
     }
+}
+
+type Answer = oneshot::Receiver<Result<Response, Error>>;
+
+/// Waits for the answer; dropping this cancels the request.
+async fn wait(answer: Answer, mut guard: CancelOnDrop<'_>) -> Result<Response, Error> {
+    let result = answer.await;
+    guard.armed = false;
+    result.unwrap_or(Err(Error::ShuttingDown))
+}
+
+/// As [`wait`], failing with [`Error::Timeout`] after `after`; the worker
+/// holding the request is sent `Cancel`, and killed if it still holds it
+/// after the kill-after grace.
+async fn wait_or_time_out(
+    answer: Answer,
+    mut guard: CancelOnDrop<'_>,
+    after: Duration,
+) -> Result<Response, Error> {
+    if let Ok(result) = tokio::time::timeout(after, answer).await {
+        guard.armed = false;
+        return result.unwrap_or(Err(Error::ShuttingDown));
+    }
+    guard.armed = false;
+    let (shared, id) = (guard.shared, guard.id);
+    if let Some(worker_id) = shared.cancel(id) {
+        // Give the worker the kill-after grace to give up.
+        let watchdog = {
+            let shared = shared.clone();
+            let grace = shared.config.kill_after;
+            async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(grace) => shared.kill_if_still_holding(worker_id, id),
+                    _ = shared.shutdown.cancelled() => {}
+                }
+            }
+        };
+        shared.tracker.spawn_on(watchdog, &shared.runtime);
+    }
+    Err(Error::Timeout {
+        request_id: id,
+        after,
+    })
 }
 
 /// Cancels the request if `enqueue`'s future is dropped before its answer.
