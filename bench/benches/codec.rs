@@ -24,6 +24,7 @@ fn request(size: usize) -> Message {
     Message::Request {
         id: Uuid::from_u128(0x0123_4567_89ab_4def_8123_4567_89ab_cdef),
         created_at: timestamp_micros(SystemTime::now()),
+        fds: 0,
         payload: Bytes::from(vec![0xA5_u8; size]),
     }
 }

@@ -234,6 +234,7 @@ mod tests {
             Message::Request {
                 id: Uuid::from_u128(7),
                 created_at: 17,
+                fds: 0,
                 payload: Bytes::from(vec![7u8; 300]),
             },
             Message::Response {

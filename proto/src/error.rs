@@ -62,6 +62,16 @@ pub enum ProtocolError {
         /// The version of this side.
         ours: u16,
     },
+    /// A frame declared more descriptors than had arrived with it.
+    #[error("request {id} declares {declared} passed descriptors but {arrived} arrived")]
+    MissingDescriptors {
+        /// The request.
+        id: uuid::Uuid,
+        /// How many it declared.
+        declared: usize,
+        /// How many had arrived.
+        arrived: usize,
+    },
     /// Reading or writing the socket failed.
     #[error("socket I/O failed: {0}")]
     Io(#[from] io::Error),

@@ -50,12 +50,14 @@
 
 pub mod codec;
 pub mod error;
+pub mod fdio;
 pub mod message;
 pub mod transport;
 pub mod value;
 
 pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_LENGTH, FRAME_HEADER_LEN};
 pub use error::ProtocolError;
+pub use fdio::{FdReader, MAX_FDS_PER_FRAME};
 pub use message::{
     timestamp_from_micros, timestamp_micros, Hello, Message, RemoteError, RemoteErrorKind,
     RequestId, Welcome, MAGIC, PROTOCOL_VERSION,

@@ -100,6 +100,10 @@ pub enum Message {
         id: RequestId,
         /// When the caller enqueued it, in microseconds since the Unix epoch.
         created_at: u64,
+        /// How many descriptors (passed sockets) travel with this request,
+        /// as `SCM_RIGHTS` on the connection; the worker takes the next this
+        /// many it received.
+        fds: u8,
         /// The encoded request value. On the wire it follows the message
         /// (see [`codec`](crate::codec)), so it is never copied to decode.
         #[serde(with = "tail")]
@@ -146,6 +150,11 @@ pub enum Message {
     SoftKill,
     /// Supervisor to worker: exit now.
     HardKill,
+    /// Worker to supervisor: it closed a socket that came with a request.
+    SocketClosed {
+        /// The request the socket came with.
+        id: RequestId,
+    },
 }
 
 impl Message {
@@ -190,6 +199,7 @@ impl Message {
             Message::Ping { .. } => "Ping",
             Message::Pong { .. } => "Pong",
             Message::Status { .. } => "Status",
+            Message::SocketClosed { .. } => "SocketClosed",
             Message::SoftKill => "SoftKill",
             Message::HardKill => "HardKill",
         }

@@ -4,7 +4,10 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use std::os::fd::OwnedFd;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedWrite;
 
@@ -17,6 +20,9 @@ use crate::message::Message;
 pub enum Outgoing {
     /// Send this message.
     Frame(Message),
+    /// Send this message with these descriptors attached (`SCM_RIGHTS`);
+    /// they are closed on this side once sent.
+    FrameWithFds(Message, Vec<OwnedFd>),
     /// Acknowledge once everything queued before this has been written.
     Flush(oneshot::Sender<()>),
 }
@@ -44,8 +50,8 @@ const MAX_IOVECS: usize = 64;
 /// # Errors
 ///
 /// The first write or encode failure; the connection is then unusable.
-pub async fn write_loop<W: AsyncWrite + Unpin>(
-    writer: FramedWrite<W, MessageCodec>,
+pub async fn write_loop(
+    writer: FramedWrite<OwnedWriteHalf, MessageCodec>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) -> Result<(), ProtocolError> {
     let parts = writer.into_parts();
@@ -68,6 +74,23 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                                 queue.push_back(tail);
                             }
                         }
+                    }
+                    Outgoing::FrameWithFds(message, fds) => {
+                        // Everything before goes first; then this frame
+                        // leads a write of its own, carrying the
+                        // descriptors.
+                        if !buf.is_empty() {
+                            queue.push_back(buf.split().freeze());
+                        }
+                        write_all(&mut io, &mut queue).await?;
+                        let tail = codec.encode_head(&message, &mut buf)?;
+                        if let Some(tail) = tail {
+                            buf.extend_from_slice(&tail);
+                        }
+                        let frame = buf.split().freeze();
+                        let sent = crate::fdio::send_with_fds(&io, &frame, &fds).await?;
+                        drop(fds);
+                        queue.push_back(frame.slice(sent..));
                     }
                     Outgoing::Flush(done) => flushed.push(done),
                 }
@@ -96,8 +119,8 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
 }
 
 /// Writes every buffer of `queue`, in order, with vectored writes.
-async fn write_all<W: AsyncWrite + Unpin>(
-    io: &mut W,
+async fn write_all(
+    io: &mut OwnedWriteHalf,
     queue: &mut VecDeque<Bytes>,
 ) -> Result<(), ProtocolError> {
     while !queue.is_empty() {

@@ -110,6 +110,12 @@ pub enum Error {
         /// How and why the worker ended.
         exit: Box<WorkerExit>,
     },
+    /// A socket given to `RequestBuilder::socket` cannot be passed.
+    #[error("cannot pass the socket: {reason}")]
+    Socket {
+        /// Why.
+        reason: String,
+    },
     /// The request did not finish within its timeout. The worker was sent
     /// `Cancel`; if it does not finish within the kill-after grace it is
     /// killed and replaced.

@@ -54,6 +54,8 @@ pub struct WorkerHealth {
     pub status: Option<String>,
     /// Requests it has answered.
     pub served: u64,
+    /// Passed sockets it holds open.
+    pub open_sockets: usize,
     /// How long it has been running.
     pub age: std::time::Duration,
 }

@@ -79,4 +79,4 @@ pub use groups::{GroupSpec, Groups, GroupsDiff};
 pub use health::{WorkerHealth, WorkerState};
 pub use response::Response;
 pub use routing::Routing;
-pub use supervisor::{RequestBuilder, Supervisor};
+pub use supervisor::{Passable, RequestBuilder, Supervisor};

@@ -8,6 +8,7 @@
 //! reaches a worker's writer with no hop through a central task.
 
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
@@ -61,6 +62,11 @@ impl std::hash::Hasher for IdHash {
     }
 }
 
+/// The descriptors a request carries (boxed in the queue entry, so an
+/// entry without any costs one pointer).
+#[derive(Debug, Default)]
+pub(crate) struct Fds(pub(crate) Vec<OwnedFd>);
+
 /// Where a caller's answer goes.
 pub(crate) type Reply = oneshot::Sender<Result<Response, Error>>;
 
@@ -92,6 +98,9 @@ pub(crate) struct Pending {
     pub(crate) reply: Reply,
     /// How many more times it may be re-sent if its worker dies.
     pub(crate) retries: u32,
+    /// Descriptors (passed sockets) that go with it; boxed so a queue
+    /// entry without any stays small.
+    pub(crate) fds: Option<Box<Fds>>,
 }
 
 /// A request sent to a worker, not yet answered.
@@ -123,6 +132,8 @@ pub(crate) struct WorkerEntry {
     pub(crate) stop: Option<ExitReason>,
     /// Cancelled to have the connection task kill the process.
     pub(crate) kill: CancellationToken,
+    /// Passed sockets it holds open (sent, not yet reported closed).
+    pub(crate) open_sockets: usize,
     /// The health-check ping awaiting its pong: sequence number, sent at.
     pub(crate) ping: Option<(u64, Instant)>,
     pub(crate) started_at: Instant,
@@ -151,6 +162,7 @@ impl WorkerEntry {
             state: self.state,
             status: self.status.clone(),
             served: self.served,
+            open_sockets: self.open_sockets,
             age: self.started_at.elapsed(),
         }
     }
@@ -190,8 +202,9 @@ impl PoolState {
     }
 
     /// Chooses a worker for the next request, if one can take it.
-    fn choose(&mut self, config: &Config) -> Option<usize> {
+    fn choose(&mut self, config: &Config, with_socket: bool) -> Option<usize> {
         let candidate = |w: &WorkerEntry| Candidate {
+            sockets: w.open_sockets,
             eligible: w.state == WorkerState::Ready
                 && w.tx.is_some()
                 && w.stop.is_none()
@@ -207,41 +220,55 @@ impl PoolState {
             }
             pick(
                 config.routing,
+                with_socket,
                 &buffer[..self.workers.len()],
                 &mut self.cursor,
             )
         } else {
             let candidates: Vec<Candidate> = self.workers.iter().map(candidate).collect();
-            pick(config.routing, &candidates, &mut self.cursor)
+            pick(config.routing, with_socket, &candidates, &mut self.cursor)
         }
     }
 
     fn send_to(&mut self, index: usize, request: Pending) {
         let worker = &mut self.workers[index];
+        let fds = request.fds.map(|fds| fds.0).unwrap_or_default();
+        // Sockets cannot be sent twice: such a request is never retried.
+        let retries = if fds.is_empty() { request.retries } else { 0 };
         worker.in_flight.insert(
             request.id,
             InFlight {
                 created_at: request.created_at,
                 reply: Some(request.reply),
-                payload: if request.retries > 0 {
+                payload: if retries > 0 {
                     request.payload.clone()
                 } else {
                     Bytes::new()
                 },
-                retries: request.retries,
+                retries,
             },
         );
-        worker.send(Message::Request {
+        let message = Message::Request {
             id: request.id,
             created_at: timestamp_micros(request.created_at),
+            fds: fds.len() as u8,
             payload: request.payload,
-        });
+        };
+        if fds.is_empty() {
+            worker.send(message);
+        } else {
+            worker.open_sockets += fds.len();
+            if let Some(tx) = &worker.tx {
+                let _ = tx.send(Outgoing::FrameWithFds(message, fds));
+            }
+        }
     }
 
     /// Moves queued requests to workers while any can take one.
     pub(crate) fn dispatch(&mut self, config: &Config) {
-        while !self.pending.is_empty() {
-            let Some(index) = self.choose(config) else {
+        while let Some(front) = self.pending.front() {
+            let with_socket = front.fds.is_some();
+            let Some(index) = self.choose(config, with_socket) else {
                 return;
             };
             while let Some(request) = self.pending.pop_front() {
@@ -398,7 +425,7 @@ impl Shared {
             return Err(refusal);
         }
         if state.pending.is_empty() {
-            if let Some(index) = state.choose(&self.config) {
+            if let Some(index) = state.choose(&self.config, request.fds.is_some()) {
                 state.send_to(index, request);
                 return Ok(());
             }
@@ -518,6 +545,7 @@ impl Shared {
             stop,
             kill,
             ping: None,
+            open_sockets: 0,
             started_at: Instant::now(),
             recycle_at,
             drain_deadline: None,
@@ -683,6 +711,12 @@ impl Shared {
                     message,
                 });
             }
+            Message::SocketClosed { .. } => {
+                let mut state = self.lock();
+                if let Some(worker) = state.worker_mut(id) {
+                    worker.open_sockets = worker.open_sockets.saturating_sub(1);
+                }
+            }
             Message::Pong { seq } => {
                 let mut state = self.lock();
                 if let Some(worker) = state.worker_mut(id) {
@@ -762,6 +796,7 @@ impl Shared {
                     payload: in_flight.payload,
                     reply,
                     retries: in_flight.retries - 1,
+                    fds: None,
                 });
                 continue;
             } else {

@@ -27,6 +27,8 @@ pub(crate) struct Candidate {
     /// Whether it may take a request now (ready and below its cap).
     pub(crate) eligible: bool,
     pub(crate) in_flight: usize,
+    /// Passed sockets it holds open.
+    pub(crate) sockets: usize,
     /// Last sampled RSS in bytes; `None` before the first sample.
     pub(crate) rss: Option<u64>,
 }
@@ -37,7 +39,17 @@ pub(crate) struct Candidate {
 pub(crate) const RSS_TOLERANCE: u64 = 1024 * 1024;
 
 /// Picks a candidate; `cursor` rotates among equals so ties share the load.
-pub(crate) fn pick(policy: Routing, candidates: &[Candidate], cursor: &mut usize) -> Option<usize> {
+///
+/// A request that carries a socket goes, whatever the policy, to the
+/// candidate holding the fewest passed sockets open, then the lowest RSS:
+/// sockets outlive their requests, so in-flight counts say little of the
+/// load they bring.
+pub(crate) fn pick(
+    policy: Routing,
+    with_socket: bool,
+    candidates: &[Candidate],
+    cursor: &mut usize,
+) -> Option<usize> {
     let n = candidates.len();
     if n == 0 {
         return None;
@@ -47,6 +59,21 @@ pub(crate) fn pick(policy: Routing, candidates: &[Candidate], cursor: &mut usize
         .map(|k| (start + k) % n)
         .filter(|&i| candidates[i].eligible);
     let chosen = match policy {
+        _ if with_socket => {
+            let fewest = candidates
+                .iter()
+                .filter(|c| c.eligible)
+                .map(|c| c.sockets)
+                .min()?;
+            let rss_floor = candidates
+                .iter()
+                .filter(|c| c.eligible && c.sockets == fewest)
+                .map(rss_of)
+                .min()?;
+            order.find(|&i| {
+                candidates[i].sockets == fewest && close(rss_of(&candidates[i]), rss_floor)
+            })
+        }
         Routing::RoundRobin => order.next(),
         Routing::LeastLoaded => {
             let least = candidates
@@ -91,6 +118,7 @@ mod tests {
         Candidate {
             eligible: true,
             in_flight,
+            sockets: 0,
             rss: Some(rss_mb * 1024 * 1024),
         }
     }
@@ -99,7 +127,10 @@ mod tests {
     fn least_loaded_prefers_fewest_in_flight_then_lowest_rss() {
         let mut cursor = 0;
         let cands = [c(2, 10), c(1, 50), c(1, 20), c(3, 5)];
-        assert_eq!(pick(Routing::LeastLoaded, &cands, &mut cursor), Some(2));
+        assert_eq!(
+            pick(Routing::LeastLoaded, false, &cands, &mut cursor),
+            Some(2)
+        );
     }
 
     #[test]
@@ -107,7 +138,7 @@ mod tests {
         let mut cursor = 0;
         let cands = [c(0, 10), c(0, 10), c(0, 10)];
         let picks: Vec<_> = (0..6)
-            .map(|_| pick(Routing::LeastLoaded, &cands, &mut cursor).unwrap())
+            .map(|_| pick(Routing::LeastLoaded, false, &cands, &mut cursor).unwrap())
             .collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
     }
@@ -117,11 +148,17 @@ mod tests {
         let mut cursor = 0;
         let cands = [c(0, 210), c(0, 10), c(0, 10)];
         for _ in 0..10 {
-            assert_ne!(pick(Routing::LeastLoaded, &cands, &mut cursor), Some(0));
+            assert_ne!(
+                pick(Routing::LeastLoaded, false, &cands, &mut cursor),
+                Some(0)
+            );
         }
         let mut cursor = 0;
         for _ in 0..10 {
-            assert_ne!(pick(Routing::LowestRss, &cands, &mut cursor), Some(0));
+            assert_ne!(
+                pick(Routing::LowestRss, false, &cands, &mut cursor),
+                Some(0)
+            );
         }
     }
 
@@ -130,10 +167,29 @@ mod tests {
         let mut cursor = 0;
         let mut cands = [c(0, 1), c(5, 100)];
         cands[0].eligible = false;
-        assert_eq!(pick(Routing::LeastLoaded, &cands, &mut cursor), Some(1));
-        assert_eq!(pick(Routing::RoundRobin, &cands, &mut cursor), Some(1));
+        assert_eq!(
+            pick(Routing::LeastLoaded, false, &cands, &mut cursor),
+            Some(1)
+        );
+        assert_eq!(
+            pick(Routing::RoundRobin, false, &cands, &mut cursor),
+            Some(1)
+        );
         cands[1].eligible = false;
-        assert_eq!(pick(Routing::LowestRss, &cands, &mut cursor), None);
+        assert_eq!(pick(Routing::LowestRss, false, &cands, &mut cursor), None);
+    }
+
+    #[test]
+    fn sockets_go_to_the_worker_holding_the_fewest() {
+        let mut cursor = 0;
+        let mut cands = [c(0, 10), c(3, 10), c(0, 50)];
+        cands[0].sockets = 5;
+        cands[1].sockets = 1;
+        cands[2].sockets = 1;
+        assert_eq!(
+            pick(Routing::LeastLoaded, true, &cands, &mut cursor),
+            Some(1)
+        );
     }
 
     #[test]
@@ -144,9 +200,13 @@ mod tests {
             Candidate {
                 eligible: true,
                 in_flight: 0,
+                sockets: 0,
                 rss: None,
             },
         ];
-        assert_eq!(pick(Routing::LowestRss, &cands, &mut cursor), Some(1));
+        assert_eq!(
+            pick(Routing::LowestRss, false, &cands, &mut cursor),
+            Some(1)
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,7 +18,7 @@ use crate::builder::{Builder, Config};
 use crate::error::Error;
 use crate::event::{Events, ExitReason};
 use crate::health::{read_rss, WorkerHealth};
-use crate::pool::{Pending, Shared, Startup};
+use crate::pool::{Fds, Pending, Shared, Startup};
 use crate::response::Response;
 use crate::spawn::Spawner;
 
@@ -217,6 +218,7 @@ impl Supervisor {
             payload,
             timeout: config.timeout,
             retries: config.retries,
+            fds: None,
         }
     }
 
@@ -420,6 +422,7 @@ pub struct RequestBuilder<'a> {
     pool: &'a Supervisor,
     /// Boxed error: keeps every request future small.
     payload: Result<Bytes, Box<Error>>,
+    fds: Option<Box<Fds>>,
     timeout: Option<Duration>,
     retries: u32,
 }
@@ -433,8 +436,42 @@ impl<'a> RequestBuilder<'a> {
     }
 
     /// How many times the request is re-sent if its worker dies holding it.
+    /// (A request that carries a socket is never re-sent: the socket went
+    /// with the first attempt.)
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// Passes an open socket (or any descriptor) with the request, as
+    /// `SCM_RIGHTS` on the worker's connection; the worker gets it with
+    /// `Request::socket`. The supervisor's copy is closed once it is handed
+    /// over (or when the request fails before that). Requests with a
+    /// socket go to the worker holding the fewest passed sockets open, then
+    /// the lowest RSS.
+    pub fn socket(mut self, socket: impl Passable) -> Self {
+        match socket.into_fd() {
+            Ok(fd) => {
+                let fds = &mut self.fds.get_or_insert_with(Default::default).0;
+                if fds.len() < drover_proto::MAX_FDS_PER_FRAME {
+                    fds.push(fd);
+                } else if self.payload.is_ok() {
+                    self.payload = Err(Box::new(Error::Socket {
+                        reason: format!(
+                            "a request carries at most {} descriptors",
+                            drover_proto::MAX_FDS_PER_FRAME
+                        ),
+                    }));
+                }
+            }
+            Err(e) => {
+                if self.payload.is_ok() {
+                    self.payload = Err(Box::new(Error::Socket {
+                        reason: e.to_string(),
+                    }));
+                }
+            }
+        }
         self
     }
 
@@ -483,12 +520,54 @@ impl<'a> RequestBuilder<'a> {
             payload,
             reply,
             retries: self.retries,
+            fds: self.fds,
         })?;
         Ok((shared, id, answer))
     }
 }
 
 type Answer = oneshot::Receiver<Result<Response, Error>>;
+
+/// What can be passed to a worker with [`RequestBuilder::socket`]: open
+/// sockets and descriptors.
+pub trait Passable {
+    /// The descriptor to pass.
+    ///
+    /// # Errors
+    ///
+    /// A tokio socket that cannot leave its runtime registration.
+    fn into_fd(self) -> std::io::Result<OwnedFd>;
+}
+
+impl Passable for OwnedFd {
+    fn into_fd(self) -> std::io::Result<OwnedFd> {
+        Ok(self)
+    }
+}
+
+impl Passable for std::net::TcpStream {
+    fn into_fd(self) -> std::io::Result<OwnedFd> {
+        Ok(self.into())
+    }
+}
+
+impl Passable for std::os::unix::net::UnixStream {
+    fn into_fd(self) -> std::io::Result<OwnedFd> {
+        Ok(self.into())
+    }
+}
+
+impl Passable for tokio::net::TcpStream {
+    fn into_fd(self) -> std::io::Result<OwnedFd> {
+        Ok(self.into_std()?.into())
+    }
+}
+
+impl Passable for tokio::net::UnixStream {
+    fn into_fd(self) -> std::io::Result<OwnedFd> {
+        Ok(self.into_std()?.into())
+    }
+}
 
 /// Waits for the answer; dropping this cancels the request.
 async fn wait(answer: Answer, mut guard: CancelOnDrop<'_>) -> Result<Response, Error> {

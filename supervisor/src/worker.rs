@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_proto::{
-    write_loop, Message, MessageCodec, ProtocolError, Welcome, MAGIC, PROTOCOL_VERSION,
+    write_loop, FdReader, Message, MessageCodec, ProtocolError, Welcome, MAGIC, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -25,7 +25,7 @@ use crate::event::{ExitReason, Termination, WorkerExit};
 use crate::output::{self, Stream, Tail};
 use crate::pool::Shared;
 
-type Reader = FramedRead<OwnedReadHalf, MessageCodec>;
+type Reader = FramedRead<FdReader, MessageCodec>;
 type Writer = FramedWrite<OwnedWriteHalf, MessageCodec>;
 
 /// How long a worker that closed its socket unasked has to exit before it
@@ -74,7 +74,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
     shared.register(id, index, pid, kill.clone());
     let (read, write) = spawned.stream.into_split();
     let max = shared.config.max_frame_length;
-    let mut reader = FramedRead::new(read, MessageCodec::new(max));
+    let mut reader = FramedRead::new(FdReader::new(read), MessageCodec::new(max));
     let mut writer = FramedWrite::new(write, MessageCodec::new(max));
 
     let mut violation: Option<ExitReason> = None;
@@ -210,15 +210,12 @@ async fn serve(
                 if !eof {
                     let drain = async {
                         loop {
-                            let detail = match reader.next().await {
-                                Some(Ok(message)) => match shared.on_message(id, pid, message) {
-                                    Ok(()) => continue,
-                                    Err(detail) => detail,
-                                },
-                                Some(Err(ProtocolError::Io(_))) | None => return None,
-                                Some(Err(error)) => error.to_string(),
-                            };
-                            return Some(detail);
+                            let frame = reader.next().await;
+                            match judge(frame, reader, shared, id, pid) {
+                                Verdict::Continue => continue,
+                                Verdict::Closed => return None,
+                                Verdict::Violation(detail) => return Some(detail),
+                            }
                         }
                     };
                     if let Ok(Some(detail)) = tokio::time::timeout(CLOSED_SOCKET_GRACE, drain).await {
@@ -237,9 +234,9 @@ async fn serve(
                 let _ = child.start_kill();
             }
             frame = reader.next(), if !eof => {
-                let detail = match frame {
-                    Some(Ok(message)) => shared.on_message(id, pid, message).err(),
-                    Some(Err(ProtocolError::Io(_))) | None => {
+                let detail = match judge(frame, reader, shared, id, pid) {
+                    Verdict::Continue => None,
+                    Verdict::Closed => {
                         // The socket closed or failed: the process is on
                         // its way out. A worker asked to stop gets the
                         // pool's grace; one that was not, a short one.
@@ -249,7 +246,7 @@ async fn serve(
                         }
                         None
                     }
-                    Some(Err(error)) => Some(error.to_string()),
+                    Verdict::Violation(detail) => Some(detail),
                 };
                 if let Some(detail) = detail {
                     tracing::error!(pid, worker_id = id, "worker broke the protocol: {detail}");
@@ -300,6 +297,40 @@ fn limit_hit(
         }
     }
     None
+}
+
+/// What one read from a worker's socket means.
+enum Verdict {
+    /// A message, handled.
+    Continue,
+    /// The socket closed (or failed): the process is ending.
+    Closed,
+    /// The worker broke the protocol, as described.
+    Violation(String),
+}
+
+fn judge(
+    frame: Option<Result<Message, ProtocolError>>,
+    reader: &Reader,
+    shared: &Arc<Shared>,
+    id: u64,
+    pid: u32,
+) -> Verdict {
+    match frame {
+        Some(Ok(_)) if reader.get_ref().pending_fds() > 0 => {
+            Verdict::Violation("it sent descriptors, which workers never do".to_owned())
+        }
+        Some(Ok(message)) => match shared.on_message(id, pid, message) {
+            Ok(()) => Verdict::Continue,
+            Err(detail) => Verdict::Violation(detail),
+        },
+        // Truncated ancillary data: descriptors were lost on the way.
+        Some(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Verdict::Violation(e.to_string())
+        }
+        Some(Err(ProtocolError::Io(_))) | None => Verdict::Closed,
+        Some(Err(error)) => Verdict::Violation(error.to_string()),
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

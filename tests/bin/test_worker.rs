@@ -227,6 +227,48 @@ async fn run() -> Result<(), drover_worker::Error> {
                         let config: String = me.config().unwrap_or_default();
                         req.respond(&(me.index(), config))
                     }
+                    Cmd::ServeSocket => {
+                        let mut req = req;
+                        let socket = req.socket::<tokio::net::UnixStream>().map_err(|e| {
+                            drover_worker::Error::NotUnderSupervisor {
+                                reason: e.to_string(),
+                            }
+                        })?;
+                        let Some(mut socket) = socket else {
+                            return req.fail("no socket came with the request");
+                        };
+                        req.ack()?;
+                        tokio::spawn(async move {
+                            use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+                            let mut line = String::new();
+                            let mut reader = tokio::io::BufReader::new(&mut *socket);
+                            if reader.read_line(&mut line).await.is_ok() {
+                                let answer = format!("{} {}", std::process::id(), line);
+                                let _ = socket.write_all(answer.as_bytes()).await;
+                            }
+                        });
+                        Ok(())
+                    }
+                    Cmd::SendFd => {
+                        let raw = raw.expect("raw socket");
+                        raw.set_nonblocking(true).expect("nonblocking");
+                        let stream = tokio::net::UnixStream::from_std(raw).expect("tokio stream");
+                        let (_read, write) = stream.into_split();
+                        let mut frame = bytes::BytesMut::new();
+                        drover_proto::MessageCodec::default()
+                            .encode_message(
+                                &drover_proto::Message::Status {
+                                    message: "with a gift".into(),
+                                },
+                                &mut frame,
+                            )
+                            .expect("encode");
+                        let gift = std::fs::File::open("/dev/null").expect("open");
+                        drover_proto::fdio::send_with_fds(&write, &frame, &[gift.into()])
+                            .await
+                            .expect("send");
+                        std::future::pending().await
+                    }
                     Cmd::InFlight => {
                         let ids: Vec<String> =
                             me.requests().iter().map(|r| r.id.to_string()).collect();

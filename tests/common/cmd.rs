@@ -59,6 +59,11 @@ pub enum Cmd {
     Status(String),
     /// Answer `(index, config)` where config is the pool's `String` config.
     Config,
+    /// Take the passed socket, ack, then in a task read one line from it
+    /// and answer `"<pid> <line>"` on it, and close it.
+    ServeSocket,
+    /// Send a valid frame with a descriptor attached: workers never do.
+    SendFd,
     /// Exit with code 1 unless the file exists (creating it first); once it
     /// exists, answer the pid.
     CrashOnce(String),

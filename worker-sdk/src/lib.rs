@@ -43,6 +43,7 @@
 //!   loop and the writer.
 //! - `request.rs`: [`Request`] and the once-only answer rules.
 //! - `handler.rs`: the [`Handler`] trait.
+//! - `socket.rs`: sockets passed with requests ([`PassedSocket`]).
 //! - `fd.rs`: claiming the inherited descriptor (the crate's only `unsafe`).
 //! - `error.rs`: [`Error`].
 
@@ -50,12 +51,14 @@ mod error;
 mod fd;
 mod handler;
 mod request;
+mod socket;
 mod worker;
 
 pub use drover_proto::RequestId;
 pub use error::Error;
 pub use handler::Handler;
 pub use request::{Request, RequestInfo};
+pub use socket::{FromPassedFd, PassedFd, PassedSocket};
 pub use worker::{Event, Events, Worker};
 
 /// Runs a whole worker: connect, handshake, serve requests with `handler`

@@ -10,6 +10,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::error::Error;
+use crate::socket::{FromPassedFd, PassedFd, PassedSocket};
 use crate::worker::Inner;
 
 /// What the SDK knows of a request in flight; shared by the [`Request`], the
@@ -88,6 +89,7 @@ impl Tracked {
 pub struct Request {
     tracked: Arc<Tracked>,
     payload: Bytes,
+    fds: Vec<PassedFd>,
     worker: Arc<Inner>,
 }
 
@@ -102,12 +104,47 @@ impl fmt::Debug for Request {
 }
 
 impl Request {
-    pub(crate) fn new(tracked: Arc<Tracked>, payload: Bytes, worker: Arc<Inner>) -> Request {
+    pub(crate) fn new(
+        tracked: Arc<Tracked>,
+        payload: Bytes,
+        fds: Vec<PassedFd>,
+        worker: Arc<Inner>,
+    ) -> Request {
         Request {
             tracked,
             payload,
+            fds,
             worker,
         }
+    }
+
+    /// Whether a socket (or other descriptor) came with the request.
+    pub fn has_socket(&self) -> bool {
+        !self.fds.is_empty()
+    }
+
+    /// Takes the socket that came with the request, as `T`
+    /// (`tokio::net::TcpStream`, `tokio::net::UnixStream`, `OwnedFd`).
+    /// `Ok(None)` if none came (or it was taken already).
+    ///
+    /// The socket outlives the request: answer (`ack`) and keep serving it
+    /// in a task. When the [`PassedSocket`] drops, the socket is closed and
+    /// the supervisor told, so it routes new sockets to the workers holding
+    /// the fewest.
+    ///
+    /// # Errors
+    ///
+    /// The descriptor is not a `T` (then it is closed).
+    pub fn socket<T: FromPassedFd>(&mut self) -> std::io::Result<Option<PassedSocket<T>>> {
+        if self.fds.is_empty() {
+            return Ok(None);
+        }
+        self.fds.remove(0).into_socket().map(Some)
+    }
+
+    /// Takes every descriptor that came with the request, in order.
+    pub fn take_fds(&mut self) -> Vec<PassedFd> {
+        std::mem::take(&mut self.fds)
     }
 
     /// The request's id (a uuid v4 chosen by the supervisor).

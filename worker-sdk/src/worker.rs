@@ -13,12 +13,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use drover_proto::codec::MESSAGE_OVERHEAD;
 use drover_proto::{
-    decode_value, encode_value, timestamp_from_micros, write_loop, Hello, Message, MessageCodec,
-    Outgoing, ProtocolError, RemoteError, RemoteErrorKind, RequestId, Welcome,
+    decode_value, encode_value, timestamp_from_micros, write_loop, FdReader, Hello, Message,
+    MessageCodec, Outgoing, ProtocolError, RemoteError, RemoteErrorKind, RequestId, Welcome,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::net::unix::OwnedReadHalf;
+use std::os::fd::OwnedFd;
 use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -26,8 +26,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::request::{response, Request, RequestInfo, Tracked};
+use crate::socket::PassedFd;
 
-type Reader = FramedRead<OwnedReadHalf, MessageCodec>;
+type Reader = FramedRead<FdReader, MessageCodec>;
 type SoftKillHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 type HardKillHook = Box<dyn FnOnce() + Send>;
 
@@ -56,6 +57,10 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    pub(crate) fn send_message(&self, message: Message) -> Result<(), Error> {
+        self.send(message)
+    }
+
     fn send(&self, message: Message) -> Result<(), Error> {
         self.out
             .send(Outgoing::Frame(message))
@@ -204,7 +209,7 @@ impl Worker {
             .map_err(|e| Error::Handshake(e.into()))?;
         let stream = UnixStream::from_std(std_stream).map_err(|e| Error::Handshake(e.into()))?;
         let (read, write) = stream.into_split();
-        let mut reader = FramedRead::new(read, MessageCodec::default());
+        let mut reader = FramedRead::new(FdReader::new(read), MessageCodec::default());
         let mut writer = FramedWrite::new(write, MessageCodec::default());
         writer
             .send(Message::Hello(Hello::new()))
@@ -454,8 +459,18 @@ impl Worker {
                         Some(Ok(message)) => message,
                     };
                     match message {
-                        Message::Request { id, created_at, payload } => {
-                            self.start_request(id, created_at, payload, &handler).await;
+                        Message::Request { id, created_at, fds, payload } => {
+                            let fds = match reader.get_mut().take_fds(usize::from(fds)) {
+                                Some(fds) => fds,
+                                None => {
+                                    return Err(Error::Protocol(ProtocolError::MissingDescriptors {
+                                        id,
+                                        declared: usize::from(fds),
+                                        arrived: reader.get_ref().pending_fds(),
+                                    }))
+                                }
+                            };
+                            self.start_request(id, created_at, payload, fds, &handler).await;
                         }
                         Message::Cancel { id } => {
                             let in_flight = self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
@@ -533,6 +548,7 @@ impl Worker {
         id: RequestId,
         created_at: u64,
         payload: Bytes,
+        fds: Vec<OwnedFd>,
         handler: &Arc<H>,
     ) {
         let tracked = Arc::new(Tracked::new(id, timestamp_from_micros(created_at)));
@@ -541,7 +557,11 @@ impl Worker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, tracked.clone());
-        let request = Request::new(tracked.clone(), payload, self.inner.clone());
+        let fds = fds
+            .into_iter()
+            .map(|fd| PassedFd::new(fd, id, self.inner.clone()))
+            .collect();
+        let request = Request::new(tracked.clone(), payload, fds, self.inner.clone());
         let handler = handler.clone();
         let inner = self.inner.clone();
         let task = async move {

@@ -1,0 +1,152 @@
+//! Socket I/O that carries descriptors: `SCM_RIGHTS` on the connection.
+//!
+//! The reader always uses `recvmsg`, so descriptors that arrive are never
+//! lost (a plain `read` would close them); it keeps them in arrival order,
+//! and a frame that declares `n` takes the next `n`
+//! ([`FdReader::take_fds`]). Truncated ancillary data (`MSG_CTRUNC`) is an
+//! error. Descriptors nobody takes are closed when the reader drops.
+//!
+//! The writer sends a frame that carries descriptors with one `sendmsg`
+//! whose data begins with that frame, so the descriptors arrive with its
+//! first byte, before the receiver can have decoded it.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use tokio::io::{AsyncRead, Interest, ReadBuf};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Most descriptors one frame may carry.
+pub const MAX_FDS_PER_FRAME: usize = 8;
+
+/// Room for the descriptors of one `recvmsg`: the kernel never merges the
+/// descriptors of two `sendmsg` calls into one read, and one call carries
+/// one frame's.
+const RECV_FDS: usize = MAX_FDS_PER_FRAME;
+
+/// The read half of a connection, receiving data and descriptors.
+#[derive(Debug)]
+pub struct FdReader {
+    half: OwnedReadHalf,
+    fds: VecDeque<OwnedFd>,
+}
+
+impl FdReader {
+    /// Wraps the read half of a connection.
+    pub fn new(half: OwnedReadHalf) -> FdReader {
+        FdReader {
+            half,
+            fds: VecDeque::new(),
+        }
+    }
+
+    /// Takes the next `n` received descriptors, in arrival order; `None`
+    /// (taking nothing) if fewer than `n` have arrived.
+    pub fn take_fds(&mut self, n: usize) -> Option<Vec<OwnedFd>> {
+        if self.fds.len() < n {
+            return None;
+        }
+        Some(self.fds.drain(..n).collect())
+    }
+
+    /// Descriptors received and not yet taken.
+    pub fn pending_fds(&self) -> usize {
+        self.fds.len()
+    }
+}
+
+/// The error `FdReader` gives when the kernel truncated ancillary data.
+pub fn truncated_ancillary() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "ancillary data truncated (MSG_CTRUNC): descriptors were lost",
+    )
+}
+
+impl AsyncRead for FdReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let stream = this.half.as_ref();
+        loop {
+            ready!(stream.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(RECV_FDS))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let result = stream.try_io(Interest::READABLE, || {
+                let mut iov = [IoSliceMut::new(unfilled)];
+                rustix::net::recvmsg(
+                    stream.as_fd(),
+                    &mut iov,
+                    &mut control,
+                    RecvFlags::CMSG_CLOEXEC,
+                )
+                .map_err(io::Error::from)
+            });
+            match result {
+                Ok(received) => {
+                    for message in control.drain() {
+                        if let RecvAncillaryMessage::ScmRights(fds) = message {
+                            this.fds.extend(fds);
+                        }
+                    }
+                    if received.flags.contains(ReturnFlags::CTRUNC) {
+                        return Poll::Ready(Err(truncated_ancillary()));
+                    }
+                    buf.advance(received.bytes);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Sends `data` with `fds` attached as `SCM_RIGHTS`; returns how many bytes
+/// of `data` went (at least one, so the descriptors went too).
+pub async fn send_with_fds(
+    half: &OwnedWriteHalf,
+    data: &[u8],
+    fds: &[OwnedFd],
+) -> io::Result<usize> {
+    let stream = half.as_ref();
+    let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+    loop {
+        stream.writable().await?;
+        let result = stream.try_io(Interest::WRITABLE, || {
+            let mut space =
+                [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_FRAME))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            if !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "too many descriptors for one frame",
+                ));
+            }
+            rustix::net::sendmsg(
+                stream.as_fd(),
+                &[IoSlice::new(data)],
+                &mut control,
+                SendFlags::NOSIGNAL,
+            )
+            .map_err(io::Error::from)
+        });
+        match result {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
