@@ -40,6 +40,10 @@ pub enum Error {
         /// The frame limit.
         max: usize,
     },
+    /// A socket passed with a request is not of the kind asked for, or
+    /// cannot be used.
+    #[error("passed socket: {0}")]
+    Socket(#[source] std::io::Error),
     /// The connection to the supervisor is closed.
     #[error("the connection to the supervisor is closed")]
     Disconnected,

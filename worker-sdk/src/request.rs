@@ -134,12 +134,17 @@ impl Request {
     ///
     /// # Errors
     ///
-    /// The descriptor is not a `T` (then it is closed).
-    pub fn socket<T: FromPassedFd>(&mut self) -> std::io::Result<Option<PassedSocket<T>>> {
+    /// [`Error::Socket`] when the descriptor is not a `T` (it is then
+    /// closed).
+    pub fn socket<T: FromPassedFd>(&mut self) -> Result<Option<PassedSocket<T>>, Error> {
         if self.fds.is_empty() {
             return Ok(None);
         }
-        self.fds.remove(0).into_socket().map(Some)
+        self.fds
+            .remove(0)
+            .into_socket()
+            .map(Some)
+            .map_err(Error::Socket)
     }
 
     /// Takes every descriptor that came with the request, in order.
