@@ -6,6 +6,7 @@ pub mod cmd;
 use std::future::Future;
 use std::time::Duration;
 
+#[allow(unused_imports)] // Not every test file sends commands.
 pub use cmd::Cmd;
 use drover::{Builder, Supervisor};
 
