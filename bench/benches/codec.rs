@@ -25,6 +25,7 @@ fn request(size: usize) -> Message {
         id: Uuid::from_u128(0x0123_4567_89ab_4def_8123_4567_89ab_cdef),
         created_at: timestamp_micros(SystemTime::now()),
         fds: 0,
+        stream: false,
         payload: Bytes::from(vec![0xA5_u8; size]),
     }
 }

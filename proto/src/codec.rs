@@ -235,14 +235,17 @@ mod tests {
                 id: Uuid::from_u128(7),
                 created_at: 17,
                 fds: 0,
+                stream: true,
                 payload: Bytes::from(vec![7u8; 300]),
             },
             Message::Response {
                 id: Uuid::from_u128(7),
+                stream: false,
                 result: Ok(Bytes::from_static(b"ok")),
             },
             Message::Response {
                 id: Uuid::from_u128(7),
+                stream: false,
                 result: Err(RemoteError {
                     kind: RemoteErrorKind::Panicked,
                     message: "boom".into(),
@@ -259,6 +262,27 @@ mod tests {
             Message::Pong { seq: 9 },
             Message::Status {
                 message: "loading".into(),
+            },
+            Message::StreamData {
+                id: Uuid::from_u128(9),
+                bytes: Bytes::from(vec![3u8; 1000]),
+            },
+            Message::StreamEnd {
+                id: Uuid::from_u128(9),
+            },
+            Message::StreamCredit {
+                id: Uuid::from_u128(9),
+                bytes: 4096,
+            },
+            Message::StreamAbort {
+                id: Uuid::from_u128(9),
+                reason: "gone".into(),
+            },
+            Message::StreamStop {
+                id: Uuid::from_u128(9),
+            },
+            Message::SocketClosed {
+                id: Uuid::from_u128(9),
             },
             Message::SoftKill,
             Message::HardKill,

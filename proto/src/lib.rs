@@ -52,6 +52,7 @@ pub mod codec;
 pub mod error;
 pub mod fdio;
 pub mod message;
+pub mod stream;
 pub mod transport;
 pub mod value;
 
@@ -62,6 +63,7 @@ pub use message::{
     timestamp_from_micros, timestamp_micros, Hello, Message, RemoteError, RemoteErrorKind,
     RequestId, Welcome, MAGIC, PROTOCOL_VERSION,
 };
+pub use stream::{new_credit, pump, Chunk, ChunkSender, IncomingStream, STREAM_WINDOW};
 pub use transport::{write_loop, Outgoing, COPY_LIMIT};
 pub use value::{decode_value, encode_value, ValueError};
 

@@ -104,6 +104,9 @@ pub enum Message {
         /// as `SCM_RIGHTS` on the connection; the worker takes the next this
         /// many it received.
         fds: u8,
+        /// Whether a byte stream follows, as `StreamData` frames with this
+        /// request's id, ending with `StreamEnd` (or `StreamAbort`).
+        stream: bool,
         /// The encoded request value. On the wire it follows the message
         /// (see [`codec`](crate::codec)), so it is never copied to decode.
         #[serde(with = "tail")]
@@ -113,6 +116,8 @@ pub enum Message {
     Response {
         /// The request answered.
         id: RequestId,
+        /// Whether a byte stream follows the answer, as for a request.
+        stream: bool,
         /// The encoded answer, or the worker's error. An answer's bytes
         /// follow the message on the wire, as a request's do.
         #[serde(with = "tail_result")]
@@ -150,6 +155,42 @@ pub enum Message {
     SoftKill,
     /// Supervisor to worker: exit now.
     HardKill,
+    /// Either direction: the next bytes of the stream of request `id`
+    /// (the request's stream from the supervisor, the answer's from the
+    /// worker). Never more than the receiver has granted in credit.
+    StreamData {
+        /// The request whose stream this is.
+        id: RequestId,
+        /// The bytes (after the message on the wire).
+        #[serde(with = "tail")]
+        bytes: Bytes,
+    },
+    /// Either direction: the stream of request `id` is complete.
+    StreamEnd {
+        /// The request whose stream this is.
+        id: RequestId,
+    },
+    /// Either direction, from the stream's receiver: it consumed `bytes`
+    /// more, which the sender may now send.
+    StreamCredit {
+        /// The request whose stream this is.
+        id: RequestId,
+        /// Bytes of credit granted.
+        bytes: u32,
+    },
+    /// Either direction, from the stream's sender: the stream is cut short.
+    StreamAbort {
+        /// The request whose stream this is.
+        id: RequestId,
+        /// Why.
+        reason: String,
+    },
+    /// Either direction, from the stream's receiver: it wants no more of
+    /// this stream.
+    StreamStop {
+        /// The request whose stream this is.
+        id: RequestId,
+    },
     /// Worker to supervisor: it closed a socket that came with a request.
     SocketClosed {
         /// The request the socket came with.
@@ -162,6 +203,7 @@ impl Message {
     pub fn tail(&self) -> Option<&Bytes> {
         match self {
             Message::Request { payload, .. } | Message::Event { payload, .. } => Some(payload),
+            Message::StreamData { bytes, .. } => Some(bytes),
             Message::Response {
                 result: Ok(payload),
                 ..
@@ -175,6 +217,7 @@ impl Message {
     pub fn set_tail(&mut self, bytes: Bytes) -> Result<(), Bytes> {
         match self {
             Message::Request { payload, .. } | Message::Event { payload, .. } => *payload = bytes,
+            Message::StreamData { bytes: data, .. } => *data = bytes,
             Message::Response {
                 result: Ok(payload),
                 ..
@@ -200,6 +243,11 @@ impl Message {
             Message::Pong { .. } => "Pong",
             Message::Status { .. } => "Status",
             Message::SocketClosed { .. } => "SocketClosed",
+            Message::StreamData { .. } => "StreamData",
+            Message::StreamEnd { .. } => "StreamEnd",
+            Message::StreamCredit { .. } => "StreamCredit",
+            Message::StreamAbort { .. } => "StreamAbort",
+            Message::StreamStop { .. } => "StreamStop",
             Message::SoftKill => "SoftKill",
             Message::HardKill => "HardKill",
         }

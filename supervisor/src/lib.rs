@@ -68,6 +68,7 @@ mod pool;
 mod response;
 mod routing;
 mod spawn;
+mod streams;
 mod supervisor;
 mod worker;
 
@@ -77,6 +78,6 @@ pub use error::{Error, HandshakeFailure};
 pub use event::{CustomEvent, Event, Events, ExitReason, RecycleCause, Termination, WorkerExit};
 pub use groups::{GroupSpec, Groups, GroupsDiff};
 pub use health::{WorkerHealth, WorkerState};
-pub use response::Response;
+pub use response::{ByteStream, Response};
 pub use routing::Routing;
 pub use supervisor::{Passable, RequestBuilder, Supervisor};

@@ -14,7 +14,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use drover_proto::{timestamp_micros, Message, Outgoing, RemoteError, RequestId};
+use drover_proto::{
+    new_credit, pump, timestamp_micros, Chunk, IncomingStream, Message, Outgoing, RemoteError,
+    RequestId,
+};
+use tokio::io::AsyncRead;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,6 +29,7 @@ use crate::event::{CustomEvent, Event, ExitReason, WorkerExit};
 use crate::health::{WorkerHealth, WorkerState};
 use crate::response::Response;
 use crate::routing::{pick, Candidate};
+use crate::streams::Streams;
 
 /// Hashes request ids by their own bits: a v4 uuid is already random, so
 /// running it through SipHash buys nothing on the request path.
@@ -62,10 +67,23 @@ impl std::hash::Hasher for IdHash {
     }
 }
 
-/// The descriptors a request carries (boxed in the queue entry, so an
-/// entry without any costs one pointer).
-#[derive(Debug, Default)]
-pub(crate) struct Fds(pub(crate) Vec<OwnedFd>);
+/// What a request may carry besides its payload: descriptors and a byte
+/// stream (boxed in the queue entry, so an entry without any costs one
+/// pointer).
+#[derive(Default)]
+pub(crate) struct Extras {
+    pub(crate) fds: Vec<OwnedFd>,
+    pub(crate) stream: Option<Box<dyn AsyncRead + Send + Unpin>>,
+}
+
+impl std::fmt::Debug for Extras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extras")
+            .field("fds", &self.fds)
+            .field("stream", &self.stream.is_some())
+            .finish()
+    }
+}
 
 /// Where a caller's answer goes.
 pub(crate) type Reply = oneshot::Sender<Result<Response, Error>>;
@@ -100,7 +118,7 @@ pub(crate) struct Pending {
     pub(crate) retries: u32,
     /// Descriptors (passed sockets) that go with it; boxed so a queue
     /// entry without any stays small.
-    pub(crate) fds: Option<Box<Fds>>,
+    pub(crate) extras: Option<Box<Extras>>,
 }
 
 /// A request sent to a worker, not yet answered.
@@ -132,6 +150,8 @@ pub(crate) struct WorkerEntry {
     pub(crate) stop: Option<ExitReason>,
     /// Cancelled to have the connection task kill the process.
     pub(crate) kill: CancellationToken,
+    /// Byte streams on its connection.
+    pub(crate) streams: Arc<Streams>,
     /// Passed sockets it holds open (sent, not yet reported closed).
     pub(crate) open_sockets: usize,
     /// The health-check ping awaiting its pong: sequence number, sent at.
@@ -188,6 +208,8 @@ pub(crate) struct PoolState {
     pub(crate) pending: VecDeque<Pending>,
     /// How many workers the pool should run.
     pub(crate) target: usize,
+    /// Where the tasks that send request streams are tracked.
+    tracker: TaskTracker,
     /// Callers that left while (possibly) queued since the queue was last
     /// swept.
     pub(crate) left_queue: usize,
@@ -232,9 +254,14 @@ impl PoolState {
 
     fn send_to(&mut self, index: usize, request: Pending) {
         let worker = &mut self.workers[index];
-        let fds = request.fds.map(|fds| fds.0).unwrap_or_default();
-        // Sockets cannot be sent twice: such a request is never retried.
-        let retries = if fds.is_empty() { request.retries } else { 0 };
+        let Extras { fds, stream } = request.extras.map(|e| *e).unwrap_or_default();
+        // Sockets and streams cannot be sent twice: such a request is
+        // never retried.
+        let retries = if fds.is_empty() && stream.is_none() {
+            request.retries
+        } else {
+            0
+        };
         worker.in_flight.insert(
             request.id,
             InFlight {
@@ -252,6 +279,7 @@ impl PoolState {
             id: request.id,
             created_at: timestamp_micros(request.created_at),
             fds: fds.len() as u8,
+            stream: stream.is_some(),
             payload: request.payload,
         };
         if fds.is_empty() {
@@ -262,12 +290,24 @@ impl PoolState {
                 let _ = tx.send(Outgoing::FrameWithFds(message, fds));
             }
         }
+        if let (Some(source), Some(tx)) = (stream, worker.tx.clone()) {
+            let id = request.id;
+            let credit = new_credit();
+            worker.streams.send(id, credit.clone());
+            let streams = worker.streams.clone();
+            self.tracker.spawn(async move {
+                if let Err(e) = pump(source, id, tx, credit).await {
+                    tracing::debug!(%id, "request stream ended early: {e}");
+                }
+                streams.stop(id);
+            });
+        }
     }
 
     /// Moves queued requests to workers while any can take one.
     pub(crate) fn dispatch(&mut self, config: &Config) {
         while let Some(front) = self.pending.front() {
-            let with_socket = front.fds.is_some();
+            let with_socket = front.extras.as_ref().is_some_and(|e| !e.fds.is_empty());
             let Some(index) = self.choose(config, with_socket) else {
                 return;
             };
@@ -337,6 +377,7 @@ impl Shared {
     ) -> Shared {
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         let workers = config.workers;
+        let tracker = TaskTracker::new();
         Shared {
             spec: Mutex::new(Arc::new(config.clone())),
             operations: tokio::sync::Mutex::new(()),
@@ -347,12 +388,13 @@ impl Shared {
                 workers: Vec::with_capacity(workers),
                 pending: VecDeque::new(),
                 target: workers,
+                tracker: tracker.clone(),
                 left_queue: 0,
                 cursor: 0,
                 restarts: VecDeque::new(),
             }),
             events,
-            tracker: TaskTracker::new(),
+            tracker,
             shutdown: CancellationToken::new(),
             changed: watch::channel(0).0,
             next_worker_id: AtomicU64::new(1),
@@ -425,7 +467,8 @@ impl Shared {
             return Err(refusal);
         }
         if state.pending.is_empty() {
-            if let Some(index) = state.choose(&self.config, request.fds.is_some()) {
+            let with_socket = request.extras.as_ref().is_some_and(|e| !e.fds.is_empty());
+            if let Some(index) = state.choose(&self.config, with_socket) {
                 state.send_to(index, request);
                 return Ok(());
             }
@@ -545,6 +588,7 @@ impl Shared {
             stop,
             kill,
             ping: None,
+            streams: Arc::default(),
             open_sockets: 0,
             started_at: Instant::now(),
             recycle_at,
@@ -625,6 +669,7 @@ impl Shared {
         match message {
             Message::Response {
                 id: request_id,
+                stream,
                 result,
             } => {
                 let mut state = self.lock();
@@ -640,6 +685,20 @@ impl Shared {
                 let due = worker
                     .recycle_at
                     .is_some_and(|quota| worker.served >= quota);
+                // An answer stream is registered before anything of it can
+                // arrive (this task reads the connection).
+                let incoming = match (&result, &worker.tx) {
+                    (Ok(_), Some(tx)) if stream => {
+                        let (incoming, chunks) = IncomingStream::new(
+                            request_id,
+                            tx.clone(),
+                            format!("worker pid {pid}"),
+                        );
+                        worker.streams.receive(request_id, chunks);
+                        Some(incoming)
+                    }
+                    _ => None,
+                };
                 state.dispatch(&self.config);
                 drop(state);
                 if due {
@@ -653,6 +712,7 @@ impl Shared {
                             pid,
                             worker_id: id,
                             payload,
+                            stream: incoming.map(|s| Arc::new(Mutex::new(Some(s)))),
                         }),
                         Err(RemoteError { kind, message }) => Err(Error::Remote {
                             request_id,
@@ -711,6 +771,32 @@ impl Shared {
                     message,
                 });
             }
+            Message::StreamData {
+                id: request_id,
+                bytes,
+            } => {
+                self.streams_of(id)
+                    .deliver(request_id, Chunk::Data(bytes), false);
+            }
+            Message::StreamEnd { id: request_id } => {
+                self.streams_of(id).deliver(request_id, Chunk::End, true);
+            }
+            Message::StreamAbort {
+                id: request_id,
+                reason,
+            } => {
+                self.streams_of(id)
+                    .deliver(request_id, Chunk::Abort(reason), true);
+            }
+            Message::StreamCredit {
+                id: request_id,
+                bytes,
+            } => {
+                self.streams_of(id).credit(request_id, bytes);
+            }
+            Message::StreamStop { id: request_id } => {
+                self.streams_of(id).stop(request_id);
+            }
             Message::SocketClosed { .. } => {
                 let mut state = self.lock();
                 if let Some(worker) = state.worker_mut(id) {
@@ -735,6 +821,15 @@ impl Shared {
         Ok(())
     }
 
+    /// The streams on worker `id`'s connection (a fresh, empty set if the
+    /// worker is gone: whatever arrives for it is dropped).
+    fn streams_of(&self, id: u64) -> Arc<Streams> {
+        self.lock()
+            .worker_mut(id)
+            .map(|w| w.streams.clone())
+            .unwrap_or_default()
+    }
+
     /// The stop reason the pool recorded for worker `id`, if any.
     pub(crate) fn stop_reason(&self, id: u64) -> Option<ExitReason> {
         self.lock().worker_mut(id).and_then(|w| w.stop.clone())
@@ -749,6 +844,7 @@ impl Shared {
             return;
         };
         let worker = state.workers.remove(pos);
+        worker.streams.cut(&exit.to_string());
         let mut exit = exit;
         exit.in_flight = worker.in_flight.keys().copied().collect();
         let replace =
@@ -796,7 +892,7 @@ impl Shared {
                     payload: in_flight.payload,
                     reply,
                     retries: in_flight.retries - 1,
-                    fds: None,
+                    extras: None,
                 });
                 continue;
             } else {

@@ -2,11 +2,18 @@
 
 use std::time::SystemTime;
 
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
+use drover_proto::IncomingStream;
 use drover_proto::{decode_value, RequestId};
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
+
+/// A byte stream that came with an answer (or goes with a request's
+/// worker): an `AsyncRead`.
+pub use drover_proto::IncomingStream as ByteStream;
 
 /// The answer to one request.
 #[derive(Debug, Clone)]
@@ -16,6 +23,8 @@ pub struct Response {
     pub(crate) pid: u32,
     pub(crate) worker_id: u64,
     pub(crate) payload: Bytes,
+    /// The answer's byte stream, until taken.
+    pub(crate) stream: Option<Arc<Mutex<Option<IncomingStream>>>>,
 }
 
 impl Response {
@@ -51,6 +60,20 @@ impl Response {
             pid: self.pid,
             source,
         })
+    }
+
+    /// Takes the byte stream the worker sent after its answer
+    /// (`Request::respond_with_stream`): an `AsyncRead`. `None` if it sent
+    /// none, or the stream was taken already (clones share it).
+    ///
+    /// The stream arrives as it is read, a window at a time, so it can be
+    /// larger than memory. If the worker dies or aborts it, the read ends
+    /// with an error naming the worker; dropping it early tells the worker
+    /// to stop.
+    pub fn stream(&self) -> Option<ByteStream> {
+        self.stream
+            .as_ref()
+            .and_then(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take())
     }
 
     /// The raw answer bytes.

@@ -3,9 +3,11 @@
 use std::fmt;
 use std::future::Future;
 use std::os::fd::OwnedFd;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::io::AsyncRead;
 
 use bytes::Bytes;
 use drover_proto::codec::MESSAGE_OVERHEAD;
@@ -18,7 +20,7 @@ use crate::builder::{Builder, Config};
 use crate::error::Error;
 use crate::event::{Events, ExitReason};
 use crate::health::{read_rss, WorkerHealth};
-use crate::pool::{Fds, Pending, Shared, Startup};
+use crate::pool::{Extras, Pending, Shared, Startup};
 use crate::response::Response;
 use crate::spawn::Spawner;
 
@@ -218,7 +220,7 @@ impl Supervisor {
             payload,
             timeout: config.timeout,
             retries: config.retries,
-            fds: None,
+            extras: None,
         }
     }
 
@@ -422,7 +424,7 @@ pub struct RequestBuilder<'a> {
     pool: &'a Supervisor,
     /// Boxed error: keeps every request future small.
     payload: Result<Bytes, Box<Error>>,
-    fds: Option<Box<Fds>>,
+    extras: Option<Box<Extras>>,
     timeout: Option<Duration>,
     retries: u32,
 }
@@ -443,6 +445,17 @@ impl<'a> RequestBuilder<'a> {
         self
     }
 
+    /// Sends a byte stream read from `source` with the request; the
+    /// worker reads it with `Request::stream`. It is sent as the worker
+    /// reads it, a window (256 KiB) at a time on the worker's one
+    /// connection, so it may be larger than memory and a slow reader holds
+    /// up only this stream. If `source` fails, the worker's read ends with
+    /// an error saying so. (A request with a stream is never re-sent.)
+    pub fn stream<R: AsyncRead + Send + Unpin + 'static>(mut self, source: R) -> Self {
+        self.extras.get_or_insert_with(Default::default).stream = Some(Box::new(source));
+        self
+    }
+
     /// Passes an open socket (or any descriptor) with the request, as
     /// `SCM_RIGHTS` on the worker's connection; the worker gets it with
     /// `Request::socket`. The supervisor's copy is closed once it is handed
@@ -452,7 +465,7 @@ impl<'a> RequestBuilder<'a> {
     pub fn socket(mut self, socket: impl Passable) -> Self {
         match socket.into_fd() {
             Ok(fd) => {
-                let fds = &mut self.fds.get_or_insert_with(Default::default).0;
+                let fds = &mut self.extras.get_or_insert_with(Default::default).fds;
                 if fds.len() < drover_proto::MAX_FDS_PER_FRAME {
                     fds.push(fd);
                 } else if self.payload.is_ok() {
@@ -520,7 +533,7 @@ impl<'a> RequestBuilder<'a> {
             payload,
             reply,
             retries: self.retries,
-            fds: self.fds,
+            extras: self.extras,
         })?;
         Ok((shared, id, answer))
     }

@@ -10,7 +10,7 @@ use drover_worker::{Request, Worker};
 
 #[path = "../common/cmd.rs"]
 mod cmd;
-use cmd::Cmd;
+use cmd::{checksum, Cmd, Pattern};
 
 fn main() -> Result<(), drover_worker::Error> {
     // Both runtime flavours are tested: the SDK runs handlers differently
@@ -160,6 +160,7 @@ async fn run() -> Result<(), drover_worker::Error> {
                         let mut frame = bytes::BytesMut::new();
                         let message = drover_proto::Message::Response {
                             id: drover_proto::RequestId::from_u128(42),
+                            stream: false,
                             result: Ok(bytes::Bytes::from_static(b"surprise")),
                         };
                         drover_proto::MessageCodec::default()
@@ -268,6 +269,45 @@ async fn run() -> Result<(), drover_worker::Error> {
                             .await
                             .expect("send");
                         std::future::pending().await
+                    }
+                    Cmd::EchoStream => {
+                        let mut req = req;
+                        let Some(stream) = req.stream() else {
+                            return req.fail("no stream came with the request");
+                        };
+                        req.respond_with_stream(&(), stream)
+                    }
+                    Cmd::SumStream => {
+                        use tokio::io::AsyncReadExt;
+                        let mut req = req;
+                        let Some(mut stream) = req.stream() else {
+                            return req.fail("no stream came with the request");
+                        };
+                        let mut buf = vec![0u8; 64 * 1024];
+                        let (mut total, mut sum) = (0u64, 0u64);
+                        loop {
+                            let n = match stream.read(&mut buf).await {
+                                Ok(n) => n,
+                                Err(e) => return req.fail(e),
+                            };
+                            if n == 0 {
+                                break;
+                            }
+                            sum = checksum(sum, total, &buf[..n]);
+                            total += n as u64;
+                        }
+                        req.respond(&(total, sum))
+                    }
+                    Cmd::StreamOut(len) => req.respond_with_stream(&(), Pattern::new(len)),
+                    Cmd::PeakRss => {
+                        let status =
+                            std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+                        let kb: u64 = status
+                            .lines()
+                            .find_map(|l| l.strip_prefix("VmHWM:"))
+                            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                            .unwrap_or(0);
+                        req.respond(&kb)
                     }
                     Cmd::InFlight => {
                         let ids: Vec<String> =

@@ -64,7 +64,64 @@ pub enum Cmd {
     ServeSocket,
     /// Send a valid frame with a descriptor attached: workers never do.
     SendFd,
+    /// Answer at once with a stream that echoes the request's stream.
+    EchoStream,
+    /// Answer `(bytes, checksum)` of the request's stream, read to its end.
+    SumStream,
+    /// Answer with a stream of this many pattern bytes.
+    StreamOut(u64),
+    /// Answer `VmHWM` of this process, in kB.
+    PeakRss,
     /// Exit with code 1 unless the file exists (creating it first); once it
     /// exists, answer the pid.
     CrashOnce(String),
+}
+
+/// An `AsyncRead` of `len` bytes of a fixed pattern, made on the fly.
+#[derive(Debug)]
+pub struct Pattern {
+    pub produced: u64,
+    pub len: u64,
+}
+
+impl Pattern {
+    pub fn new(len: u64) -> Pattern {
+        Pattern { produced: 0, len }
+    }
+
+    /// The pattern's byte at `offset`.
+    pub fn byte(offset: u64) -> u8 {
+        (offset % 251) as u8
+    }
+}
+
+impl tokio::io::AsyncRead for Pattern {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        // One period of the pattern, copied in slices (fast even unoptimised).
+        const PERIOD: usize = 251;
+        static CYCLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let cycle = CYCLE.get_or_init(|| (0..2 * PERIOD as u64).map(Pattern::byte).collect());
+        let n = (buf.remaining() as u64).min(self.len - self.produced) as usize;
+        let mut offset = (self.produced % PERIOD as u64) as usize;
+        let mut left = n;
+        while left > 0 {
+            let take = left.min(PERIOD);
+            buf.put_slice(&cycle[offset..offset + take]);
+            offset = (offset + take) % PERIOD;
+            left -= take;
+        }
+        self.produced += n as u64;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// The checksum the stream tests use: a sum of bytes weighted by position.
+pub fn checksum(sum: u64, offset: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().enumerate().fold(sum, |acc, (i, &b)| {
+        acc.wrapping_add(u64::from(b).wrapping_mul(offset + i as u64 + 1))
+    })
 }

@@ -54,6 +54,8 @@ mod request;
 mod socket;
 mod worker;
 
+/// A byte stream that came with a request: an `AsyncRead`.
+pub use drover_proto::IncomingStream as ByteStream;
 pub use drover_proto::RequestId;
 pub use error::Error;
 pub use handler::Handler;

@@ -12,6 +12,9 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use crate::error::Error;
 use crate::socket::{FromPassedFd, PassedFd, PassedSocket};
 use crate::worker::Inner;
+use crate::ByteStream;
+use drover_proto::IncomingStream;
+use tokio::io::AsyncRead;
 
 /// What the SDK knows of a request in flight; shared by the [`Request`], the
 /// task running its handler and the worker's registry.
@@ -90,6 +93,7 @@ pub struct Request {
     tracked: Arc<Tracked>,
     payload: Bytes,
     fds: Vec<PassedFd>,
+    stream: Option<IncomingStream>,
     worker: Arc<Inner>,
 }
 
@@ -108,14 +112,56 @@ impl Request {
         tracked: Arc<Tracked>,
         payload: Bytes,
         fds: Vec<PassedFd>,
+        stream: Option<IncomingStream>,
         worker: Arc<Inner>,
     ) -> Request {
         Request {
             tracked,
             payload,
             fds,
+            stream,
             worker,
         }
+    }
+
+    /// Takes the byte stream the caller sent with the request (an
+    /// `AsyncRead`); `None` if none came, or it was taken already.
+    ///
+    /// The stream arrives as it is read, one window at a time: a request
+    /// can carry far more than memory holds. It may outlive the answer
+    /// (read it while streaming an answer back with
+    /// [`respond_with_stream`](Request::respond_with_stream)). Dropping it
+    /// early tells the caller's side to stop sending.
+    pub fn stream(&mut self) -> Option<ByteStream> {
+        self.stream.take()
+    }
+
+    /// Answers with `value` and then a byte stream read from `source`,
+    /// which the caller reads with `Response::stream`. The stream is sent
+    /// in a task of its own, within the caller's flow-control credit; a
+    /// soft kill waits for it to finish. If `source` fails, the caller's
+    /// read ends with an error saying so.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Request::respond).
+    pub fn respond_with_stream<T, R>(self, value: &T, source: R) -> Result<(), Error>
+    where
+        T: Serialize + ?Sized,
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let bytes = Bytes::from(encode_value(value)?);
+        if bytes.len() > self.worker.max_payload() {
+            return self.answer_bytes(bytes);
+        }
+        if !self.tracked.claim() {
+            return Ok(());
+        }
+        let id = self.tracked.id;
+        let credit = self.worker.outgoing_stream(id);
+        self.worker.finish_streaming(&self.tracked, bytes)?;
+        self.worker.start_pump(id, source, credit);
+        Ok(())
     }
 
     /// Whether a socket (or other descriptor) came with the request.
@@ -302,5 +348,9 @@ pub struct RequestInfo {
 
 /// Sends a response for a tracked request; shared by the handler wrapper.
 pub(crate) fn response(id: RequestId, result: Result<Bytes, RemoteError>) -> Message {
-    Message::Response { id, result }
+    Message::Response {
+        id,
+        stream: false,
+        result,
+    }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -13,14 +13,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use drover_proto::codec::MESSAGE_OVERHEAD;
 use drover_proto::{
-    decode_value, encode_value, timestamp_from_micros, write_loop, FdReader, Hello, Message,
-    MessageCodec, Outgoing, ProtocolError, RemoteError, RemoteErrorKind, RequestId, Welcome,
+    decode_value, encode_value, new_credit, pump, timestamp_from_micros, write_loop, Chunk,
+    ChunkSender, FdReader, Hello, IncomingStream, Message, MessageCodec, Outgoing, ProtocolError,
+    RemoteError, RemoteErrorKind, RequestId, Welcome,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use std::os::fd::OwnedFd;
+use tokio::io::AsyncRead;
 use tokio::net::UnixStream;
-use tokio::sync::{broadcast, mpsc, oneshot, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::error::Error;
@@ -54,9 +56,70 @@ pub(crate) struct Inner {
     reader: Mutex<Option<Reader>>,
     soft_kill_hook: Mutex<Option<SoftKillHook>>,
     hard_kill_hook: Mutex<Option<HardKillHook>>,
+    /// Streams coming in (a request's), by request id.
+    streams_in: Mutex<HashMap<RequestId, ChunkSender>>,
+    /// Streams going out (an answer's): their credit, by request id.
+    streams_out: Mutex<HashMap<RequestId, Arc<Semaphore>>>,
+    /// Answer streams still being sent: a soft kill waits for them.
+    pumps: AtomicUsize,
 }
 
 impl Inner {
+    /// Registers the incoming stream of request `id`.
+    fn incoming_stream(&self, id: RequestId) -> IncomingStream {
+        let (stream, chunks) =
+            IncomingStream::new(id, self.out.clone(), "the supervisor".to_owned());
+        self.streams_in
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, chunks);
+        stream
+    }
+
+    /// Hands a chunk to the incoming stream of request `id` (dropped if
+    /// its reader is gone); `last` forgets the stream.
+    fn to_stream(&self, id: RequestId, chunk: Chunk, last: bool) {
+        let mut streams = self.streams_in.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(chunks) = streams.get(&id) {
+            let _ = chunks.send(chunk);
+        }
+        if last {
+            streams.remove(&id);
+        }
+    }
+
+    /// Sends `source` as the answer stream of request `id`, in a task; the
+    /// answer itself must already be queued.
+    pub(crate) fn start_pump<R>(self: &Arc<Self>, id: RequestId, source: R, credit: Arc<Semaphore>)
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        self.pumps.fetch_add(1, Ordering::SeqCst);
+        let inner = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pump(source, id, inner.out.clone(), credit).await {
+                tracing::debug!(%id, "answer stream ended early: {e}");
+            }
+            inner
+                .streams_out
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            inner.pumps.fetch_sub(1, Ordering::SeqCst);
+            inner.changed.notify_one();
+        });
+    }
+
+    /// Registers the credit of an answer stream about to start.
+    pub(crate) fn outgoing_stream(&self, id: RequestId) -> Arc<Semaphore> {
+        let credit = new_credit();
+        self.streams_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, credit.clone());
+        credit
+    }
+
     pub(crate) fn send_message(&self, message: Message) -> Result<(), Error> {
         self.send(message)
     }
@@ -74,6 +137,22 @@ impl Inner {
     /// The largest payload that fits a frame with its message around it.
     pub(crate) fn max_payload(&self) -> usize {
         self.max_frame_length.saturating_sub(MESSAGE_OVERHEAD)
+    }
+
+    /// Sends the answer of a tracked request, announcing a stream after
+    /// it, and forgets the request.
+    pub(crate) fn finish_streaming(&self, tracked: &Tracked, payload: Bytes) -> Result<(), Error> {
+        let sent = self.send(Message::Response {
+            id: tracked.id,
+            stream: true,
+            result: Ok(payload),
+        });
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&tracked.id);
+        self.changed.notify_one();
+        sent
     }
 
     /// Sends the answer of a tracked request and forgets the request.
@@ -245,6 +324,9 @@ impl Worker {
                 max_frame_length,
                 out,
                 in_flight: Mutex::new(HashMap::new()),
+                streams_in: Mutex::new(HashMap::new()),
+                streams_out: Mutex::new(HashMap::new()),
+                pumps: AtomicUsize::new(0),
                 changed: Notify::new(),
                 busy: AtomicBool::new(false),
                 events,
@@ -434,6 +516,13 @@ impl Worker {
         let handler = Arc::new(handler);
         self.ready()?;
         let result = self.serve_loop(&mut reader, handler).await;
+        // Streams still being read end now, with an error: nothing more
+        // will arrive for them.
+        self.inner
+            .streams_in
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.flush().await;
         result
     }
@@ -448,7 +537,12 @@ impl Worker {
         let mut hook_done_tx = Some(hook_done_tx);
         let mut hook_done = false;
         loop {
-            if soft_killing && hook_done && !self.is_busy() && self.in_flight_count() == 0 {
+            if soft_killing
+                && hook_done
+                && !self.is_busy()
+                && self.in_flight_count() == 0
+                && self.inner.pumps.load(Ordering::SeqCst) == 0
+            {
                 return Ok(());
             }
             tokio::select! {
@@ -459,7 +553,7 @@ impl Worker {
                         Some(Ok(message)) => message,
                     };
                     match message {
-                        Message::Request { id, created_at, fds, payload } => {
+                        Message::Request { id, created_at, fds, stream, payload } => {
                             let fds = match reader.get_mut().take_fds(usize::from(fds)) {
                                 Some(fds) => fds,
                                 None => {
@@ -470,7 +564,23 @@ impl Worker {
                                     }))
                                 }
                             };
-                            self.start_request(id, created_at, payload, fds, &handler).await;
+                            let stream = stream.then(|| self.inner.incoming_stream(id));
+                            self.start_request(id, created_at, payload, fds, stream, &handler).await;
+                        }
+                        Message::StreamData { id, bytes } => self.inner.to_stream(id, Chunk::Data(bytes), false),
+                        Message::StreamEnd { id } => self.inner.to_stream(id, Chunk::End, true),
+                        Message::StreamAbort { id, reason } => self.inner.to_stream(id, Chunk::Abort(reason), true),
+                        Message::StreamCredit { id, bytes } => {
+                            let streams = self.inner.streams_out.lock().unwrap_or_else(|e| e.into_inner());
+                            if let Some(credit) = streams.get(&id) {
+                                credit.add_permits(bytes as usize);
+                            }
+                        }
+                        Message::StreamStop { id } => {
+                            let stopped = self.inner.streams_out.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                            if let Some(credit) = stopped {
+                                credit.close();
+                            }
                         }
                         Message::Cancel { id } => {
                             let in_flight = self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
@@ -549,6 +659,7 @@ impl Worker {
         created_at: u64,
         payload: Bytes,
         fds: Vec<OwnedFd>,
+        stream: Option<IncomingStream>,
         handler: &Arc<H>,
     ) {
         let tracked = Arc::new(Tracked::new(id, timestamp_from_micros(created_at)));
@@ -561,7 +672,7 @@ impl Worker {
             .into_iter()
             .map(|fd| PassedFd::new(fd, id, self.inner.clone()))
             .collect();
-        let request = Request::new(tracked.clone(), payload, fds, self.inner.clone());
+        let request = Request::new(tracked.clone(), payload, fds, stream, self.inner.clone());
         let handler = handler.clone();
         let inner = self.inner.clone();
         let task = async move {
