@@ -152,3 +152,35 @@ async fn a_worker_that_sends_descriptors_breaks_the_protocol() {
     within(LIMIT, "pid", pool.enqueue(&Cmd::Pid)).await.unwrap();
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
+
+#[tokio::test]
+async fn truncated_ancillary_data_is_a_protocol_violation() {
+    let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
+    let mut events = pool.events();
+    let own_before = own_fd_count();
+    let _ = within(
+        LIMIT,
+        "send many fds",
+        pool.request(&Cmd::SendManyFds).send(),
+    )
+    .await;
+    let exit = within(LIMIT, "exit", async {
+        loop {
+            if let Some(Event::WorkerExited(exit)) = events.recv().await {
+                return exit;
+            }
+        }
+    })
+    .await;
+    assert!(
+        matches!(&exit.reason, ExitReason::ProtocolViolation { detail } if detail.contains("truncated")),
+        "{exit}"
+    );
+    assert!(
+        eventually(LIMIT, || own_fd_count() <= own_before).await,
+        "descriptors leaked"
+    );
+    assert!(eventually(LIMIT, || pool.health().len() == 1).await);
+    within(LIMIT, "pid", pool.enqueue(&Cmd::Pid)).await.unwrap();
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}

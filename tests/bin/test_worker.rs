@@ -309,6 +309,35 @@ async fn run() -> Result<(), drover_worker::Error> {
                             .unwrap_or(0);
                         req.respond(&kb)
                     }
+                    Cmd::SendManyFds => {
+                        use std::os::fd::AsFd;
+                        let raw = raw.expect("raw socket");
+                        let mut frame = bytes::BytesMut::new();
+                        drover_proto::MessageCodec::default()
+                            .encode_message(
+                                &drover_proto::Message::Status {
+                                    message: "gifts".into(),
+                                },
+                                &mut frame,
+                            )
+                            .expect("encode");
+                        let files: Vec<std::fs::File> = (0..32)
+                            .map(|_| std::fs::File::open("/dev/null").expect("open"))
+                            .collect();
+                        let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+                        let mut space = [std::mem::MaybeUninit::<u8>::uninit();
+                            rustix::cmsg_space!(ScmRights(32))];
+                        let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+                        assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
+                        rustix::net::sendmsg(
+                            &raw,
+                            &[std::io::IoSlice::new(&frame)],
+                            &mut control,
+                            rustix::net::SendFlags::empty(),
+                        )
+                        .expect("sendmsg");
+                        std::future::pending().await
+                    }
                     Cmd::InFlight => {
                         let ids: Vec<String> =
                             me.requests().iter().map(|r| r.id.to_string()).collect();

@@ -64,6 +64,9 @@ pub enum Cmd {
     ServeSocket,
     /// Send a valid frame with a descriptor attached: workers never do.
     SendFd,
+    /// Send a frame with more descriptors attached than the supervisor
+    /// makes room for: its ancillary data arrives truncated.
+    SendManyFds,
     /// Answer at once with a stream that echoes the request's stream.
     EchoStream,
     /// Answer `(bytes, checksum)` of the request's stream, read to its end.
