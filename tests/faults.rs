@@ -8,25 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{alive, eventually, exists, pids, pool, within, Cmd, LIMIT};
+use common::{alive, eventually, exists, next_exit, pids, pool, within, Cmd, LIMIT};
 use drover::{Error, Event, ExitReason, Termination};
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-/// Waits for the next `WorkerExited` event.
-async fn next_exit(events: &mut drover::Events) -> drover::WorkerExit {
-    within(LIMIT, "an exit event", async {
-        loop {
-            if let Some(Event::WorkerExited(exit)) = events.recv().await {
-                return exit;
-            }
-        }
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

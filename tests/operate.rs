@@ -225,14 +225,7 @@ async fn max_rss_recycles_a_leaking_worker() {
         .unwrap()
         .data()
         .unwrap();
-    let exit = within(LIMIT, "recycle", async {
-        loop {
-            if let Some(Event::WorkerExited(exit)) = events.recv().await {
-                return exit;
-            }
-        }
-    })
-    .await;
+    let exit = common::next_exit(&mut events).await;
     assert_eq!(exit.pid, leaker);
     assert!(
         matches!(exit.reason, ExitReason::Recycled(RecycleCause::MaxRss { limit, rss }) if limit == 100 << 20 && rss > limit),

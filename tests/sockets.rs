@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 
 use common::{eventually, pids, pool, within, Cmd, LIMIT};
-use drover::{Event, ExitReason};
+use drover::ExitReason;
 
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -134,14 +134,7 @@ async fn a_worker_that_sends_descriptors_breaks_the_protocol() {
     let mut events = pool.events();
     let own_before = own_fd_count();
     let _ = within(LIMIT, "send fd", pool.request(&Cmd::SendFd).send()).await;
-    let exit = within(LIMIT, "exit", async {
-        loop {
-            if let Some(Event::WorkerExited(exit)) = events.recv().await {
-                return exit;
-            }
-        }
-    })
-    .await;
+    let exit = common::next_exit(&mut events).await;
     assert!(
         matches!(&exit.reason, ExitReason::ProtocolViolation { detail } if detail.contains("descriptors")),
         "{exit}"
@@ -164,14 +157,7 @@ async fn truncated_ancillary_data_is_a_protocol_violation() {
         pool.request(&Cmd::SendManyFds).send(),
     )
     .await;
-    let exit = within(LIMIT, "exit", async {
-        loop {
-            if let Some(Event::WorkerExited(exit)) = events.recv().await {
-                return exit;
-            }
-        }
-    })
-    .await;
+    let exit = common::next_exit(&mut events).await;
     assert!(
         matches!(&exit.reason, ExitReason::ProtocolViolation { detail } if detail.contains("truncated")),
         "{exit}"

@@ -67,6 +67,25 @@ pub use stream::{new_credit, pump, Chunk, ChunkSender, IncomingStream, STREAM_WI
 pub use transport::{write_loop, Outgoing, COPY_LIMIT};
 pub use value::{decode_value, encode_value, ValueError};
 
+/// The next value of an event subscription; `None` once it is closed. A
+/// subscriber that fell behind loses the oldest values and the log says
+/// how many, rather than the sender waiting for it.
+///
+/// # Cancel safety
+///
+/// Cancel safe: no value is lost by dropping the future.
+pub async fn recv_lossy<T: Clone>(rx: &mut tokio::sync::broadcast::Receiver<T>) -> Option<T> {
+    loop {
+        match rx.recv().await {
+            Ok(value) => return Some(value),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "event subscriber fell behind; events lost");
+            }
+        }
+    }
+}
+
 /// Name of the environment variable that tells a worker which inherited
 /// descriptor is its end of the supervisor's socket pair.
 pub const ENV_FD: &str = "DROVER_FD";

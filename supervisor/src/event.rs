@@ -343,14 +343,6 @@ impl Events {
     ///
     /// Cancel safe: dropping the future loses no event.
     pub async fn recv(&mut self) -> Option<Event> {
-        loop {
-            match self.rx.recv().await {
-                Ok(event) => return Some(event),
-                Err(broadcast::error::RecvError::Closed) => return None,
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "event subscriber fell behind; events lost");
-                }
-            }
-        }
+        drover_proto::recv_lossy(&mut self.rx).await
     }
 }

@@ -70,3 +70,17 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
 pub fn pids(pool: &Supervisor) -> Vec<u32> {
     pool.health().iter().map(|h| h.pid).collect()
 }
+
+/// Waits (bounded) for the next `WorkerExited` event.
+pub async fn next_exit(events: &mut drover::Events) -> drover::WorkerExit {
+    within(LIMIT, "an exit event", async {
+        loop {
+            match events.recv().await {
+                Some(drover::Event::WorkerExited(exit)) => return exit,
+                Some(_) => {}
+                None => panic!("the pool's events ended"),
+            }
+        }
+    })
+    .await
+}

@@ -142,17 +142,14 @@ impl Inner {
     /// Sends the answer of a tracked request, announcing a stream after
     /// it, and forgets the request.
     pub(crate) fn finish_streaming(&self, tracked: &Tracked, payload: Bytes) -> Result<(), Error> {
-        let sent = self.send(Message::Response {
-            id: tracked.id,
-            stream: true,
-            result: Ok(payload),
-        });
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&tracked.id);
-        self.changed.notify_one();
-        sent
+        self.answer(
+            tracked,
+            Message::Response {
+                id: tracked.id,
+                stream: true,
+                result: Ok(payload),
+            },
+        )
     }
 
     /// Sends the answer of a tracked request and forgets the request.
@@ -161,9 +158,13 @@ impl Inner {
         tracked: &Tracked,
         result: Result<Bytes, RemoteError>,
     ) -> Result<(), Error> {
+        self.answer(tracked, response(tracked.id, result))
+    }
+
+    fn answer(&self, tracked: &Tracked, message: Message) -> Result<(), Error> {
         // Queue the answer before the request leaves the registry: a soft
         // kill waiting for the registry to empty then flushes after it.
-        let sent = self.send(response(tracked.id, result));
+        let sent = self.send(message);
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -213,15 +214,7 @@ impl Events {
     ///
     /// Cancel safe: an event is never lost by dropping this future.
     pub async fn recv(&mut self) -> Option<Event> {
-        loop {
-            match self.rx.recv().await {
-                Ok(event) => return Some(event),
-                Err(broadcast::error::RecvError::Closed) => return None,
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "event subscriber fell behind; events lost");
-                }
-            }
-        }
+        drover_proto::recv_lossy(&mut self.rx).await
     }
 }
 
