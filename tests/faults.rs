@@ -498,3 +498,33 @@ async fn hostile_worker_never_completes_the_handshake() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_binary_that_vanishes_fails_the_pool_instead_of_shrinking_it() {
+    let dir = std::env::temp_dir().join(format!("drover-vanish-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("worker");
+    std::fs::copy(common::WORKER, &path).unwrap();
+    let pool = drover::Supervisor::builder(&path)
+        .workers(2)
+        .restarts(2, Duration::from_secs(60))
+        .await_spawn()
+        .await;
+    let mut events = pool.events();
+    std::fs::remove_file(&path).unwrap();
+    let _ = within(LIMIT, "exit", pool.enqueue(&Cmd::Exit(1))).await;
+    let reason = within(LIMIT, "pool failure", async {
+        loop {
+            if let Some(Event::PoolFailed { reason }) = events.recv().await {
+                return reason;
+            }
+        }
+    })
+    .await;
+    assert!(
+        reason.contains("restart budget spent") && reason.contains(path.to_str().unwrap()),
+        "{reason}"
+    );
+    assert!(eventually(LIMIT, || pool.health().is_empty()).await);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

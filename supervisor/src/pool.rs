@@ -88,6 +88,10 @@ impl std::fmt::Debug for Extras {
 /// Where a caller's answer goes.
 pub(crate) type Reply = oneshot::Sender<Result<Response, Error>>;
 
+/// How long to wait before trying again to start a worker whose process
+/// could not be started.
+const SPAWN_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How many events a slow subscriber may fall behind.
 const EVENT_BACKLOG: usize = 4096;
 
@@ -208,6 +212,9 @@ pub(crate) struct PoolState {
     pub(crate) pending: VecDeque<Pending>,
     /// How many workers the pool should run.
     pub(crate) target: usize,
+    /// Workers launched and not yet registered (their process is being
+    /// started): counted with the active ones against `target`.
+    pub(crate) launching: usize,
     /// Where the tasks that send request streams are tracked.
     tracker: TaskTracker,
     /// Callers that left while (possibly) queued since the queue was last
@@ -334,6 +341,33 @@ impl PoolState {
         self.workers.iter().filter(|w| w.stop.is_none()).count()
     }
 
+    /// Whether the pool runs (or is starting) fewer workers than it should.
+    pub(crate) fn short_of_target(&self) -> bool {
+        self.active() + self.launching < self.target
+    }
+
+    /// Takes one restart from the budget (`max_restarts` within
+    /// `restart_window`); `Err` says the budget is spent, and why.
+    pub(crate) fn spend_restart(&mut self, config: &Config, last: &str) -> Result<(), String> {
+        let now = Instant::now();
+        while let Some(&t) = self.restarts.front() {
+            if now.duration_since(t) > config.restart_window {
+                self.restarts.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.restarts.len() < config.max_restarts {
+            self.restarts.push_back(now);
+            Ok(())
+        } else {
+            Err(format!(
+                "restart budget spent: {} restarts within {:?}; last: {last}",
+                config.max_restarts, config.restart_window
+            ))
+        }
+    }
+
     fn refusal(&self, config: &Config) -> Option<Error> {
         match &self.phase {
             Phase::Running => None,
@@ -388,6 +422,7 @@ impl Shared {
                 workers: Vec::with_capacity(workers),
                 pending: VecDeque::new(),
                 target: workers,
+                launching: 0,
                 tracker: tracker.clone(),
                 left_queue: 0,
                 cursor: 0,
@@ -567,6 +602,7 @@ impl Shared {
             }
         });
         let mut state = self.lock();
+        state.launching = state.launching.saturating_sub(1);
         let stop = match state.phase {
             Phase::Running => None,
             // The pool began stopping while this one was being started.
@@ -645,6 +681,63 @@ impl Shared {
             self.emit(Event::Online);
         }
         self.maintain();
+        self.notify();
+    }
+
+    /// A worker process could not even be started. The initial set fails
+    /// the pool's start; a replacement is tried again after a pause, on
+    /// the restart budget, so a binary that vanished fails the pool rather
+    /// than shrinking it silently.
+    pub(crate) fn spawn_failed(self: &Arc<Self>, index: u32, initial: bool, error: Error) {
+        let mut state = self.lock();
+        state.launching = state.launching.saturating_sub(1);
+        if initial {
+            drop(state);
+            self.startup_failed(error);
+            return;
+        }
+        if state.phase != Phase::Running || !state.short_of_target() {
+            return;
+        }
+        match state.spend_restart(&self.config, &error.to_string()) {
+            Ok(()) => {
+                state.launching += 1;
+                drop(state);
+                tracing::error!("{error}; trying again in {SPAWN_RETRY_DELAY:?}");
+                let shared = self.clone();
+                let retry = async move {
+                    tokio::select! {
+                        _ = tokio::time::sleep(SPAWN_RETRY_DELAY) => {
+                            shared.lock().launching -= 1;
+                            crate::worker::launch(&shared, shared.next_worker_id(), index, false);
+                        }
+                        _ = shared.shutdown.cancelled() => {}
+                    }
+                };
+                self.tracker.spawn_on(retry, &self.runtime);
+            }
+            Err(reason) => {
+                drop(state);
+                self.fail(reason);
+            }
+        }
+    }
+
+    /// Fails the pool for good: queued requests fail, every worker is
+    /// killed, events say why.
+    pub(crate) fn fail(&self, reason: String) {
+        let mut state = self.lock();
+        state.phase = Phase::Failed(reason.clone());
+        state.fail_pending(|| Error::PoolFailed {
+            reason: reason.clone(),
+        });
+        for worker in &mut state.workers {
+            worker.stop.get_or_insert(ExitReason::PoolFailed);
+            worker.kill.cancel();
+        }
+        drop(state);
+        tracing::error!("pool failed: {reason}");
+        self.emit(Event::PoolFailed { reason });
         self.notify();
     }
 
@@ -847,25 +940,11 @@ impl Shared {
         worker.streams.cut(&exit.to_string());
         let mut exit = exit;
         exit.in_flight = worker.in_flight.keys().copied().collect();
-        let replace =
-            !exit.requested() && state.phase == Phase::Running && state.active() < state.target;
+        let replace = !exit.requested() && state.phase == Phase::Running && state.short_of_target();
         let mut failed_reason = None;
         if replace {
-            let now = Instant::now();
-            while let Some(&t) = state.restarts.front() {
-                if now.duration_since(t) > self.config.restart_window {
-                    state.restarts.pop_front();
-                } else {
-                    break;
-                }
-            }
-            if state.restarts.len() < self.config.max_restarts {
-                state.restarts.push_back(now);
-            } else {
-                let reason = format!(
-                    "restart budget spent: {} restarts within {:?}; last: {}",
-                    self.config.max_restarts, self.config.restart_window, exit
-                );
+            if let Err(reason) = state.spend_restart(&self.config, &exit.to_string()) {
+                // Nothing more is accepted from here; `fail` does the rest.
                 state.phase = Phase::Failed(reason.clone());
                 failed_reason = Some(reason);
             }
@@ -903,15 +982,6 @@ impl Shared {
             };
             failures.push((reply, error));
         }
-        if let Some(reason) = &failed_reason {
-            state.fail_pending(|| Error::PoolFailed {
-                reason: reason.clone(),
-            });
-            for other in &mut state.workers {
-                other.stop.get_or_insert(ExitReason::PoolFailed);
-                other.kill.cancel();
-            }
-        }
         state.dispatch(&self.config);
         let replacement =
             (replace && failed_reason.is_none()).then(|| (self.next_worker_id(), worker.index));
@@ -943,8 +1013,7 @@ impl Shared {
         self.emit_state(exit.worker_id, exit.pid, final_state);
         self.emit(Event::WorkerExited(exit));
         if let Some(reason) = failed_reason {
-            tracing::error!("pool failed: {reason}");
-            self.emit(Event::PoolFailed { reason });
+            self.fail(reason);
         }
         if let Some((id, index)) = replacement {
             crate::worker::launch(self, id, index, false);

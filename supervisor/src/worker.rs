@@ -38,6 +38,7 @@ const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
 /// Starts the task of worker `id` in slot `index`.
 pub(crate) fn launch(shared: &Arc<Shared>, id: u64, index: u32, initial: bool) {
+    shared.lock().launching += 1;
     let task = run(shared.clone(), id, index, initial);
     shared.tracker.spawn_on(task, &shared.runtime);
 }
@@ -49,11 +50,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
         Ok(spawned) => spawned,
         Err(error) => {
             tracing::error!(worker_id = id, "{error}");
-            if initial {
-                shared.startup_failed(error);
-            }
-            // A replacement that cannot even start is not retried: the
-            // binary is gone or unusable, and retrying would spin.
+            shared.spawn_failed(index, initial, error);
             return;
         }
     };
