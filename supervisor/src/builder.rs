@@ -15,6 +15,7 @@ use crate::supervisor::Supervisor;
 /// Everything a pool is configured with; see [`Builder`] for each setting.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Config {
+    pub(crate) name: Option<String>,
     pub(crate) program: PathBuf,
     pub(crate) args: Vec<OsString>,
     pub(crate) env: Vec<(OsString, OsString)>,
@@ -87,6 +88,7 @@ impl Builder {
     pub(crate) fn new(program: impl AsRef<Path>) -> Builder {
         Builder {
             config: Config {
+                name: None,
                 program: program.as_ref().to_path_buf(),
                 args: Vec::new(),
                 env: Vec::new(),
@@ -118,6 +120,19 @@ impl Builder {
             },
             config_error: None,
         }
+    }
+
+    /// The pool's name, in its metrics' `pool` label and its log lines
+    /// (default: the binary's file name; a group's name in [`Groups`]).
+    ///
+    /// [`Groups`]: crate::Groups
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.config.name = Some(name.into());
+        self
+    }
+
+    pub(crate) fn has_name(&self) -> bool {
+        self.config.name.is_some()
     }
 
     /// Number of worker processes (default 1; at least 1).

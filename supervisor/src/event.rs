@@ -244,6 +244,23 @@ impl fmt::Display for RecycleCause {
 }
 
 impl ExitReason {
+    /// A short name of the reason, for metrics labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExitReason::SoftKill => "soft_kill",
+            ExitReason::SoftKillTimeout => "soft_kill_timeout",
+            ExitReason::HardKill => "hard_kill",
+            ExitReason::Crashed => "crashed",
+            ExitReason::ProtocolViolation { .. } => "protocol_violation",
+            ExitReason::Handshake { .. } => "handshake",
+            ExitReason::TimedOut { .. } => "timed_out",
+            ExitReason::HealthCheck { .. } => "health_check",
+            ExitReason::PoolFailed => "pool_failed",
+            ExitReason::Recycled(_) => "recycled",
+            ExitReason::LimitExceeded { .. } => "limit_exceeded",
+        }
+    }
+
     /// Whether the pool asked for this exit.
     pub fn is_requested(&self) -> bool {
         matches!(

@@ -149,8 +149,14 @@ impl Groups {
                     reason: format!("group {:?} is declared twice", spec.name),
                 });
             }
-            let config = spec.builder.clone().into_config()?;
-            wanted.push((spec.name, spec.builder, config));
+            // A group's pool is named after the group unless told otherwise.
+            let builder = if spec.builder.has_name() {
+                spec.builder
+            } else {
+                spec.builder.name(spec.name.clone())
+            };
+            let config = builder.clone().into_config()?;
+            wanted.push((spec.name, builder, config));
         }
         let mut diff = GroupsDiff::default();
 

@@ -55,6 +55,9 @@
 //! - `routing.rs`: [`Routing`] and the choice of a worker.
 //! - `health.rs`: [`WorkerState`], [`WorkerHealth`], memory readings.
 //! - `event.rs`: [`Event`], [`WorkerExit`], [`ExitReason`].
+//! - `metrics.rs`: the series reported through the `metrics` facade
+//!   (requests by outcome, latency, queue depth, workers by state, RSS,
+//!   exits by reason, restarts).
 //! - `response.rs`: [`Response`]. `error.rs`: [`Error`].
 
 mod builder;
@@ -62,6 +65,7 @@ mod error;
 mod event;
 mod groups;
 mod health;
+mod metrics;
 mod operate;
 mod output;
 mod pool;

@@ -401,6 +401,7 @@ pub(crate) struct Shared {
     pub(crate) operations: tokio::sync::Mutex<()>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) spawner: crate::spawn::Spawner,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -412,6 +413,14 @@ impl Shared {
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         let workers = config.workers;
         let tracker = TaskTracker::new();
+        let name = config.name.clone().unwrap_or_else(|| {
+            config
+                .program
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "drover".to_owned())
+        });
+        let metrics = crate::metrics::Metrics::new(&name);
         Shared {
             spec: Mutex::new(Arc::new(config.clone())),
             operations: tokio::sync::Mutex::new(()),
@@ -435,6 +444,7 @@ impl Shared {
             next_worker_id: AtomicU64::new(1),
             runtime,
             spawner,
+            metrics,
         }
     }
 
@@ -1005,6 +1015,7 @@ impl Shared {
                 "worker ended: {exit}"
             );
         }
+        self.metrics.worker_exit(&exit.reason);
         let final_state = if exit.requested() {
             WorkerState::Stopped
         } else {
@@ -1016,6 +1027,7 @@ impl Shared {
             self.fail(reason);
         }
         if let Some((id, index)) = replacement {
+            self.metrics.restart();
             crate::worker::launch(self, id, index, false);
         }
         self.maintain();
@@ -1108,7 +1120,7 @@ impl Shared {
         }
     }
 
-    /// Records fresh memory readings.
+    /// Records fresh memory readings, and refreshes the gauges.
     pub(crate) fn record_rss(&self, readings: &[(u64, Option<u64>)]) {
         let mut state = self.lock();
         for &(id, rss) in readings {
@@ -1118,6 +1130,7 @@ impl Shared {
                 }
             }
         }
+        self.metrics.sample(&state);
     }
 
     /// `(worker id, pid)` of every worker, for the memory sampler.

@@ -499,19 +499,23 @@ impl<'a> RequestBuilder<'a> {
     /// As [`Supervisor::enqueue`].
     pub async fn send(self) -> Result<Response, Error> {
         let timeout = self.timeout;
-        let (shared, id, answer) = self.submit()?;
+        let metrics = &self.pool.shared().metrics;
+        let started = std::time::Instant::now();
+        let (shared, id, answer) = self.submit().inspect_err(|_| metrics.refused())?;
         let guard = CancelOnDrop {
             shared,
             id,
             armed: true,
         };
-        match timeout {
+        let result = match timeout {
             None => wait(answer, guard).await,
             // Boxed: the timer makes the future several times larger, and
             // only requests with a timeout should pay for it (a million
             // queued requests hold a million of these futures).
             Some(after) => Box::pin(wait_or_time_out(answer, guard, after)).await,
-        }
+        };
+        shared.metrics.request(&result, started.elapsed());
+        result
     }
 
     /// Checks and queues the request; the synchronous half of `send`.

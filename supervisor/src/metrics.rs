@@ -1,0 +1,133 @@
+//! What the pool reports through the `metrics` facade.
+//!
+//! The application installs the exporter it likes (Prometheus or another);
+//! without one, every update here is a no-op. Names and units follow
+//! Prometheus conventions; every series carries a `pool` label (the
+//! builder's `name`, or the group's).
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `drover_requests_total` | counter | `pool`, `outcome` | requests by how they ended: `ok`, `remote_error`, `worker_lost`, `timeout`, `refused`, `other` |
+//! | `drover_request_duration_seconds` | histogram | `pool` | enqueue to answer, answered requests |
+//! | `drover_queue_depth` | gauge | `pool` | requests waiting for a worker |
+//! | `drover_requests_in_flight` | gauge | `pool` | requests held by workers |
+//! | `drover_workers` | gauge | `pool`, `state` | workers by lifecycle state |
+//! | `drover_worker_rss_bytes` | gauge | `pool`, `index` | resident memory per worker slot |
+//! | `drover_worker_exits_total` | counter | `pool`, `reason` | worker exits by reason |
+//! | `drover_worker_restarts_total` | counter | `pool` | replacements of crashed workers |
+//!
+//! Gauges are refreshed at every memory sample (`health_interval`).
+
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Histogram, Unit,
+};
+
+use crate::error::Error;
+use crate::event::ExitReason;
+use crate::health::WorkerState;
+use crate::pool::PoolState;
+use crate::response::Response;
+
+/// The pool's metric handles, registered once.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    pool: String,
+    ok: Counter,
+    remote_error: Counter,
+    worker_lost: Counter,
+    timeout: Counter,
+    refused: Counter,
+    other: Counter,
+    duration: Histogram,
+    restarts: Counter,
+}
+
+impl Metrics {
+    pub(crate) fn new(pool: &str) -> Metrics {
+        describe_counter!("drover_requests_total", "Requests, by how they ended.");
+        describe_histogram!(
+            "drover_request_duration_seconds",
+            Unit::Seconds,
+            "Time from enqueue to answer, for answered requests."
+        );
+        describe_gauge!("drover_queue_depth", "Requests waiting for a worker.");
+        describe_gauge!("drover_requests_in_flight", "Requests held by workers.");
+        describe_gauge!("drover_workers", "Workers, by lifecycle state.");
+        describe_gauge!(
+            "drover_worker_rss_bytes",
+            Unit::Bytes,
+            "Resident memory of each worker slot."
+        );
+        describe_counter!("drover_worker_exits_total", "Worker exits, by reason.");
+        describe_counter!(
+            "drover_worker_restarts_total",
+            "Replacements of crashed workers."
+        );
+        let outcome = |outcome: &'static str| counter!("drover_requests_total", "pool" => pool.to_owned(), "outcome" => outcome);
+        Metrics {
+            pool: pool.to_owned(),
+            ok: outcome("ok"),
+            remote_error: outcome("remote_error"),
+            worker_lost: outcome("worker_lost"),
+            timeout: outcome("timeout"),
+            refused: outcome("refused"),
+            other: outcome("other"),
+            duration: histogram!("drover_request_duration_seconds", "pool" => pool.to_owned()),
+            restarts: counter!("drover_worker_restarts_total", "pool" => pool.to_owned()),
+        }
+    }
+
+    /// Counts a request that ended with `result` after `elapsed`.
+    pub(crate) fn request(&self, result: &Result<Response, Error>, elapsed: Duration) {
+        match result {
+            Ok(_) => {
+                self.ok.increment(1);
+                self.duration.record(elapsed.as_secs_f64());
+            }
+            Err(Error::Remote { .. }) => self.remote_error.increment(1),
+            Err(Error::WorkerLost { .. }) => self.worker_lost.increment(1),
+            Err(Error::Timeout { .. }) => self.timeout.increment(1),
+            Err(_) => self.other.increment(1),
+        }
+    }
+
+    /// Counts a request refused before it was queued.
+    pub(crate) fn refused(&self) {
+        self.refused.increment(1);
+    }
+
+    /// Counts a worker's exit.
+    pub(crate) fn worker_exit(&self, reason: &ExitReason) {
+        counter!("drover_worker_exits_total", "pool" => self.pool.clone(), "reason" => reason.kind()).increment(1);
+    }
+
+    /// Counts the replacement of a crashed worker.
+    pub(crate) fn restart(&self) {
+        self.restarts.increment(1);
+    }
+
+    /// Refreshes the gauges from the pool's state.
+    pub(crate) fn sample(&self, state: &PoolState) {
+        gauge!("drover_queue_depth", "pool" => self.pool.clone()).set(state.pending.len() as f64);
+        let in_flight: usize = state.workers.iter().map(|w| w.in_flight.len()).sum();
+        gauge!("drover_requests_in_flight", "pool" => self.pool.clone()).set(in_flight as f64);
+        for (name, wanted) in [
+            ("starting", WorkerState::Starting),
+            ("ready", WorkerState::Ready),
+            ("busy", WorkerState::Busy),
+            ("stopping", WorkerState::Stopping),
+        ] {
+            let n = state.workers.iter().filter(|w| w.state == wanted).count();
+            gauge!("drover_workers", "pool" => self.pool.clone(), "state" => name).set(n as f64);
+        }
+        for worker in state.workers.iter().filter(|w| w.stop.is_none()) {
+            if let Some(rss) = worker.rss {
+                gauge!("drover_worker_rss_bytes", "pool" => self.pool.clone(), "index" => worker.index.to_string())
+                    .set(rss as f64);
+            }
+        }
+    }
+}
