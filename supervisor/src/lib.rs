@@ -36,10 +36,20 @@
 //!   sits on the request path.
 //! - **Routing.** See [`Routing`]: by default the ready worker with the
 //!   fewest requests in flight, then the lowest RSS, ties in turn.
-//! - **Deaths.** A worker that exits unasked, closes its socket or breaks
-//!   the protocol is killed if need be, reaped, its requests fail with
+//! - **Deaths.** A worker that exits unasked, closes its socket, breaks
+//!   the protocol, fails a health-check ping or holds a timed-out request
+//!   past the kill-after grace is killed if need be, reaped, its requests
+//!   are retried (if they have retries left) or fail with
 //!   [`Error::WorkerLost`] naming the pid and how it ended, and it is
 //!   replaced while the restart budget holds.
+//! - **Streams and sockets.** A request may carry a byte stream (and an
+//!   answer may bring one back), multiplexed on the worker's connection as
+//!   `StreamData` frames under credit-based flow control; and open sockets,
+//!   passed as `SCM_RIGHTS` with the request's frame.
+//! - **Operations.** Recycling, resizing, rolling reloads, drains and
+//!   removed groups all retire a worker one way: route nothing new to it,
+//!   `SoftKill`, kill after the drain timeout. A memory sample (every
+//!   health interval) also checks recycling and refreshes the metrics.
 //! - **Stopping.** [`Supervisor::soft_kill`] lets accepted work finish;
 //!   [`Supervisor::hard_kill`] does not; dropping the last handle kills.
 //!   Every path ends with every child reaped.
@@ -54,6 +64,10 @@
 //!   child between fork and exec).
 //! - `routing.rs`: [`Routing`] and the choice of a worker.
 //! - `health.rs`: [`WorkerState`], [`WorkerHealth`], memory readings.
+//! - `operate.rs`: recycling, resize, reload, drain and resume.
+//! - `groups.rs`: [`Groups`], several named pools declared as a whole.
+//! - `streams.rs`: the byte streams of one connection.
+//! - `output.rs`: draining workers' stdout and stderr.
 //! - `event.rs`: [`Event`], [`WorkerExit`], [`ExitReason`].
 //! - `metrics.rs`: the series reported through the `metrics` facade
 //!   (requests by outcome, latency, queue depth, workers by state, RSS,

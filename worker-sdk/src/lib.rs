@@ -29,7 +29,12 @@
 //! - [`Worker::serve`] reads frames: each request runs in a task of its
 //!   own; pings are answered by the reader itself, never behind a handler;
 //!   events go to [`Worker::events`] subscribers; `Cancel` fires the
-//!   request's [`Request::cancelled`].
+//!   request's [`Request::cancelled`]. On a current-thread runtime a
+//!   handler is first polled in place and becomes a task only if it waits.
+//! - Byte streams ([`Request::stream`], [`Request::respond_with_stream`])
+//!   share the connection under credit-based flow control; sockets passed
+//!   with a request arrive as `SCM_RIGHTS` and are taken with
+//!   [`Request::socket`].
 //! - A soft kill runs the [`Worker::on_soft_kill`] hook, then `serve`
 //!   returns once every request is answered and the worker is not busy. A
 //!   hard kill runs [`Worker::on_hard_kill`] and returns at once. End of
