@@ -405,12 +405,7 @@ mod tests {
             for _ in 0..len {
                 buf.put_u8(next() as u8);
             }
-            loop {
-                match codec.decode(&mut buf) {
-                    Ok(Some(_)) => continue,
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            while let Ok(Some(_)) = codec.decode(&mut buf) {}
             let _ = codec.decode_eof(&mut buf);
             assert!(
                 buf.capacity() <= 4096 + 4 + 64 * 2 + 8192,
