@@ -49,6 +49,7 @@
 //! - `drover-supervisor` (re-exported here): pool, routing, lifecycle.
 //! - `drover-worker` ([`worker`]): the SDK a worker binary links.
 //! - `drover-proto` ([`proto`]): messages, frame codec, handshake.
+//! - `drover-queue` ([`queue`]): a durable job queue with timers.
 #![forbid(unsafe_code)]
 
 pub use drover_supervisor::*;
@@ -56,6 +57,12 @@ pub use drover_supervisor::*;
 /// The worker side: what a worker binary uses (the `drover-worker` crate).
 pub mod worker {
     pub use drover_worker::*;
+}
+
+/// The durable job queue with timers, run by a pool (the `drover-queue`
+/// crate): SQLite or PostgreSQL.
+pub mod queue {
+    pub use drover_queue::*;
 }
 
 /// The wire protocol shared by both sides (the `drover-proto` crate).

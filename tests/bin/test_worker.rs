@@ -31,6 +31,10 @@ async fn run() -> Result<(), drover_worker::Error> {
         supervise().await;
         return Ok(());
     }
+    if std::env::args().nth(1).as_deref() == Some("--queue-crash") {
+        queue_until_killed(std::env::args().nth(2).expect("a database path")).await;
+        return Ok(());
+    }
     // Keep a second handle on the socket for the misbehaving commands,
     // before the SDK claims it.
     // SAFETY: descriptor 3 is the socket the supervisor passed; it is only
@@ -375,4 +379,29 @@ fn bad_version_handshake(mut raw: std::os::unix::net::UnixStream) {
         .expect("encode");
     raw.write_all(&frame).expect("write");
     std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Runs two minute-long jobs from a queue in `path`, says so, and waits to
+/// be killed: the queue tests' crash.
+async fn queue_until_killed(path: String) {
+    use drover::queue::{JobQueue, SqliteStore};
+    let store = SqliteStore::open(&path)
+        .await
+        .expect("the queue's database");
+    let queue = JobQueue::new(store).lease(Duration::from_millis(500));
+    let exe = std::env::current_exe().expect("current_exe");
+    let pool = drover::Supervisor::builder(exe)
+        .workers(2)
+        .spawn()
+        .await
+        .expect("spawn");
+    for _ in 0..2 {
+        queue.push(&Cmd::Sleep(60_000)).await.expect("push");
+    }
+    let _runner = queue.start(pool.clone());
+    while !pool.health().iter().all(|h| h.in_flight == 1) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("running");
+    std::future::pending::<()>().await;
 }

@@ -1,0 +1,24 @@
+//! The queue's error type.
+
+use drover_proto::ValueError;
+
+/// What can go wrong with the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The database refused or failed an operation.
+    #[error("job store: {operation} failed: {source}")]
+    Database {
+        /// What the queue was doing ("claim jobs", "create the table").
+        operation: &'static str,
+        /// The database driver's error.
+        source: sqlx::Error,
+    },
+    /// A job value would not encode.
+    #[error(transparent)]
+    Encode(#[from] ValueError),
+}
+
+/// Wraps a driver error with the operation that failed.
+pub(crate) fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> QueueError {
+    move |source| QueueError::Database { operation, source }
+}

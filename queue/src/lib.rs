@@ -1,0 +1,48 @@
+//! A durable, at-least-once job queue with timers, run by a drover pool.
+//!
+//! Jobs are serde values kept in a database until a worker has run them.
+//! [`JobQueue::start`] runs them on a [`Supervisor`](drover_supervisor::Supervisor)
+//! as ordinary requests: the worker side is any drover worker, which reads
+//! a job with `Request::data`.
+//!
+//! # Theory of operation
+//!
+//! - **Storage.** One table, `drover_jobs`, behind the [`Store`] trait:
+//!   [`SqliteStore`] (a file, one machine) or [`PgStore`] (PostgreSQL, any
+//!   number of supervisors on any number of machines).
+//! - **Claiming.** A runner claims due jobs in one statement that marks
+//!   them running under its name with a lease (`FOR UPDATE SKIP LOCKED` on
+//!   PostgreSQL, so runners never wait for each other or share a job). It
+//!   claims no more than it has room to run.
+//! - **At least once.** A job leaves the table only when a worker answered
+//!   it. A runner that dies loses its leases; once they run out, the jobs
+//!   run again elsewhere. Handlers should be idempotent.
+//! - **Failures.** A failed job is put back with exponential back-off,
+//!   until `max_attempts`; then it is kept as dead with its last error
+//!   ([`JobQueue::dead`]). A pool that refuses a job (shutting down, queue
+//!   full) does not count against it.
+//! - **Timers.** A timer is a job due later. The runner sleeps until the
+//!   next job is due, a job is pushed in this process, or the poll interval
+//!   passes (jobs pushed by other processes).
+//!
+//! # Layout
+//!
+//! - `runner.rs`: [`JobQueue`] and its [`Runner`].
+//! - `store.rs`: the [`Store`] trait and its records.
+//! - `sql.rs`: the statements of each database and their one
+//!   implementation; `sqlite.rs`, `postgres.rs`: the stores.
+//! - `error.rs`: [`QueueError`].
+#![forbid(unsafe_code)]
+
+mod error;
+mod postgres;
+mod runner;
+mod sql;
+mod sqlite;
+mod store;
+
+pub use error::QueueError;
+pub use postgres::PgStore;
+pub use runner::{JobQueue, Runner};
+pub use sqlite::SqliteStore;
+pub use store::{DeadJob, Job, JobId, Stats, Store};

@@ -1,0 +1,265 @@
+//! The durable job queue: SQLite files and the machine's PostgreSQL.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{eventually, pool, within, Cmd, LIMIT};
+use drover::queue::{JobQueue, PgStore, SqliteStore, Stats, Store};
+
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("drover-queue-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("jobs.db")
+}
+
+async fn settled<S: Store>(queue: &JobQueue<S>, want: Stats) -> bool {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if queue.stats().await.unwrap() == want {
+            return true;
+        }
+        if Instant::now() > deadline {
+            eprintln!("stats: {:?}", queue.stats().await.unwrap());
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_and_leave_the_queue() {
+    let queue = JobQueue::new(SqliteStore::open(temp_db("run")).await.unwrap());
+    let pool = within(LIMIT, "spawn", pool(2).max_concurrency(4).spawn())
+        .await
+        .unwrap();
+    for i in 0..200 {
+        queue.push(&Cmd::Echo(format!("job {i}"))).await.unwrap();
+    }
+    assert_eq!(queue.stats().await.unwrap().ready, 200);
+    let runner = queue.start(pool.clone());
+    assert!(settled(&queue, Stats::default()).await, "jobs left behind");
+    assert_eq!(pool.health().iter().map(|h| h.served).sum::<u64>(), 200);
+    within(LIMIT, "stop", runner.stop()).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn timers_fire_when_due_and_not_before() {
+    let queue = JobQueue::new(SqliteStore::in_memory().await.unwrap())
+        .poll_interval(Duration::from_secs(5));
+    let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
+    let runner = queue.start(pool.clone());
+    let pushed = Instant::now();
+    let id = queue
+        .push_after(Duration::from_millis(400), &Cmd::Pid)
+        .await
+        .unwrap();
+    let cancelled = queue
+        .push_after(Duration::from_millis(200), &Cmd::Pid)
+        .await
+        .unwrap();
+    assert!(queue.cancel(cancelled).await.unwrap());
+    assert_eq!(queue.stats().await.unwrap().scheduled, 1);
+    assert!(settled(&queue, Stats::default()).await);
+    let waited = pushed.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400),
+        "the timer fired after {waited:?}"
+    );
+    assert_eq!(pool.health()[0].served, 1, "only the one timer ran");
+    assert!(!queue.cancel(id).await.unwrap(), "a finished job is gone");
+    within(LIMIT, "stop", runner.stop()).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn failing_jobs_back_off_then_die_with_their_error() {
+    let queue = JobQueue::new(SqliteStore::in_memory().await.unwrap())
+        .max_attempts(3)
+        .backoff(Duration::from_millis(20), Duration::from_millis(100));
+    let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
+    let runner = queue.start(pool.clone());
+    let id = queue.push(&Cmd::Fail("out of ink".into())).await.unwrap();
+    assert!(
+        settled(
+            &queue,
+            Stats {
+                dead: 1,
+                ..Stats::default()
+            }
+        )
+        .await,
+        "the job never died"
+    );
+    let dead = queue.dead().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, id);
+    assert_eq!(dead[0].attempts, 3);
+    assert!(
+        dead[0].last_error.contains("out of ink"),
+        "{}",
+        dead[0].last_error
+    );
+    assert_eq!(pool.health()[0].served, 3);
+    within(LIMIT, "stop", runner.stop()).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_a_runner_that_died_run_again() {
+    use std::io::BufRead;
+    let path = temp_db("crash");
+    // First life, in a process of its own: two jobs are running when the
+    // process is killed.
+    let mut first = std::process::Command::new(common::WORKER)
+        .args(["--queue-crash", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = first.stdout.take().unwrap();
+    let line = within(
+        LIMIT,
+        "the first life to run its jobs",
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .map(|_| line)
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(line.trim(), "running");
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // Second life, on the same file: the leases run out, the jobs run.
+    let queue = JobQueue::new(SqliteStore::open(&path).await.unwrap())
+        .poll_interval(Duration::from_millis(50));
+    assert_eq!(
+        queue.stats().await.unwrap().running,
+        2,
+        "the jobs were held when it died"
+    );
+    let pool = within(LIMIT, "spawn", pool(2).spawn()).await.unwrap();
+    let runner = queue.start(pool.clone());
+    // The same jobs (each sleeps a minute) are handed to the new workers.
+    assert!(
+        eventually(LIMIT, || pool.health().iter().all(|h| h.in_flight == 1)).await,
+        "the jobs did not run again"
+    );
+    drop(runner);
+    within(LIMIT, "hard kill", pool.hard_kill()).await;
+}
+
+/// The machine's PostgreSQL, from `DROVER_TEST_DATABASE_URL` (set by
+/// `.ci/run`), in a schema of this test's own.
+async fn pg_store(schema: &str) -> Option<(PgStore, DropSchema)> {
+    let Ok(url) = std::env::var("DROVER_TEST_DATABASE_URL") else {
+        eprintln!("DROVER_TEST_DATABASE_URL is not set: skipping the PostgreSQL test");
+        return None;
+    };
+    let schema = format!("{schema}_{}", std::process::id());
+    let store = PgStore::connect_in_schema(&url, &schema)
+        .await
+        .expect("the test database");
+    Some((store, DropSchema { url, schema }))
+}
+
+/// Drops a test's schema when the test is done with it.
+struct DropSchema {
+    url: String,
+    schema: String,
+}
+
+impl DropSchema {
+    async fn drop_now(self) {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.url)
+            .await
+            .expect("the test database");
+        sqlx::query(&format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            self.schema
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("drop the test schema");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_share_a_postgres_queue_and_run_each_job_once() {
+    let Some((store, schema)) = pg_store("drover_share").await else {
+        return;
+    };
+    let queue = JobQueue::new(store).poll_interval(Duration::from_millis(50));
+    let ids: HashSet<i64> = {
+        let mut ids = HashSet::new();
+        for i in 0..300 {
+            ids.insert(queue.push(&Cmd::Echo(format!("pg {i}"))).await.unwrap());
+        }
+        ids
+    };
+    assert_eq!(ids.len(), 300);
+    let pool_a = within(LIMIT, "spawn", pool(2).max_concurrency(4).spawn())
+        .await
+        .unwrap();
+    let pool_b = within(LIMIT, "spawn", pool(2).max_concurrency(4).spawn())
+        .await
+        .unwrap();
+    let a = queue.start(pool_a.clone());
+    let b = queue.start(pool_b.clone());
+    assert!(settled(&queue, Stats::default()).await, "jobs left behind");
+    within(LIMIT, "stop", a.stop()).await;
+    within(LIMIT, "stop", b.stop()).await;
+    let served_a: u64 = pool_a.health().iter().map(|h| h.served).sum();
+    let served_b: u64 = pool_b.health().iter().map(|h| h.served).sum();
+    // Each job ran exactly once (no crash, so no second run), and both
+    // runners took part.
+    assert_eq!(served_a + served_b, 300, "a: {served_a}, b: {served_b}");
+    assert!(served_a > 0 && served_b > 0, "a: {served_a}, b: {served_b}");
+    within(LIMIT, "soft kill", pool_a.soft_kill()).await;
+    within(LIMIT, "soft kill", pool_b.soft_kill()).await;
+    schema.drop_now().await;
+}
+
+#[tokio::test]
+async fn postgres_timers_and_dead_jobs() {
+    let Some((store, schema)) = pg_store("drover_timers").await else {
+        return;
+    };
+    let queue = JobQueue::new(store)
+        .max_attempts(2)
+        .backoff(Duration::from_millis(10), Duration::from_millis(10))
+        .poll_interval(Duration::from_millis(50));
+    let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
+    let runner = queue.start(pool.clone());
+    let started = Instant::now();
+    queue
+        .push_after(Duration::from_millis(300), &Cmd::Pid)
+        .await
+        .unwrap();
+    queue.push(&Cmd::Fail("nope".into())).await.unwrap();
+    assert!(
+        settled(
+            &queue,
+            Stats {
+                dead: 1,
+                ..Stats::default()
+            }
+        )
+        .await
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let dead = queue.dead().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].last_error.contains("nope"));
+    within(LIMIT, "stop", runner.stop()).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+    schema.drop_now().await;
+}
