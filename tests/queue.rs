@@ -156,6 +156,33 @@ async fn jobs_of_a_runner_that_died_run_again() {
     within(LIMIT, "hard kill", pool.hard_kill()).await;
 }
 
+#[tokio::test]
+async fn workers_post_jobs_to_the_queue() {
+    let queue = JobQueue::new(SqliteStore::in_memory().await.unwrap());
+    let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
+    let mut events = pool.events();
+    let runner = queue.start(pool.clone());
+    // A job that posts a job that emits an event.
+    queue
+        .push(&Cmd::PostJob(Box::new(Cmd::Emit("posted job ran".into()))))
+        .await
+        .unwrap();
+    within(LIMIT, "the posted job", async {
+        loop {
+            if let Some(drover::Event::Custom(e)) = events.recv().await {
+                if e.name == "posted job ran" {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(settled(&queue, Stats::default()).await);
+    assert_eq!(pool.health()[0].served, 2);
+    within(LIMIT, "stop", runner.stop()).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
 /// The machine's PostgreSQL, from `DROVER_TEST_DATABASE_URL` (set by
 /// `.ci/run`), in a schema of this test's own.
 async fn pg_store(schema: &str) -> Option<(PgStore, DropSchema)> {

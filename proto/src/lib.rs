@@ -86,6 +86,11 @@ pub async fn recv_lossy<T: Clone>(rx: &mut tokio::sync::broadcast::Receiver<T>) 
     }
 }
 
+/// The name of the event by which a worker posts a job to the pool's job
+/// queue (`Worker::post_job`); its payload is `(due: u64 microseconds since
+/// the Unix epoch, 0 for now; job: Vec<u8> encoded job value)`.
+pub const EVENT_POST_JOB: &str = "drover.post_job";
+
 /// Name of the environment variable that tells a worker which inherited
 /// descriptor is its end of the supervisor's socket pair.
 pub const ENV_FD: &str = "DROVER_FD";

@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use drover_proto::encode_value;
-use drover_supervisor::{Error, Supervisor};
+use drover_proto::{encode_value, timestamp_from_micros, EVENT_POST_JOB};
+use drover_supervisor::{Error, Event, Events, Supervisor};
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -228,11 +228,15 @@ impl<S: Store> JobQueue<S> {
 
     /// Starts running due jobs on `pool` until [`Runner::stop`]. Several
     /// runners (in this process or others, on a shared store) may run one
-    /// queue.
+    /// queue, but start one per pool: the runner also stores the jobs its
+    /// pool's workers post (`Worker::post_job`), and a second runner on the
+    /// same pool would store them twice.
     pub fn start(&self, pool: Supervisor) -> Runner {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let owner = format!("{}:{}", std::process::id(), uuid::Uuid::new_v4());
+        let posted = accept_posted(self.clone(), pool.events(), stop.clone());
+        tracker.spawn(posted);
         let run = run(
             self.inner.clone(),
             pool,
@@ -322,6 +326,42 @@ async fn run<S: Store>(
             _ = pushed => {}
             _ = tokio::time::sleep(wait) => {}
             slot = slots.acquire(), if free == 0 => drop(slot),
+        }
+    }
+}
+
+/// Stores the jobs the pool's workers post, until stopped.
+async fn accept_posted<S: Store>(queue: JobQueue<S>, mut events: Events, stop: CancellationToken) {
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            event = events.recv() => event,
+        };
+        let Some(event) = event else { return };
+        let Event::Custom(posted) = event else {
+            continue;
+        };
+        if posted.name != EVENT_POST_JOB {
+            continue;
+        }
+        let (due, job): (u64, Vec<u8>) = match posted.data() {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::warn!(
+                    pid = posted.pid,
+                    "a worker posted a job that does not decode: {e}"
+                );
+                continue;
+            }
+        };
+        let at = if due == 0 {
+            SystemTime::now()
+        } else {
+            timestamp_from_micros(due)
+        };
+        match queue.inner.store.push(&job, at).await {
+            Ok(_) => queue.inner.pushed.notify_waiters(),
+            Err(e) => tracing::error!(pid = posted.pid, "cannot store a job a worker posted: {e}"),
         }
     }
 }

@@ -342,6 +342,10 @@ async fn run() -> Result<(), drover_worker::Error> {
                         .expect("sendmsg");
                         std::future::pending().await
                     }
+                    Cmd::PostJob(job) => {
+                        me.post_job(&*job)?;
+                        req.ack()
+                    }
                     Cmd::InFlight => {
                         let ids: Vec<String> =
                             me.requests().iter().map(|r| r.id.to_string()).collect();

@@ -75,6 +75,8 @@ pub enum Cmd {
     StreamOut(u64),
     /// Answer `VmHWM` of this process, in kB.
     PeakRss,
+    /// Post this job to the pool's job queue, then ack.
+    PostJob(Box<Cmd>),
     /// Exit with code 1 unless the file exists (creating it first); once it
     /// exists, answer the pid.
     CrashOnce(String),

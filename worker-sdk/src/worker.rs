@@ -410,6 +410,37 @@ impl Worker {
         })
     }
 
+    /// Posts a job to the pool's job queue (`drover::queue`), due now: a
+    /// worker can fan work out, or schedule a follow-up. The job is durable
+    /// once the supervisor's queue runner has stored it; a runner must be
+    /// started on this pool for it to be taken.
+    ///
+    /// # Errors
+    ///
+    /// As [`emit`](Worker::emit).
+    pub fn post_job<T: Serialize + ?Sized>(&self, job: &T) -> Result<(), Error> {
+        self.post_job_at_micros(0, job)
+    }
+
+    /// As [`post_job`](Worker::post_job), due after `delay`: a timer.
+    ///
+    /// # Errors
+    ///
+    /// As [`emit`](Worker::emit).
+    pub fn post_job_after<T: Serialize + ?Sized>(
+        &self,
+        delay: Duration,
+        job: &T,
+    ) -> Result<(), Error> {
+        let due = drover_proto::timestamp_micros(std::time::SystemTime::now() + delay);
+        self.post_job_at_micros(due.max(1), job)
+    }
+
+    fn post_job_at_micros<T: Serialize + ?Sized>(&self, due: u64, job: &T) -> Result<(), Error> {
+        let job = encode_value(job)?;
+        self.emit(drover_proto::EVENT_POST_JOB, &(due, job))
+    }
+
     /// Sends a human-readable status line ("loading model 2 of 5") to the
     /// supervisor.
     ///
