@@ -335,26 +335,12 @@ async fn dropping_the_last_handle_kills_and_reaps_every_worker() {
 
 #[tokio::test]
 async fn workers_die_with_their_supervisor() {
-    use std::io::BufRead;
     let mut supervisor = std::process::Command::new(common::WORKER)
         .arg("--supervise")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start a supervisor process");
-    let stdout = supervisor.stdout.take().unwrap();
-    let line = within(
-        LIMIT,
-        "the supervisor's pid line",
-        tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            std::io::BufReader::new(stdout)
-                .read_line(&mut line)
-                .map(|_| line)
-        }),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let line = common::first_line(&mut supervisor).await;
     let worker_pids: Vec<u32> = line
         .split_whitespace()
         .map(|p| p.parse().unwrap())

@@ -204,16 +204,10 @@ async fn cancellation_reaches_the_worker_and_the_answer_reaches_nobody() {
     };
     assert!(eventually(LIMIT, || pool.health()[0].in_flight == 1).await);
     waiting.abort();
-    let cancelled_id = within(LIMIT, "the worker's cancelled event", async {
-        loop {
-            if let Some(Event::Custom(e)) = events.recv().await {
-                if e.name == "cancelled" {
-                    return e.data::<String>().unwrap();
-                }
-            }
-        }
-    })
-    .await;
+    let cancelled_id: String = common::next_custom(&mut events, "cancelled")
+        .await
+        .data()
+        .unwrap();
     assert!(!cancelled_id.is_empty());
     // The worker answered after the cancel; the answer was dropped, the
     // slot freed, and the pool goes on.
@@ -298,14 +292,7 @@ async fn a_crash_loop_spends_the_budget_and_fails_the_pool() {
     let pids_before = pids(&pool);
     // Kill one: every replacement crashes at start.
     let _ = within(LIMIT, "exit", pool.enqueue(&Cmd::Exit(1))).await;
-    let reason = within(LIMIT, "pool failure", async {
-        loop {
-            if let Some(Event::PoolFailed { reason }) = events.recv().await {
-                return reason;
-            }
-        }
-    })
-    .await;
+    let reason = common::next_pool_failure(&mut events).await;
     assert!(
         reason.contains("restart budget spent: 3 restarts"),
         "{reason}"
@@ -513,14 +500,7 @@ async fn a_binary_that_vanishes_fails_the_pool_instead_of_shrinking_it() {
     let mut events = pool.events();
     std::fs::remove_file(&path).unwrap();
     let _ = within(LIMIT, "exit", pool.enqueue(&Cmd::Exit(1))).await;
-    let reason = within(LIMIT, "pool failure", async {
-        loop {
-            if let Some(Event::PoolFailed { reason }) = events.recv().await {
-                return reason;
-            }
-        }
-    })
-    .await;
+    let reason = common::next_pool_failure(&mut events).await;
     assert!(
         reason.contains("restart budget spent") && reason.contains(path.to_str().unwrap()),
         "{reason}"

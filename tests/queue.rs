@@ -110,7 +110,6 @@ async fn failing_jobs_back_off_then_die_with_their_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_of_a_runner_that_died_run_again() {
-    use std::io::BufRead;
     let path = temp_db("crash");
     // First life, in a process of its own: two jobs are running when the
     // process is killed.
@@ -119,20 +118,7 @@ async fn jobs_of_a_runner_that_died_run_again() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = first.stdout.take().unwrap();
-    let line = within(
-        LIMIT,
-        "the first life to run its jobs",
-        tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            std::io::BufReader::new(stdout)
-                .read_line(&mut line)
-                .map(|_| line)
-        }),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let line = common::first_line(&mut first).await;
     assert_eq!(line.trim(), "running");
     first.kill().unwrap();
     first.wait().unwrap();
@@ -167,16 +153,7 @@ async fn workers_post_jobs_to_the_queue() {
         .push(&Cmd::PostJob(Box::new(Cmd::Emit("posted job ran".into()))))
         .await
         .unwrap();
-    within(LIMIT, "the posted job", async {
-        loop {
-            if let Some(drover::Event::Custom(e)) = events.recv().await {
-                if e.name == "posted job ran" {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
+    common::next_custom(&mut events, "posted job ran").await;
     assert!(settled(&queue, Stats::default()).await);
     assert_eq!(pool.health()[0].served, 2);
     within(LIMIT, "stop", runner.stop()).await;

@@ -84,3 +84,51 @@ pub async fn next_exit(events: &mut drover::Events) -> drover::WorkerExit {
     })
     .await
 }
+
+/// Waits (bounded) for the next custom event named `name`.
+pub async fn next_custom(events: &mut drover::Events, name: &str) -> drover::CustomEvent {
+    within(LIMIT, name, async {
+        loop {
+            match events.recv().await {
+                Some(drover::Event::Custom(e)) if e.name == name => return e,
+                Some(_) => {}
+                None => panic!("the pool's events ended"),
+            }
+        }
+    })
+    .await
+}
+
+/// Waits (bounded) for the pool to fail; returns the reason.
+pub async fn next_pool_failure(events: &mut drover::Events) -> String {
+    within(LIMIT, "the pool to fail", async {
+        loop {
+            match events.recv().await {
+                Some(drover::Event::PoolFailed { reason }) => return reason,
+                Some(_) => {}
+                None => panic!("the pool's events ended"),
+            }
+        }
+    })
+    .await
+}
+
+/// Reads (bounded) the first line a child process writes to its piped
+/// standard output.
+pub async fn first_line(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("a piped stdout");
+    within(
+        LIMIT,
+        "the child's first line",
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .map(|_| line)
+        }),
+    )
+    .await
+    .expect("the reading task")
+    .expect("a line")
+}
