@@ -161,15 +161,11 @@ async fn run() -> Result<(), drover_worker::Error> {
                     }
                     Cmd::AnswerUnknown => {
                         let mut raw = raw.expect("raw socket");
-                        let mut frame = bytes::BytesMut::new();
-                        let message = drover_proto::Message::Response {
+                        let frame = frame(&drover_proto::Message::Response {
                             id: drover_proto::RequestId::from_u128(42),
                             stream: false,
                             result: Ok(bytes::Bytes::from_static(b"surprise")),
-                        };
-                        drover_proto::MessageCodec::default()
-                            .encode_message(&message, &mut frame)
-                            .expect("encode");
+                        });
                         raw.write_all(&frame).expect("write");
                         std::future::pending().await
                     }
@@ -259,15 +255,9 @@ async fn run() -> Result<(), drover_worker::Error> {
                         raw.set_nonblocking(true).expect("nonblocking");
                         let stream = tokio::net::UnixStream::from_std(raw).expect("tokio stream");
                         let (_read, write) = stream.into_split();
-                        let mut frame = bytes::BytesMut::new();
-                        drover_proto::MessageCodec::default()
-                            .encode_message(
-                                &drover_proto::Message::Status {
-                                    message: "with a gift".into(),
-                                },
-                                &mut frame,
-                            )
-                            .expect("encode");
+                        let frame = frame(&drover_proto::Message::Status {
+                            message: "with a gift".into(),
+                        });
                         let gift = std::fs::File::open("/dev/null").expect("open");
                         drover_proto::fdio::send_with_fds(&write, &frame, &[gift.into()])
                             .await
@@ -316,15 +306,9 @@ async fn run() -> Result<(), drover_worker::Error> {
                     Cmd::SendManyFds => {
                         use std::os::fd::AsFd;
                         let raw = raw.expect("raw socket");
-                        let mut frame = bytes::BytesMut::new();
-                        drover_proto::MessageCodec::default()
-                            .encode_message(
-                                &drover_proto::Message::Status {
-                                    message: "gifts".into(),
-                                },
-                                &mut frame,
-                            )
-                            .expect("encode");
+                        let frame = frame(&drover_proto::Message::Status {
+                            message: "gifts".into(),
+                        });
                         let files: Vec<std::fs::File> = (0..32)
                             .map(|_| std::fs::File::open("/dev/null").expect("open"))
                             .collect();
@@ -373,15 +357,12 @@ async fn supervise() {
 
 /// Says `Hello` with a protocol version from the future, then waits.
 fn bad_version_handshake(mut raw: std::os::unix::net::UnixStream) {
-    let mut frame = bytes::BytesMut::new();
     let hello = drover_proto::Hello {
         protocol_version: 99,
         ..drover_proto::Hello::new()
     };
-    drover_proto::MessageCodec::default()
-        .encode_message(&drover_proto::Message::Hello(hello), &mut frame)
-        .expect("encode");
-    raw.write_all(&frame).expect("write");
+    raw.write_all(&frame(&drover_proto::Message::Hello(hello)))
+        .expect("write");
     std::thread::sleep(Duration::from_secs(60));
 }
 
@@ -408,4 +389,14 @@ async fn queue_until_killed(path: String) {
     }
     println!("running");
     std::future::pending::<()>().await;
+}
+
+/// One message as a frame, for the commands that write to the socket
+/// behind the SDK's back.
+fn frame(message: &drover_proto::Message) -> bytes::BytesMut {
+    let mut frame = bytes::BytesMut::new();
+    drover_proto::MessageCodec::default()
+        .encode_message(message, &mut frame)
+        .expect("encode");
+    frame
 }
