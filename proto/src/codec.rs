@@ -284,6 +284,22 @@ mod tests {
             Message::SocketClosed {
                 id: Uuid::from_u128(9),
             },
+            Message::Query {
+                id: 4,
+                name: "lookup".into(),
+                payload: Bytes::from_static(b"key"),
+            },
+            Message::QueryReply {
+                id: 4,
+                result: Ok(Bytes::from_static(b"value")),
+            },
+            Message::QueryReply {
+                id: 5,
+                result: Err(RemoteError {
+                    kind: RemoteErrorKind::Failed,
+                    message: "no such key".into(),
+                }),
+            },
             Message::SoftKill,
             Message::HardKill,
         ]

@@ -191,6 +191,26 @@ pub enum Message {
         /// The request whose stream this is.
         id: RequestId,
     },
+    /// Worker to supervisor: a question for the supervisor's query handler
+    /// (`Worker::ask`), answered with `QueryReply`.
+    Query {
+        /// Chosen by the worker, echoed in the reply.
+        id: u64,
+        /// What is asked.
+        name: String,
+        /// The encoded question (after the message on the wire).
+        #[serde(with = "tail")]
+        payload: Bytes,
+    },
+    /// Supervisor to worker: the answer to a `Query`.
+    QueryReply {
+        /// The query answered.
+        id: u64,
+        /// The encoded answer (after the message on the wire), or why there
+        /// is none.
+        #[serde(with = "tail_result")]
+        result: Result<Bytes, RemoteError>,
+    },
     /// Worker to supervisor: it closed a socket that came with a request.
     SocketClosed {
         /// The request the socket came with.
@@ -204,6 +224,11 @@ impl Message {
         match self {
             Message::Request { payload, .. } | Message::Event { payload, .. } => Some(payload),
             Message::StreamData { bytes, .. } => Some(bytes),
+            Message::Query { payload, .. } => Some(payload),
+            Message::QueryReply {
+                result: Ok(payload),
+                ..
+            } => Some(payload),
             Message::Response {
                 result: Ok(payload),
                 ..
@@ -218,6 +243,11 @@ impl Message {
         match self {
             Message::Request { payload, .. } | Message::Event { payload, .. } => *payload = bytes,
             Message::StreamData { bytes: data, .. } => *data = bytes,
+            Message::Query { payload, .. } => *payload = bytes,
+            Message::QueryReply {
+                result: Ok(payload),
+                ..
+            } => *payload = bytes,
             Message::Response {
                 result: Ok(payload),
                 ..
@@ -243,6 +273,8 @@ impl Message {
             Message::Pong { .. } => "Pong",
             Message::Status { .. } => "Status",
             Message::SocketClosed { .. } => "SocketClosed",
+            Message::Query { .. } => "Query",
+            Message::QueryReply { .. } => "QueryReply",
             Message::StreamData { .. } => "StreamData",
             Message::StreamEnd { .. } => "StreamEnd",
             Message::StreamCredit { .. } => "StreamCredit",

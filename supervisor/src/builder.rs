@@ -44,6 +44,7 @@ pub(crate) struct Config {
     pub(crate) drain_timeout: Duration,
     pub(crate) hold_when_drained: bool,
     pub(crate) limits: Limits,
+    pub(crate) on_query: Option<crate::query::QueryHandler>,
 }
 
 /// Isolation settings applied in the child before `exec`.
@@ -117,6 +118,7 @@ impl Builder {
                 drain_timeout: Duration::from_secs(30),
                 hold_when_drained: true,
                 limits: Limits::default(),
+                on_query: None,
             },
             config_error: None,
         }
@@ -373,6 +375,29 @@ impl Builder {
     /// can gain privileges through set-user-id binaries.
     pub fn no_new_privs(mut self, on: bool) -> Builder {
         self.config.limits.no_new_privs = on;
+        self
+    }
+
+    /// Answers the questions workers ask (`Worker::ask`): lookups the
+    /// supervisor holds, shared by every worker. Each query runs `handler`
+    /// in a task of its own. Without a handler, every query gets an error.
+    ///
+    /// ```no_run
+    /// # use drover_supervisor::{Query, Supervisor};
+    /// let builder = Supervisor::builder("bin/pricer").on_query(|query: Query| async move {
+    ///     let name = query.name().to_owned();
+    ///     match name.as_str() {
+    ///         "rate" => { let _ = query.reply(&1.08_f64); }
+    ///         other => query.fail(format!("no lookup named {other}")),
+    ///     }
+    /// });
+    /// ```
+    pub fn on_query<F, Fut>(mut self, handler: F) -> Builder
+    where
+        F: Fn(crate::query::Query) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.config.on_query = Some(crate::query::QueryHandler::new(handler));
         self
     }
 

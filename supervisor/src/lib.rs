@@ -68,6 +68,7 @@
 //! - `groups.rs`: [`Groups`], several named pools declared as a whole.
 //! - `streams.rs`: the byte streams of one connection.
 //! - `output.rs`: draining workers' stdout and stderr.
+//! - `query.rs`: [`Query`], the questions workers ask the supervisor.
 //! - `event.rs`: [`Event`], [`WorkerExit`], [`ExitReason`].
 //! - `metrics.rs`: the series reported through the `metrics` facade
 //!   (requests by outcome, latency, queue depth, workers by state, RSS,
@@ -83,6 +84,7 @@ mod metrics;
 mod operate;
 mod output;
 mod pool;
+mod query;
 mod response;
 mod routing;
 mod spawn;
@@ -96,6 +98,7 @@ pub use error::{Error, HandshakeFailure};
 pub use event::{CustomEvent, Event, Events, ExitReason, RecycleCause, Termination, WorkerExit};
 pub use groups::{GroupSpec, Groups, GroupsDiff};
 pub use health::{WorkerHealth, WorkerState};
+pub use query::Query;
 pub use response::{ByteStream, Response};
 pub use routing::Routing;
 pub use supervisor::{Passable, RequestBuilder, Supervisor};

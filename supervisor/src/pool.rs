@@ -27,6 +27,7 @@ use crate::builder::Config;
 use crate::error::Error;
 use crate::event::{CustomEvent, Event, ExitReason, WorkerExit};
 use crate::health::{WorkerHealth, WorkerState};
+use crate::query::Query;
 use crate::response::Response;
 use crate::routing::{pick, Candidate};
 use crate::streams::Streams;
@@ -899,6 +900,22 @@ impl Shared {
             }
             Message::StreamStop { id: request_id } => {
                 self.streams_of(id).stop(request_id);
+            }
+            Message::Query {
+                id: query_id,
+                name,
+                payload,
+            } => {
+                let out = self.lock().worker_mut(id).and_then(|w| w.tx.clone());
+                if let Some(out) = out {
+                    let query = Query::new(query_id, name, payload, pid, id, out);
+                    match &self.config.on_query {
+                        Some(handler) => {
+                            self.tracker.spawn_on(handler.call(query), &self.runtime);
+                        }
+                        None => query.fail("this pool answers no queries (no on_query handler)"),
+                    }
+                }
             }
             Message::SocketClosed { .. } => {
                 let mut state = self.lock();

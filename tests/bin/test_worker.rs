@@ -326,6 +326,10 @@ async fn run() -> Result<(), drover_worker::Error> {
                         .expect("sendmsg");
                         std::future::pending().await
                     }
+                    Cmd::Ask(name, question) => match me.ask::<_, String>(&name, &question).await {
+                        Ok(answer) => req.respond(&answer),
+                        Err(e) => req.fail(e),
+                    },
                     Cmd::PostJob(job) => {
                         me.post_job(&*job)?;
                         req.ack()

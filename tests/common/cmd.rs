@@ -75,6 +75,9 @@ pub enum Cmd {
     StreamOut(u64),
     /// Answer `VmHWM` of this process, in kB.
     PeakRss,
+    /// Ask the supervisor query `.0` with `.1`; answer its `String` answer,
+    /// or fail with its error.
+    Ask(String, String),
     /// Post this job to the pool's job queue, then ack.
     PostJob(Box<Cmd>),
     /// Exit with code 1 unless the file exists (creating it first); once it

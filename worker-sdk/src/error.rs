@@ -44,6 +44,16 @@ pub enum Error {
     /// cannot be used.
     #[error("passed socket: {0}")]
     Socket(#[source] std::io::Error),
+    /// The supervisor answered a query ([`Worker::ask`]) with an error.
+    ///
+    /// [`Worker::ask`]: crate::Worker::ask
+    #[error("query {name:?} failed in the supervisor: {message}")]
+    Query {
+        /// The query's name.
+        name: String,
+        /// The supervisor's error.
+        message: String,
+    },
     /// The connection to the supervisor is closed.
     #[error("the connection to the supervisor is closed")]
     Disconnected,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -62,6 +62,9 @@ pub(crate) struct Inner {
     streams_out: Mutex<HashMap<RequestId, Arc<Semaphore>>>,
     /// Answer streams still being sent: a soft kill waits for them.
     pumps: AtomicUsize,
+    /// Questions asked of the supervisor, waiting for its answer.
+    queries: Mutex<HashMap<u64, oneshot::Sender<Result<Bytes, RemoteError>>>>,
+    next_query: AtomicU64,
 }
 
 impl Inner {
@@ -320,6 +323,8 @@ impl Worker {
                 streams_in: Mutex::new(HashMap::new()),
                 streams_out: Mutex::new(HashMap::new()),
                 pumps: AtomicUsize::new(0),
+                queries: Mutex::new(HashMap::new()),
+                next_query: AtomicU64::new(1),
                 changed: Notify::new(),
                 busy: AtomicBool::new(false),
                 events,
@@ -408,6 +413,67 @@ impl Worker {
             name: name.to_owned(),
             payload: Bytes::from(payload),
         })
+    }
+
+    /// Asks the supervisor a question and waits for its answer: the
+    /// application answers with the query handler it gave the pool
+    /// (`Builder::on_query`). Lookups the supervisor holds (a price list, a
+    /// user's settings) stay in one place, and workers ask for them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Query`] when the supervisor answered with an error (or has
+    /// no handler), [`Error::Value`] when a value does not encode or
+    /// decode, [`Error::Disconnected`] when the supervisor is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future forgets the question; a late answer is dropped.
+    pub async fn ask<T, R>(&self, name: &str, question: &T) -> Result<R, Error>
+    where
+        T: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let payload = Bytes::from(encode_value(question)?);
+        if payload.len() + name.len() > self.inner.max_payload() {
+            return Err(Error::TooLarge {
+                what: format!("query {name:?}"),
+                len: payload.len() + name.len(),
+                max: self.inner.max_frame_length,
+            });
+        }
+        let id = self.inner.next_query.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .queries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        // Forget the question if this future is dropped.
+        struct Forget<'a>(&'a Inner, u64);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .queries
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&self.1);
+            }
+        }
+        let _forget = Forget(&self.inner, id);
+        self.inner.send(Message::Query {
+            id,
+            name: name.to_owned(),
+            payload,
+        })?;
+        match rx.await {
+            Ok(Ok(answer)) => Ok(decode_value(&answer)?),
+            Ok(Err(error)) => Err(Error::Query {
+                name: name.to_owned(),
+                message: error.message,
+            }),
+            Err(_) => Err(Error::Disconnected),
+        }
     }
 
     /// Posts a job to the pool's job queue (`drover::queue`), due now: a
@@ -547,6 +613,12 @@ impl Worker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        // Questions still waiting get `Disconnected`.
+        self.inner
+            .queries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.flush().await;
         result
     }
@@ -604,6 +676,13 @@ impl Worker {
                             let stopped = self.inner.streams_out.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                             if let Some(credit) = stopped {
                                 credit.close();
+                            }
+                        }
+                        Message::QueryReply { id, result } => {
+                            let waiting = self.inner.queries.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                            if let Some(waiting) = waiting {
+                                // The asker may have given up; then nobody wants it.
+                                let _ = waiting.send(result);
                             }
                         }
                         Message::Cancel { id } => {
