@@ -48,9 +48,13 @@ pub(crate) struct Inner {
     max_frame_length: usize,
     out: mpsc::UnboundedSender<Outgoing>,
     in_flight: Mutex<HashMap<RequestId, Arc<Tracked>>>,
-    /// Woken whenever a request finishes or `ready()` is called, so the
-    /// serve loop can re-check whether a soft kill may complete.
+    /// Woken when a request finishes or a stream ends during a soft kill,
+    /// or `ready()` is called, so the serve loop can re-check whether the
+    /// soft kill may complete.
     changed: Notify,
+    /// A soft kill is waiting: only then do finishing requests wake the
+    /// serve loop (otherwise each answer would cost it a spurious turn).
+    stopping: AtomicBool,
     busy: AtomicBool,
     events: broadcast::Sender<Event>,
     reader: Mutex<Option<Reader>>,
@@ -68,6 +72,12 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    fn wake_if_stopping(&self) {
+        if self.stopping.load(Ordering::SeqCst) {
+            self.changed.notify_one();
+        }
+    }
+
     /// Registers the incoming stream of request `id`.
     fn incoming_stream(&self, id: RequestId) -> IncomingStream {
         let (stream, chunks) =
@@ -109,7 +119,7 @@ impl Inner {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
             inner.pumps.fetch_sub(1, Ordering::SeqCst);
-            inner.changed.notify_one();
+            inner.wake_if_stopping();
         });
     }
 
@@ -172,7 +182,7 @@ impl Inner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&tracked.id);
-        self.changed.notify_one();
+        self.wake_if_stopping();
         sent
     }
 }
@@ -323,6 +333,7 @@ impl Worker {
                 streams_in: Mutex::new(HashMap::new()),
                 streams_out: Mutex::new(HashMap::new()),
                 pumps: AtomicUsize::new(0),
+                stopping: AtomicBool::new(false),
                 queries: Mutex::new(HashMap::new()),
                 next_query: AtomicU64::new(1),
                 changed: Notify::new(),
@@ -699,6 +710,7 @@ impl Worker {
                         Message::SoftKill => {
                             if !soft_killing {
                                 soft_killing = true;
+                                self.inner.stopping.store(true, Ordering::SeqCst);
                                 let hook = self.inner.soft_kill_hook.lock().unwrap_or_else(|e| e.into_inner()).take();
                                 let done = hook_done_tx.take();
                                 match hook {
@@ -729,7 +741,7 @@ impl Worker {
                         }
                     }
                 }
-                _ = self.inner.changed.notified() => {}
+                _ = self.inner.changed.notified(), if soft_killing => {}
                 done = &mut hook_done_rx, if soft_killing && !hook_done => {
                     // A hook that panicked drops its sender: count it as done.
                     let _ = done;
