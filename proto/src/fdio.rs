@@ -27,6 +27,12 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 /// Most descriptors one frame may carry.
 pub const MAX_FDS_PER_FRAME: usize = 8;
 
+/// A read this large, inside one frame's body, goes the fast way.
+const BULK_READ: usize = 16 * 1024;
+
+/// Most bytes one `recvmsg` reads.
+const RECV_CHUNK: usize = 128 * 1024;
+
 /// Room for the descriptors of one `recvmsg`: the kernel never merges the
 /// descriptors of two `sendmsg` calls into one read, and one call carries
 /// one frame's.
@@ -37,6 +43,40 @@ const RECV_FDS: usize = MAX_FDS_PER_FRAME;
 pub struct FdReader {
     half: OwnedReadHalf,
     fds: VecDeque<OwnedFd>,
+    /// Where the reader is in the stream of frames, so that the body of a
+    /// large frame can be read the fast way (below).
+    frames: FrameTracker,
+}
+
+/// Follows the 4-byte length headers through the bytes read, to know how
+/// much of the current frame is still to come.
+#[derive(Debug, Default)]
+struct FrameTracker {
+    /// Body bytes of the current frame not yet read.
+    body_left: usize,
+    /// Bytes of a header read so far.
+    header: [u8; 4],
+    header_len: usize,
+}
+
+impl FrameTracker {
+    fn saw(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.body_left > 0 {
+                let take = self.body_left.min(data.len());
+                self.body_left -= take;
+                data = &data[take..];
+            } else {
+                self.header[self.header_len] = data[0];
+                self.header_len += 1;
+                data = &data[1..];
+                if self.header_len == 4 {
+                    self.body_left = u32::from_be_bytes(self.header) as usize;
+                    self.header_len = 0;
+                }
+            }
+        }
+    }
 }
 
 impl FdReader {
@@ -45,6 +85,7 @@ impl FdReader {
         FdReader {
             half,
             fds: VecDeque::new(),
+            frames: FrameTracker::default(),
         }
     }
 
@@ -78,10 +119,32 @@ impl AsyncRead for FdReader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // Inside the body of a large frame, when the read cannot go past
+        // it: a frame's descriptors arrive with its first bytes (the writer
+        // starts a `sendmsg` with them), so none can be in this read, and a
+        // plain read into the buffer, uninitialised memory and all, is
+        // safe to use. It saves zeroing the buffer, which safe code must do
+        // before `recvmsg`: a pass over every byte of a large payload.
+        let remaining = buf.remaining();
+        if this.frames.header_len == 0
+            && remaining >= BULK_READ
+            && remaining <= this.frames.body_left
+        {
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.half).poll_read(cx, buf))?;
+            let read = &buf.filled()[before..];
+            this.frames.saw(read);
+            return Poll::Ready(Ok(()));
+        }
         let stream = this.half.as_ref();
         loop {
             ready!(stream.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
+            // Zero (as safe code must) only what one read can fill: the
+            // spare room of a buffer reserved for a large frame can be a
+            // megabyte, and zeroing all of it on every read costs more than
+            // the read.
+            let room = buf.remaining().min(RECV_CHUNK);
+            let unfilled = buf.initialize_unfilled_to(room);
             let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(RECV_FDS))];
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let result = stream.try_io(Interest::READABLE, || {
@@ -105,6 +168,8 @@ impl AsyncRead for FdReader {
                         return Poll::Ready(Err(truncated_ancillary()));
                     }
                     buf.advance(received.bytes);
+                    let start = buf.filled().len() - received.bytes;
+                    this.frames.saw(&buf.filled()[start..]);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -148,5 +213,33 @@ pub async fn send_with_fds(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FrameTracker;
+
+    #[test]
+    fn the_tracker_follows_frames_split_anywhere() {
+        // Three frames: bodies of 5, 0 and 300 bytes.
+        let mut stream = Vec::new();
+        for len in [5u32, 0, 300] {
+            stream.extend_from_slice(&len.to_be_bytes());
+            stream.extend(std::iter::repeat_n(7u8, len as usize));
+        }
+        for cut in 0..stream.len() {
+            let mut tracker = FrameTracker::default();
+            tracker.saw(&stream[..cut]);
+            tracker.saw(&stream[cut..]);
+            assert_eq!(
+                (tracker.body_left, tracker.header_len),
+                (0, 0),
+                "cut at {cut}"
+            );
+        }
+        let mut tracker = FrameTracker::default();
+        tracker.saw(&stream[..4 + 5 + 4 + 4 + 100]);
+        assert_eq!(tracker.body_left, 200);
     }
 }
