@@ -101,4 +101,4 @@ pub use health::{WorkerHealth, WorkerState};
 pub use query::Query;
 pub use response::{ByteStream, Response};
 pub use routing::Routing;
-pub use supervisor::{Passable, RequestBuilder, Supervisor};
+pub use supervisor::{Passable, RequestBuilder, SendFuture, Supervisor};

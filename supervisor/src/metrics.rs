@@ -18,7 +18,7 @@
 //!
 //! Gauges are refreshed at every memory sample (`health_interval`).
 
-use std::time::Duration;
+use std::time::SystemTime;
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
@@ -80,11 +80,15 @@ impl Metrics {
         }
     }
 
-    /// Counts a request that ended with `result` after `elapsed`.
-    pub(crate) fn request(&self, result: &Result<Response, Error>, elapsed: Duration) {
+    /// Counts a request that ended with `result` (its latency measured from
+    /// its creation time).
+    pub(crate) fn request(&self, result: &Result<Response, Error>) {
         match result {
-            Ok(_) => {
+            Ok(response) => {
                 self.ok.increment(1);
+                let elapsed = SystemTime::now()
+                    .duration_since(response.created_at())
+                    .unwrap_or_default();
                 self.duration.record(elapsed.as_secs_f64());
             }
             Err(Error::Remote { .. }) => self.remote_error.increment(1),

@@ -11,12 +11,11 @@ use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 use drover_proto::{
-    new_credit, pump, timestamp_micros, Chunk, IncomingStream, Message, Outgoing, RemoteError,
-    RequestId,
+    new_credit, pump, Chunk, IncomingStream, Message, Outgoing, RemoteError, RequestId,
 };
 use tokio::io::AsyncRead;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -116,7 +115,9 @@ pub(crate) enum Phase {
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub(crate) id: RequestId,
-    pub(crate) created_at: SystemTime,
+    /// Microseconds since the Unix epoch (8 bytes, not 16: a million
+    /// queued requests each carry one).
+    pub(crate) created_at: u64,
     pub(crate) payload: Bytes,
     pub(crate) reply: Reply,
     /// How many more times it may be re-sent if its worker dies.
@@ -129,7 +130,9 @@ pub(crate) struct Pending {
 /// A request sent to a worker, not yet answered.
 #[derive(Debug)]
 pub(crate) struct InFlight {
-    pub(crate) created_at: SystemTime,
+    /// Microseconds since the Unix epoch (8 bytes, not 16: a million
+    /// queued requests each carry one).
+    pub(crate) created_at: u64,
     /// `None` once the caller has gone (cancelled): the answer is dropped.
     pub(crate) reply: Option<Reply>,
     /// Kept (a cheap reference) so the request can be re-sent; empty when
@@ -285,7 +288,7 @@ impl PoolState {
         );
         let message = Message::Request {
             id: request.id,
-            created_at: timestamp_micros(request.created_at),
+            created_at: request.created_at,
             fds: fds.len() as u8,
             stream: stream.is_some(),
             payload: request.payload,

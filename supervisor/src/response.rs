@@ -19,7 +19,8 @@ pub use drover_proto::IncomingStream as ByteStream;
 #[derive(Debug, Clone)]
 pub struct Response {
     pub(crate) id: RequestId,
-    pub(crate) created_at: SystemTime,
+    /// Microseconds since the Unix epoch.
+    pub(crate) created_at: u64,
     pub(crate) pid: u32,
     pub(crate) worker_id: u64,
     pub(crate) payload: Bytes,
@@ -35,7 +36,7 @@ impl Response {
 
     /// When the request was enqueued.
     pub fn created_at(&self) -> SystemTime {
-        self.created_at
+        drover_proto::timestamp_from_micros(self.created_at)
     }
 
     /// The pid of the worker that answered.

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::future::Future;
 use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -218,7 +220,7 @@ impl Supervisor {
         RequestBuilder {
             pool: self,
             payload,
-            timeout: config.timeout,
+            timeout_us: config.timeout.map_or(0, micros_at_least_one),
             retries: config.retries,
             extras: None,
         }
@@ -425,7 +427,9 @@ pub struct RequestBuilder<'a> {
     /// Boxed error: keeps every request future small.
     payload: Result<Bytes, Box<Error>>,
     extras: Option<Box<Extras>>,
-    timeout: Option<Duration>,
+    /// The timeout in microseconds, 0 for none: 8 bytes where an
+    /// `Option<Duration>` takes 16, in a future every queued request holds.
+    timeout_us: u64,
     retries: u32,
 }
 
@@ -433,7 +437,7 @@ impl<'a> RequestBuilder<'a> {
     /// Fails the request with [`Error::Timeout`] if it is not answered
     /// within `timeout` of being sent, queueing included.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.timeout_us = micros_at_least_one(timeout);
         self
     }
 
@@ -497,25 +501,10 @@ impl<'a> RequestBuilder<'a> {
     /// # Cancel safety
     ///
     /// As [`Supervisor::enqueue`].
-    pub async fn send(self) -> Result<Response, Error> {
-        let timeout = self.timeout;
-        let metrics = &self.pool.shared().metrics;
-        let started = std::time::Instant::now();
-        let (shared, id, answer) = self.submit().inspect_err(|_| metrics.refused())?;
-        let guard = CancelOnDrop {
-            shared,
-            id,
-            armed: true,
-        };
-        let result = match timeout {
-            None => wait(answer, guard).await,
-            // Boxed: the timer makes the future several times larger, and
-            // only requests with a timeout should pay for it (a million
-            // queued requests hold a million of these futures).
-            Some(after) => Box::pin(wait_or_time_out(answer, guard, after)).await,
-        };
-        shared.metrics.request(&result, started.elapsed());
-        result
+    pub fn send(self) -> SendFuture<'a> {
+        SendFuture {
+            state: SendState::Start(self),
+        }
     }
 
     /// Checks and queues the request; the synchronous half of `send`.
@@ -533,7 +522,7 @@ impl<'a> RequestBuilder<'a> {
         let id = Uuid::new_v4();
         shared.submit(Pending {
             id,
-            created_at: SystemTime::now(),
+            created_at: drover_proto::timestamp_micros(SystemTime::now()),
             payload,
             reply,
             retries: self.retries,
@@ -544,6 +533,111 @@ impl<'a> RequestBuilder<'a> {
 }
 
 type Answer = oneshot::Receiver<Result<Response, Error>>;
+
+/// The future of [`RequestBuilder::send`] (and of `enqueue`): it queues
+/// the request when first polled, then waits for the answer.
+///
+/// Written out as a state machine rather than an `async fn` so that it
+/// stays small (under 100 bytes): a caller with a million requests queued
+/// holds a million of these.
+///
+/// # Cancel safety
+///
+/// Dropping it cancels the request: it leaves the queue if it is still
+/// there; if a worker has it, the worker is sent `Cancel` and its answer
+/// is discarded.
+///
+/// # Panics
+///
+/// If polled again after it completed.
+#[must_use = "a request does nothing until its future is awaited"]
+pub struct SendFuture<'a> {
+    state: SendState<'a>,
+}
+
+enum SendState<'a> {
+    /// Not polled yet: nothing queued.
+    Start(RequestBuilder<'a>),
+    /// Queued or running, no timeout.
+    Waiting {
+        answer: Answer,
+        guard: CancelOnDrop<'a>,
+    },
+    /// Queued or running, with a timeout (boxed: timers are large, and only
+    /// such requests pay for one).
+    Timed(Pin<Box<dyn Future<Output = Result<Response, Error>> + Send + 'a>>),
+    /// Completed.
+    Done,
+}
+
+impl fmt::Debug for SendFuture<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            SendState::Start(_) => "not sent",
+            SendState::Waiting { .. } | SendState::Timed(_) => "waiting for the answer",
+            SendState::Done => "done",
+        };
+        f.debug_struct("SendFuture").field("state", &state).finish()
+    }
+}
+
+impl Future for SendFuture<'_> {
+    type Output = Result<Response, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match &mut self.state {
+                SendState::Start(_) => {
+                    let SendState::Start(builder) =
+                        std::mem::replace(&mut self.state, SendState::Done)
+                    else {
+                        unreachable!("matched just above");
+                    };
+                    let timeout =
+                        (builder.timeout_us > 0).then(|| Duration::from_micros(builder.timeout_us));
+                    let pool = builder.pool;
+                    let (shared, id, answer) = match builder.submit() {
+                        Ok(queued) => queued,
+                        Err(error) => {
+                            pool.shared().metrics.refused();
+                            return Poll::Ready(Err(error));
+                        }
+                    };
+                    let guard = CancelOnDrop {
+                        shared,
+                        id,
+                        armed: true,
+                    };
+                    self.state = match timeout {
+                        None => SendState::Waiting { answer, guard },
+                        Some(after) => {
+                            SendState::Timed(Box::pin(wait_or_time_out(answer, guard, after)))
+                        }
+                    };
+                }
+                SendState::Waiting { answer, guard } => {
+                    let result =
+                        ready!(Pin::new(answer).poll(cx)).unwrap_or(Err(Error::ShuttingDown));
+                    guard.armed = false;
+                    guard.shared.metrics.request(&result);
+                    self.state = SendState::Done;
+                    return Poll::Ready(result);
+                }
+                SendState::Timed(waiting) => {
+                    let result = ready!(waiting.as_mut().poll(cx));
+                    self.state = SendState::Done;
+                    return Poll::Ready(result);
+                }
+                SendState::Done => panic!("drover: a request future was polled after it completed"),
+            }
+        }
+    }
+}
+
+/// A timeout in whole microseconds, at least one (zero means none).
+fn micros_at_least_one(d: Duration) -> u64 {
+    (d.as_micros().min(u64::MAX as u128) as u64).max(1)
+}
 
 /// What can be passed to a worker with [`RequestBuilder::socket`]: open
 /// sockets and descriptors.
@@ -586,14 +680,7 @@ impl Passable for tokio::net::UnixStream {
     }
 }
 
-/// Waits for the answer; dropping this cancels the request.
-async fn wait(answer: Answer, mut guard: CancelOnDrop<'_>) -> Result<Response, Error> {
-    let result = answer.await;
-    guard.armed = false;
-    result.unwrap_or(Err(Error::ShuttingDown))
-}
-
-/// As [`wait`], failing with [`Error::Timeout`] after `after`; the worker
+/// Waits for the answer, failing with [`Error::Timeout`] after `after`; the worker
 /// holding the request is sent `Cancel`, and killed if it still holds it
 /// after the kill-after grace.
 async fn wait_or_time_out(
@@ -603,7 +690,9 @@ async fn wait_or_time_out(
 ) -> Result<Response, Error> {
     if let Ok(result) = tokio::time::timeout(after, answer).await {
         guard.armed = false;
-        return result.unwrap_or(Err(Error::ShuttingDown));
+        let result = result.unwrap_or(Err(Error::ShuttingDown));
+        guard.shared.metrics.request(&result);
+        return result;
     }
     guard.armed = false;
     let (shared, id) = (guard.shared, guard.id);
@@ -621,10 +710,12 @@ async fn wait_or_time_out(
         };
         shared.tracker.spawn_on(watchdog, &shared.runtime);
     }
-    Err(Error::Timeout {
+    let timed_out = Err(Error::Timeout {
         request_id: id,
         after,
-    })
+    });
+    shared.metrics.request(&timed_out);
+    timed_out
 }
 
 /// Cancels the request if `enqueue`'s future is dropped before its answer.
@@ -674,5 +765,17 @@ async fn ping_workers(shared: Arc<Shared>) {
         }
         seq += 1;
         shared.health_check(seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SendFuture;
+
+    /// A caller may hold a million of these: keep them small.
+    #[test]
+    fn a_request_future_stays_small() {
+        let size = std::mem::size_of::<SendFuture<'static>>();
+        assert!(size <= 96, "SendFuture is {size} bytes");
     }
 }
