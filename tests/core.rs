@@ -335,20 +335,22 @@ async fn dropping_the_last_handle_kills_and_reaps_every_worker() {
 
 #[tokio::test]
 async fn workers_die_with_their_supervisor() {
-    let mut supervisor = std::process::Command::new(common::WORKER)
-        .arg("--supervise")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start a supervisor process");
-    let line = common::first_line(&mut supervisor).await;
+    let mut supervisor = common::KillOnDrop(
+        std::process::Command::new(common::WORKER)
+            .arg("--supervise")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start a supervisor process"),
+    );
+    let line = common::first_line(&mut supervisor.0).await;
     let worker_pids: Vec<u32> = line
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
     assert_eq!(worker_pids.len(), 2, "{line:?}");
     assert!(worker_pids.iter().all(|&p| alive(p)));
-    supervisor.kill().unwrap();
-    supervisor.wait().unwrap();
+    supervisor.0.kill().unwrap();
+    supervisor.0.wait().unwrap();
     assert!(
         eventually(LIMIT, || worker_pids.iter().all(|&p| !alive(p))).await,
         "workers outlived their supervisor"

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{alive, LIMIT};
+use common::{alive, KillOnDrop, LIMIT};
 
 /// `cargo test` builds the examples next to the test binaries' folder.
 fn example(name: &str) -> PathBuf {
@@ -21,8 +21,8 @@ fn example(name: &str) -> PathBuf {
     debug.join("examples").join(name)
 }
 
-fn get(port: u16, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+/// Sends one GET on an open connection and reads the whole answer.
+fn get_on(mut stream: TcpStream, path: &str) -> (String, String) {
     stream.set_read_timeout(Some(LIMIT)).unwrap();
     write!(
         stream,
@@ -35,14 +35,25 @@ fn get(port: u16, path: &str) -> (String, String) {
     (head.to_owned(), body.to_owned())
 }
 
+fn worker_pid(head: &str) -> u32 {
+    head.lines()
+        .find_map(|l| l.strip_prefix("x-worker-pid: "))
+        .expect("x-worker-pid header")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn prefork_http_serves_real_requests_from_its_workers() {
-    let mut server = Command::new(example("prefork_http"))
-        .args(["--port", "0", "--workers", "2"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the example (built by cargo test)");
-    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let mut server = KillOnDrop(
+        Command::new(example("prefork_http"))
+            .args(["--port", "0", "--workers", "2"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the example (built by cargo test)"),
+    );
+    let mut stdout = BufReader::new(server.0.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).expect("the listening line");
     let port: u16 = line
@@ -52,32 +63,43 @@ fn prefork_http_serves_real_requests_from_its_workers() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in {line:?}"));
 
+    // Four connections open at once: each goes to the worker holding the
+    // fewest, so both serve.
+    let open: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
     let mut pids = HashSet::new();
-    for i in 0..20 {
-        let (head, body) = get(port, &format!("/page/{i}"));
+    for (i, stream) in open.into_iter().enumerate() {
+        let (head, body) = get_on(stream, &format!("/together/{i}"));
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        let pid: u32 = head
-            .lines()
-            .find_map(|l| l.strip_prefix("x-worker-pid: "))
-            .expect("x-worker-pid header")
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = worker_pid(&head);
+        assert_eq!(
+            body,
+            format!("hello from worker pid {pid}: GET /together/{i}\n")
+        );
+        pids.insert(pid);
+    }
+    assert_eq!(pids.len(), 2, "both workers served: {pids:?}");
+    // And one after another.
+    for i in 0..20 {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let (head, body) = get_on(stream, &format!("/page/{i}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let pid = worker_pid(&head);
+        assert!(pids.contains(&pid), "an unknown pid {pid} answered");
+        assert_ne!(pid, server.0.id(), "the supervisor itself answered");
         assert_eq!(
             body,
             format!("hello from worker pid {pid}: GET /page/{i}\n")
         );
-        assert_ne!(pid, server.id(), "the supervisor itself answered");
-        pids.insert(pid);
     }
-    assert_eq!(pids.len(), 2, "both workers served: {pids:?}");
 
     // SIGTERM: a soft kill, then exit; no worker left behind.
-    let pid = rustix::process::Pid::from_raw(server.id() as i32).unwrap();
+    let pid = rustix::process::Pid::from_raw(server.0.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let deadline = Instant::now() + LIMIT;
     let status = loop {
-        if let Some(status) = server.try_wait().unwrap() {
+        if let Some(status) = server.0.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "the example did not stop");

@@ -113,15 +113,17 @@ async fn jobs_of_a_runner_that_died_run_again() {
     let path = temp_db("crash");
     // First life, in a process of its own: two jobs are running when the
     // process is killed.
-    let mut first = std::process::Command::new(common::WORKER)
-        .args(["--queue-crash", path.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let line = common::first_line(&mut first).await;
+    let mut first = common::KillOnDrop(
+        std::process::Command::new(common::WORKER)
+            .args(["--queue-crash", path.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let line = common::first_line(&mut first.0).await;
     assert_eq!(line.trim(), "running");
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
 
     // Second life, on the same file: the leases run out, the jobs run.
     let queue = JobQueue::new(SqliteStore::open(&path).await.unwrap())

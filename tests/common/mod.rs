@@ -132,3 +132,15 @@ pub async fn first_line(child: &mut std::process::Child) -> String {
     .expect("the reading task")
     .expect("a line")
 }
+
+/// A child process killed and reaped when the guard drops, so a failing
+/// test never leaves it behind (an orphan would also hold the test's
+/// output pipes open and hold up the test harness).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
