@@ -495,8 +495,29 @@ async fn no_new_privs_and_the_working_directory_are_seen_inside() {
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 
-/// Counts `drover::output` events seen by tracing.
+/// Counts `drover::output` events seen by tracing that name the pool
+/// "spewer" and carry a pid.
 struct CountOutput(Arc<AtomicUsize>);
+
+#[derive(Default)]
+struct Fields {
+    pool: String,
+    pid: bool,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "pool" {
+            self.pool = value.to_owned();
+        }
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, _value: u64) {
+        self.pid |= field.name() == "pid";
+    }
+
+    fn record_debug(&mut self, _field: &tracing::field::Field, _value: &dyn std::fmt::Debug) {}
+}
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountOutput {
     fn on_event(
@@ -505,7 +526,11 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountOutput {
         _ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
         if event.metadata().target() == "drover::output" {
-            self.0.fetch_add(1, Ordering::Relaxed);
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            if fields.pool == "spewer" && fields.pid {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -516,9 +541,13 @@ async fn captured_output_reaches_tracing_and_never_blocks_the_worker() {
     let lines = Arc::new(AtomicUsize::new(0));
     let subscriber = tracing_subscriber::registry().with(CountOutput(lines.clone()));
     let _guard = tracing::subscriber::set_default(subscriber);
-    let pool = within(LIMIT, "spawn", pool(1).capture_output(true).spawn())
-        .await
-        .unwrap();
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(1).name("spewer").capture_output(true).spawn(),
+    )
+    .await
+    .unwrap();
     // 100,000 lines of 100 bytes: 10 MB, far more than a pipe holds.
     let n: usize = within(LIMIT, "spew", pool.enqueue(&Cmd::Spew(100_000)))
         .await

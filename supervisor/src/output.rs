@@ -24,13 +24,15 @@ pub(crate) enum Stream {
     Stderr,
 }
 
-/// Reads `pipe` to its end, line by line: into `tracing` when `capture`,
+/// Reads `pipe` to its end, line by line: into `tracing` (with the pool's
+/// name and the worker's pid) when `capture`,
 /// else through to the supervisor's own stream of the same kind; standard
 /// error's last lines also into `tail`.
 pub(crate) async fn drain<R: AsyncRead + Unpin>(
     pipe: R,
     stream: Stream,
     pid: u32,
+    pool: std::sync::Arc<str>,
     capture: bool,
     tail: Option<Tail>,
 ) {
@@ -46,10 +48,10 @@ pub(crate) async fn drain<R: AsyncRead + Unpin>(
         if capture {
             match stream {
                 Stream::Stdout => {
-                    tracing::info!(target: "drover::output", pid, stream = "stdout", "{line}")
+                    tracing::info!(target: "drover::output", pool = &*pool, pid, stream = "stdout", "{line}")
                 }
                 Stream::Stderr => {
-                    tracing::warn!(target: "drover::output", pid, stream = "stderr", "{line}")
+                    tracing::warn!(target: "drover::output", pool = &*pool, pid, stream = "stderr", "{line}")
                 }
             }
         } else {

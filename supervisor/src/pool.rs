@@ -406,6 +406,8 @@ pub(crate) struct Shared {
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) spawner: crate::spawn::Spawner,
     pub(crate) metrics: crate::metrics::Metrics,
+    /// The pool's name (the builder's, or the binary's file name).
+    pub(crate) name: Arc<str>,
 }
 
 impl Shared {
@@ -449,6 +451,7 @@ impl Shared {
             runtime,
             spawner,
             metrics,
+            name: name.into(),
         }
     }
 

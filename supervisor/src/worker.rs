@@ -60,11 +60,25 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
     let capture = shared.config.capture_output;
     let mut drains = Vec::new();
     if let Some(stderr) = spawned.stderr {
-        let task = output::drain(stderr, Stream::Stderr, pid, capture, Some(tail.clone()));
+        let task = output::drain(
+            stderr,
+            Stream::Stderr,
+            pid,
+            shared.name.clone(),
+            capture,
+            Some(tail.clone()),
+        );
         drains.push(shared.tracker.spawn_on(task, &shared.runtime));
     }
     if let Some(stdout) = spawned.stdout {
-        let task = output::drain(stdout, Stream::Stdout, pid, capture, None);
+        let task = output::drain(
+            stdout,
+            Stream::Stdout,
+            pid,
+            shared.name.clone(),
+            capture,
+            None,
+        );
         drains.push(shared.tracker.spawn_on(task, &shared.runtime));
     }
     let kill = CancellationToken::new();
