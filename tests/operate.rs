@@ -421,16 +421,11 @@ async fn each_worker_gets_the_config_and_its_index() {
     )
     .await
     .unwrap();
+    // Three at once, one per worker (each holds one request at a time).
+    let calls: Vec<_> = (0..3).map(|_| pool.enqueue(&Cmd::Config)).collect();
     let mut indices = HashSet::new();
-    let calls: Vec<_> = (0..3).map(|_| pool.enqueue(&Cmd::Sleep(200))).collect();
-    let config_calls = futures::future::join_all(calls);
-    let _ = within(LIMIT, "sleepers", config_calls).await;
-    for _ in 0..30 {
-        let (index, config): (u32, String) = within(LIMIT, "config", pool.enqueue(&Cmd::Config))
-            .await
-            .unwrap()
-            .data()
-            .unwrap();
+    for answer in within(LIMIT, "config", futures::future::join_all(calls)).await {
+        let (index, config): (u32, String) = answer.unwrap().data().unwrap();
         assert_eq!(config, "shared setup");
         indices.insert(index);
     }
