@@ -104,10 +104,6 @@ async fn heavier_worker_gets_clearly_fewer_requests() {
             to_hog < 30,
             "{routing:?}: hog got {to_hog} of 300: {per_pid:?}"
         );
-        if routing == Routing::LeastLoaded {
-            // The two light workers share the rest.
-            assert_eq!(per_pid.len() - usize::from(to_hog > 0), 2, "{per_pid:?}");
-        }
         within(LIMIT, "hard kill", pool.hard_kill()).await;
     }
 }
