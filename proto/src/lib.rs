@@ -51,6 +51,7 @@
 pub mod codec;
 pub mod error;
 pub mod fdio;
+pub mod idhash;
 pub mod message;
 pub mod stream;
 pub mod transport;
@@ -59,6 +60,7 @@ pub mod value;
 pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_LENGTH, FRAME_HEADER_LEN};
 pub use error::ProtocolError;
 pub use fdio::{FdReader, MAX_FDS_PER_FRAME};
+pub use idhash::{IdHash, IdHasher};
 pub use message::{
     timestamp_from_micros, timestamp_micros, Hello, Message, RemoteError, RemoteErrorKind,
     RequestId, Welcome, MAGIC, PROTOCOL_VERSION,

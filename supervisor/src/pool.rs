@@ -22,6 +22,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use drover_proto::IdHasher;
+
 use crate::builder::Config;
 use crate::error::Error;
 use crate::event::{CustomEvent, Event, ExitReason, WorkerExit};
@@ -30,42 +32,6 @@ use crate::query::Query;
 use crate::response::Response;
 use crate::routing::{pick, Candidate};
 use crate::streams::Streams;
-
-/// Hashes request ids by their own bits: a v4 uuid is already random, so
-/// running it through SipHash buys nothing on the request path.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct IdHasher;
-
-impl std::hash::BuildHasher for IdHasher {
-    type Hasher = IdHash;
-
-    fn build_hasher(&self) -> IdHash {
-        IdHash(0)
-    }
-}
-
-/// The hasher of [`IdHasher`].
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct IdHash(u64);
-
-impl std::hash::Hasher for IdHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // A uuid hashes as its 16 bytes (after a length prefix): fold them.
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
-        }
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.0 = self.0.rotate_left(5) ^ n as u64;
-    }
-}
 
 /// What a request may carry besides its payload: descriptors and a byte
 /// stream (boxed in the queue entry, so an entry without any costs one

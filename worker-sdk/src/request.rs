@@ -7,7 +7,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use drover_proto::{decode_value, encode_value, Message, RemoteError, RemoteErrorKind, RequestId};
 use serde::{de::DeserializeOwned, Serialize};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
 
 use crate::error::Error;
 use crate::socket::{FromPassedFd, PassedFd, PassedSocket};
@@ -22,7 +24,10 @@ use tokio::io::AsyncRead;
 pub(crate) struct Tracked {
     pub(crate) id: RequestId,
     pub(crate) created_at: SystemTime,
-    pub(crate) cancel: CancellationToken,
+    /// Set when the caller cancelled; `cancel_wake` wakes `cancelled()`.
+    /// (A flag and a `Notify` cost no allocation, unlike a token.)
+    cancelled: AtomicBool,
+    cancel_wake: Notify,
     answer: Mutex<AnswerState>,
 }
 
@@ -41,9 +46,20 @@ impl Tracked {
         Tracked {
             id,
             created_at,
-            cancel: CancellationToken::new(),
+            cancelled: AtomicBool::new(false),
+            cancel_wake: Notify::new(),
             answer: Mutex::new(AnswerState::default()),
         }
+    }
+
+    /// Marks the request cancelled and wakes whoever waits for that.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.cancel_wake.notify_waiters();
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
     }
 
     /// Claims the right to answer; true exactly once.
@@ -284,13 +300,25 @@ impl Request {
     /// Resolves when the caller cancelled the request (it timed out, or the
     /// caller dropped its future). A handler doing long work can `select!`
     /// on it and stop early; any answer after that is discarded.
-    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
-        self.tracked.cancel.cancelled()
+    pub fn cancelled(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        let tracked = &self.tracked;
+        async move {
+            loop {
+                let woken = tracked.cancel_wake.notified();
+                tokio::pin!(woken);
+                // Register before checking, so a cancel in between is seen.
+                woken.as_mut().enable();
+                if tracked.is_cancelled() {
+                    return;
+                }
+                woken.await;
+            }
+        }
     }
 
     /// Whether the caller has cancelled the request.
     pub fn is_cancelled(&self) -> bool {
-        self.tracked.cancel.is_cancelled()
+        self.tracked.is_cancelled()
     }
 
     fn answer_bytes(self, bytes: Bytes) -> Result<(), Error> {

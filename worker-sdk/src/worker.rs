@@ -47,7 +47,7 @@ pub(crate) struct Inner {
     welcome: Welcome,
     max_frame_length: usize,
     out: mpsc::UnboundedSender<Outgoing>,
-    in_flight: Mutex<HashMap<RequestId, Arc<Tracked>>>,
+    in_flight: Mutex<HashMap<RequestId, Arc<Tracked>, drover_proto::IdHasher>>,
     /// Woken when a request finishes or a stream ends during a soft kill,
     /// or `ready()` is called, so the serve loop can re-check whether the
     /// soft kill may complete.
@@ -329,7 +329,7 @@ impl Worker {
                 welcome,
                 max_frame_length,
                 out,
-                in_flight: Mutex::new(HashMap::new()),
+                in_flight: Mutex::new(HashMap::default()),
                 streams_in: Mutex::new(HashMap::new()),
                 streams_out: Mutex::new(HashMap::new()),
                 pumps: AtomicUsize::new(0),
@@ -552,7 +552,7 @@ impl Worker {
             .map(|t| RequestInfo {
                 id: t.id,
                 created_at: t.created_at,
-                cancelled: t.cancel.is_cancelled(),
+                cancelled: t.is_cancelled(),
             })
             .collect();
         list.sort_by_key(|r| r.created_at);
@@ -699,7 +699,7 @@ impl Worker {
                         Message::Cancel { id } => {
                             let in_flight = self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
                             if let Some(tracked) = in_flight.get(&id) {
-                                tracked.cancel.cancel();
+                                tracked.cancel();
                             }
                         }
                         Message::Event { name, payload } => {
