@@ -93,6 +93,10 @@ pub async fn recv_lossy<T: Clone>(rx: &mut tokio::sync::broadcast::Receiver<T>) 
 /// the Unix epoch, 0 for now; job: Vec<u8> encoded job value)`.
 pub const EVENT_POST_JOB: &str = "drover.post_job";
 
+/// The name of the event by which a worker reports a statistic
+/// (`Worker::add_stat`); its payload is `(name: String, value: f64)`.
+pub const EVENT_STAT: &str = "drover.stat";
+
 /// Name of the environment variable that tells a worker which inherited
 /// descriptor is its end of the supervisor's socket pair.
 pub const ENV_FD: &str = "DROVER_FD";

@@ -66,6 +66,7 @@
 //! - `health.rs`: [`WorkerState`], [`WorkerHealth`], memory readings.
 //! - `operate.rs`: recycling, resize, reload, drain and resume.
 //! - `groups.rs`: [`Groups`], several named pools declared as a whole.
+//! - `batch.rs`: [`Batch`], many jobs through the pool, one report.
 //! - `streams.rs`: the byte streams of one connection.
 //! - `output.rs`: draining workers' stdout and stderr.
 //! - `query.rs`: [`Query`], the questions workers ask the supervisor.
@@ -75,6 +76,7 @@
 //!   exits by reason, restarts).
 //! - `response.rs`: [`Response`]. `error.rs`: [`Error`].
 
+mod batch;
 mod builder;
 mod error;
 mod event;
@@ -92,6 +94,7 @@ mod streams;
 mod supervisor;
 mod worker;
 
+pub use batch::{Batch, BatchReport};
 pub use builder::Builder;
 pub use drover_proto::{RemoteErrorKind, RequestId};
 pub use error::{Error, HandshakeFailure};

@@ -226,6 +226,15 @@ impl Supervisor {
         }
     }
 
+    /// Runs many jobs through the pool and reports how it went: okanjo's
+    /// batch runs. Each job is an ordinary request; at most `concurrency`
+    /// are in flight (by default the pool's capacity). Workers may report
+    /// statistics (`Worker::add_stat`), summed in the report.
+    pub fn batch<I: IntoIterator>(&self, jobs: I) -> crate::batch::Batch<'_, I::IntoIter> {
+        let capacity = self.shared().config.workers * self.shared().config.max_concurrency;
+        crate::batch::Batch::new(self, jobs.into_iter(), capacity.max(1))
+    }
+
     /// The largest payload a request or event can carry, in bytes.
     pub fn max_payload(&self) -> usize {
         self.shared()

@@ -330,6 +330,10 @@ async fn run() -> Result<(), drover_worker::Error> {
                         Ok(answer) => req.respond(&answer),
                         Err(e) => req.fail(e),
                     },
+                    Cmd::Stat(name, value) => {
+                        me.add_stat(&name, value)?;
+                        req.respond(&std::process::id())
+                    }
                     Cmd::PostJob(job) => {
                         me.post_job(&*job)?;
                         req.ack()

@@ -78,6 +78,8 @@ pub enum Cmd {
     /// Ask the supervisor query `.0` with `.1`; answer its `String` answer,
     /// or fail with its error.
     Ask(String, String),
+    /// Report statistic `.0` += `.1`, then answer the pid.
+    Stat(String, f64),
     /// Post this job to the pool's job queue, then ack.
     PostJob(Box<Cmd>),
     /// Exit with code 1 unless the file exists (creating it first); once it

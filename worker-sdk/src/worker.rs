@@ -487,6 +487,17 @@ impl Worker {
         }
     }
 
+    /// Adds `value` to the statistic `name`: a batch run
+    /// (`Supervisor::batch`) sums what its workers report, by name (rows
+    /// parsed, bytes written, cache misses).
+    ///
+    /// # Errors
+    ///
+    /// As [`emit`](Worker::emit).
+    pub fn add_stat(&self, name: &str, value: f64) -> Result<(), Error> {
+        self.emit(drover_proto::EVENT_STAT, &(name, value))
+    }
+
     /// Posts a job to the pool's job queue (`drover::queue`), due now: a
     /// worker can fan work out, or schedule a follow-up. The job is durable
     /// once the supervisor's queue runner has stored it; a runner must be
