@@ -163,3 +163,17 @@ pub enum HandshakeFailure {
     #[error("{0}")]
     Protocol(#[from] ProtocolError),
 }
+
+/// Decodes a payload from worker `pid` as a `T`; errors name the type, the
+/// worker and the request (nil for events and queries).
+pub(crate) fn decode_from<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    request_id: RequestId,
+    pid: u32,
+) -> Result<T, Error> {
+    drover_proto::decode_value(payload).map_err(|source| Error::Decode {
+        request_id,
+        pid,
+        source,
+    })
+}

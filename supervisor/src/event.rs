@@ -3,7 +3,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use drover_proto::{decode_value, RequestId};
+use drover_proto::RequestId;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
@@ -85,11 +85,7 @@ impl CustomEvent {
     /// [`Error::Encode`]-free: [`Error::Decode`] naming `T` (its request id
     /// is nil) when the payload is not a `T`.
     pub fn data<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        decode_value(&self.payload).map_err(|source| Error::Decode {
-            request_id: RequestId::nil(),
-            pid: self.pid,
-            source,
-        })
+        crate::error::decode_from(&self.payload, RequestId::nil(), self.pid)
     }
 }
 

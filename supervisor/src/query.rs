@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use drover_proto::{decode_value, encode_value, Message, Outgoing, RemoteError, RemoteErrorKind};
+use drover_proto::{encode_value, Message, Outgoing, RemoteError, RemoteErrorKind};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -108,11 +108,7 @@ impl Query {
     ///
     /// [`Error::Decode`] naming `T`.
     pub fn data<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        decode_value(&self.payload).map_err(|source| Error::Decode {
-            request_id: drover_proto::RequestId::nil(),
-            pid: self.pid,
-            source,
-        })
+        crate::error::decode_from(&self.payload, drover_proto::RequestId::nil(), self.pid)
     }
 
     /// Answers with `value`.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use drover_proto::IncomingStream;
-use drover_proto::{decode_value, RequestId};
+use drover_proto::RequestId;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
@@ -56,11 +56,7 @@ impl Response {
     /// [`Error::Decode`], naming `T`, the request and the worker, when the
     /// answer is not a `T`. The pool is unaffected.
     pub fn data<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        decode_value(&self.payload).map_err(|source| Error::Decode {
-            request_id: self.id,
-            pid: self.pid,
-            source,
-        })
+        crate::error::decode_from(&self.payload, self.id, self.pid)
     }
 
     /// Takes the byte stream the worker sent after its answer
