@@ -162,6 +162,33 @@ async fn workers_post_jobs_to_the_queue() {
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 
+#[tokio::test]
+async fn a_job_answered_in_this_session_reaches_its_waiter() {
+    let queue = JobQueue::new(SqliteStore::in_memory().await.unwrap());
+    // No runner yet: no answer, and the job stays queued.
+    let err = queue
+        .push_and_wait(&Cmd::Echo("later".into()), Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no answer within"), "{err}");
+    assert_eq!(queue.stats().await.unwrap().ready, 1);
+
+    let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
+    let runner = queue.start(pool.clone());
+    let answer = within(
+        LIMIT,
+        "answer",
+        queue.push_and_wait(&Cmd::Echo("now".into()), LIMIT),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.data::<String>().unwrap(), "now");
+    // The unanswered one ran too, at least once.
+    assert!(settled(&queue, Stats::default()).await);
+    within(LIMIT, "stop", runner.stop()).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
 /// The machine's PostgreSQL, from `DROVER_TEST_DATABASE_URL` (set by
 /// `.ci/run`), in a schema of this test's own.
 async fn pg_store(schema: &str) -> Option<(PgStore, DropSchema)> {

@@ -13,6 +13,14 @@ pub enum QueueError {
         /// The database driver's error.
         source: sqlx::Error,
     },
+    /// No answer came for a job within the time waited (it still runs).
+    #[error("job {id}: no answer within {waited:?} (the job stays queued and runs at least once)")]
+    NoAnswer {
+        /// The job.
+        id: crate::JobId,
+        /// How long the caller waited.
+        waited: std::time::Duration,
+    },
     /// A job value would not encode.
     #[error(transparent)]
     Encode(#[from] ValueError),

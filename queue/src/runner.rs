@@ -1,13 +1,14 @@
 //! Running a queue's jobs on a drover pool.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use drover_proto::{encode_value, timestamp_from_micros, EVENT_POST_JOB};
-use drover_supervisor::{Error, Event, Events, Supervisor};
+use drover_supervisor::{Error, Event, Events, Response, Supervisor};
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -63,6 +64,11 @@ struct Inner<S> {
     settings: Settings,
     /// Woken when a job is pushed from this process.
     pushed: Notify,
+    /// Callers of `push_and_wait`, by job id: told the answer if a runner
+    /// in this process completes the job.
+    /// (An async lock: `push_and_wait` holds it across the insert of its
+    /// job, so a runner that finishes the job at once still finds it.)
+    waiting: tokio::sync::Mutex<HashMap<JobId, oneshot::Sender<Response>>>,
 }
 
 impl<S> Clone for JobQueue<S> {
@@ -98,6 +104,7 @@ impl<S: Store> JobQueue<S> {
                     poll: Duration::from_secs(1),
                 },
                 pushed: Notify::new(),
+                waiting: tokio::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -197,6 +204,39 @@ impl<S: Store> JobQueue<S> {
         let id = self.inner.store.push(&payload, at).await?;
         self.inner.pushed.notify_waiters();
         Ok(id)
+    }
+
+    /// Adds a job, due now, and waits up to `within` for its answer: the
+    /// answer comes if a runner in this process completes it in time (a
+    /// runner elsewhere, or after a restart, runs it with no one to tell).
+    /// The job stays queued, durable, whatever happens to the wait.
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](JobQueue::push); [`QueueError::NoAnswer`] if no answer
+    /// came within `within` (the job itself still runs, at least once).
+    pub async fn push_and_wait<T: Serialize + ?Sized>(
+        &self,
+        job: &T,
+        within: Duration,
+    ) -> Result<Response, QueueError> {
+        let payload = encode_value(job)?;
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            // Held across the insert: a runner that completes the job
+            // before we register waits for the lock, then finds us.
+            let mut waiting = self.inner.waiting.lock().await;
+            let id = self.inner.store.push(&payload, SystemTime::now()).await?;
+            waiting.insert(id, tx);
+            id
+        };
+        self.inner.pushed.notify_waiters();
+        let answer = tokio::time::timeout(within, rx).await;
+        self.inner.waiting.lock().await.remove(&id);
+        match answer {
+            Ok(Ok(response)) => Ok(response),
+            _ => Err(QueueError::NoAnswer { id, waited: within }),
+        }
     }
 
     /// Deletes a job no runner holds; false if it is running or gone.
@@ -377,7 +417,15 @@ async fn run_job<S: Store>(inner: &Inner<S>, pool: &Supervisor, owner: &str, job
         .send()
         .await;
     let recorded = match outcome {
-        Ok(_) => inner.store.complete(job.id, owner).await,
+        Ok(answer) => {
+            let done = inner.store.complete(job.id, owner).await;
+            let waiter = inner.waiting.lock().await.remove(&job.id);
+            if let Some(waiter) = waiter {
+                // The caller may have stopped waiting.
+                let _ = waiter.send(answer);
+            }
+            done
+        }
         Err(error) => {
             let text = error.to_string();
             // A pool that refused the job did not run it: not the job's fault.
