@@ -491,7 +491,9 @@ async fn a_binary_that_vanishes_fails_the_pool_instead_of_shrinking_it() {
     let dir = std::env::temp_dir().join(format!("drover-vanish-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("worker");
-    std::fs::copy(common::WORKER, &path).unwrap();
+    // A link, not a copy: a freshly written copy can fail to exec with
+    // ETXTBSY while another test's fork still holds it open for writing.
+    std::os::unix::fs::symlink(common::WORKER, &path).unwrap();
     let pool = drover::Supervisor::builder(&path)
         .workers(2)
         .restarts(2, Duration::from_secs(60))

@@ -58,7 +58,7 @@ impl Spawner {
                 // tokio's process driver needs its runtime to register the child.
                 let _guard = runtime.enter();
                 for (config, reply) in rx {
-                    let _ = reply.send(spawn_worker(&config));
+                    let _ = reply.send(spawn_retrying_busy(&config));
                 }
             })?;
         Ok(Spawner { jobs })
@@ -75,6 +75,26 @@ impl Spawner {
             .send((config.clone(), reply))
             .map_err(|_| gone())?;
         result.await.unwrap_or_else(|_| Err(gone()))
+    }
+}
+
+/// As [`spawn_worker`], trying again a few times when the binary is
+/// "busy" (`ETXTBSY`): a binary just written (a deploy before a reload) can
+/// be briefly held open for writing by a process that another thread
+/// forked, until that process calls `exec`.
+fn spawn_retrying_busy(config: &Config) -> Result<Spawned, Error> {
+    let mut attempts = 0;
+    loop {
+        match spawn_worker(config) {
+            Err(Error::Spawn { source, .. })
+                if source.raw_os_error() == Some(rustix::io::Errno::TXTBSY.raw_os_error())
+                    && attempts < 5 =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10 * attempts));
+            }
+            result => return result,
+        }
     }
 }
 
