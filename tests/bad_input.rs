@@ -310,3 +310,35 @@ async fn worker_exiting_mid_request_fails_it_at_once_and_is_replaced() {
     within(LIMIT, "pid", pool.enqueue(&Cmd::Pid)).await.unwrap();
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
+
+#[tokio::test]
+async fn an_answer_over_the_frame_limit_is_an_error_naming_the_limit() {
+    let pool = within(LIMIT, "spawn", pool(1).max_frame_length(1 << 20).spawn())
+        .await
+        .unwrap();
+    let pid = pids(&pool)[0];
+    let err = within(LIMIT, "big answer", pool.enqueue(&Cmd::Big(2 << 20)))
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Remote {
+            kind: RemoteErrorKind::Unsendable,
+            pid: p,
+            message,
+            ..
+        } => {
+            assert_eq!(*p, pid);
+            assert!(
+                message.contains("frame limit of 1048576 bytes"),
+                "{message}"
+            );
+        }
+        other => panic!("expected an unsendable answer, got {other:?}"),
+    }
+    // The worker checked before sending: it is still the same process.
+    let answer = within(LIMIT, "small answer", pool.enqueue(&Cmd::Big(10)))
+        .await
+        .unwrap();
+    assert_eq!(answer.pid(), pid);
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}

@@ -413,3 +413,38 @@ async fn a_worker_lists_its_requests_in_flight() {
     assert!(ids.contains(&slow_id.to_string()));
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
+
+#[tokio::test]
+async fn the_worker_sees_the_request_as_the_caller_made_it() {
+    let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
+    let answer = within(LIMIT, "created_at", pool.enqueue(&Cmd::CreatedAt))
+        .await
+        .unwrap();
+    let seen_by_worker: u64 = answer.data().unwrap();
+    let made = answer
+        .created_at()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    assert_eq!(seen_by_worker, made);
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn hard_kill_runs_each_workers_hook() {
+    let pool = within(LIMIT, "spawn", pool(2).spawn()).await.unwrap();
+    let all: HashSet<u32> = pids(&pool).into_iter().collect();
+    let mut events = pool.events();
+    within(LIMIT, "hard kill", pool.hard_kill()).await;
+    let mut hooked = HashSet::new();
+    while hooked.len() < 2 {
+        match within(LIMIT, "hook events", events.recv()).await {
+            Some(Event::Custom(e)) if e.name == "hard-kill-hook" => {
+                hooked.insert(e.pid);
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert_eq!(hooked, all);
+}

@@ -67,6 +67,10 @@ async fn run() -> Result<(), drover_worker::Error> {
     worker.on_soft_kill(move || async move {
         let _ = hook_worker.emit("soft-kill-hook", &std::process::id());
     });
+    let hard_hook_worker = worker.clone();
+    worker.on_hard_kill(move || {
+        let _ = hard_hook_worker.emit("hard-kill-hook", &std::process::id());
+    });
 
     // Subscribe before serving, so no event sent after `Ready` is missed.
     let events_worker = worker.clone();
@@ -334,6 +338,15 @@ async fn run() -> Result<(), drover_worker::Error> {
                         me.add_stat(&name, value)?;
                         req.respond(&std::process::id())
                     }
+                    Cmd::CreatedAt => {
+                        let micros = req
+                            .created_at()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_micros() as u64;
+                        req.respond(&micros)
+                    }
+                    Cmd::Big(len) => req.respond(&vec![7u8; len]),
                     Cmd::PostJob(job) => {
                         me.post_job(&*job)?;
                         req.ack()
@@ -352,12 +365,7 @@ async fn run() -> Result<(), drover_worker::Error> {
 /// Runs a pool of two copies of this binary, prints their pids, and waits
 /// to be killed: the tests check the workers die with it.
 async fn supervise() {
-    let exe = std::env::current_exe().expect("current_exe");
-    let pool = drover::Supervisor::builder(exe)
-        .workers(2)
-        .spawn()
-        .await
-        .expect("spawn");
+    let pool = pool_of_self().await;
     let pids: Vec<String> = pool.health().iter().map(|h| h.pid.to_string()).collect();
     println!("{}", pids.join(" "));
     std::future::pending::<()>().await;
@@ -382,12 +390,7 @@ async fn queue_until_killed(path: String) {
         .await
         .expect("the queue's database");
     let queue = JobQueue::new(store).lease(Duration::from_millis(500));
-    let exe = std::env::current_exe().expect("current_exe");
-    let pool = drover::Supervisor::builder(exe)
-        .workers(2)
-        .spawn()
-        .await
-        .expect("spawn");
+    let pool = pool_of_self().await;
     for _ in 0..2 {
         queue.push(&Cmd::Sleep(60_000)).await.expect("push");
     }
@@ -407,4 +410,14 @@ fn frame(message: &drover_proto::Message) -> bytes::BytesMut {
         .encode_message(message, &mut frame)
         .expect("encode");
     frame
+}
+
+/// A pool of two copies of this binary, for the modes where it supervises.
+async fn pool_of_self() -> drover::Supervisor {
+    let exe = std::env::current_exe().expect("current_exe");
+    drover::Supervisor::builder(exe)
+        .workers(2)
+        .spawn()
+        .await
+        .expect("spawn")
 }

@@ -80,6 +80,10 @@ pub enum Cmd {
     Ask(String, String),
     /// Report statistic `.0` += `.1`, then answer the pid.
     Stat(String, f64),
+    /// Answer `created_at()` of the request, in microseconds since the epoch.
+    CreatedAt,
+    /// Answer with this many bytes.
+    Big(usize),
     /// Post this job to the pool's job queue, then ack.
     PostJob(Box<Cmd>),
     /// Exit with code 1 unless the file exists (creating it first); once it
