@@ -290,12 +290,30 @@ async fn a_crash_loop_spends_the_budget_and_fails_the_pool() {
         .await;
     let mut events = pool.events();
     let pids_before = pids(&pool);
-    // Kill one: every replacement crashes at start.
+    // One worker holds a long request, and another request waits behind.
+    let held = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.enqueue(&Cmd::Sleep(60_000)).await })
+    };
+    assert!(eventually(LIMIT, || pool.health().iter().any(|h| h.in_flight == 1)).await);
+    // Kill the other: every replacement crashes at start.
     let _ = within(LIMIT, "exit", pool.enqueue(&Cmd::Exit(1))).await;
+    let queued = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.enqueue(&Cmd::Pid).await })
+    };
     let reason = common::next_pool_failure(&mut events).await;
     assert!(
         reason.contains("restart budget spent: 3 restarts"),
         "{reason}"
+    );
+    // The request in flight and the one queued both fail, saying why.
+    let err = within(LIMIT, "held", held).await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("pool failed"), "{err}");
+    let err = within(LIMIT, "queued", queued).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, Error::PoolFailed { reason } if reason.contains("restart budget")),
+        "{err:?}"
     );
     let err = within(LIMIT, "refused", pool.enqueue(&Cmd::Pid))
         .await
