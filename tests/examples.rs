@@ -1,4 +1,5 @@
-//! The prefork HTTP example, driven with real HTTP requests.
+//! The examples, run as their users run them: the prefork HTTP server
+//! driven with real HTTP requests, the stream hasher on a real stream.
 
 mod common;
 
@@ -112,4 +113,34 @@ fn prefork_http_serves_real_requests_from_its_workers() {
     for worker in pids {
         assert!(!alive(worker), "worker {worker} outlived the example");
     }
+}
+
+#[test]
+fn stream_hash_streams_through_a_worker_and_agrees_with_itself() {
+    let mut child = KillOnDrop(
+        Command::new(example("stream_hash"))
+            .arg("16")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the example (built by cargo test)"),
+    );
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "stream_hash did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(status.success(), "{status}: {out}");
+    assert!(out.contains("hashed 16777216 bytes"), "{out}");
+    assert!(out.contains("the supervisor's own hash agrees"), "{out}");
 }
