@@ -68,6 +68,7 @@ fn ready_count(pool: &Supervisor) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resize_up_and_down_under_load_fails_nothing() {
     let pool = within(LIMIT, "spawn", pool(2).spawn()).await.unwrap();
+    let mut events = pool.events();
     let load = Load::start(&pool, 6, 2);
     for n in [8, 1, 3] {
         within(LIMIT, "resize", pool.resize(n)).await.unwrap();
@@ -91,6 +92,20 @@ async fn resize_up_and_down_under_load_fails_nothing() {
         failures.first()
     );
     assert!(ok > 0);
+    // Every worker that left was resized away, none crashed.
+    let mut resized = 0;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(10), events.recv()).await
+    {
+        if let Event::WorkerExited(exit) = event {
+            assert_eq!(
+                exit.reason,
+                ExitReason::Recycled(RecycleCause::Resize),
+                "{exit}"
+            );
+            resized += 1;
+        }
+    }
+    assert_eq!(resized, 7, "8 -> 1 retires seven");
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 
@@ -555,5 +570,150 @@ async fn captured_output_reaches_tracing_and_never_blocks_the_worker() {
         "only {} lines reached tracing",
         lines.load(Ordering::Relaxed)
     );
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn max_age_recycles_and_the_pool_stays_full() {
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(2)
+            .max_age(Duration::from_millis(300))
+            .health_interval(Duration::from_millis(20))
+            .spawn(),
+    )
+    .await
+    .unwrap();
+    let mut events = pool.events();
+    let first = common::next_exit(&mut events).await;
+    assert!(
+        matches!(first.reason, ExitReason::Recycled(RecycleCause::MaxAge { age }) if age >= Duration::from_millis(300)),
+        "{first}"
+    );
+    assert!(first.requested());
+    let second = common::next_exit(&mut events).await;
+    assert!(
+        matches!(
+            second.reason,
+            ExitReason::Recycled(RecycleCause::MaxAge { .. })
+        ),
+        "{second}"
+    );
+    assert!(eventually(LIMIT, || ready_count(&pool) == 2).await);
+    within(LIMIT, "pid", pool.enqueue(&Cmd::Pid)).await.unwrap();
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+/// Counts drover's warnings and errors, and its "recycling" lines.
+struct RecycleLog {
+    warnings: Arc<AtomicUsize>,
+    recycling: Arc<AtomicUsize>,
+}
+
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RecycleLog {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let meta = event.metadata();
+        if !meta.target().starts_with("drover") {
+            return;
+        }
+        if *meta.level() <= tracing::Level::WARN {
+            self.warnings.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        if message.0.contains("recycling worker") {
+            self.recycling.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_intended_recycle_is_logged_as_such_never_as_a_failure() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let warnings = Arc::new(AtomicUsize::new(0));
+    let recycling = Arc::new(AtomicUsize::new(0));
+    let subscriber = tracing_subscriber::registry().with(RecycleLog {
+        warnings: warnings.clone(),
+        recycling: recycling.clone(),
+    });
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let pool = within(LIMIT, "spawn", pool(2).max_requests(5, 0).spawn())
+        .await
+        .unwrap();
+    let mut events = pool.events();
+    for i in 0..30 {
+        let text = format!("{i}");
+        let answer = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(text.clone())))
+            .await
+            .unwrap();
+        assert_eq!(answer.data::<String>().unwrap(), text);
+    }
+    // Settled: two ready workers and no retiring one.
+    assert!(
+        eventually(LIMIT, || ready_count(&pool) == 2
+            && pool.health().len() == 2)
+        .await
+    );
+    let mut recycled = 0;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(10), events.recv()).await
+    {
+        if let Event::WorkerExited(exit) = event {
+            assert!(
+                matches!(
+                    exit.reason,
+                    ExitReason::Recycled(RecycleCause::MaxRequests { .. })
+                ),
+                "{exit}"
+            );
+            recycled += 1;
+        }
+    }
+    assert!(recycled >= 1, "no worker was recycled");
+    // Every recycle had its own line, at info level.
+    assert_eq!(recycling.load(Ordering::Relaxed), recycled);
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+    assert_eq!(
+        warnings.load(Ordering::Relaxed),
+        0,
+        "a recycle was logged as a warning or error"
+    );
+}
+
+#[tokio::test]
+async fn serve_with_builds_state_once_and_hands_it_to_every_request() {
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(2)
+            .env("DROVER_TEST_SERVE_WITH", "1")
+            .config(&"model weights".to_string())
+            .spawn(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..20 {
+        let (setups, state): (usize, String) = within(LIMIT, "state", pool.enqueue(&Cmd::Pid))
+            .await
+            .unwrap()
+            .data()
+            .unwrap();
+        assert_eq!(setups, 1, "setup ran more than once in a worker");
+        assert_eq!(state, "MODEL WEIGHTS");
+    }
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }

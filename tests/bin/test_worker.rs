@@ -35,6 +35,9 @@ async fn run() -> Result<(), drover_worker::Error> {
         queue_until_killed(std::env::args().nth(2).expect("a database path")).await;
         return Ok(());
     }
+    if std::env::var_os("DROVER_TEST_SERVE_WITH").is_some() {
+        return serve_with_state().await;
+    }
     // Keep a second handle on the socket for the misbehaving commands,
     // before the SDK claims it.
     // SAFETY: descriptor 3 is the socket the supervisor passed; it is only
@@ -420,4 +423,23 @@ async fn pool_of_self() -> drover::Supervisor {
         .spawn()
         .await
         .expect("spawn")
+}
+
+/// A worker built with `serve_with`: its state is made once, from the
+/// pool's config, and every request is answered with
+/// `(times setup ran in this process, the state)`.
+async fn serve_with_state() -> Result<(), drover_worker::Error> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SETUPS: AtomicUsize = AtomicUsize::new(0);
+    drover_worker::serve_with(
+        |worker: Worker| async move {
+            SETUPS.fetch_add(1, Ordering::SeqCst);
+            let config: String = worker.config()?;
+            Ok::<_, drover_worker::Error>(config.to_uppercase())
+        },
+        |req: Request, state: std::sync::Arc<String>| async move {
+            req.respond(&(SETUPS.load(Ordering::SeqCst), state.as_str()))
+        },
+    )
+    .await
 }
