@@ -717,3 +717,96 @@ async fn serve_with_builds_state_once_and_hands_it_to_every_request() {
     }
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
+
+#[tokio::test]
+async fn cpu_and_open_file_limits_apply_and_a_cpu_kill_names_its_limit() {
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(1).limit_open_files(32).limit_cpu_seconds(1).spawn(),
+    )
+    .await
+    .unwrap();
+    let opened: usize = within(LIMIT, "open", pool.enqueue(&Cmd::OpenFiles(100)))
+        .await
+        .unwrap()
+        .data()
+        .unwrap();
+    assert!(opened < 32, "opened {opened} files under a limit of 32");
+    // Two seconds of CPU under a one-second limit.
+    let err = within(LIMIT, "spin", pool.enqueue(&Cmd::Spin(2_500)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("CPU time of 1 s"), "{err}");
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn workers_run_as_the_user_and_group_asked() {
+    if !rustix::process::getuid().is_root() {
+        eprintln!("not root: cannot switch users; skipping");
+        return;
+    }
+    // `nobody` on Debian.
+    let pool = within(LIMIT, "spawn", pool(1).user(65534).group(65534).spawn())
+        .await
+        .unwrap();
+    let ids: (u32, u32) = within(LIMIT, "ids", pool.enqueue(&Cmd::Ids))
+        .await
+        .unwrap()
+        .data()
+        .unwrap();
+    assert_eq!(ids, (65534, 65534));
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_with_new_environment_and_arguments() {
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(2).env("DROVER_TEST_MARK", "old").spawn(),
+    )
+    .await
+    .unwrap();
+    let old: String = within(
+        LIMIT,
+        "env",
+        pool.enqueue(&Cmd::Env("DROVER_TEST_MARK".into())),
+    )
+    .await
+    .unwrap()
+    .data()
+    .unwrap();
+    assert_eq!(old, "old");
+    within(
+        LIMIT,
+        "reload",
+        pool.reload_with(
+            common::pool(2)
+                .env("DROVER_TEST_MARK", "new")
+                .arg("--ignored-arg"),
+        ),
+    )
+    .await
+    .unwrap();
+    for _ in 0..4 {
+        let now: String = within(
+            LIMIT,
+            "env",
+            pool.enqueue(&Cmd::Env("DROVER_TEST_MARK".into())),
+        )
+        .await
+        .unwrap()
+        .data()
+        .unwrap();
+        assert_eq!(now, "new");
+        let args: Vec<String> = within(LIMIT, "args", pool.enqueue(&Cmd::Args))
+            .await
+            .unwrap()
+            .data()
+            .unwrap();
+        assert_eq!(args, vec!["--ignored-arg"]);
+    }
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}

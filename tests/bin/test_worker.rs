@@ -350,6 +350,18 @@ async fn run() -> Result<(), drover_worker::Error> {
                         req.respond(&micros)
                     }
                     Cmd::Big(len) => req.respond(&vec![7u8; len]),
+                    Cmd::OpenFiles(n) => {
+                        let opened: Vec<std::fs::File> = (0..n)
+                            .map_while(|_| std::fs::File::open("/dev/null").ok())
+                            .collect();
+                        req.respond(&opened.len())
+                    }
+                    Cmd::Ids => req.respond(&(
+                        rustix::process::getuid().as_raw(),
+                        rustix::process::getgid().as_raw(),
+                    )),
+                    Cmd::Args => req.respond(&std::env::args().skip(1).collect::<Vec<_>>()),
+                    Cmd::Env(name) => req.respond(&std::env::var(&name).unwrap_or_default()),
                     Cmd::PostJob(job) => {
                         me.post_job(&*job)?;
                         req.ack()

@@ -84,6 +84,14 @@ pub enum Cmd {
     CreatedAt,
     /// Answer with this many bytes.
     Big(usize),
+    /// Open /dev/null this many times, keeping each; answer how many opened.
+    OpenFiles(usize),
+    /// Answer `(uid, gid)` of this process.
+    Ids,
+    /// Answer the value of this environment variable ("" if unset).
+    Env(String),
+    /// Answer the command-line arguments after the program's name.
+    Args,
     /// Post this job to the pool's job queue, then ack.
     PostJob(Box<Cmd>),
     /// Exit with code 1 unless the file exists (creating it first); once it
