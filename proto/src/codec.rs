@@ -6,12 +6,20 @@
 //! +----------------+---------------------------+
 //! ```
 //!
-//! Framing is tokio-util's [`LengthDelimitedCodec`]; [`MessageCodec`] puts a
-//! typed layer on it. The length limit is checked on the header alone, so
-//! a peer that announces a 4 GiB frame gets an error, not an allocation.
+//! [`MessageCodec`] is a tokio-util [`Decoder`] and [`Encoder`]. The
+//! length limit is checked on the header alone, so a peer that announces a
+//! 4 GiB frame gets an error, not an allocation.
+//!
+//! The two messages every request costs, `Request` and a successful
+//! `Response`, are encoded and decoded by hand (module `fast`), byte for
+//! byte as bincode does: they are a variant tag, a uuid and a few small
+//! fields, and going through serde for them cost more than everything else
+//! the codec does. Every other message, and any input the hand-written
+//! decoder does not recognise exactly, takes the serde path, which stays
+//! the reference: the tests hold the two to the same bytes.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::ProtocolError;
 use crate::message::Message;
@@ -47,26 +55,13 @@ pub const MESSAGE_OVERHEAD: usize = 64;
 /// ```
 #[derive(Debug)]
 pub struct MessageCodec {
-    frames: LengthDelimitedCodec,
     max_frame_length: usize,
-    /// The inner codec has consumed the current frame's header and waits
-    /// for its body.
-    in_body: bool,
 }
 
 impl MessageCodec {
     /// A codec that refuses frames with a body over `max_frame_length` bytes.
     pub fn new(max_frame_length: usize) -> MessageCodec {
-        let frames = LengthDelimitedCodec::builder()
-            .length_field_length(FRAME_HEADER_LEN)
-            .big_endian()
-            .max_frame_length(max_frame_length)
-            .new_codec();
-        MessageCodec {
-            frames,
-            max_frame_length,
-            in_body: false,
-        }
+        MessageCodec { max_frame_length }
     }
 
     /// The frame limit in bytes.
@@ -77,7 +72,6 @@ impl MessageCodec {
     /// Changes the frame limit (the worker learns it in `Welcome`).
     pub fn set_max_frame_length(&mut self, max: usize) {
         self.max_frame_length = max;
-        self.frames.set_max_frame_length(max);
     }
 }
 
@@ -96,31 +90,34 @@ impl Decoder for MessageCodec {
     type Error = ProtocolError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtocolError> {
-        // Check the header ourselves before the inner codec consumes it, so
-        // the error names the announced length.
-        if !self.in_body && src.len() >= FRAME_HEADER_LEN {
-            let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-            if len > self.max_frame_length {
-                return Err(ProtocolError::FrameTooLarge {
-                    len,
-                    max: self.max_frame_length,
-                });
-            }
-        }
-        let had_header = self.in_body || src.len() >= FRAME_HEADER_LEN;
-        let Some(body) = self.frames.decode(src)? else {
-            self.in_body = had_header;
+        let Some(header) = src.first_chunk::<FRAME_HEADER_LEN>() else {
             return Ok(None);
         };
-        self.in_body = false;
-        let body = body.freeze();
-        let (mut message, used) =
-            bincode::serde::decode_from_slice::<Message, _>(&body, bincode_config()).map_err(
-                |e| ProtocolError::Decode {
-                    len: body.len(),
-                    reason: e.to_string(),
-                },
-            )?;
+        // The header is checked before anything is buffered for the body,
+        // so the error names the announced length and nothing is allocated.
+        let len = u32::from_be_bytes(*header) as usize;
+        if len > self.max_frame_length {
+            return Err(ProtocolError::FrameTooLarge {
+                len,
+                max: self.max_frame_length,
+            });
+        }
+        let whole = FRAME_HEADER_LEN + len;
+        if src.len() < whole {
+            // Make room for the rest of the frame at once.
+            src.reserve(whole - src.len());
+            return Ok(None);
+        }
+        src.advance(FRAME_HEADER_LEN);
+        let body = src.split_to(len).freeze();
+        let decoded = match fast::decode(&body) {
+            Some(decoded) => Ok(decoded),
+            None => bincode::serde::decode_from_slice::<Message, _>(&body, bincode_config()),
+        };
+        let (mut message, used) = decoded.map_err(|e| ProtocolError::Decode {
+            len: body.len(),
+            reason: e.to_string(),
+        })?;
         if used < body.len() {
             // The payload follows the message: take it without a copy.
             message
@@ -138,7 +135,7 @@ impl Decoder for MessageCodec {
             Some(message) => Ok(Some(message)),
             None if buf.is_empty() => Ok(None),
             None => Err(ProtocolError::Truncated {
-                buffered: buf.len() + if self.in_body { FRAME_HEADER_LEN } else { 0 },
+                buffered: buf.len(),
             }),
         }
     }
@@ -179,16 +176,20 @@ impl MessageCodec {
     ) -> Result<Option<Bytes>, ProtocolError> {
         let start = dst.len();
         dst.put_u32(0);
-        let mut writer = dst.writer();
-        let written = bincode::serde::encode_into_std_write(message, &mut writer, bincode_config());
-        let dst = writer.into_inner();
-        let head = match written {
-            Ok(len) => len,
-            Err(e) => {
-                dst.truncate(start);
-                return Err(ProtocolError::Encode {
-                    reason: e.to_string(),
-                });
+        let head = if fast::encode(message, dst) {
+            dst.len() - start - FRAME_HEADER_LEN
+        } else {
+            let mut writer = dst.writer();
+            let written =
+                bincode::serde::encode_into_std_write(message, &mut writer, bincode_config());
+            match written {
+                Ok(len) => len,
+                Err(e) => {
+                    dst.truncate(start);
+                    return Err(ProtocolError::Encode {
+                        reason: e.to_string(),
+                    });
+                }
             }
         };
         let tail = message.tail().filter(|t| !t.is_empty()).cloned();
@@ -202,6 +203,163 @@ impl MessageCodec {
         }
         dst[start..start + FRAME_HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
         Ok(tail)
+    }
+}
+
+/// `Request` and `Response` by hand, exactly as bincode's standard
+/// configuration writes them through serde: the variant index as a varint,
+/// the uuid as a 16-byte byte string (length, then bytes), integers as
+/// varints, `u8` and `bool` as one byte, the tail-carried payload as nothing
+/// and a `Result` as its variant index (0 for `Ok`).
+mod fast {
+    use bytes::{BufMut, Bytes, BytesMut};
+    use uuid::Uuid;
+
+    use crate::message::Message;
+
+    /// Variant indexes in [`Message`] (checked by the tests).
+    const REQUEST: u8 = 4;
+    const RESPONSE: u8 = 5;
+    /// The length prefix of a uuid's bytes.
+    const UUID_LEN: u8 = 16;
+    /// bincode's varint markers for a `u16`, `u32` and `u64` that follow.
+    const U16_MARKER: u8 = 251;
+    const U32_MARKER: u8 = 252;
+    const U64_MARKER: u8 = 253;
+
+    /// Writes `message`'s fields at the end of `dst` if it is one of the
+    /// hand-encoded kinds; `false` (and nothing written) otherwise.
+    pub(super) fn encode(message: &Message, dst: &mut BytesMut) -> bool {
+        match message {
+            Message::Request {
+                id,
+                created_at,
+                fds,
+                stream,
+                ..
+            } => {
+                dst.reserve(1 + 1 + 16 + 9 + 2);
+                dst.put_u8(REQUEST);
+                put_uuid(dst, id);
+                put_varint(dst, *created_at);
+                dst.put_u8(*fds);
+                dst.put_u8(u8::from(*stream));
+                true
+            }
+            Message::Response {
+                id,
+                stream,
+                result: Ok(_),
+            } => {
+                dst.reserve(1 + 1 + 16 + 2);
+                dst.put_u8(RESPONSE);
+                put_uuid(dst, id);
+                dst.put_u8(u8::from(*stream));
+                dst.put_u8(0);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The message at the start of `body` and the bytes it used, if it is
+    /// a hand-decoded kind in exactly the form bincode writes; `None` sends
+    /// the caller to the serde path, which decodes or names the error.
+    pub(super) fn decode(body: &[u8]) -> Option<(Message, usize)> {
+        let (&tag, rest) = body.split_first()?;
+        let (message, rest) = match tag {
+            REQUEST => {
+                let (id, rest) = uuid(rest)?;
+                let (created_at, rest) = varint(rest)?;
+                let (&fds, rest) = rest.split_first()?;
+                let (stream, rest) = boolean(rest)?;
+                let message = Message::Request {
+                    id,
+                    created_at,
+                    fds,
+                    stream,
+                    payload: Bytes::new(),
+                };
+                (message, rest)
+            }
+            RESPONSE => {
+                let (id, rest) = uuid(rest)?;
+                let (stream, rest) = boolean(rest)?;
+                let (&0, rest) = rest.split_first()? else {
+                    return None;
+                };
+                let message = Message::Response {
+                    id,
+                    stream,
+                    result: Ok(Bytes::new()),
+                };
+                (message, rest)
+            }
+            _ => return None,
+        };
+        Some((message, body.len() - rest.len()))
+    }
+
+    fn put_uuid(dst: &mut BytesMut, id: &Uuid) {
+        dst.put_u8(UUID_LEN);
+        dst.put_slice(id.as_bytes());
+    }
+
+    fn put_varint(dst: &mut BytesMut, n: u64) {
+        if n < u64::from(U16_MARKER) {
+            dst.put_u8(n as u8);
+        } else if let Ok(n) = u16::try_from(n) {
+            dst.put_u8(U16_MARKER);
+            dst.put_u16_le(n);
+        } else if let Ok(n) = u32::try_from(n) {
+            dst.put_u8(U32_MARKER);
+            dst.put_u32_le(n);
+        } else {
+            dst.put_u8(U64_MARKER);
+            dst.put_u64_le(n);
+        }
+    }
+
+    fn uuid(src: &[u8]) -> Option<(Uuid, &[u8])> {
+        let (&UUID_LEN, rest) = src.split_first()? else {
+            return None;
+        };
+        let (bytes, rest) = rest.split_first_chunk::<16>()?;
+        Some((Uuid::from_bytes(*bytes), rest))
+    }
+
+    fn boolean(src: &[u8]) -> Option<(bool, &[u8])> {
+        match src.split_first()? {
+            (&0, rest) => Some((false, rest)),
+            (&1, rest) => Some((true, rest)),
+            _ => None,
+        }
+    }
+
+    /// A varint in its shortest form only: anything else is left to serde.
+    fn varint(src: &[u8]) -> Option<(u64, &[u8])> {
+        let (&first, rest) = src.split_first()?;
+        let (n, rest, floor) = match first {
+            U16_MARKER => {
+                let (b, rest) = rest.split_first_chunk::<2>()?;
+                (
+                    u64::from(u16::from_le_bytes(*b)),
+                    rest,
+                    u64::from(U16_MARKER),
+                )
+            }
+            U32_MARKER => {
+                let (b, rest) = rest.split_first_chunk::<4>()?;
+                (u64::from(u32::from_le_bytes(*b)), rest, 1 << 16)
+            }
+            U64_MARKER => {
+                let (b, rest) = rest.split_first_chunk::<8>()?;
+                (u64::from_le_bytes(*b), rest, 1 << 32)
+            }
+            n if n < U16_MARKER => return Some((u64::from(n), rest)),
+            _ => return None,
+        };
+        (n >= floor).then_some((n, rest))
     }
 }
 
@@ -396,6 +554,120 @@ mod tests {
             matches!(err, ProtocolError::Truncated { buffered: 7 }),
             "{err}"
         );
+    }
+
+    fn serde_encoding(message: &Message) -> Vec<u8> {
+        bincode::serde::encode_to_vec(message, bincode_config()).unwrap()
+    }
+
+    /// Requests and responses with ids, times and flags across the ranges
+    /// (every varint width), as the hand-written paths see them.
+    fn hot_messages() -> Vec<Message> {
+        let times = [
+            0u64,
+            1,
+            250,
+            251,
+            65_535,
+            65_536,
+            u32::MAX as u64,
+            1 << 32,
+            1_795_000_000_000_000,
+            u64::MAX,
+        ];
+        let mut messages = Vec::new();
+        for (i, &created_at) in times.iter().enumerate() {
+            for stream in [false, true] {
+                let id = Uuid::from_u128(0x0123_4567_89ab_cdef_u128.wrapping_mul(i as u128 + 3));
+                messages.push(Message::Request {
+                    id,
+                    created_at,
+                    fds: (i * 29) as u8,
+                    stream,
+                    payload: Bytes::from(vec![i as u8; i * 7]),
+                });
+                messages.push(Message::Response {
+                    id,
+                    stream,
+                    result: Ok(Bytes::from(vec![i as u8; i * 5])),
+                });
+            }
+        }
+        messages
+    }
+
+    /// The hand-written encoder writes what bincode writes through serde,
+    /// and the hand-written decoder reads it back as serde does.
+    #[test]
+    fn hand_written_paths_agree_with_serde() {
+        for message in hot_messages() {
+            let reference = serde_encoding(&message);
+            let mut fast_bytes = BytesMut::new();
+            assert!(
+                super::fast::encode(&message, &mut fast_bytes),
+                "{message:?}"
+            );
+            assert_eq!(&fast_bytes[..], &reference[..], "{message:?}");
+            let (fast_message, used) = super::fast::decode(&reference).expect("decodes");
+            let (serde_message, serde_used) =
+                bincode::serde::decode_from_slice::<Message, _>(&reference, bincode_config())
+                    .unwrap();
+            assert_eq!(used, serde_used);
+            assert_eq!(fast_message, serde_message);
+        }
+        // Everything else is left to serde.
+        for message in samples() {
+            let hot = matches!(
+                message,
+                Message::Request { .. } | Message::Response { result: Ok(_), .. }
+            );
+            let mut buf = BytesMut::new();
+            assert_eq!(super::fast::encode(&message, &mut buf), hot, "{message:?}");
+            assert_eq!(buf.is_empty(), !hot);
+            let reference = serde_encoding(&message);
+            assert_eq!(
+                super::fast::decode(&reference).is_some(),
+                hot,
+                "{message:?}"
+            );
+        }
+    }
+
+    /// Whatever the hand-written decoder accepts, serde decodes to the same
+    /// message: every truncation and every single-byte change of the hot
+    /// messages' encodings, plus non-shortest varints, which it leaves to
+    /// serde.
+    #[test]
+    fn the_hand_written_decoder_accepts_nothing_serde_reads_otherwise() {
+        let mut inputs = Vec::new();
+        for message in hot_messages() {
+            let bytes = serde_encoding(&message);
+            for cut in 0..bytes.len() {
+                inputs.push(bytes[..cut].to_vec());
+            }
+            for i in 0..bytes.len() {
+                for value in [0u8, 1, 2, 4, 5, 15, 16, 17, 250, 251, 252, 253, 254, 255] {
+                    let mut changed = bytes.clone();
+                    changed[i] = value;
+                    inputs.push(changed);
+                }
+            }
+        }
+        // 5 as a u16 varint: valid for serde's reader perhaps, not shortest.
+        let mut long_form = vec![4u8, 16];
+        long_form.extend_from_slice(&[9; 16]);
+        long_form.extend_from_slice(&[251, 5, 0, 0, 0]);
+        inputs.push(long_form);
+        for input in inputs {
+            if let Some((fast_message, used)) = super::fast::decode(&input) {
+                let (serde_message, serde_used) =
+                    bincode::serde::decode_from_slice::<Message, _>(&input, bincode_config())
+                        .unwrap_or_else(|e| panic!("serde refuses {input:?}: {e}"));
+                assert_eq!(fast_message, serde_message, "{input:?}");
+                assert_eq!(used, serde_used, "{input:?}");
+            }
+        }
+        assert!(super::fast::decode(&[4, 16]).is_none());
     }
 
     /// Random bytes, random lengths, random cuts: the decoder answers

@@ -10,9 +10,9 @@
 //!
 //! - [`message`]: the [`Message`] enum, everything either side can say, and
 //!   the handshake messages [`Hello`] and [`Welcome`].
-//! - [`codec`]: [`MessageCodec`], the frame codec built on tokio-util's
-//!   length-delimited codec, with a maximum frame length that is checked
-//!   before anything is allocated.
+//! - [`codec`]: [`MessageCodec`], the length-delimited frame codec (a
+//!   tokio-util `Decoder` and `Encoder`), with a maximum frame length that
+//!   is checked before anything is allocated.
 //! - [`value`]: encoding of user values into payload bytes.
 //! - [`error`]: [`ProtocolError`], every way a peer can break the protocol.
 //!
