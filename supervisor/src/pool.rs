@@ -54,6 +54,25 @@ impl std::fmt::Debug for Extras {
 /// Where a caller's answer goes.
 pub(crate) type Reply = oneshot::Sender<Result<Response, Error>>;
 
+/// A worker's answer to one request, as read off its connection.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) id: RequestId,
+    /// Whether an answer stream follows.
+    pub(crate) stream: bool,
+    pub(crate) result: Result<Bytes, RemoteError>,
+}
+
+/// Answers read together from one connection, settled under one lock
+/// ([`Shared::on_answers`]); kept by the connection's task so that its
+/// buffers are reused from one batch to the next.
+#[derive(Debug, Default)]
+pub(crate) struct AnswerBatch {
+    pub(crate) answers: Vec<Answer>,
+    /// The callers' answers, handed over once the lock is released.
+    replies: Vec<(Reply, Result<Response, Error>)>,
+}
+
 /// How long to wait before trying again to start a worker whose process
 /// could not be started.
 const SPAWN_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -742,65 +761,12 @@ impl Shared {
         pid: u32,
         message: Message,
     ) -> Result<(), String> {
+        let worker_id = id;
         match message {
-            Message::Response {
-                id: request_id,
-                stream,
-                result,
-            } => {
-                let mut state = self.lock();
-                let Some(worker) = state.worker_mut(id) else {
-                    return Ok(());
-                };
-                let Some(in_flight) = worker.in_flight.remove(&request_id) else {
-                    return Err(format!(
-                        "it answered request {request_id}, which it was never given (or had already answered)"
-                    ));
-                };
-                worker.served += 1;
-                let due = worker
-                    .recycle_at
-                    .is_some_and(|quota| worker.served >= quota);
-                // An answer stream is registered before anything of it can
-                // arrive (this task reads the connection).
-                let incoming = match (&result, &worker.tx) {
-                    (Ok(_), Some(tx)) if stream => {
-                        let (incoming, chunks) = IncomingStream::new(
-                            request_id,
-                            tx.clone(),
-                            format!("worker pid {pid}"),
-                        );
-                        worker.streams.receive(request_id, chunks);
-                        Some(incoming)
-                    }
-                    _ => None,
-                };
-                state.dispatch(&self.config);
-                drop(state);
-                if due {
-                    self.maintain();
-                }
-                if let Some(reply) = in_flight.reply {
-                    let answer = match result {
-                        Ok(payload) => Ok(Response {
-                            id: request_id,
-                            created_at: in_flight.created_at,
-                            pid,
-                            worker_id: id,
-                            payload,
-                            stream: incoming.map(|s| Arc::new(Mutex::new(Some(s)))),
-                        }),
-                        Err(RemoteError { kind, message }) => Err(Error::Remote {
-                            request_id,
-                            pid,
-                            kind,
-                            message,
-                        }),
-                    };
-                    // The caller may have just left; then nobody wants it.
-                    let _ = reply.send(answer);
-                }
-                self.notify();
+            Message::Response { id, stream, result } => {
+                let mut batch = AnswerBatch::default();
+                batch.answers.push(Answer { id, stream, result });
+                return self.on_answers(worker_id, pid, &mut batch);
             }
             Message::Busy => {
                 let mut state = self.lock();
@@ -911,6 +877,97 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// Settles a batch of answers from worker `id`, read together, under
+    /// one lock: each leaves the worker's in-flight table, the freed slots
+    /// are refilled from the queue, and only then, with the lock released,
+    /// are the callers handed their answers. Leaves `batch` empty.
+    ///
+    /// `Err` names the first answer to a request the worker did not hold
+    /// (a protocol violation); the answers before it are settled.
+    pub(crate) fn on_answers(
+        self: &Arc<Self>,
+        id: u64,
+        pid: u32,
+        batch: &mut AnswerBatch,
+    ) -> Result<(), String> {
+        let AnswerBatch { answers, replies } = batch;
+        if answers.is_empty() {
+            return Ok(());
+        }
+        let mut outcome = Ok(());
+        let mut due = false;
+        {
+            let mut state = self.lock();
+            let Some(worker) = state.worker_mut(id) else {
+                answers.clear();
+                return Ok(());
+            };
+            for Answer {
+                id: request_id,
+                stream,
+                result,
+            } in answers.drain(..)
+            {
+                let Some(in_flight) = worker.in_flight.remove(&request_id) else {
+                    outcome = Err(format!(
+                        "it answered request {request_id}, which it was never given (or had already answered)"
+                    ));
+                    break;
+                };
+                worker.served += 1;
+                due |= worker
+                    .recycle_at
+                    .is_some_and(|quota| worker.served >= quota);
+                // An answer stream is registered before anything of it can
+                // arrive (this connection's task reads it).
+                let incoming = match (&result, &worker.tx) {
+                    (Ok(_), Some(tx)) if stream => {
+                        let (incoming, chunks) = IncomingStream::new(
+                            request_id,
+                            tx.clone(),
+                            format!("worker pid {pid}"),
+                        );
+                        worker.streams.receive(request_id, chunks);
+                        Some(incoming)
+                    }
+                    _ => None,
+                };
+                let Some(reply) = in_flight.reply else {
+                    continue;
+                };
+                let answer = match result {
+                    Ok(payload) => Ok(Response {
+                        id: request_id,
+                        created_at: in_flight.created_at,
+                        pid,
+                        worker_id: id,
+                        payload,
+                        stream: incoming.map(|s| Arc::new(Mutex::new(Some(s)))),
+                    }),
+                    Err(RemoteError { kind, message }) => Err(Error::Remote {
+                        request_id,
+                        pid,
+                        kind,
+                        message,
+                    }),
+                };
+                replies.push((reply, answer));
+            }
+            // After a violation the rest are dropped with the connection.
+            answers.clear();
+            state.dispatch(&self.config);
+        }
+        if due {
+            self.maintain();
+        }
+        for (reply, answer) in replies.drain(..) {
+            // The caller may have just left; then nobody wants it.
+            let _ = reply.send(answer);
+        }
+        self.notify();
+        outcome
     }
 
     /// The streams on worker `id`'s connection (a fresh, empty set if the

@@ -6,6 +6,7 @@
 //! [`run`], where `Child::wait` reaps it and the pool settles what it held.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use drover_proto::{
@@ -23,7 +24,7 @@ use crate::builder::Limits;
 use crate::error::{Error, HandshakeFailure};
 use crate::event::{ExitReason, Termination, WorkerExit};
 use crate::output::{self, Stream, Tail};
-use crate::pool::Shared;
+use crate::pool::{Answer, AnswerBatch, Shared};
 
 type Reader = FramedRead<FdReader, MessageCodec>;
 type Writer = FramedWrite<OwnedWriteHalf, MessageCodec>;
@@ -211,6 +212,9 @@ async fn serve(
 ) -> std::io::Result<std::process::ExitStatus> {
     let mut killing = false;
     let mut eof = false;
+    // Reused from one read to the next.
+    let mut frames = Vec::with_capacity(BATCH);
+    let mut answers = AnswerBatch::default();
     // Set when the socket closed unasked: the process gets a moment to exit.
     let mut kill_at: Option<Instant> = None;
     loop {
@@ -221,8 +225,8 @@ async fn serve(
                 if !eof {
                     let drain = async {
                         loop {
-                            let frame = reader.next().await;
-                            match judge(frame, reader, shared, id, pid) {
+                            next_batch(reader, &mut frames).await;
+                            match judge(&mut frames, reader, shared, id, pid, &mut answers) {
                                 Verdict::Continue => continue,
                                 Verdict::Closed => return None,
                                 Verdict::Violation(detail) => return Some(detail),
@@ -244,8 +248,8 @@ async fn serve(
                 killing = true;
                 let _ = child.start_kill();
             }
-            frame = reader.next(), if !eof => {
-                let detail = match judge(frame, reader, shared, id, pid) {
+            () = next_batch(reader, &mut frames), if !eof => {
+                let detail = match judge(&mut frames, reader, shared, id, pid, &mut answers) {
                     Verdict::Continue => None,
                     Verdict::Closed => {
                         // The socket closed or failed: the process is on
@@ -320,28 +324,82 @@ enum Verdict {
     Violation(String),
 }
 
+/// The frames of one batch: a message, an error, or the end (`None`).
+type Frames = Vec<Option<Result<Message, ProtocolError>>>;
+
+/// At most this many frames are handled per batch, so that a flood of
+/// answers from one worker still lets its task's other duties run.
+const BATCH: usize = 64;
+
+/// Waits for the next frame, then takes every frame that is ready without
+/// waiting (up to [`BATCH`]) into `frames`; an error or the end of the
+/// stream closes the batch.
+fn next_batch<'a>(
+    reader: &'a mut Reader,
+    frames: &'a mut Frames,
+) -> impl std::future::Future<Output = ()> + 'a {
+    std::future::poll_fn(move |cx| loop {
+        match reader.poll_next_unpin(cx) {
+            Poll::Pending if frames.is_empty() => return Poll::Pending,
+            Poll::Pending => return Poll::Ready(()),
+            Poll::Ready(frame) => {
+                let last = !matches!(frame, Some(Ok(_)));
+                frames.push(frame);
+                if last || frames.len() >= BATCH {
+                    return Poll::Ready(());
+                }
+            }
+        }
+    })
+}
+
+/// Handles a batch of frames in order (answers together, under one lock)
+/// and says what they mean for the connection. Leaves `frames` empty.
 fn judge(
-    frame: Option<Result<Message, ProtocolError>>,
+    frames: &mut Frames,
     reader: &Reader,
     shared: &Arc<Shared>,
     id: u64,
     pid: u32,
+    answers: &mut AnswerBatch,
 ) -> Verdict {
-    match frame {
-        Some(Ok(_)) if reader.get_ref().pending_fds() > 0 => {
-            Verdict::Violation("it sent descriptors, which workers never do".to_owned())
-        }
-        Some(Ok(message)) => match shared.on_message(id, pid, message) {
-            Ok(()) => Verdict::Continue,
-            Err(detail) => Verdict::Violation(detail),
-        },
-        // Truncated ancillary data: descriptors were lost on the way.
-        Some(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
-            Verdict::Violation(e.to_string())
-        }
-        Some(Err(ProtocolError::Io(_))) | None => Verdict::Closed,
-        Some(Err(error)) => Verdict::Violation(error.to_string()),
+    let mut verdict = Verdict::Continue;
+    for frame in frames.drain(..) {
+        verdict = match frame {
+            Some(Ok(_)) if reader.get_ref().pending_fds() > 0 => {
+                Verdict::Violation("it sent descriptors, which workers never do".to_owned())
+            }
+            Some(Ok(Message::Response { id, stream, result })) => {
+                answers.answers.push(Answer { id, stream, result });
+                continue;
+            }
+            Some(Ok(message)) => {
+                // Answers read before this message are settled first.
+                match shared
+                    .on_answers(id, pid, answers)
+                    .and_then(|()| shared.on_message(id, pid, message))
+                {
+                    Ok(()) => continue,
+                    Err(detail) => Verdict::Violation(detail),
+                }
+            }
+            // Truncated ancillary data: descriptors were lost on the way.
+            Some(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Verdict::Violation(e.to_string())
+            }
+            Some(Err(ProtocolError::Io(_))) | None => Verdict::Closed,
+            Some(Err(error)) => Verdict::Violation(error.to_string()),
+        };
+        break;
     }
+    frames.clear();
+    // Answers that arrived before the end (or a violation) still count.
+    if let Err(detail) = shared.on_answers(id, pid, answers) {
+        if !matches!(verdict, Verdict::Violation(_)) {
+            verdict = Verdict::Violation(detail);
+        }
+    }
+    verdict
 }
 
 async fn sleep_until(at: Option<Instant>) {
