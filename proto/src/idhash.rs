@@ -23,10 +23,14 @@ impl std::hash::Hasher for IdHash {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // A uuid hashes as its 16 bytes (after a length prefix): fold them.
-        for chunk in bytes.chunks(8) {
+        // A uuid hashes as its 16 bytes: fold them, eight at a time.
+        let (words, rest) = bytes.as_chunks::<8>();
+        for word in words {
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(*word);
+        }
+        if !rest.is_empty() {
             let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
+            word[..rest.len()].copy_from_slice(rest);
             self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
         }
     }

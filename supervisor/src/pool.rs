@@ -210,6 +210,9 @@ pub(crate) struct PoolState {
     /// swept.
     pub(crate) left_queue: usize,
     cursor: usize,
+    /// Routing's view of the workers, rebuilt for each choice (kept to
+    /// reuse its allocation).
+    candidates: Vec<Candidate>,
     /// When each recent restart happened, for the restart budget.
     restarts: VecDeque<Instant>,
 }
@@ -230,22 +233,10 @@ impl PoolState {
             in_flight: w.in_flight.len(),
             rss: w.rss,
         };
-        // Pools are small; keep the common case off the heap.
-        if self.workers.len() <= 16 {
-            let mut buffer = [Candidate::default(); 16];
-            for (slot, w) in buffer.iter_mut().zip(&self.workers) {
-                *slot = candidate(w);
-            }
-            pick(
-                config.routing,
-                with_socket,
-                &buffer[..self.workers.len()],
-                &mut self.cursor,
-            )
-        } else {
-            let candidates: Vec<Candidate> = self.workers.iter().map(candidate).collect();
-            pick(config.routing, with_socket, &candidates, &mut self.cursor)
-        }
+        let candidates = &mut self.candidates;
+        candidates.clear();
+        candidates.extend(self.workers.iter().map(candidate));
+        pick(config.routing, with_socket, candidates, &mut self.cursor)
     }
 
     fn send_to(&mut self, index: usize, request: Pending) {
@@ -426,6 +417,7 @@ impl Shared {
                 tracker: tracker.clone(),
                 left_queue: 0,
                 cursor: 0,
+                candidates: Vec::with_capacity(workers),
                 restarts: VecDeque::new(),
             }),
             events,
