@@ -24,9 +24,11 @@ impl std::hash::Hasher for IdHash {
 
     fn write(&mut self, bytes: &[u8]) {
         // A uuid hashes as its 16 bytes: fold them, eight at a time.
-        let (words, rest) = bytes.as_chunks::<8>();
+        let words = bytes.chunks_exact(8);
+        let rest = words.remainder();
         for word in words {
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(*word);
+            let word: [u8; 8] = word.try_into().unwrap_or_default();
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
         }
         if !rest.is_empty() {
             let mut word = [0u8; 8];
