@@ -104,12 +104,37 @@ impl Decoder for MessageCodec {
         }
         let whole = FRAME_HEADER_LEN + len;
         if src.len() < whole {
-            // Make room for the rest of the frame at once.
-            src.reserve(whole - src.len());
+            // Make room for the rest of a small frame at once (a reader
+            // that pools buffers for large ones reads those elsewhere).
+            if whole < crate::reader::LARGE_FRAME {
+                src.reserve(whole - src.len());
+            }
             return Ok(None);
         }
         src.advance(FRAME_HEADER_LEN);
-        let body = src.split_to(len).freeze();
+        self.decode_body(src.split_to(len).freeze()).map(Some)
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, ProtocolError> {
+        match self.decode(buf)? {
+            Some(message) => Ok(Some(message)),
+            None if buf.is_empty() => Ok(None),
+            None => Err(ProtocolError::Truncated {
+                buffered: buf.len(),
+            }),
+        }
+    }
+}
+
+impl MessageCodec {
+    /// Decodes one frame's body (its header already read): the message,
+    /// and the payload after it as a slice of `body`, with no copy.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::Decode`] if the body is not a message, or has bytes
+    /// left over after one that carries no payload.
+    pub fn decode_body(&self, body: Bytes) -> Result<Message, ProtocolError> {
         let decoded = match fast::decode(&body) {
             Some(decoded) => Ok(decoded),
             None => bincode::serde::decode_from_slice::<Message, _>(&body, bincode_config()),
@@ -127,21 +152,9 @@ impl Decoder for MessageCodec {
                     reason: format!("{} bytes left over after the message", rest.len()),
                 })?;
         }
-        Ok(Some(message))
+        Ok(message)
     }
 
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, ProtocolError> {
-        match self.decode(buf)? {
-            Some(message) => Ok(Some(message)),
-            None if buf.is_empty() => Ok(None),
-            None => Err(ProtocolError::Truncated {
-                buffered: buf.len(),
-            }),
-        }
-    }
-}
-
-impl MessageCodec {
     /// Encodes `message` as one frame at the end of `dst`, by reference.
     ///
     /// # Errors

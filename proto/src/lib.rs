@@ -13,6 +13,8 @@
 //! - [`codec`]: [`MessageCodec`], the length-delimited frame codec (a
 //!   tokio-util `Decoder` and `Encoder`), with a maximum frame length that
 //!   is checked before anything is allocated.
+//! - [`reader`]: [`FrameReader`], the read side of a connection, which
+//!   reads large frames into pooled buffers.
 //! - [`value`]: encoding of user values into payload bytes.
 //! - [`error`]: [`ProtocolError`], every way a peer can break the protocol.
 //!
@@ -53,6 +55,7 @@ pub mod error;
 pub mod fdio;
 pub mod idhash;
 pub mod message;
+pub mod reader;
 pub mod stream;
 pub mod transport;
 pub mod value;
@@ -65,6 +68,7 @@ pub use message::{
     timestamp_from_micros, timestamp_micros, Hello, Message, RemoteError, RemoteErrorKind,
     RequestId, Welcome, MAGIC, PROTOCOL_VERSION,
 };
+pub use reader::FrameReader;
 pub use stream::{new_credit, pump, Chunk, ChunkSender, IncomingStream, STREAM_WINDOW};
 pub use transport::{write_loop, Outgoing, COPY_LIMIT};
 pub use value::{decode_value, encode_value, ValueError};

@@ -10,14 +10,15 @@ use std::task::Poll;
 use std::time::Duration;
 
 use drover_proto::{
-    write_loop, FdReader, Message, MessageCodec, ProtocolError, Welcome, MAGIC, PROTOCOL_VERSION,
+    write_loop, FdReader, FrameReader, Message, MessageCodec, ProtocolError, Welcome, MAGIC,
+    PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 
 use crate::builder::Limits;
@@ -26,7 +27,7 @@ use crate::event::{ExitReason, Termination, WorkerExit};
 use crate::output::{self, Stream, Tail};
 use crate::pool::{Answer, AnswerBatch, Shared};
 
-type Reader = FramedRead<FdReader, MessageCodec>;
+type Reader = FrameReader;
 type Writer = FramedWrite<OwnedWriteHalf, MessageCodec>;
 
 /// How long a worker that closed its socket unasked has to exit before it
@@ -86,7 +87,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
     shared.register(id, index, pid, kill.clone());
     let (read, write) = spawned.stream.into_split();
     let max = shared.config.max_frame_length;
-    let mut reader = FramedRead::new(FdReader::new(read), MessageCodec::new(max));
+    let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::new(max));
     let mut writer = FramedWrite::new(write, MessageCodec::new(max));
 
     let mut violation: Option<ExitReason> = None;

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use drover_proto::codec::MESSAGE_OVERHEAD;
 use drover_proto::{
     decode_value, encode_value, new_credit, pump, timestamp_from_micros, write_loop, Chunk,
-    ChunkSender, FdReader, Hello, IncomingStream, Message, MessageCodec, Outgoing, ProtocolError,
-    RemoteError, RemoteErrorKind, RequestId, Welcome,
+    ChunkSender, FdReader, FrameReader, Hello, IncomingStream, Message, MessageCodec, Outgoing,
+    ProtocolError, RemoteError, RemoteErrorKind, RequestId, Welcome,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
@@ -23,14 +23,14 @@ use std::os::fd::OwnedFd;
 use tokio::io::AsyncRead;
 use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify, Semaphore};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedWrite;
 
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::request::{response, Request, RequestInfo, Tracked};
 use crate::socket::PassedFd;
 
-type Reader = FramedRead<FdReader, MessageCodec>;
+type Reader = FrameReader;
 type SoftKillHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 type HardKillHook = Box<dyn FnOnce() + Send>;
 
@@ -294,7 +294,7 @@ impl Worker {
             .map_err(|e| Error::Handshake(e.into()))?;
         let stream = UnixStream::from_std(std_stream).map_err(|e| Error::Handshake(e.into()))?;
         let (read, write) = stream.into_split();
-        let mut reader = FramedRead::new(FdReader::new(read), MessageCodec::default());
+        let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::default());
         let mut writer = FramedWrite::new(write, MessageCodec::default());
         writer
             .send(Message::Hello(Hello::new()))

@@ -1,0 +1,359 @@
+//! The read side of a connection: frames in, messages out.
+//!
+//! [`FrameReader`] reads the socket through an [`FdReader`] and decodes
+//! with a [`MessageCodec`], as tokio-util's `FramedRead` would, with one
+//! difference that matters for large payloads: the body of a large frame
+//! is read straight into a buffer of its own, taken from a small pool of
+//! the connection's, and handed to the receiver as `Bytes` that give the
+//! buffer back to the pool when dropped.
+//!
+//! Without the pool every large frame needs a fresh allocation, and the
+//! system allocator serves (and returns) allocations of a megabyte or more
+//! by mapping fresh pages: the kernel then faults in and zeroes every page
+//! of every payload as it copies it in, which costs more than the copy.
+//! A recycled buffer has its pages mapped already. A connection keeps at
+//! most 16 MiB of spare buffers, none over 4 MiB; larger bodies are
+//! allocated and freed as they come.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::Stream;
+use tokio_util::codec::Decoder;
+use tokio_util::io::poll_read_buf;
+
+use crate::codec::{MessageCodec, FRAME_HEADER_LEN};
+use crate::error::ProtocolError;
+use crate::fdio::FdReader;
+use crate::message::Message;
+
+/// Frames with a body at least this large are read into a pooled buffer.
+pub const LARGE_FRAME: usize = 64 * 1024;
+
+/// Room reserved for each read of small frames.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Bytes of spare buffers a connection keeps for reuse once their
+/// payloads are dropped.
+const POOL_BYTES: usize = 16 * 1024 * 1024;
+
+/// Buffers larger than this are freed rather than kept: a pool of a
+/// connection that once carried a huge frame should not hold it forever.
+const POOLED_BUFFER_MAX: usize = 4 * 1024 * 1024;
+
+/// Reads frames from a connection and decodes them into [`Message`]s.
+///
+/// A `Stream` of `Result<Message, ProtocolError>`: it ends (`None`) at a
+/// clean end of input, between frames; end of input inside a frame is
+/// [`ProtocolError::Truncated`]. After an error it yields nothing more.
+#[derive(Debug)]
+pub struct FrameReader {
+    io: FdReader,
+    codec: MessageCodec,
+    /// Bytes read and not yet decoded (small frames, and the start of a
+    /// large one until it is recognised).
+    buf: BytesMut,
+    /// The large frame being read, body only.
+    large: Option<LargeBody>,
+    pool: Arc<BufferPool>,
+    /// The socket reached end of input.
+    eof: bool,
+    /// An error or the end was reported: nothing more comes.
+    done: bool,
+}
+
+#[derive(Debug)]
+struct LargeBody {
+    body: Vec<u8>,
+    len: usize,
+}
+
+impl FrameReader {
+    /// Reads frames from `io`, decoding them with `codec`.
+    pub fn new(io: FdReader, codec: MessageCodec) -> FrameReader {
+        FrameReader {
+            io,
+            codec,
+            buf: BytesMut::new(),
+            large: None,
+            pool: Arc::default(),
+            eof: false,
+            done: false,
+        }
+    }
+
+    /// The socket reader (for the descriptors it received).
+    pub fn get_ref(&self) -> &FdReader {
+        &self.io
+    }
+
+    /// The socket reader, mutably (to take descriptors).
+    pub fn get_mut(&mut self) -> &mut FdReader {
+        &mut self.io
+    }
+
+    /// The codec (to change the frame limit).
+    pub fn decoder_mut(&mut self) -> &mut MessageCodec {
+        &mut self.codec
+    }
+
+    /// The next message, or `Pending` after registering for more input.
+    fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, ProtocolError>>> {
+        loop {
+            if let Some(LargeBody { body, .. }) = self.large.take_if(|l| l.body.len() == l.len) {
+                let body = Bytes::from_owner(Pooled {
+                    body,
+                    pool: self.pool.clone(),
+                });
+                return Poll::Ready(Some(self.codec.decode_body(body)));
+            }
+            if let Some(large) = &mut self.large {
+                let want = large.len - large.body.len();
+                let read = ready!(poll_read_buf(
+                    Pin::new(&mut self.io),
+                    cx,
+                    &mut (&mut large.body).limit(want)
+                ))?;
+                if read == 0 {
+                    return Poll::Ready(Some(Err(ProtocolError::Truncated {
+                        buffered: FRAME_HEADER_LEN + large.body.len(),
+                    })));
+                }
+                continue;
+            }
+            if let Some(message) = self.codec.decode(&mut self.buf)? {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            // The codec checked the header against the limit: a large
+            // frame goes on in a buffer of its own.
+            if let Some(header) = self.buf.first_chunk::<FRAME_HEADER_LEN>() {
+                let len = u32::from_be_bytes(*header) as usize;
+                if len >= LARGE_FRAME {
+                    let mut body = self.pool.take(len);
+                    body.extend_from_slice(&self.buf[FRAME_HEADER_LEN..]);
+                    self.buf.clear();
+                    self.large = Some(LargeBody { body, len });
+                    continue;
+                }
+            }
+            if self.eof {
+                return Poll::Ready(self.codec.decode_eof(&mut self.buf).transpose());
+            }
+            self.buf.reserve(READ_CHUNK);
+            if ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf))? == 0 {
+                self.eof = true;
+            }
+        }
+    }
+}
+
+impl Stream for FrameReader {
+    type Item = Result<Message, ProtocolError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let next = ready!(this.poll_message(cx));
+        if !matches!(next, Some(Ok(_))) {
+            this.done = true;
+        }
+        Poll::Ready(next)
+    }
+}
+
+/// A connection's spare buffers for large frames.
+#[derive(Debug, Default)]
+struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    /// An empty buffer with room for `len` bytes: a pooled one if one is
+    /// large enough, else a new one.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        match free.iter().position(|b| b.capacity() >= len) {
+            Some(i) => free.swap_remove(i),
+            None => Vec::with_capacity(len),
+        }
+    }
+
+    fn give_back(&self, mut body: Vec<u8>) {
+        if body.capacity() > POOLED_BUFFER_MAX {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let kept: usize = free.iter().map(Vec::capacity).sum();
+        if kept + body.capacity() <= POOL_BYTES {
+            body.clear();
+            free.push(body);
+        }
+    }
+}
+
+/// The owner of a large frame's body while `Bytes` point into it; gives
+/// the buffer back to its pool when the last of them drops.
+struct Pooled {
+    body: Vec<u8>,
+    pool: Arc<BufferPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.body));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util_free::next;
+
+    /// `StreamExt::next` without the futures crate.
+    mod futures_util_free {
+        use std::future::poll_fn;
+        use std::pin::Pin;
+
+        use futures::Stream;
+
+        pub(super) async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+            poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
+        }
+    }
+
+    fn pair() -> (FrameReader, tokio::net::unix::OwnedWriteHalf) {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let (read, _) = a.into_split();
+        let (_, write) = b.into_split();
+        (
+            FrameReader::new(FdReader::new(read), MessageCodec::new(8 << 20)),
+            write,
+        )
+    }
+
+    /// Small and large frames, in any mix, arrive whole and in order; a
+    /// large body's buffer goes back to the pool when dropped and is
+    /// used again.
+    #[tokio::test]
+    async fn small_and_large_frames_arrive_in_order_and_buffers_are_reused() {
+        use tokio::io::AsyncWriteExt;
+        let (mut reader, mut write) = pair();
+        let sizes = [
+            10usize,
+            LARGE_FRAME,
+            3,
+            1 << 20,
+            LARGE_FRAME - 1,
+            2 << 20,
+            0,
+        ];
+        let writer = tokio::spawn(async move {
+            let mut codec = MessageCodec::new(8 << 20);
+            for round in 0..3u8 {
+                for (i, &size) in sizes.iter().enumerate() {
+                    let mut frame = BytesMut::new();
+                    let message = Message::Event {
+                        name: format!("{round}/{i}"),
+                        payload: Bytes::from(vec![round.wrapping_add(i as u8); size]),
+                    };
+                    codec.encode_message(&message, &mut frame).unwrap();
+                    write.write_all(&frame).await.unwrap();
+                }
+            }
+        });
+        for round in 0..3u8 {
+            for (i, &size) in sizes.iter().enumerate() {
+                let message = next(&mut reader).await.unwrap().unwrap();
+                let Message::Event { name, payload } = message else {
+                    panic!("not an event: {message:?}");
+                };
+                assert_eq!(name, format!("{round}/{i}"));
+                assert_eq!(payload.len(), size);
+                assert!(payload.iter().all(|&b| b == round.wrapping_add(i as u8)));
+            }
+        }
+        writer.await.unwrap();
+        assert!(
+            next(&mut reader).await.is_none(),
+            "clean end between frames"
+        );
+        let pooled = reader.pool.free.lock().unwrap();
+        // Three large sizes, each body dropped before the next frame: one
+        // buffer per size, reused in every later round.
+        assert_eq!(pooled.len(), 3, "buffers kept after three rounds");
+    }
+
+    #[tokio::test]
+    async fn the_end_inside_a_large_frame_is_truncated() {
+        use tokio::io::AsyncWriteExt;
+        let (mut reader, mut write) = pair();
+        let mut frame = BytesMut::new();
+        frame.put_u32(1 << 20);
+        frame.extend_from_slice(&[1u8; 100_000]);
+        write.write_all(&frame).await.unwrap();
+        drop(write);
+        match next(&mut reader).await {
+            Some(Err(ProtocolError::Truncated { buffered })) => {
+                assert_eq!(buffered, 100_004);
+            }
+            other => panic!("expected Truncated, got {other:?}"),
+        }
+        assert!(next(&mut reader).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_oversize_header_is_refused_without_reading_the_body() {
+        use tokio::io::AsyncWriteExt;
+        let (mut reader, mut write) = pair();
+        write.write_all(&(u32::MAX).to_be_bytes()).await.unwrap();
+        match next(&mut reader).await {
+            Some(Err(ProtocolError::FrameTooLarge { len, .. })) => {
+                assert_eq!(len, u32::MAX as usize);
+            }
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+        assert!(reader.large.is_none());
+    }
+
+    #[test]
+    fn the_pool_keeps_its_budget_and_no_huge_buffer() {
+        let pool = BufferPool::default();
+        pool.give_back(Vec::with_capacity(POOLED_BUFFER_MAX + 1));
+        assert!(pool.free.lock().unwrap().is_empty());
+        let each = POOLED_BUFFER_MAX;
+        for _ in 0..POOL_BYTES / each + 3 {
+            pool.give_back(Vec::with_capacity(each));
+        }
+        let free = pool.free.lock().unwrap();
+        assert_eq!(free.len(), POOL_BYTES / each);
+        assert!(free.iter().map(Vec::capacity).sum::<usize>() <= POOL_BYTES);
+    }
+
+    #[test]
+    fn a_body_buffer_comes_back_only_when_the_last_slice_drops() {
+        let pool = Arc::new(BufferPool::default());
+        let body = Bytes::from_owner(Pooled {
+            body: vec![7u8; LARGE_FRAME],
+            pool: pool.clone(),
+        });
+        let tail = body.slice(100..);
+        drop(body);
+        assert!(pool.free.lock().unwrap().is_empty());
+        assert_eq!(tail.len(), LARGE_FRAME - 100);
+        drop(tail);
+        assert_eq!(pool.free.lock().unwrap().len(), 1);
+    }
+}
