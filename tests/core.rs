@@ -23,6 +23,21 @@ async fn typed_round_trip() {
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 
+/// A handler that takes the payload out of its request answers with the
+/// very bytes the caller sent.
+#[tokio::test]
+async fn a_taken_payload_goes_back_as_it_came() {
+    let pool = within(LIMIT, "spawn", pool(1).spawn())
+        .await
+        .expect("spawn");
+    let sent = drover::proto::encode_value(&Cmd::EchoPayload).unwrap();
+    let answer = within(LIMIT, "echo", pool.enqueue_bytes(sent.clone()))
+        .await
+        .expect("echo");
+    assert_eq!(&answer.bytes()[..], &sent[..]);
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_requests_each_get_their_own_answer() {
     thousand_concurrent(pool(4)).await;

@@ -26,7 +26,7 @@ pub async fn run() -> Result<(), Error> {
         .is_some()
         .then(|| worker.clone());
     worker
-        .serve(move |req: Request| {
+        .serve(move |mut req: Request| {
             let pausable = pausable.clone();
             async move {
                 if let Some(worker) = pausable {
@@ -35,9 +35,9 @@ pub async fn run() -> Result<(), Error> {
                         return req.ack();
                     }
                 }
-                // The payload is a slice of the frame it arrived in: the
-                // echo sends that very buffer back, with no copy.
-                let answer = req.payload_bytes();
+                // The echo sends the very buffer the payload arrived in
+                // back, with no copy.
+                let answer = req.take_payload();
                 req.respond_bytes(answer)
             }
         })

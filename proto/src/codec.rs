@@ -30,6 +30,10 @@ pub const DEFAULT_MAX_FRAME_LENGTH: usize = 64 * 1024 * 1024;
 /// Bytes of the length header in front of every frame body.
 pub const FRAME_HEADER_LEN: usize = 4;
 
+/// Frames with a body up to this size are decoded in place, their payload
+/// copied out of the read buffer; larger ones are split off it, no copy.
+pub const SMALL_FRAME: usize = 1024;
+
 /// Room kept for the message fields around a payload (id, variant, lengths),
 /// so a payload can be checked against the frame limit before it is framed.
 pub const MESSAGE_OVERHEAD: usize = 64;
@@ -111,6 +115,18 @@ impl Decoder for MessageCodec {
             }
             return Ok(None);
         }
+        if len <= SMALL_FRAME {
+            // A small frame is decoded in place and its payload copied
+            // out: an allocation of its own, freed wherever it is dropped,
+            // costs less than sharing the read buffer with it (a reference
+            // count bumped from other threads, and a buffer that can be
+            // reused only once every payload read into it is gone).
+            let body = &src[FRAME_HEADER_LEN..whole];
+            let (message, used) = self.decode_head(body)?;
+            let tail = Bytes::copy_from_slice(&body[used..]);
+            src.advance(whole);
+            return with_tail(message, tail, len).map(Some);
+        }
         src.advance(FRAME_HEADER_LEN);
         self.decode_body(src.split_to(len).freeze()).map(Some)
     }
@@ -135,24 +151,20 @@ impl MessageCodec {
     /// [`ProtocolError::Decode`] if the body is not a message, or has bytes
     /// left over after one that carries no payload.
     pub fn decode_body(&self, body: Bytes) -> Result<Message, ProtocolError> {
-        let decoded = match fast::decode(&body) {
+        let (message, used) = self.decode_head(&body)?;
+        with_tail(message, body.slice(used..), body.len())
+    }
+
+    /// The message at the start of a frame's body, and the bytes it used.
+    fn decode_head(&self, body: &[u8]) -> Result<(Message, usize), ProtocolError> {
+        let decoded = match fast::decode(body) {
             Some(decoded) => Ok(decoded),
-            None => bincode::serde::decode_from_slice::<Message, _>(&body, bincode_config()),
+            None => bincode::serde::decode_from_slice::<Message, _>(body, bincode_config()),
         };
-        let (mut message, used) = decoded.map_err(|e| ProtocolError::Decode {
+        decoded.map_err(|e| ProtocolError::Decode {
             len: body.len(),
             reason: e.to_string(),
-        })?;
-        if used < body.len() {
-            // The payload follows the message: take it without a copy.
-            message
-                .set_tail(body.slice(used..))
-                .map_err(|rest| ProtocolError::Decode {
-                    len: body.len(),
-                    reason: format!("{} bytes left over after the message", rest.len()),
-                })?;
-        }
-        Ok(message)
+        })
     }
 
     /// Encodes `message` as one frame at the end of `dst`, by reference.
@@ -217,6 +229,20 @@ impl MessageCodec {
         dst[start..start + FRAME_HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
         Ok(tail)
     }
+}
+
+/// Puts the payload that followed `message` in a frame of `len` bytes in
+/// its place.
+fn with_tail(mut message: Message, tail: Bytes, len: usize) -> Result<Message, ProtocolError> {
+    if !tail.is_empty() {
+        message
+            .set_tail(tail)
+            .map_err(|rest| ProtocolError::Decode {
+                len,
+                reason: format!("{} bytes left over after the message", rest.len()),
+            })?;
+    }
+    Ok(message)
 }
 
 /// `Request` and `Response` by hand, exactly as bincode's standard
@@ -436,7 +462,7 @@ mod tests {
             },
             Message::StreamData {
                 id: Uuid::from_u128(9),
-                bytes: Bytes::from(vec![3u8; 1000]),
+                bytes: Bytes::from(vec![3u8; 5000]),
             },
             Message::StreamEnd {
                 id: Uuid::from_u128(9),

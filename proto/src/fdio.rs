@@ -31,7 +31,7 @@ pub const MAX_FDS_PER_FRAME: usize = 8;
 const BULK_READ: usize = 16 * 1024;
 
 /// Most bytes one `recvmsg` reads.
-const RECV_CHUNK: usize = 128 * 1024;
+const RECV_CHUNK: usize = 64 * 1024;
 
 /// Room for the descriptors of one `recvmsg`: the kernel never merges the
 /// descriptors of two `sendmsg` calls into one read, and one call carries
@@ -46,6 +46,8 @@ pub struct FdReader {
     /// Where the reader is in the stream of frames, so that the body of a
     /// large frame can be read the fast way (below).
     frames: FrameTracker,
+    /// What `recvmsg` reads into (zeroed once, when allocated).
+    scratch: Box<[u8]>,
 }
 
 /// Follows the 4-byte length headers through the bytes read, to know how
@@ -86,6 +88,7 @@ impl FdReader {
             half,
             fds: VecDeque::new(),
             frames: FrameTracker::default(),
+            scratch: vec![0; RECV_CHUNK].into_boxed_slice(),
         }
     }
 
@@ -139,16 +142,16 @@ impl AsyncRead for FdReader {
         let stream = this.half.as_ref();
         loop {
             ready!(stream.poll_read_ready(cx))?;
-            // Zero (as safe code must) only what one read can fill: the
-            // spare room of a buffer reserved for a large frame can be a
-            // megabyte, and zeroing all of it on every read costs more than
-            // the read.
-            let room = buf.remaining().min(RECV_CHUNK);
-            let unfilled = buf.initialize_unfilled_to(room);
+            // `recvmsg` needs initialised memory, and zeroing the caller's
+            // spare room before every read would cost a pass over all of
+            // it however little arrives: receive into this reader's own
+            // buffer, zeroed once, and copy out only what came.
+            let room = buf.remaining().min(this.scratch.len());
+            let scratch = &mut this.scratch[..room];
             let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(RECV_FDS))];
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let result = stream.try_io(Interest::READABLE, || {
-                let mut iov = [IoSliceMut::new(unfilled)];
+                let mut iov = [IoSliceMut::new(scratch)];
                 rustix::net::recvmsg(
                     stream.as_fd(),
                     &mut iov,
@@ -167,9 +170,9 @@ impl AsyncRead for FdReader {
                     if received.flags.contains(ReturnFlags::CTRUNC) {
                         return Poll::Ready(Err(truncated_ancillary()));
                     }
-                    buf.advance(received.bytes);
-                    let start = buf.filled().len() - received.bytes;
-                    this.frames.saw(&buf.filled()[start..]);
+                    let data = &this.scratch[..received.bytes];
+                    buf.put_slice(data);
+                    this.frames.saw(data);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

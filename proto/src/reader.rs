@@ -179,8 +179,10 @@ impl BufferPool {
     /// large enough, else a new one.
     fn take(&self, len: usize) -> Vec<u8> {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        match free.iter().position(|b| b.capacity() >= len) {
-            Some(i) => free.swap_remove(i),
+        // The most recently returned first: its pages are the likeliest to
+        // still be in the cache.
+        match free.iter().rposition(|b| b.capacity() >= len) {
+            Some(i) => free.remove(i),
             None => Vec::with_capacity(len),
         }
     }

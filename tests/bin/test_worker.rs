@@ -95,12 +95,20 @@ async fn run() -> Result<(), drover_worker::Error> {
 
     let me = worker.clone();
     worker
-        .serve(move |req: Request| {
+        .serve(move |mut req: Request| {
             let me = me.clone();
             let raw = raw.as_ref().and_then(|s| s.try_clone().ok());
             async move {
                 match req.data::<Cmd>()? {
                     Cmd::Echo(text) => req.respond(&text),
+                    Cmd::EchoPayload => {
+                        let payload = req.take_payload();
+                        if req.payload().is_empty() && req.payload_bytes().is_empty() {
+                            req.respond_bytes(payload)
+                        } else {
+                            req.fail("the payload was still there after take_payload")
+                        }
+                    }
                     Cmd::Pid => req.respond(&std::process::id()),
                     Cmd::SlowEcho(text, ms) => {
                         tokio::time::sleep(Duration::from_millis(ms)).await;

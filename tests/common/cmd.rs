@@ -73,6 +73,9 @@ pub enum Cmd {
     SumStream,
     /// Answer with a stream of this many pattern bytes.
     StreamOut(u64),
+    /// Answer with the request's own payload bytes, taken out of it
+    /// (`Request::take_payload`), if the request is left empty; fail if not.
+    EchoPayload,
     /// Answer `VmHWM` of this process, in kB.
     PeakRss,
     /// Ask the supervisor query `.0` with `.1`; answer its `String` answer,
