@@ -179,26 +179,38 @@ impl MessageCodec {
         message: &Message,
         dst: &mut BytesMut,
     ) -> Result<(), ProtocolError> {
-        let tail = self.encode_head(message, dst)?;
-        if let Some(tail) = tail {
-            dst.extend_from_slice(&tail);
-        }
+        let tail = message.tail().map_or(&[][..], |t| &t[..]);
+        self.encode_fields(message, tail.len(), dst)?;
+        dst.extend_from_slice(tail);
         Ok(())
     }
 
     /// Encodes the length header and the message's fields at the end of
-    /// `dst`, and returns its payload, which must be written right after
-    /// (by copy or, for a large one, as a buffer of its own in a vectored
-    /// write).
+    /// `dst`, and returns its payload, taken out of the message, which
+    /// must be written right after (by copy or, for a large one, as a
+    /// buffer of its own in a vectored write).
     ///
     /// # Errors
     ///
     /// As [`encode_message`](MessageCodec::encode_message).
     pub fn encode_head(
         &mut self,
-        message: &Message,
+        mut message: Message,
         dst: &mut BytesMut,
     ) -> Result<Option<Bytes>, ProtocolError> {
+        let tail = message.take_tail().filter(|t| !t.is_empty());
+        self.encode_fields(&message, tail.as_ref().map_or(0, Bytes::len), dst)?;
+        Ok(tail)
+    }
+
+    /// The length header (for the fields and a payload of `tail_len`
+    /// bytes) and the fields, at the end of `dst`; nothing on error.
+    fn encode_fields(
+        &mut self,
+        message: &Message,
+        tail_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtocolError> {
         let start = dst.len();
         dst.put_u32(0);
         let head = if fast::encode(message, dst) {
@@ -217,8 +229,7 @@ impl MessageCodec {
                 }
             }
         };
-        let tail = message.tail().filter(|t| !t.is_empty()).cloned();
-        let len = head + tail.as_ref().map_or(0, Bytes::len);
+        let len = head + tail_len;
         if len > self.max_frame_length || len > u32::MAX as usize {
             dst.truncate(start);
             return Err(ProtocolError::FrameTooLarge {
@@ -227,7 +238,7 @@ impl MessageCodec {
             });
         }
         dst[start..start + FRAME_HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
-        Ok(tail)
+        Ok(())
     }
 }
 

@@ -95,6 +95,9 @@ impl FdReader {
     /// Takes the next `n` received descriptors, in arrival order; `None`
     /// (taking nothing) if fewer than `n` have arrived.
     pub fn take_fds(&mut self, n: usize) -> Option<Vec<OwnedFd>> {
+        if n == 0 {
+            return Some(Vec::new());
+        }
         if self.fds.len() < n {
             return None;
         }

@@ -237,25 +237,40 @@ impl Message {
         }
     }
 
+    /// Takes the bulk bytes out of the message (leaving them empty), for
+    /// a writer that sends them after the fields without a copy or a
+    /// reference count.
+    pub fn take_tail(&mut self) -> Option<Bytes> {
+        self.tail_mut().map(std::mem::take)
+    }
+
     /// Puts the bytes that followed the message on the wire in their
     /// field; `Err` gives them back if the message has no such field.
     pub fn set_tail(&mut self, bytes: Bytes) -> Result<(), Bytes> {
-        match self {
-            Message::Request { payload, .. } | Message::Event { payload, .. } => *payload = bytes,
-            Message::StreamData { bytes: data, .. } => *data = bytes,
-            Message::Query { payload, .. } => *payload = bytes,
-            Message::QueryReply {
-                result: Ok(payload),
-                ..
-            } => *payload = bytes,
-            Message::Response {
-                result: Ok(payload),
-                ..
-            } => *payload = bytes,
-            _ if bytes.is_empty() => {}
-            _ => return Err(bytes),
+        match self.tail_mut() {
+            Some(tail) => *tail = bytes,
+            None if bytes.is_empty() => {}
+            None => return Err(bytes),
         }
         Ok(())
+    }
+
+    fn tail_mut(&mut self) -> Option<&mut Bytes> {
+        match self {
+            Message::Request { payload, .. }
+            | Message::Event { payload, .. }
+            | Message::Query { payload, .. }
+            | Message::StreamData { bytes: payload, .. }
+            | Message::QueryReply {
+                result: Ok(payload),
+                ..
+            }
+            | Message::Response {
+                result: Ok(payload),
+                ..
+            } => Some(payload),
+            _ => None,
+        }
     }
 
     /// The variant's name, for error messages.

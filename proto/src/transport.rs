@@ -66,7 +66,7 @@ pub async fn write_loop(
             while let Some(item) = next {
                 match item {
                     Outgoing::Frame(message) => {
-                        if let Some(tail) = codec.encode_head(&message, &mut buf)? {
+                        if let Some(tail) = codec.encode_head(message, &mut buf)? {
                             if tail.len() < COPY_LIMIT {
                                 buf.extend_from_slice(&tail);
                             } else {
@@ -83,7 +83,7 @@ pub async fn write_loop(
                             queue.push_back(buf.split().freeze());
                         }
                         write_all(&mut io, &mut queue).await?;
-                        let tail = codec.encode_head(&message, &mut buf)?;
+                        let tail = codec.encode_head(message, &mut buf)?;
                         if let Some(tail) = tail {
                             buf.extend_from_slice(&tail);
                         }
