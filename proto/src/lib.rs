@@ -70,7 +70,7 @@ pub use message::{
 };
 pub use reader::FrameReader;
 pub use stream::{new_credit, pump, Chunk, ChunkSender, IncomingStream, STREAM_WINDOW};
-pub use transport::{write_loop, Outgoing, COPY_LIMIT};
+pub use transport::{outbox, write_loop, Closed, Outbox, OutboxReceiver, Outgoing, COPY_LIMIT};
 pub use value::{decode_value, encode_value, ValueError};
 
 /// The next value of an event subscription; `None` once it is closed. A

@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::message::{Message, RequestId};
-use crate::transport::Outgoing;
+use crate::transport::{Outbox, Outgoing};
 
 /// Credit a stream starts with, and the most it can have outstanding.
 pub const STREAM_WINDOW: usize = 256 * 1024;
@@ -57,7 +57,7 @@ pub enum Chunk {
 pub struct IncomingStream {
     id: RequestId,
     rx: mpsc::UnboundedReceiver<Chunk>,
-    out: mpsc::UnboundedSender<Outgoing>,
+    out: Outbox,
     current: Bytes,
     /// Bytes consumed and not yet returned as credit.
     unreturned: usize,
@@ -72,11 +72,7 @@ pub type ChunkSender = mpsc::UnboundedSender<Chunk>;
 impl IncomingStream {
     /// A stream of request `id`, and the sender the connection feeds it
     /// with; credit and `StreamStop` go out on `out`.
-    pub fn new(
-        id: RequestId,
-        out: mpsc::UnboundedSender<Outgoing>,
-        peer: String,
-    ) -> (IncomingStream, ChunkSender) {
+    pub fn new(id: RequestId, out: Outbox, peer: String) -> (IncomingStream, ChunkSender) {
         let (tx, rx) = mpsc::unbounded_channel();
         let stream = IncomingStream {
             id,
@@ -182,7 +178,7 @@ impl Drop for IncomingStream {
 pub async fn pump<R: AsyncRead + Unpin>(
     mut source: R,
     id: RequestId,
-    out: mpsc::UnboundedSender<Outgoing>,
+    out: Outbox,
     credit: Arc<Semaphore>,
 ) -> io::Result<u64> {
     let gone = || {

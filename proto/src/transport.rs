@@ -2,14 +2,14 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Buf, Bytes, BytesMut};
-use std::os::fd::OwnedFd;
-
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::FramedWrite;
+use tokio::sync::{oneshot, Notify};
 
 use crate::codec::MessageCodec;
 use crate::error::ProtocolError;
@@ -34,85 +34,252 @@ pub const COPY_LIMIT: usize = 16 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 
-/// Writes queued messages until the queue closes or the socket fails.
+/// The sending side of a connection, shared by every task that sends on
+/// it: frames are encoded as they are queued, into one buffer, and written
+/// in order by the connection's writer task ([`write_loop`]).
+///
+/// Queueing a message is a short critical section (encode the fields, copy
+/// a small payload) with no allocation in the common case: no channel node,
+/// no message moved to another task. A large payload is queued as its own
+/// buffer and written from it, with no copy. The writer is woken only when
+/// the queue goes from empty to not, and takes everything queued at once.
+///
+/// Cheap to clone; the writer finishes (after writing what is queued) when
+/// the last clone is dropped.
+#[derive(Debug)]
+pub struct Outbox {
+    shared: Arc<OutboxShared>,
+}
+
+/// The writer's end of an [`Outbox`].
+#[derive(Debug)]
+pub struct OutboxReceiver {
+    shared: Arc<OutboxShared>,
+}
+
+/// Queueing on a connection whose writer has stopped (the socket failed or
+/// closed): the message is not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the connection is closed")]
+pub struct Closed;
+
+#[derive(Debug)]
+struct OutboxShared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer when the queue stops being empty, or the last
+    /// sender leaves.
+    wake: Notify,
+    senders: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Queue {
+    codec: MessageCodec,
+    /// Whole buffers to write first, in order.
+    items: VecDeque<Item>,
+    /// Frames encoded after `items`.
+    buf: BytesMut,
+    /// The writer is gone: nothing queued now would be written.
+    closed: bool,
+    /// A message that could not be encoded: the writer stops with it.
+    failed: Option<ProtocolError>,
+}
+
+#[derive(Debug)]
+enum Item {
+    Data(Bytes),
+    /// A frame that carries descriptors: it leads a write of its own.
+    WithFds(Bytes, Vec<OwnedFd>),
+    /// Acknowledge once everything before this has been written.
+    Flush(oneshot::Sender<()>),
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.buf.is_empty()
+    }
+
+    /// Ends the current run of encoded frames, so an item can follow it.
+    fn cut(&mut self) {
+        if !self.buf.is_empty() {
+            let run = self.buf.split().freeze();
+            self.items.push_back(Item::Data(run));
+        }
+    }
+
+    fn push(&mut self, outgoing: Outgoing) -> Result<(), ProtocolError> {
+        match outgoing {
+            Outgoing::Frame(message) => {
+                if let Some(tail) = self.codec.encode_head(message, &mut self.buf)? {
+                    if tail.len() < COPY_LIMIT {
+                        self.buf.extend_from_slice(&tail);
+                    } else {
+                        self.cut();
+                        self.items.push_back(Item::Data(tail));
+                    }
+                }
+            }
+            Outgoing::FrameWithFds(message, fds) => {
+                let mut frame = BytesMut::new();
+                self.codec.encode_message(&message, &mut frame)?;
+                self.cut();
+                self.items.push_back(Item::WithFds(frame.freeze(), fds));
+            }
+            Outgoing::Flush(done) => {
+                self.cut();
+                self.items.push_back(Item::Flush(done));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A connection's outbox, encoding with `codec`, and its writer's end.
+pub fn outbox(codec: MessageCodec) -> (Outbox, OutboxReceiver) {
+    let shared = Arc::new(OutboxShared {
+        queue: Mutex::new(Queue {
+            codec,
+            items: VecDeque::new(),
+            buf: BytesMut::with_capacity(8 * 1024),
+            closed: false,
+            failed: None,
+        }),
+        wake: Notify::new(),
+        senders: AtomicUsize::new(1),
+    });
+    (
+        Outbox {
+            shared: shared.clone(),
+        },
+        OutboxReceiver { shared },
+    )
+}
+
+impl Outbox {
+    /// Queues `outgoing` to be written after everything queued before it.
+    ///
+    /// A message that cannot be encoded (over the frame limit) stops the
+    /// writer with that error, as a write failure would: the connection is
+    /// then unusable, and the peer's requests fail as its connection ends.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if the writer has stopped.
+    pub fn send(&self, outgoing: Outgoing) -> Result<(), Closed> {
+        let was_empty = {
+            let mut queue = self.shared.lock();
+            if queue.closed {
+                return Err(Closed);
+            }
+            let was_empty = queue.is_empty();
+            if let Err(e) = queue.push(outgoing) {
+                queue.failed.get_or_insert(e);
+            }
+            was_empty
+        };
+        if was_empty {
+            self.shared.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Whether the writer has stopped.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Outbox {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+impl OutboxShared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Plain data: a panic elsewhere leaves it usable.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Marks the outbox closed when its writer ends, however it ends.
+struct CloseOnDrop<'a>(&'a OutboxShared);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.0.lock();
+        queue.closed = true;
+        // Descriptors and flush waiters go now, not with the last sender.
+        queue.items.clear();
+    }
+}
+
+/// Writes what is queued on `rx`'s outbox to `io` until every sender is
+/// gone or the socket fails.
 ///
 /// Whatever is queued when the task wakes goes out in one vectored write
-/// (or as few as the socket allows): small frames are encoded into one
-/// buffer, large payloads are written from the caller's own buffer with no
-/// copy. The task yields once before writing so that frames other ready
-/// tasks are about to queue join the same write: a busy connection pays one
-/// wake-up and one system call per batch, not per frame; an idle one pays
-/// almost nothing for the yield.
-///
-/// `writer` must have nothing buffered (it is used only for the handshake,
-/// which flushes).
+/// (or as few as the socket allows). The task yields once after each
+/// wake-up so that frames other ready tasks are about to queue join the
+/// same write: a busy connection pays one wake-up and one system call per
+/// batch, not per frame.
 ///
 /// # Errors
 ///
-/// The first write or encode failure; the connection is then unusable.
-pub async fn write_loop(
-    writer: FramedWrite<OwnedWriteHalf, MessageCodec>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-) -> Result<(), ProtocolError> {
-    let parts = writer.into_parts();
-    let (mut io, mut codec) = (parts.io, parts.codec);
-    let mut buf = BytesMut::with_capacity(8 * 1024);
-    let mut queue: VecDeque<Bytes> = VecDeque::new();
-    let mut flushed = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        let mut yielded = false;
-        loop {
-            while let Some(item) = next {
-                match item {
-                    Outgoing::Frame(message) => {
-                        if let Some(tail) = codec.encode_head(message, &mut buf)? {
-                            if tail.len() < COPY_LIMIT {
-                                buf.extend_from_slice(&tail);
-                            } else {
-                                queue.push_back(buf.split().freeze());
-                                queue.push_back(tail);
-                            }
-                        }
-                    }
-                    Outgoing::FrameWithFds(message, fds) => {
-                        // Everything before goes first; then this frame
-                        // leads a write of its own, carrying the
-                        // descriptors.
-                        if !buf.is_empty() {
-                            queue.push_back(buf.split().freeze());
-                        }
-                        write_all(&mut io, &mut queue).await?;
-                        let tail = codec.encode_head(message, &mut buf)?;
-                        if let Some(tail) = tail {
-                            buf.extend_from_slice(&tail);
-                        }
-                        let frame = buf.split().freeze();
-                        let sent = crate::fdio::send_with_fds(&io, &frame, &fds).await?;
-                        drop(fds);
-                        queue.push_back(frame.slice(sent..));
-                    }
-                    Outgoing::Flush(done) => flushed.push(done),
-                }
-                next = rx.try_recv().ok();
+/// The first write failure, or the first message that could not be
+/// encoded; the connection is then unusable.
+pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<(), ProtocolError> {
+    let shared = &*rx.shared;
+    let _closed = CloseOnDrop(shared);
+    let mut batch: VecDeque<Item> = VecDeque::new();
+    let mut pending: VecDeque<Bytes> = VecDeque::new();
+    loop {
+        {
+            let mut queue = shared.lock();
+            if let Some(error) = queue.failed.take() {
+                return Err(error);
             }
-            if yielded {
+            std::mem::swap(&mut batch, &mut queue.items);
+            if !queue.buf.is_empty() {
+                batch.push_back(Item::Data(queue.buf.split().freeze()));
+            }
+        }
+        if batch.is_empty() {
+            if shared.senders.load(Ordering::Acquire) == 0 {
                 break;
             }
-            yielded = true;
+            shared.wake.notified().await;
             tokio::task::yield_now().await;
-            next = rx.try_recv().ok();
-            if next.is_none() {
-                break;
+            continue;
+        }
+        for item in batch.drain(..) {
+            match item {
+                Item::Data(bytes) => pending.push_back(bytes),
+                Item::WithFds(frame, fds) => {
+                    // Everything before goes first; then this frame leads a
+                    // write of its own, carrying the descriptors.
+                    write_all(&mut io, &mut pending).await?;
+                    let sent = crate::fdio::send_with_fds(&io, &frame, &fds).await?;
+                    drop(fds);
+                    pending.push_back(frame.slice(sent..));
+                }
+                Item::Flush(done) => {
+                    write_all(&mut io, &mut pending).await?;
+                    let _ = done.send(());
+                }
             }
         }
-        if !buf.is_empty() {
-            queue.push_back(buf.split().freeze());
-        }
-        write_all(&mut io, &mut queue).await?;
-        for done in flushed.drain(..) {
-            let _ = done.send(());
-        }
+        write_all(&mut io, &mut pending).await?;
     }
     io.flush().await?;
     Ok(())

@@ -15,10 +15,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use drover_proto::{
-    new_credit, pump, Chunk, IncomingStream, Message, Outgoing, RemoteError, RequestId,
+    new_credit, pump, Chunk, IncomingStream, Message, Outbox, Outgoing, RemoteError, RequestId,
 };
 use tokio::io::AsyncRead;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -134,7 +134,7 @@ pub(crate) struct WorkerEntry {
     pub(crate) pid: u32,
     pub(crate) state: WorkerState,
     /// The writer's queue; `None` until the handshake is done.
-    pub(crate) tx: Option<mpsc::UnboundedSender<Outgoing>>,
+    pub(crate) tx: Option<Outbox>,
     pub(crate) in_flight: HashMap<RequestId, InFlight, IdHasher>,
     pub(crate) rss: Option<u64>,
     pub(crate) status: Option<String>,
@@ -633,12 +633,7 @@ impl Shared {
     }
 
     /// A worker finished its handshake: it may take requests.
-    pub(crate) fn worker_ready(
-        self: &Arc<Self>,
-        id: u64,
-        tx: mpsc::UnboundedSender<Outgoing>,
-        initial: bool,
-    ) {
+    pub(crate) fn worker_ready(self: &Arc<Self>, id: u64, tx: Outbox, initial: bool) {
         let mut state = self.lock();
         let mut online = false;
         if let Some(worker) = state.worker_mut(id) {

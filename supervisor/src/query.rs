@@ -6,10 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use drover_proto::{encode_value, Message, Outgoing, RemoteError, RemoteErrorKind};
+use drover_proto::{encode_value, Message, Outbox, Outgoing, RemoteError, RemoteErrorKind};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::error::Error;
 
@@ -55,7 +54,7 @@ pub struct Query {
     payload: Bytes,
     pid: u32,
     worker_id: u64,
-    out: Option<mpsc::UnboundedSender<Outgoing>>,
+    out: Option<Outbox>,
 }
 
 impl fmt::Debug for Query {
@@ -75,7 +74,7 @@ impl Query {
         payload: Bytes,
         pid: u32,
         worker_id: u64,
-        out: mpsc::UnboundedSender<Outgoing>,
+        out: Outbox,
     ) -> Query {
         Query {
             id,

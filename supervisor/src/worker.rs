@@ -10,13 +10,12 @@ use std::task::Poll;
 use std::time::Duration;
 
 use drover_proto::{
-    write_loop, FdReader, FrameReader, Message, MessageCodec, ProtocolError, Welcome, MAGIC,
-    PROTOCOL_VERSION,
+    outbox, write_loop, FdReader, FrameReader, Message, MessageCodec, ProtocolError, Welcome,
+    MAGIC, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::process::Child;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
@@ -138,10 +137,11 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
         }
         let _ = child.start_kill();
     } else if !kill.is_cancelled() {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let parts = writer.into_parts();
+        let (tx, rx) = outbox(parts.codec);
         shared.tracker.spawn_on(
             async move {
-                if let Err(e) = write_loop(writer, rx).await {
+                if let Err(e) = write_loop(parts.io, rx).await {
                     tracing::debug!(pid, "writing to worker stopped: {e}");
                 }
             },

@@ -13,16 +13,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use drover_proto::codec::MESSAGE_OVERHEAD;
 use drover_proto::{
-    decode_value, encode_value, new_credit, pump, timestamp_from_micros, write_loop, Chunk,
-    ChunkSender, FdReader, FrameReader, Hello, IncomingStream, Message, MessageCodec, Outgoing,
-    ProtocolError, RemoteError, RemoteErrorKind, RequestId, Welcome,
+    decode_value, encode_value, new_credit, outbox, pump, timestamp_from_micros, write_loop, Chunk,
+    ChunkSender, FdReader, FrameReader, Hello, IncomingStream, Message, MessageCodec, Outbox,
+    Outgoing, ProtocolError, RemoteError, RemoteErrorKind, RequestId, Welcome,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use std::os::fd::OwnedFd;
 use tokio::io::AsyncRead;
 use tokio::net::UnixStream;
-use tokio::sync::{broadcast, mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{broadcast, oneshot, Notify, Semaphore};
 use tokio_util::codec::FramedWrite;
 
 use crate::error::Error;
@@ -46,7 +46,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Inner {
     welcome: Welcome,
     max_frame_length: usize,
-    out: mpsc::UnboundedSender<Outgoing>,
+    out: Outbox,
     in_flight: Mutex<HashMap<RequestId, Arc<Tracked>, drover_proto::IdHasher>>,
     /// Woken when a request finishes or a stream ends during a soft kill,
     /// or `ready()` is called, so the serve loop can re-check whether the
@@ -315,9 +315,10 @@ impl Worker {
         reader.decoder_mut().set_max_frame_length(max_frame_length);
         writer.encoder_mut().set_max_frame_length(max_frame_length);
 
-        let (out, out_rx) = mpsc::unbounded_channel();
+        let parts = writer.into_parts();
+        let (out, out_rx) = outbox(parts.codec);
         tokio::spawn(async move {
-            if let Err(e) = write_loop(writer, out_rx).await {
+            if let Err(e) = write_loop(parts.io, out_rx).await {
                 tracing::error!(error = %e, "cannot write to the supervisor");
             }
         });
