@@ -18,8 +18,6 @@
 //!
 //! Gauges are refreshed at every memory sample (`health_interval`).
 
-use std::time::SystemTime;
-
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
     Histogram, Unit,
@@ -80,22 +78,21 @@ impl Metrics {
         }
     }
 
-    /// Counts a request that ended with `result` (its latency measured from
-    /// its creation time).
+    /// Counts a request that ended with `result`.
     pub(crate) fn request(&self, result: &Result<Response, Error>) {
         match result {
-            Ok(response) => {
-                self.ok.increment(1);
-                let elapsed = SystemTime::now()
-                    .duration_since(response.created_at())
-                    .unwrap_or_default();
-                self.duration.record(elapsed.as_secs_f64());
-            }
+            Ok(_) => self.ok.increment(1),
             Err(Error::Remote { .. }) => self.remote_error.increment(1),
             Err(Error::WorkerLost { .. }) => self.worker_lost.increment(1),
             Err(Error::Timeout { .. }) => self.timeout.increment(1),
             Err(_) => self.other.increment(1),
         }
+    }
+
+    /// Records the latency of an answered request: from its creation to
+    /// its answer's arrival, in microseconds.
+    pub(crate) fn answered(&self, micros: u64) {
+        self.duration.record(micros as f64 / 1e6);
     }
 
     /// Counts a request refused before it was queued.

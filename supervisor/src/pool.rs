@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use drover_proto::{
@@ -885,6 +885,8 @@ impl Shared {
         }
         let mut outcome = Ok(());
         let mut due = false;
+        // One reading of the clock for the batch's latencies.
+        let now = drover_proto::timestamp_micros(SystemTime::now());
         {
             let mut state = self.lock();
             let Some(worker) = state.worker_mut(id) else {
@@ -925,14 +927,18 @@ impl Shared {
                     continue;
                 };
                 let answer = match result {
-                    Ok(payload) => Ok(Response {
-                        id: request_id,
-                        created_at: in_flight.created_at,
-                        pid,
-                        worker_id: id,
-                        payload,
-                        stream: incoming.map(|s| Arc::new(Mutex::new(Some(s)))),
-                    }),
+                    Ok(payload) => {
+                        self.metrics
+                            .answered(now.saturating_sub(in_flight.created_at));
+                        Ok(Response {
+                            id: request_id,
+                            created_at: in_flight.created_at,
+                            pid,
+                            worker_id: id,
+                            payload,
+                            stream: incoming.map(|s| Arc::new(Mutex::new(Some(s)))),
+                        })
+                    }
                     Err(RemoteError { kind, message }) => Err(Error::Remote {
                         request_id,
                         pid,
