@@ -229,10 +229,12 @@ impl Drop for CloseOnDrop<'_> {
 /// gone or the socket fails.
 ///
 /// Whatever is queued when the task wakes goes out in one vectored write
-/// (or as few as the socket allows). The task yields once after each
-/// wake-up so that frames other ready tasks are about to queue join the
-/// same write: a busy connection pays one wake-up and one system call per
-/// batch, not per frame.
+/// (or as few as the socket allows), so a busy connection pays one wake-up
+/// and one system call per batch, not per frame. On a multi-thread runtime
+/// the task yields once after each wake-up, so that frames the tasks ready
+/// on this thread are about to queue join the same write; on a
+/// current-thread runtime they run before it anyway, and a yield would
+/// only cost each round trip a pass through the runtime's I/O driver.
 ///
 /// # Errors
 ///
@@ -243,6 +245,11 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
     let _closed = CloseOnDrop(shared);
     let mut batch: VecDeque<Item> = VecDeque::new();
     let mut pending: VecDeque<Bytes> = VecDeque::new();
+    // On a current-thread runtime every task ready to queue more runs before
+    // this one gets its turn anyway; on a multi-thread one, another thread
+    // would run it at once, so it yields first.
+    let coalesce = tokio::runtime::Handle::current().runtime_flavor()
+        != tokio::runtime::RuntimeFlavor::CurrentThread;
     loop {
         {
             let mut queue = shared.lock();
@@ -259,7 +266,10 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
                 break;
             }
             shared.wake.notified().await;
-            tokio::task::yield_now().await;
+            if coalesce {
+                // Let the tasks that are ready to queue more do so first.
+                tokio::task::yield_now().await;
+            }
             continue;
         }
         for item in batch.drain(..) {
