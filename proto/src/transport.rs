@@ -336,3 +336,127 @@ async fn write_all(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fdio::FdReader;
+    use crate::reader::FrameReader;
+    use futures::StreamExt;
+    use uuid::Uuid;
+
+    /// An outbox writing to one end of a socket pair, and a reader of the
+    /// other end.
+    fn connection(
+        max: usize,
+    ) -> (
+        Outbox,
+        tokio::task::JoinHandle<Result<(), ProtocolError>>,
+        FrameReader,
+    ) {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let (_, write) = a.into_split();
+        let (read, _) = b.into_split();
+        let (out, rx) = outbox(MessageCodec::new(max));
+        let writer = tokio::spawn(write_loop(write, rx));
+        (
+            out,
+            writer,
+            FrameReader::new(FdReader::new(read), MessageCodec::new(max)),
+        )
+    }
+
+    fn data(id: u128, bytes: Bytes) -> Outgoing {
+        Outgoing::Frame(Message::StreamData {
+            id: Uuid::from_u128(id),
+            bytes,
+        })
+    }
+
+    /// Small frames and large payloads from several senders: each
+    /// sender's frames arrive whole and in its order, and the writer ends
+    /// once the last sender is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_arrive_whole_and_in_order_and_the_writer_ends_with_its_senders() {
+        let (out, writer, mut reader) = connection(1 << 22);
+        let senders: Vec<_> = (0..4u128)
+            .map(|sender| {
+                let out = out.clone();
+                tokio::spawn(async move {
+                    for i in 0..200u128 {
+                        let size = if i % 50 == 7 {
+                            COPY_LIMIT * 3
+                        } else {
+                            (i % 40) as usize
+                        };
+                        let bytes = Bytes::from(vec![(sender * 31 + i) as u8; size]);
+                        out.send(data(sender << 32 | i, bytes)).unwrap();
+                        if i % 16 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(out);
+        for sender in senders {
+            sender.await.unwrap();
+        }
+        let mut next = [0u128; 4];
+        while let Some(message) = reader.next().await {
+            let Message::StreamData { id, bytes } = message.unwrap() else {
+                panic!("not a data frame");
+            };
+            let (sender, i) = (id.as_u128() >> 32, id.as_u128() & 0xffff_ffff);
+            assert_eq!(i, next[sender as usize], "sender {sender} out of order");
+            next[sender as usize] += 1;
+            let size = if i % 50 == 7 {
+                COPY_LIMIT * 3
+            } else {
+                (i % 40) as usize
+            };
+            assert_eq!(bytes.len(), size);
+            assert!(bytes.iter().all(|&b| b == (sender * 31 + i) as u8));
+        }
+        assert_eq!(next, [200; 4]);
+        writer.await.unwrap().unwrap();
+    }
+
+    /// A flush is acknowledged once what was queued before it is written,
+    /// and descriptors arrive with the frame that carries them.
+    #[tokio::test]
+    async fn flushes_follow_their_frames_and_descriptors_their_frame() {
+        let (out, _writer, mut reader) = connection(1 << 20);
+        out.send(data(1, Bytes::from_static(b"first"))).unwrap();
+        let (passed, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let carrying = Message::Cancel {
+            id: Uuid::from_u128(2),
+        };
+        out.send(Outgoing::FrameWithFds(
+            carrying.clone(),
+            vec![passed.into()],
+        ))
+        .unwrap();
+        let (done, flushed) = oneshot::channel();
+        out.send(Outgoing::Flush(done)).unwrap();
+        flushed.await.expect("flushed");
+        let first = reader.next().await.unwrap().unwrap();
+        assert!(matches!(first, Message::StreamData { .. }));
+        assert_eq!(reader.next().await.unwrap().unwrap(), carrying);
+        assert_eq!(reader.get_mut().take_fds(1).map(|fds| fds.len()), Some(1));
+    }
+
+    /// A message over the frame limit stops the writer with that error,
+    /// and what is sent afterwards is refused.
+    #[tokio::test]
+    async fn a_message_over_the_limit_stops_the_writer() {
+        let (out, writer, _reader) = connection(1024);
+        out.send(data(1, Bytes::from(vec![0u8; 4096]))).unwrap();
+        match writer.await.unwrap() {
+            Err(ProtocolError::FrameTooLarge { max: 1024, .. }) => {}
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+        assert!(out.is_closed());
+        assert_eq!(out.send(data(2, Bytes::new())), Err(Closed));
+    }
+}
