@@ -666,90 +666,99 @@ impl Worker {
             }
             tokio::select! {
                 frame = reader.next() => {
-                    let message = match frame {
-                        None => return Err(Error::Disconnected),
-                        Some(Err(e)) => return Err(Error::Protocol(e)),
-                        Some(Ok(message)) => message,
-                    };
-                    match message {
-                        Message::Request { id, created_at, fds, stream, payload } => {
-                            let fds = match reader.get_mut().take_fds(usize::from(fds)) {
-                                Some(fds) => fds,
-                                None => {
-                                    return Err(Error::Protocol(ProtocolError::MissingDescriptors {
-                                        id,
-                                        declared: usize::from(fds),
-                                        arrived: reader.get_ref().pending_fds(),
-                                    }))
-                                }
-                            };
-                            let stream = stream.then(|| self.inner.incoming_stream(id));
-                            self.start_request(id, created_at, payload, fds, stream, &handler).await;
-                        }
-                        Message::StreamData { id, bytes } => self.inner.to_stream(id, Chunk::Data(bytes), false),
-                        Message::StreamEnd { id } => self.inner.to_stream(id, Chunk::End, true),
-                        Message::StreamAbort { id, reason } => self.inner.to_stream(id, Chunk::Abort(reason), true),
-                        Message::StreamCredit { id, bytes } => {
-                            let streams = self.inner.streams_out.lock().unwrap_or_else(|e| e.into_inner());
-                            if let Some(credit) = streams.get(&id) {
-                                credit.add_permits(bytes as usize);
-                            }
-                        }
-                        Message::StreamStop { id } => {
-                            let stopped = self.inner.streams_out.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                            if let Some(credit) = stopped {
-                                credit.close();
-                            }
-                        }
-                        Message::QueryReply { id, result } => {
-                            let waiting = self.inner.queries.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                            if let Some(waiting) = waiting {
-                                // The asker may have given up; then nobody wants it.
-                                let _ = waiting.send(result);
-                            }
-                        }
-                        Message::Cancel { id } => {
-                            let in_flight = self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                            if let Some(tracked) = in_flight.get(&id) {
-                                tracked.cancel();
-                            }
-                        }
-                        Message::Event { name, payload } => {
-                            // No subscriber is fine: the event is simply not wanted.
-                            let _ = self.inner.events.send(Event { name, payload });
-                        }
-                        Message::Ping { seq } => self.inner.send(Message::Pong { seq })?,
-                        Message::SoftKill => {
-                            if !soft_killing {
-                                soft_killing = true;
-                                self.inner.stopping.store(true, Ordering::SeqCst);
-                                let hook = self.inner.soft_kill_hook.lock().unwrap_or_else(|e| e.into_inner()).take();
-                                let done = hook_done_tx.take();
-                                match hook {
-                                    Some(hook) => {
-                                        tokio::spawn(async move {
-                                            hook().await;
-                                            if let Some(done) = done {
-                                                let _ = done.send(());
-                                            }
-                                        });
+                    let mut frame = frame;
+                    // Frames already read are handled in this turn, without
+                    // another round of the select.
+                    loop {
+                        let message = match frame {
+                            None => return Err(Error::Disconnected),
+                            Some(Err(e)) => return Err(Error::Protocol(e)),
+                            Some(Ok(message)) => message,
+                        };
+                        match message {
+                            Message::Request { id, created_at, fds, stream, payload } => {
+                                let fds = match reader.get_mut().take_fds(usize::from(fds)) {
+                                    Some(fds) => fds,
+                                    None => {
+                                        return Err(Error::Protocol(ProtocolError::MissingDescriptors {
+                                            id,
+                                            declared: usize::from(fds),
+                                            arrived: reader.get_ref().pending_fds(),
+                                        }))
                                     }
-                                    None => hook_done = true,
+                                };
+                                let stream = stream.then(|| self.inner.incoming_stream(id));
+                                self.start_request(id, created_at, payload, fds, stream, &handler).await;
+                            }
+                            Message::StreamData { id, bytes } => self.inner.to_stream(id, Chunk::Data(bytes), false),
+                            Message::StreamEnd { id } => self.inner.to_stream(id, Chunk::End, true),
+                            Message::StreamAbort { id, reason } => self.inner.to_stream(id, Chunk::Abort(reason), true),
+                            Message::StreamCredit { id, bytes } => {
+                                let streams = self.inner.streams_out.lock().unwrap_or_else(|e| e.into_inner());
+                                if let Some(credit) = streams.get(&id) {
+                                    credit.add_permits(bytes as usize);
                                 }
                             }
-                        }
-                        Message::HardKill => {
-                            let hook = self.inner.hard_kill_hook.lock().unwrap_or_else(|e| e.into_inner()).take();
-                            if let Some(hook) = hook {
-                                hook();
+                            Message::StreamStop { id } => {
+                                let stopped = self.inner.streams_out.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                                if let Some(credit) = stopped {
+                                    credit.close();
+                                }
                             }
-                            return Ok(());
+                            Message::QueryReply { id, result } => {
+                                let waiting = self.inner.queries.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                                if let Some(waiting) = waiting {
+                                    // The asker may have given up; then nobody wants it.
+                                    let _ = waiting.send(result);
+                                }
+                            }
+                            Message::Cancel { id } => {
+                                let in_flight = self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                                if let Some(tracked) = in_flight.get(&id) {
+                                    tracked.cancel();
+                                }
+                            }
+                            Message::Event { name, payload } => {
+                                // No subscriber is fine: the event is simply not wanted.
+                                let _ = self.inner.events.send(Event { name, payload });
+                            }
+                            Message::Ping { seq } => self.inner.send(Message::Pong { seq })?,
+                            Message::SoftKill => {
+                                if !soft_killing {
+                                    soft_killing = true;
+                                    self.inner.stopping.store(true, Ordering::SeqCst);
+                                    let hook = self.inner.soft_kill_hook.lock().unwrap_or_else(|e| e.into_inner()).take();
+                                    let done = hook_done_tx.take();
+                                    match hook {
+                                        Some(hook) => {
+                                            tokio::spawn(async move {
+                                                hook().await;
+                                                if let Some(done) = done {
+                                                    let _ = done.send(());
+                                                }
+                                            });
+                                        }
+                                        None => hook_done = true,
+                                    }
+                                }
+                            }
+                            Message::HardKill => {
+                                let hook = self.inner.hard_kill_hook.lock().unwrap_or_else(|e| e.into_inner()).take();
+                                if let Some(hook) = hook {
+                                    hook();
+                                }
+                                return Ok(());
+                            }
+                            other => {
+                                return Err(Error::Protocol(ProtocolError::UnexpectedMessage {
+                                    expected: "a supervisor message",
+                                    got: other.kind(),
+                                }))
+                            }
                         }
-                        other => {
-                            return Err(Error::Protocol(ProtocolError::UnexpectedMessage {
-                                expected: "a supervisor message",
-                                got: other.kind(),
-                            }))
+                        match reader.next_buffered() {
+                            Some(next) => frame = Some(next),
+                            None => break,
                         }
                     }
                 }
