@@ -277,7 +277,10 @@ impl PoolState {
                 let _ = tx.send(Outgoing::FrameWithFds(message, fds));
             }
         }
-        if let (Some(source), Some(tx)) = (stream, worker.tx.clone()) {
+        // (The outbox is cloned only for a stream: each clone is two atomic
+        // operations on a line the writer's thread uses too.)
+        let streamed = stream.and_then(|source| Some((source, worker.tx.clone()?)));
+        if let Some((source, tx)) = streamed {
             let id = request.id;
             let credit = new_credit();
             worker.streams.send(id, credit.clone());
