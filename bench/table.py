@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Runs the echo workload for drover and raw, alternating, and prints the
+"""Runs the echo workload for raw and for drover (its supervisor on a
+current-thread runtime, then on two threads), alternating, and prints the
 README's Performance table: medians of several runs, drover as a ratio of
-raw measured in the same run.
+raw measured in the same runs, and the spread of raw's runs.
 
     cargo build --release -p drover-bench && python3 bench/table.py [runs]
 """
@@ -20,11 +21,14 @@ CONFIGS = [
     (4096, 16, 100000, False),
     (1048576, 16, 2000, False),
 ]
+# The supervisor's runtime threads (1: a current-thread runtime).
+THREADS = [1, 2]
 
 
-def run(impl, payload, concurrency, requests, pinned):
+def run(impl, payload, concurrency, requests, pinned, threads=1):
     cmd = [BIN, "--impl", impl, "--payload", str(payload),
-           "--concurrency", str(concurrency), "--requests", str(requests)]
+           "--concurrency", str(concurrency), "--requests", str(requests),
+           "--threads", str(threads)]
     if pinned:
         cmd = ["taskset", "-c", "0"] + cmd
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -35,16 +39,21 @@ def size(n):
     return f"{n // 1048576} MiB" if n >= 1048576 else (f"{n // 1024} KiB" if n >= 1024 else f"{n} B")
 
 
-print("| payload | C | cores | drover rps | raw rps | rps ratio | drover p50 µs | raw p50 µs | p50 ratio | MB/s ratio |")
+print("| payload | C | cores | supervisor runtime | drover rps | raw rps (min to max) | rps ratio "
+      "| drover p50 µs | raw p50 µs | p50 ratio |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for payload, c, n, pinned in CONFIGS:
-    d, r = [], []
+    raw, drover = [], {t: [] for t in THREADS}
     for _ in range(RUNS):
-        d.append(run("drover", payload, c, n, pinned))
-        r.append(run("raw", payload, c, n, pinned))
-    drps = statistics.median(x["rps"] for x in d)
-    rrps = statistics.median(x["rps"] for x in r)
-    dp50 = statistics.median(x["p50_us"] for x in d)
-    rp50 = statistics.median(x["p50_us"] for x in r)
-    print(f"| {size(payload)} | {c} | {'1 (pinned)' if pinned else '2'} | {drps:,.0f} | {rrps:,.0f} | "
-          f"{drps / rrps:.2f} | {dp50:.0f} | {rp50:.0f} | {dp50 / rp50:.2f} | {drps / rrps:.2f} |")
+        raw.append(run("raw", payload, c, n, pinned))
+        for t in THREADS:
+            drover[t].append(run("drover", payload, c, n, pinned, t))
+    rrps = statistics.median(x["rps"] for x in raw)
+    rp50 = statistics.median(x["p50_us"] for x in raw)
+    spread = f"{min(x['rps'] for x in raw):,.0f} to {max(x['rps'] for x in raw):,.0f}"
+    for t in THREADS:
+        drps = statistics.median(x["rps"] for x in drover[t])
+        dp50 = statistics.median(x["p50_us"] for x in drover[t])
+        runtime = "current-thread" if t == 1 else f"{t} threads"
+        print(f"| {size(payload)} | {c} | {'1 (pinned)' if pinned else '2'} | {runtime} | {drps:,.0f} "
+              f"| {rrps:,.0f} ({spread}) | {drps / rrps:.2f} | {dp50:.0f} | {rp50:.0f} | {dp50 / rp50:.2f} |")

@@ -7,7 +7,7 @@ use drover_proto::DEFAULT_MAX_FRAME_LENGTH;
 
 /// The help text, also shown after a usage error.
 pub const USAGE: &str = "\
-usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw]
+usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw] [--threads T]
        drover-bench --memory
 
   --workers W       worker processes (default 2)
@@ -15,6 +15,8 @@ usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C]
   --payload S       payload bytes per request (default 64)
   --concurrency C   requests in flight at most (default 256)
   --impl drover|raw a drover pool, or the raw socket ceiling (default drover)
+  --threads T       the supervisor's tokio runtime threads; 1 is a
+                    current-thread runtime (default 1)
   --memory          measure an idle worker's RSS and the supervisor's
                     memory per queued request, instead of the echo run
   --help            this text
@@ -67,6 +69,9 @@ pub struct EchoOptions {
     pub concurrency: usize,
     /// Drover or the raw ceiling.
     pub implementation: Implementation,
+    /// Threads of the supervisor's runtime (drover only); 1 means a
+    /// current-thread runtime.
+    pub threads: usize,
 }
 
 impl Default for EchoOptions {
@@ -77,6 +82,7 @@ impl Default for EchoOptions {
             payload: 64,
             concurrency: 256,
             implementation: Implementation::Drover,
+            threads: 1,
         }
     }
 }
@@ -129,6 +135,7 @@ enum Flag {
     Payload,
     Concurrency,
     Impl,
+    Threads,
 }
 
 impl Flag {
@@ -139,6 +146,7 @@ impl Flag {
             "--payload" => Flag::Payload,
             "--concurrency" => Flag::Concurrency,
             "--impl" => Flag::Impl,
+            "--threads" => Flag::Threads,
             _ => return None,
         })
     }
@@ -150,6 +158,7 @@ impl Flag {
             Flag::Payload => "--payload",
             Flag::Concurrency => "--concurrency",
             Flag::Impl => "--impl",
+            Flag::Threads => "--threads",
         }
     }
 }
@@ -199,6 +208,7 @@ where
             Flag::Requests => options.requests = count(flag, &value, 1, u32::MAX as usize)?,
             Flag::Payload => options.payload = count(flag, &value, 0, MAX_PAYLOAD)?,
             Flag::Concurrency => options.concurrency = count(flag, &value, 1, 1_000_000)?,
+            Flag::Threads => options.threads = count(flag, &value, 1, 256)?,
             Flag::Impl => {
                 options.implementation = match value.as_str() {
                     "drover" => Implementation::Drover,
@@ -262,6 +272,7 @@ mod tests {
             "--concurrency=16",
             "--impl",
             "raw",
+            "--threads=2",
         ]);
         assert_eq!(
             got,
@@ -271,6 +282,7 @@ mod tests {
                 payload: 1 << 20,
                 concurrency: 16,
                 implementation: Implementation::Raw,
+                threads: 2,
             }))
         );
     }

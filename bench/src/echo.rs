@@ -26,8 +26,15 @@ pub async fn run(options: &EchoOptions) -> Result<EchoReport, Error> {
     let cap = options.per_worker();
     eprintln!(
         "drover-bench: drover, {} workers, max_concurrency {cap} per worker, \
-         {} requests of {} bytes, {} in flight",
-        options.workers, options.requests, options.payload, options.concurrency
+         {} requests of {} bytes, {} in flight, supervisor runtime: {}",
+        options.workers,
+        options.requests,
+        options.payload,
+        options.concurrency,
+        match options.threads {
+            1 => "current-thread".to_owned(),
+            n => format!("{n} threads"),
+        }
     );
     let started = Instant::now();
     let pool = Supervisor::builder(program)

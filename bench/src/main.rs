@@ -50,10 +50,6 @@ use std::process::ExitCode;
 use crate::args::{Command, Implementation};
 use crate::error::Error;
 
-/// The supervisor side's runtime threads: the benchmark machine has two
-/// cores.
-const RUNTIME_THREADS: usize = 2;
-
 fn main() -> ExitCode {
     let outcome = if drover_worker::is_worker_process() {
         worker_runtime().and_then(|rt| rt.block_on(worker::run()))
@@ -83,23 +79,23 @@ fn run_benchmark() -> Result<(), Error> {
         }
         Command::Echo(options) => {
             let report = match options.implementation {
-                Implementation::Drover => supervisor_runtime()?.block_on(echo::run(&options))?,
+                Implementation::Drover => {
+                    supervisor_runtime(options.threads)?.block_on(echo::run(&options))?
+                }
                 Implementation::Raw => raw::parent::run(&options)?,
             };
             report::print(&report)
         }
         Command::Memory => {
-            let report = supervisor_runtime()?.block_on(memory::run())?;
+            let report = supervisor_runtime(1)?.block_on(memory::run())?;
             report::print(&report)
         }
     }
 }
 
-fn supervisor_runtime() -> Result<tokio::runtime::Runtime, Error> {
-    let threads = std::env::var("DROVER_BENCH_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(RUNTIME_THREADS);
+/// The supervisor side's runtime: `threads` worker threads, or a
+/// current-thread runtime for 1.
+fn supervisor_runtime(threads: usize) -> Result<tokio::runtime::Runtime, Error> {
     let mut builder = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
