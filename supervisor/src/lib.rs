@@ -26,8 +26,10 @@
 //!   other descriptor is close-on-exec, and the child is given a
 //!   parent-death signal. There is no socket path: nothing else can
 //!   connect.
-//! - **Tasks.** One task per worker owns its `Child` and reads its socket;
-//!   a second writes to it. A memory sampler reads every worker's RSS from
+//! - **Tasks.** One task per worker owns its `Child` and reads its socket,
+//!   settling the answers of each read under one lock; a second writes to
+//!   it what senders encoded into the connection's outbox
+//!   (`drover_proto::Outbox`), a batch per system call. A memory sampler reads every worker's RSS from
 //!   `/proc/<pid>/statm` at the health interval, off the request path.
 //! - **State.** One mutex guards the pool: workers, the bounded queue, the
 //!   restart budget. No lock is held across an `.await`; callers are woken
