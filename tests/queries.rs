@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{pool, within, Cmd, LIMIT};
+use common::{pids, pool, within, Cmd, LIMIT};
 use drover::Query;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,5 +88,39 @@ async fn a_pool_without_a_handler_says_so() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("answers no queries"), "{err}");
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+/// An answer over the frame limit reaches the asking worker as an error
+/// naming the limit, and the worker's connection stays usable.
+#[tokio::test]
+async fn an_answer_over_the_frame_limit_is_an_error_and_the_worker_stays() {
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(1)
+            .max_frame_length(64 * 1024)
+            .on_query(|query: Query| async move {
+                let err = query.reply(&"x".repeat(100 * 1024)).unwrap_err();
+                assert!(matches!(err, drover::Error::PayloadTooLarge { .. }));
+            })
+            .spawn(),
+    )
+    .await
+    .unwrap();
+    let before = pids(&pool);
+    let err = within(
+        LIMIT,
+        "ask",
+        pool.enqueue(&Cmd::Ask("big".into(), String::new())),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("frame limit"), "{err}");
+    let answer = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo("still here".into())))
+        .await
+        .unwrap();
+    assert_eq!(answer.data::<String>().unwrap(), "still here");
+    assert_eq!(pids(&pool), before, "the worker was not replaced");
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }

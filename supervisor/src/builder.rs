@@ -47,6 +47,14 @@ pub(crate) struct Config {
     pub(crate) on_query: Option<crate::query::QueryHandler>,
 }
 
+impl Config {
+    /// The largest payload a frame can carry with its message around it.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.max_frame_length
+            .saturating_sub(drover_proto::codec::MESSAGE_OVERHEAD)
+    }
+}
+
 /// Isolation settings applied in the child before `exec`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Limits {

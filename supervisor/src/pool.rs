@@ -836,7 +836,8 @@ impl Shared {
             } => {
                 let out = self.lock().worker_mut(id).and_then(|w| w.tx.clone());
                 if let Some(out) = out {
-                    let query = Query::new(query_id, name, payload, pid, id, out);
+                    let max_payload = self.config.max_payload();
+                    let query = Query::new(query_id, name, payload, pid, id, out, max_payload);
                     match &self.config.on_query {
                         Some(handler) => {
                             self.tracker.spawn_on(handler.call(query), &self.runtime);

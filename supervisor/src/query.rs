@@ -55,6 +55,8 @@ pub struct Query {
     pid: u32,
     worker_id: u64,
     out: Option<Outbox>,
+    /// The largest answer that fits a frame.
+    max_payload: usize,
 }
 
 impl fmt::Debug for Query {
@@ -75,6 +77,7 @@ impl Query {
         pid: u32,
         worker_id: u64,
         out: Outbox,
+        max_payload: usize,
     ) -> Query {
         Query {
             id,
@@ -83,6 +86,7 @@ impl Query {
             pid,
             worker_id,
             out: Some(out),
+            max_payload,
         }
     }
 
@@ -114,10 +118,19 @@ impl Query {
     ///
     /// # Errors
     ///
-    /// [`Error::Encode`] if it does not encode (the worker then gets an
-    /// error saying so).
+    /// [`Error::Encode`] if it does not encode, [`Error::PayloadTooLarge`]
+    /// if it is over the frame limit; the worker then gets an error saying
+    /// so.
     pub fn reply<T: Serialize + ?Sized>(mut self, value: &T) -> Result<(), Error> {
         match encode_value(value) {
+            Ok(bytes) if bytes.len() > self.max_payload => {
+                let error = Error::PayloadTooLarge {
+                    size: bytes.len(),
+                    limit: self.max_payload,
+                };
+                self.send(Err(format!("the answer to query {:?}: {error}", self.name)));
+                Err(error)
+            }
             Ok(bytes) => {
                 self.send(Ok(Bytes::from(bytes)));
                 Ok(())

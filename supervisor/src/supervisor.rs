@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncRead;
 
 use bytes::Bytes;
-use drover_proto::codec::MESSAGE_OVERHEAD;
 use drover_proto::{encode_value, Message, RequestId};
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -237,10 +236,7 @@ impl Supervisor {
 
     /// The largest payload a request or event can carry, in bytes.
     pub fn max_payload(&self) -> usize {
-        self.shared()
-            .config
-            .max_frame_length
-            .saturating_sub(MESSAGE_OVERHEAD)
+        self.shared().config.max_payload()
     }
 
     /// A snapshot of every worker: pid, memory, requests in flight, state.

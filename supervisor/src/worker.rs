@@ -139,10 +139,22 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
     } else if !kill.is_cancelled() {
         let parts = writer.into_parts();
         let (tx, rx) = outbox(parts.codec);
+        let writer_kill = kill.clone();
         shared.tracker.spawn_on(
             async move {
-                if let Err(e) = write_loop(parts.io, rx).await {
-                    tracing::debug!(pid, "writing to worker stopped: {e}");
+                match write_loop(parts.io, rx).await {
+                    Ok(()) => {}
+                    // The worker is gone: its connection task sees the end.
+                    Err(ProtocolError::Io(e)) => {
+                        tracing::debug!(pid, "writing to worker stopped: {e}");
+                    }
+                    // Nothing more can be written to it (a message could
+                    // not be encoded): a worker that can be told nothing
+                    // must not be routed requests; it is replaced.
+                    Err(e) => {
+                        tracing::error!(pid, "cannot write to worker, killing it: {e}");
+                        writer_kill.cancel();
+                    }
                 }
             },
             &shared.runtime,
