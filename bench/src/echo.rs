@@ -59,7 +59,7 @@ pub async fn run(options: &EchoOptions) -> Result<EchoReport, Error> {
 /// Runs the requests: `C` tasks, each taking the next request number from
 /// a shared counter until all `N` are taken.
 async fn drive(pool: &Supervisor, options: &EchoOptions) -> Result<(Duration, Latencies), Error> {
-    let payload = Bytes::from(vec![0xA5_u8; options.payload]);
+    let payload = Bytes::from(crate::payload::random(options.payload));
     let next = Arc::new(AtomicUsize::new(0));
     let tasks = options.concurrency.min(options.requests);
     let per_task = options.requests.div_ceil(tasks);

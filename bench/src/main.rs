@@ -40,6 +40,7 @@ mod args;
 mod echo;
 mod error;
 mod memory;
+mod payload;
 mod raw;
 mod report;
 mod stats;

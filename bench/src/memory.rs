@@ -72,7 +72,7 @@ pub async fn run() -> Result<MemoryReport, Error> {
         queued.reserve_exact(QUEUED);
         let mut cx = Context::from_waker(Waker::noop());
         for index in 0..QUEUED {
-            let payload = Bytes::from(vec![0xA5_u8; PAYLOAD]);
+            let payload = Bytes::from(crate::payload::random(PAYLOAD));
             let mut future = Box::pin(pool.enqueue_bytes(payload));
             if let Poll::Ready(result) = future.as_mut().poll(&mut cx) {
                 let outcome = match result {

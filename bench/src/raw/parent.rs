@@ -175,7 +175,7 @@ impl Drop for RawChild {
 fn drive(children: &[RawChild], options: &EchoOptions) -> Result<(Duration, Latencies), Error> {
     let mut frame = Vec::with_capacity(4 + options.payload);
     frame.extend_from_slice(&(options.payload as u32).to_be_bytes());
-    frame.resize(4 + options.payload, 0xA5);
+    frame.extend_from_slice(&crate::payload::random(options.payload));
     let per_socket = options.per_worker();
     let used = children.len().min(options.concurrency);
     let lanes: Vec<Lane> = children[..used]
