@@ -159,7 +159,9 @@ impl MessageCodec {
     fn decode_head(&self, body: &[u8]) -> Result<(Message, usize), ProtocolError> {
         let decoded = match fast::decode(body) {
             Some(decoded) => Ok(decoded),
-            None => bincode::serde::decode_from_slice::<Message, _>(body, bincode_config()),
+            // Bounded: no claimed length is allocated before it is
+            // checked against the body.
+            None => crate::bounded::decode_from_slice::<Message>(body),
         };
         decoded.map_err(|e| ProtocolError::Decode {
             len: body.len(),

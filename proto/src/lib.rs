@@ -16,6 +16,8 @@
 //! - [`reader`]: [`FrameReader`], the read side of a connection, which
 //!   reads large frames into pooled buffers.
 //! - [`value`]: encoding of user values into payload bytes.
+//! - [`bounded`]: the decoding both of those go through, which allocates
+//!   nothing a frame does not hold, whatever lengths its bytes claim.
 //! - [`error`]: [`ProtocolError`], every way a peer can break the protocol.
 //!
 //! # Wire format
@@ -50,6 +52,7 @@
 //! process.
 #![forbid(unsafe_code)]
 
+pub mod bounded;
 pub mod codec;
 pub mod error;
 pub mod fdio;

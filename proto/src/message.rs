@@ -216,6 +216,15 @@ pub enum Message {
         /// The request the socket came with.
         id: RequestId,
     },
+    /// Worker to supervisor: a signal from outside the pool (SIGTERM or
+    /// SIGINT, from a service manager or a terminal) told it to stop. It
+    /// takes nothing new, finishes what it holds, then exits; the
+    /// supervisor routes nothing more to it and reports its exit as that
+    /// signal's doing, not a crash.
+    Stopping {
+        /// The signal's number.
+        signal: i32,
+    },
 }
 
 impl Message {
@@ -288,6 +297,7 @@ impl Message {
             Message::Pong { .. } => "Pong",
             Message::Status { .. } => "Status",
             Message::SocketClosed { .. } => "SocketClosed",
+            Message::Stopping { .. } => "Stopping",
             Message::Query { .. } => "Query",
             Message::QueryReply { .. } => "QueryReply",
             Message::StreamData { .. } => "StreamData",

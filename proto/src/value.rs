@@ -60,8 +60,10 @@ pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ValueError> 
         len: bytes.len(),
         reason,
     };
+    // Bounded: a length the bytes claim is checked against them before
+    // anything is allocated for it (a worker's answer is untrusted input).
     let (value, used) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| err(e.to_string()))?;
+        crate::bounded::decode_from_slice::<T>(bytes).map_err(|e| err(e.to_string()))?;
     if used != bytes.len() {
         return Err(err(format!(
             "{} bytes left over after the value",
@@ -89,5 +91,16 @@ mod tests {
         let err = decode_value::<u8>(&bytes).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("u8"), "{text}");
+    }
+
+    /// A string claiming 2^40 bytes in a 14-byte payload is a decode
+    /// error naming the type, not an allocation.
+    #[test]
+    fn a_lying_length_is_a_decode_error() {
+        let mut bytes = vec![253];
+        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        bytes.extend_from_slice(b"abcde");
+        let err = decode_value::<String>(&bytes).unwrap_err();
+        assert!(err.to_string().contains("String"), "{err}");
     }
 }

@@ -188,6 +188,30 @@ pub enum ExitReason {
         /// The limit, as configured ("address space of 67108864 bytes").
         limit: String,
     },
+    /// A signal from outside the pool (SIGTERM or SIGINT, say from a
+    /// service manager stopping the whole unit) told it to stop; it
+    /// finished what it held and exited. It is replaced while the pool
+    /// runs, without spending the restart budget.
+    Signalled {
+        /// The signal's number.
+        signal: i32,
+    },
+    /// More bytes waited to be written to it than `max_queued_bytes`
+    /// allows: it stopped reading its socket, and was killed.
+    Stalled {
+        /// Bytes queued for it when the limit was hit.
+        queued: usize,
+        /// The limit (`max_queued_bytes`).
+        limit: usize,
+    },
+    /// A task of the supervisor that served this worker failed (a panic),
+    /// and the worker was killed so that nothing it held is left waiting.
+    TaskFailed {
+        /// Which task: "connection", "writer", "stream", "output".
+        task: &'static str,
+        /// What it reported.
+        detail: String,
+    },
 }
 
 /// Why the pool retired a worker on purpose.
@@ -254,6 +278,9 @@ impl ExitReason {
             ExitReason::PoolFailed => "pool_failed",
             ExitReason::Recycled(_) => "recycled",
             ExitReason::LimitExceeded { .. } => "limit_exceeded",
+            ExitReason::Signalled { .. } => "signalled",
+            ExitReason::Stalled { .. } => "stalled",
+            ExitReason::TaskFailed { .. } => "task_failed",
         }
     }
 
@@ -294,6 +321,17 @@ impl fmt::Display for ExitReason {
             ExitReason::PoolFailed => f.write_str("was stopped because the pool failed"),
             ExitReason::Recycled(cause) => write!(f, "was recycled: {cause}"),
             ExitReason::LimitExceeded { limit } => write!(f, "was killed by its resource limit: {limit}"),
+            ExitReason::Signalled { signal } => write!(
+                f,
+                "stopped when told to by signal {signal} from outside the pool, after finishing its work"
+            ),
+            ExitReason::Stalled { queued, limit } => write!(
+                f,
+                "was killed for not reading its socket ({queued} bytes queued for it, over max_queued_bytes of {limit})"
+            ),
+            ExitReason::TaskFailed { task, detail } => {
+                write!(f, "was killed when the supervisor's {task} task for it failed: {detail}")
+            }
         }
     }
 }

@@ -846,6 +846,30 @@ impl Shared {
                     }
                 }
             }
+            Message::Stopping { signal } => {
+                // A signal from outside the pool: the worker drains. It
+                // gets nothing new, and its exit is that signal's doing.
+                let mut state = self.lock();
+                let mut changed = false;
+                if let Some(worker) = state.worker_mut(id) {
+                    if worker.stop.is_none() {
+                        worker.stop = Some(ExitReason::Signalled { signal });
+                        worker.drain_deadline =
+                            Some(Instant::now() + self.config.drain_timeout);
+                    }
+                    if worker.state != WorkerState::Stopping {
+                        worker.state = WorkerState::Stopping;
+                        changed = true;
+                    }
+                }
+                drop(state);
+                tracing::info!(pid, signal, "worker told to stop by a signal; it drains");
+                if changed {
+                    self.emit_state(id, pid, WorkerState::Stopping);
+                }
+                self.maintain();
+                self.notify();
+            }
             Message::SocketClosed { .. } => {
                 let mut state = self.lock();
                 if let Some(worker) = state.worker_mut(id) {
@@ -995,7 +1019,10 @@ impl Shared {
         exit.in_flight = worker.in_flight.keys().copied().collect();
         let replace = !exit.requested() && state.phase == Phase::Running && state.short_of_target();
         let mut failed_reason = None;
-        if replace {
+        // A worker stopped by a signal from outside did not crash: its
+        // replacement costs no restart.
+        let signalled = matches!(exit.reason, ExitReason::Signalled { .. });
+        if replace && !signalled {
             if let Err(reason) = state.spend_restart(&self.config, &exit.to_string()) {
                 // Nothing more is accepted from here; `fail` does the rest.
                 state.phase = Phase::Failed(reason.clone());
