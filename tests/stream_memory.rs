@@ -4,16 +4,8 @@
 mod common;
 
 use common::cmd::Pattern;
-use common::{pool, within, Cmd, LIMIT};
+use common::{peak_rss_kb, pool, within, Cmd, LIMIT};
 use tokio::io::AsyncReadExt;
-
-fn peak_rss_kb(status: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(u64::MAX)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_each_way_stays_within_64_mib() {
@@ -57,7 +49,7 @@ async fn one_gib_each_way_stays_within_64_mib() {
         .unwrap()
         .data()
         .unwrap();
-    let own_peak = peak_rss_kb(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let own_peak = peak_rss_kb();
     eprintln!("peak RSS: supervisor {own_peak} kB, worker {worker_peak} kB");
     assert!(own_peak < 64 * 1024, "supervisor peak {own_peak} kB");
     assert!(worker_peak < 64 * 1024, "worker peak {worker_peak} kB");

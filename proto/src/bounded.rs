@@ -373,7 +373,10 @@ mod tests {
             Unit,
             New(String),
             Tuple(u8, Vec<u64>),
-            Struct { a: Option<String>, b: HashMap<String, Vec<u8>> },
+            Struct {
+                a: Option<String>,
+                b: HashMap<String, Vec<u8>>,
+            },
         }
         let values = vec![
             Shape::Unit,

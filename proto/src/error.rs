@@ -72,6 +72,37 @@ pub enum ProtocolError {
         /// How many had arrived.
         arrived: usize,
     },
+    /// A stream's sender sent more than the window it was granted.
+    #[error("stream of request {id}: {held} bytes sent without credit, past the window of {window} bytes")]
+    StreamWindow {
+        /// The request whose stream it is.
+        id: uuid::Uuid,
+        /// Bytes the sender had outstanding with this chunk.
+        held: usize,
+        /// The window ([`STREAM_WINDOW`](crate::STREAM_WINDOW)).
+        window: usize,
+    },
+    /// A stream's receiver granted credit for bytes it was never sent.
+    #[error("stream of request {id}: credit granted up to {granted} bytes, past the window of {window} bytes")]
+    StreamCredit {
+        /// The request whose stream it is.
+        id: uuid::Uuid,
+        /// The credit the stream would have had.
+        granted: usize,
+        /// The window ([`STREAM_WINDOW`](crate::STREAM_WINDOW)).
+        window: usize,
+    },
+    /// The peer stopped reading: more bytes waited to be written to it
+    /// than the connection's limit allows. Nothing queued was kept.
+    #[error(
+        "the peer stopped reading: {queued} bytes queued for it, over the limit of {limit} bytes"
+    )]
+    Stalled {
+        /// Bytes queued when the limit was passed.
+        queued: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Reading or writing the socket failed.
     #[error("socket I/O failed: {0}")]
     Io(#[from] io::Error),

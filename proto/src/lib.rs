@@ -72,7 +72,7 @@ pub use message::{
     RequestId, Welcome, MAGIC, PROTOCOL_VERSION,
 };
 pub use reader::FrameReader;
-pub use stream::{new_credit, pump, Chunk, ChunkSender, IncomingStream, STREAM_WINDOW};
+pub use stream::{new_credit, pump, Chunk, ChunkSender, IncomingStream, Streams, STREAM_WINDOW};
 pub use transport::{outbox, write_loop, Closed, Outbox, OutboxReceiver, Outgoing, COPY_LIMIT};
 pub use value::{decode_value, encode_value, ValueError};
 

@@ -18,15 +18,19 @@
 //!   | <------------------------- StreamStop -- |  reader dropped early
 //! ```
 
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::error::ProtocolError;
+use crate::idhash::IdHasher;
 use crate::message::{Message, RequestId};
 use crate::transport::{Outbox, Outgoing};
 
@@ -64,16 +68,60 @@ pub struct IncomingStream {
     finished: bool,
     /// Says who the peer is, for errors ("worker pid 1234").
     peer: String,
+    /// Bytes received and not yet given back as credit, shared with the
+    /// connection's [`ChunkSender`].
+    held: Arc<AtomicUsize>,
 }
 
-/// The connection's handle on a stream being received: where its chunks go.
-pub type ChunkSender = mpsc::UnboundedSender<Chunk>;
+/// The connection's handle on a stream being received: where its chunks
+/// go, and the count of bytes the sender has outstanding, which must stay
+/// within the window whatever the sender does.
+#[derive(Debug)]
+pub struct ChunkSender {
+    id: RequestId,
+    tx: mpsc::UnboundedSender<Chunk>,
+    held: Arc<AtomicUsize>,
+}
+
+impl ChunkSender {
+    /// Hands `chunk` to the stream's reader (dropped if the reader is
+    /// gone: it has told the sender to stop).
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::StreamWindow`] if data takes the bytes the sender
+    /// has outstanding past [`STREAM_WINDOW`]: it ignored its credit. The
+    /// chunk is dropped, so memory stays bounded by the window.
+    pub fn send(&self, chunk: Chunk) -> Result<(), ProtocolError> {
+        if let Chunk::Data(bytes) = &chunk {
+            let len = bytes.len();
+            let held = self.held.fetch_add(len, Ordering::AcqRel) + len;
+            if held > STREAM_WINDOW {
+                return Err(ProtocolError::StreamWindow {
+                    id: self.id,
+                    held,
+                    window: STREAM_WINDOW,
+                });
+            }
+            if len == 0 {
+                // Nothing to read: not worth a place in the queue.
+                return Ok(());
+            }
+        }
+        let _ = self.tx.send(chunk);
+        Ok(())
+    }
+}
 
 impl IncomingStream {
     /// A stream of request `id`, and the sender the connection feeds it
     /// with; credit and `StreamStop` go out on `out`.
     pub fn new(id: RequestId, out: Outbox, peer: String) -> (IncomingStream, ChunkSender) {
+        // Unbounded in messages, bounded in bytes: the sender's data is
+        // counted against the window as it arrives (`ChunkSender::send`),
+        // and empty chunks are never queued.
         let (tx, rx) = mpsc::unbounded_channel();
+        let held = Arc::new(AtomicUsize::new(0));
         let stream = IncomingStream {
             id,
             rx,
@@ -82,8 +130,9 @@ impl IncomingStream {
             unreturned: 0,
             finished: false,
             peer,
+            held: held.clone(),
         };
-        (stream, tx)
+        (stream, ChunkSender { id, tx, held })
     }
 
     /// The request this stream belongs to.
@@ -97,6 +146,7 @@ impl IncomingStream {
         if self.unreturned > 0 && (force || self.unreturned >= STREAM_WINDOW / 2) {
             let bytes = self.unreturned as u32;
             self.unreturned = 0;
+            self.held.fetch_sub(bytes as usize, Ordering::AcqRel);
             let _ = self.out.send(Outgoing::Frame(Message::StreamCredit {
                 id: self.id,
                 bytes,
@@ -244,4 +294,96 @@ pub async fn pump<R: AsyncRead + Unpin>(
 /// Credit for a new outgoing stream: one window.
 pub fn new_credit() -> Arc<Semaphore> {
     Arc::new(Semaphore::new(STREAM_WINDOW))
+}
+
+/// The byte streams in flight on one connection, on either side: those
+/// arriving, with the window each sender must keep to, and those being
+/// sent, with the credit the peer granted. Every rule a peer can break is
+/// checked here, and a break is an error naming the stream.
+#[derive(Debug, Default)]
+pub struct Streams {
+    incoming: Mutex<HashMap<RequestId, ChunkSender, IdHasher>>,
+    outgoing: Mutex<HashMap<RequestId, Arc<Semaphore>, IdHasher>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data: a panic elsewhere leaves it usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Streams {
+    /// Registers an arriving stream, before anything of it can arrive.
+    pub fn receive(&self, id: RequestId, chunks: ChunkSender) {
+        lock(&self.incoming).insert(id, chunks);
+    }
+
+    /// Hands a chunk to an arriving stream; the end or an abort forgets
+    /// the stream. A chunk for a stream this side does not know (ended,
+    /// or stopped by its reader) is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::StreamWindow`]: the sender ignored its credit.
+    pub fn deliver(&self, id: RequestId, chunk: Chunk) -> Result<(), ProtocolError> {
+        let last = !matches!(chunk, Chunk::Data(_));
+        let mut incoming = lock(&self.incoming);
+        let result = match incoming.get(&id) {
+            Some(chunks) => chunks.send(chunk),
+            None => Ok(()),
+        };
+        if last {
+            incoming.remove(&id);
+        }
+        result
+    }
+
+    /// Registers a stream about to be sent, with its credit.
+    pub fn send(&self, id: RequestId, credit: Arc<Semaphore>) {
+        lock(&self.outgoing).insert(id, credit);
+    }
+
+    /// Adds credit the peer granted to a stream being sent.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::StreamCredit`] if the grant would give the stream
+    /// more than a window of credit: the peer returned bytes it was never
+    /// sent.
+    pub fn credit(&self, id: RequestId, bytes: u32) -> Result<(), ProtocolError> {
+        if let Some(credit) = lock(&self.outgoing).get(&id) {
+            let granted = credit.available_permits().saturating_add(bytes as usize);
+            if granted > STREAM_WINDOW {
+                return Err(ProtocolError::StreamCredit {
+                    id,
+                    granted,
+                    window: STREAM_WINDOW,
+                });
+            }
+            credit.add_permits(bytes as usize);
+        }
+        Ok(())
+    }
+
+    /// Stops a stream being sent (its receiver wants no more, or it ended).
+    pub fn stop(&self, id: RequestId) {
+        if let Some(credit) = lock(&self.outgoing).remove(&id) {
+            credit.close();
+        }
+    }
+
+    /// Forgets an arriving stream (its request is over).
+    pub fn forget(&self, id: RequestId) {
+        lock(&self.incoming).remove(&id);
+    }
+
+    /// The connection is gone: every arriving stream ends with an error
+    /// saying why, every stream being sent stops.
+    pub fn cut(&self, why: &str) {
+        for (_, chunks) in lock(&self.incoming).drain() {
+            let _ = chunks.send(Chunk::Abort(why.to_owned()));
+        }
+        for (_, credit) in lock(&self.outgoing).drain() {
+            credit.close();
+        }
+    }
 }

@@ -69,6 +69,9 @@ struct OutboxShared {
     /// Wakes the writer when the queue stops being empty, or the last
     /// sender leaves.
     wake: Notify,
+    /// Wakes the writer, even in the middle of a write, when the queue
+    /// passed its limit: the peer has stopped reading.
+    overflow: Notify,
     senders: AtomicUsize,
 }
 
@@ -81,8 +84,17 @@ struct Queue {
     buf: BytesMut,
     /// The writer is gone: nothing queued now would be written.
     closed: bool,
-    /// A message that could not be encoded: the writer stops with it.
+    /// A message that could not be encoded, or the limit passed: the
+    /// writer stops with it.
     failed: Option<ProtocolError>,
+    /// Bytes queued and not yet written (the writer's current batch
+    /// included).
+    queued: usize,
+    /// The most `queued` may reach.
+    limit: usize,
+    /// Bytes of the batch the writer is writing, counted off `queued`
+    /// when it comes back for more.
+    taken: usize,
 }
 
 #[derive(Debug)]
@@ -99,22 +111,49 @@ impl Queue {
         self.items.is_empty() && self.buf.is_empty()
     }
 
-    /// Ends the current run of encoded frames, so an item can follow it.
-    fn cut(&mut self) {
-        if !self.buf.is_empty() {
-            let run = self.buf.split().freeze();
-            self.items.push_back(Item::Data(run));
+    /// Ends the current run of encoded frames, so an item can follow it;
+    /// returns the bytes moved out of `buf`.
+    fn cut(&mut self) -> usize {
+        if self.buf.is_empty() {
+            return 0;
         }
+        let run = self.buf.split().freeze();
+        let len = run.len();
+        self.items.push_back(Item::Data(run));
+        len
     }
 
+    /// Queues `outgoing`, counting its bytes against the limit.
     fn push(&mut self, outgoing: Outgoing) -> Result<(), ProtocolError> {
+        let before = self.buf.len();
+        let added = self.push_unchecked(outgoing)?;
+        self.queued += added + self.buf.len() - before;
+        if self.queued > self.limit {
+            // Nothing queued will be written: free it now.
+            let error = ProtocolError::Stalled {
+                queued: self.queued,
+                limit: self.limit,
+            };
+            self.items.clear();
+            self.buf = BytesMut::new();
+            self.closed = true;
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Queues `outgoing`; returns the bytes it added as items of their
+    /// own (what it added to `buf` the caller measures).
+    fn push_unchecked(&mut self, outgoing: Outgoing) -> Result<usize, ProtocolError> {
+        let mut added = 0;
         match outgoing {
             Outgoing::Frame(message) => {
                 if let Some(tail) = self.codec.encode_head(message, &mut self.buf)? {
                     if tail.len() < COPY_LIMIT {
                         self.buf.extend_from_slice(&tail);
                     } else {
-                        self.cut();
+                        added += self.cut();
+                        added += tail.len();
                         self.items.push_back(Item::Data(tail));
                     }
                 }
@@ -122,20 +161,27 @@ impl Queue {
             Outgoing::FrameWithFds(message, fds) => {
                 let mut frame = BytesMut::new();
                 self.codec.encode_message(&message, &mut frame)?;
-                self.cut();
+                added += self.cut();
+                added += frame.len();
                 self.items.push_back(Item::WithFds(frame.freeze(), fds));
             }
             Outgoing::Flush(done) => {
-                self.cut();
+                added += self.cut();
                 self.items.push_back(Item::Flush(done));
             }
         }
-        Ok(())
+        Ok(added)
     }
 }
 
 /// A connection's outbox, encoding with `codec`, and its writer's end.
-pub fn outbox(codec: MessageCodec) -> (Outbox, OutboxReceiver) {
+///
+/// At most `limit` bytes may wait to be written (`usize::MAX` for no
+/// bound): past it the peer is taken to have stopped reading, everything
+/// queued is dropped, and the writer stops with
+/// [`ProtocolError::Stalled`], even in the middle of a write that the
+/// peer never lets finish.
+pub fn outbox(codec: MessageCodec, limit: usize) -> (Outbox, OutboxReceiver) {
     let shared = Arc::new(OutboxShared {
         queue: Mutex::new(Queue {
             codec,
@@ -143,8 +189,12 @@ pub fn outbox(codec: MessageCodec) -> (Outbox, OutboxReceiver) {
             buf: BytesMut::with_capacity(8 * 1024),
             closed: false,
             failed: None,
+            queued: 0,
+            limit,
+            taken: 0,
         }),
         wake: Notify::new(),
+        overflow: Notify::new(),
         senders: AtomicUsize::new(1),
     });
     (
@@ -161,26 +211,41 @@ impl Outbox {
     /// A message that cannot be encoded (over the frame limit) stops the
     /// writer with that error, as a write failure would: the connection is
     /// then unusable, and the peer's requests fail as its connection ends.
+    /// So does passing the outbox's limit ([`ProtocolError::Stalled`]).
     ///
     /// # Errors
     ///
-    /// [`Closed`] if the writer has stopped.
+    /// [`Closed`] if the writer has stopped, or this message passed the
+    /// limit (it is not sent).
     pub fn send(&self, outgoing: Outgoing) -> Result<(), Closed> {
-        let was_empty = {
+        let (was_empty, overflowed) = {
             let mut queue = self.shared.lock();
             if queue.closed {
                 return Err(Closed);
             }
             let was_empty = queue.is_empty();
-            if let Err(e) = queue.push(outgoing) {
-                queue.failed.get_or_insert(e);
+            match queue.push(outgoing) {
+                Ok(()) => (was_empty, false),
+                Err(e) => {
+                    let overflowed = matches!(e, ProtocolError::Stalled { .. });
+                    queue.failed.get_or_insert(e);
+                    (true, overflowed)
+                }
             }
-            was_empty
         };
+        if overflowed {
+            self.shared.overflow.notify_one();
+            return Err(Closed);
+        }
         if was_empty {
             self.shared.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().queued
     }
 
     /// Whether the writer has stopped.
@@ -210,6 +275,18 @@ impl OutboxShared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // Plain data: a panic elsewhere leaves it usable.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The error that passing the limit left in the queue.
+    fn stalled(&self) -> ProtocolError {
+        let mut queue = self.lock();
+        match queue.failed.take() {
+            Some(error) => error,
+            None => ProtocolError::Stalled {
+                queued: queue.queued,
+                limit: queue.limit,
+            },
+        }
     }
 }
 
@@ -256,6 +333,9 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
             if let Some(error) = queue.failed.take() {
                 return Err(error);
             }
+            // The last batch is written: its bytes no longer count.
+            queue.queued -= queue.taken;
+            queue.taken = queue.queued;
             std::mem::swap(&mut batch, &mut queue.items);
             if !queue.buf.is_empty() {
                 batch.push_back(Item::Data(queue.buf.split().freeze()));
@@ -278,18 +358,21 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
                 Item::WithFds(frame, fds) => {
                     // Everything before goes first; then this frame leads a
                     // write of its own, carrying the descriptors.
-                    write_all(&mut io, &mut pending).await?;
-                    let sent = crate::fdio::send_with_fds(&io, &frame, &fds).await?;
+                    write_all(&mut io, &mut pending, shared).await?;
+                    let sent = tokio::select! {
+                        sent = crate::fdio::send_with_fds(&io, &frame, &fds) => sent?,
+                        () = shared.overflow.notified() => return Err(shared.stalled()),
+                    };
                     drop(fds);
                     pending.push_back(frame.slice(sent..));
                 }
                 Item::Flush(done) => {
-                    write_all(&mut io, &mut pending).await?;
+                    write_all(&mut io, &mut pending, shared).await?;
                     let _ = done.send(());
                 }
             }
         }
-        write_all(&mut io, &mut pending).await?;
+        write_all(&mut io, &mut pending, shared).await?;
     }
     io.flush().await?;
     Ok(())
@@ -299,6 +382,7 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
 async fn write_all(
     io: &mut OwnedWriteHalf,
     queue: &mut VecDeque<Bytes>,
+    shared: &OutboxShared,
 ) -> Result<(), ProtocolError> {
     while !queue.is_empty() {
         let mut written = {
@@ -312,7 +396,12 @@ async fn write_all(
                 queue.clear();
                 return Ok(());
             }
-            let n = io.write_vectored(&slices).await?;
+            // A peer that never reads would hold this write forever: the
+            // outbox passing its limit ends it.
+            let n = tokio::select! {
+                n = io.write_vectored(&slices) => n?,
+                () = shared.overflow.notified() => return Err(shared.stalled()),
+            };
             if n == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
             }
@@ -357,7 +446,7 @@ mod tests {
         let (a, b) = tokio::net::UnixStream::pair().unwrap();
         let (_, write) = a.into_split();
         let (read, _) = b.into_split();
-        let (out, rx) = outbox(MessageCodec::new(max));
+        let (out, rx) = outbox(MessageCodec::new(max), usize::MAX);
         let writer = tokio::spawn(write_loop(write, rx));
         (
             out,

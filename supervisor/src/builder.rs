@@ -22,6 +22,7 @@ pub(crate) struct Config {
     pub(crate) workers: usize,
     pub(crate) start_timeout: Duration,
     pub(crate) max_frame_length: usize,
+    pub(crate) max_queued_bytes: usize,
     pub(crate) max_concurrency: usize,
     pub(crate) max_queue: usize,
     pub(crate) routing: Routing,
@@ -47,7 +48,17 @@ pub(crate) struct Config {
     pub(crate) on_query: Option<crate::query::QueryHandler>,
 }
 
+/// Default bound on the bytes waiting to be written to one worker.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 128 * 1024 * 1024;
+
 impl Config {
+    /// The bound on bytes queued to one worker: the setting, but never
+    /// less than one whole frame.
+    pub(crate) fn outbox_limit(&self) -> usize {
+        self.max_queued_bytes
+            .max(self.max_frame_length + drover_proto::FRAME_HEADER_LEN)
+    }
+
     /// The largest payload a frame can carry with its message around it.
     pub(crate) fn max_payload(&self) -> usize {
         self.max_frame_length
@@ -104,6 +115,7 @@ impl Builder {
                 workers: 1,
                 start_timeout: Duration::from_secs(10),
                 max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
+                max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
                 max_concurrency: 1,
                 max_queue: 10_000,
                 routing: Routing::default(),
@@ -186,6 +198,22 @@ impl Builder {
     /// that sends a larger frame is killed and replaced.
     pub fn max_frame_length(mut self, bytes: usize) -> Builder {
         self.config.max_frame_length = bytes.clamp(1024, u32::MAX as usize);
+        self
+    }
+
+    /// The most bytes that may wait to be written to one worker (default
+    /// 128 MiB; never less than one frame of [`max_frame_length`]): the
+    /// requests, events, stream data and replies the supervisor queued
+    /// for it and the worker has not read yet. A worker that stops
+    /// reading its socket while more is sent to it (a broadcast, say) is
+    /// killed once its queue passes this bound, with the exit reason
+    /// [`ExitReason::Stalled`](crate::ExitReason::Stalled), and replaced;
+    /// its requests are retried or fail saying so. So no worker can make
+    /// the supervisor's memory grow without bound.
+    ///
+    /// [`max_frame_length`]: Builder::max_frame_length
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Builder {
+        self.config.max_queued_bytes = bytes;
         self
     }
 

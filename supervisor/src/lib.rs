@@ -69,7 +69,6 @@
 //! - `operate.rs`: recycling, resize, reload, drain and resume.
 //! - `groups.rs`: [`Groups`], several named pools declared as a whole.
 //! - `batch.rs`: [`Batch`], many jobs through the pool, one report.
-//! - `streams.rs`: the byte streams of one connection.
 //! - `output.rs`: draining workers' stdout and stderr.
 //! - `query.rs`: [`Query`], the questions workers ask the supervisor.
 //! - `event.rs`: [`Event`], [`WorkerExit`], [`ExitReason`].
@@ -92,7 +91,6 @@ mod query;
 mod response;
 mod routing;
 mod spawn;
-mod streams;
 mod supervisor;
 mod worker;
 

@@ -157,14 +157,27 @@ impl Shared {
     async fn settle(
         &self,
         operation: &'static str,
-        done: impl FnMut(&mut PoolState) -> Option<()>,
+        mut done: impl FnMut(&mut PoolState) -> Option<()>,
+    ) -> Result<(), Error> {
+        self.settle_or_fail(operation, |state| done(state).map(Ok))
+            .await
+    }
+
+    /// Waits until `done` says the operation is over, well or not, within
+    /// the operation limit.
+    async fn settle_or_fail(
+        &self,
+        operation: &'static str,
+        done: impl FnMut(&mut PoolState) -> Option<Result<(), Error>>,
     ) -> Result<(), Error> {
         let limit = self.operation_limit();
         tokio::time::timeout(limit, self.wait_until(done))
             .await
-            .map_err(|_| Error::Operation {
-                operation,
-                reason: format!("the pool did not settle within {limit:?}"),
+            .unwrap_or_else(|_| {
+                Err(Error::Operation {
+                    operation,
+                    reason: format!("the pool did not settle within {limit:?}"),
+                })
             })
     }
 
@@ -172,6 +185,14 @@ impl Shared {
     pub(crate) async fn resize(self: &Arc<Self>, n: usize) -> Result<(), Error> {
         let _serial = self.operations.lock().await;
         self.running_or("resize")?;
+        if n == 0 {
+            // A running pool with no worker would hold requests with none
+            // to take them; `drain` is the way to stop every worker.
+            return Err(Error::Operation {
+                operation: "resize",
+                reason: "a running pool needs at least one worker (drain() stops them all and holds requests until resume())".to_owned(),
+            });
+        }
         let mut launches = Vec::new();
         let mut stopping = Vec::new();
         {
@@ -228,9 +249,22 @@ impl Shared {
     pub(crate) async fn reload(self: &Arc<Self>, spec: Option<Config>) -> Result<(), Error> {
         let _serial = self.operations.lock().await;
         self.running_or("reload")?;
+        // Put back if a replacement cannot start: the old workers keep
+        // serving, and replacements of any that die use what worked.
+        let previous = self.spec();
         if let Some(spec) = spec {
             self.set_spec(spec);
         }
+        let result = self.reload_workers().await;
+        if result.is_err() {
+            self.set_spec(Config::clone(&previous));
+        }
+        result
+    }
+
+    /// The body of a reload: replacements first, then the old workers
+    /// retire, batch by batch.
+    async fn reload_workers(self: &Arc<Self>) -> Result<(), Error> {
         let old: Vec<(u64, u32)> = self
             .lock()
             .workers
@@ -244,7 +278,20 @@ impl Shared {
             for (&id, &(_, index)) in fresh.iter().zip(batch) {
                 crate::worker::launch(self, id, index, false);
             }
-            self.settle("reload", |state| {
+            self.settle_or_fail("reload", |state| {
+                // A replacement that cannot start ends the reload at once,
+                // before any old worker retires.
+                if let Some((id, why)) = fresh
+                    .iter()
+                    .find_map(|&id| state.start_failure(id).map(|why| (id, why)))
+                {
+                    return Some(Err(Error::Operation {
+                        operation: "reload",
+                        reason: format!(
+                            "replacement worker {id} failed to start, so the old workers keep serving: {why}"
+                        ),
+                    }));
+                }
                 fresh
                     .iter()
                     .all(|id| {
@@ -254,7 +301,7 @@ impl Shared {
                             .find(|w| w.id == *id)
                             .is_some_and(|w| w.state != WorkerState::Starting)
                     })
-                    .then_some(())
+                    .then_some(Ok(()))
             })
             .await?;
             let mut stopping = Vec::new();

@@ -16,6 +16,7 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use drover_proto::{
     new_credit, pump, Chunk, IncomingStream, Message, Outbox, Outgoing, RemoteError, RequestId,
+    Streams,
 };
 use tokio::io::AsyncRead;
 use tokio::sync::{broadcast, oneshot, watch};
@@ -31,7 +32,7 @@ use crate::health::{WorkerHealth, WorkerState};
 use crate::query::Query;
 use crate::response::Response;
 use crate::routing::{pick, Candidate};
-use crate::streams::Streams;
+use crate::worker::{guarded, Kill};
 
 /// What a request may carry besides its payload: descriptors and a byte
 /// stream (boxed in the queue entry, so an entry without any costs one
@@ -142,7 +143,7 @@ pub(crate) struct WorkerEntry {
     /// Set when the pool asks this worker to stop, with the reason.
     pub(crate) stop: Option<ExitReason>,
     /// Cancelled to have the connection task kill the process.
-    pub(crate) kill: CancellationToken,
+    pub(crate) kill: Kill,
     /// Byte streams on its connection.
     pub(crate) streams: Arc<Streams>,
     /// Passed sockets it holds open (sent, not yet reported closed).
@@ -215,9 +216,31 @@ pub(crate) struct PoolState {
     candidates: Vec<Candidate>,
     /// When each recent restart happened, for the restart budget.
     restarts: VecDeque<Instant>,
+    /// Workers that ended before they were ready (the latest few): id and
+    /// why, so an operation waiting for them can say so at once.
+    pub(crate) failed_starts: VecDeque<(u64, String)>,
 }
 
+/// How many failed starts [`PoolState::failed_starts`] remembers.
+const FAILED_STARTS_KEPT: usize = 16;
+
 impl PoolState {
+    /// Records that worker `id` ended before it was ready.
+    fn start_failed(&mut self, id: u64, why: String) {
+        if self.failed_starts.len() == FAILED_STARTS_KEPT {
+            self.failed_starts.pop_front();
+        }
+        self.failed_starts.push_back((id, why));
+    }
+
+    /// Why worker `id` failed to start, if it did (recently).
+    pub(crate) fn start_failure(&self, id: u64) -> Option<&str> {
+        self.failed_starts
+            .iter()
+            .find(|(failed, _)| *failed == id)
+            .map(|(_, why)| why.as_str())
+    }
+
     pub(crate) fn worker_mut(&mut self, id: u64) -> Option<&mut WorkerEntry> {
         self.workers.iter_mut().find(|w| w.id == id)
     }
@@ -285,12 +308,15 @@ impl PoolState {
             let credit = new_credit();
             worker.streams.send(id, credit.clone());
             let streams = worker.streams.clone();
-            self.tracker.spawn(async move {
-                if let Err(e) = pump(source, id, tx, credit).await {
-                    tracing::debug!(%id, "request stream ended early: {e}");
-                }
-                streams.stop(id);
-            });
+            // The caller's reader runs in this task: if it panics, the
+            // worker waiting for the stream's end is killed, not left.
+            self.tracker
+                .spawn(guarded(worker.kill.clone(), "stream", async move {
+                    if let Err(e) = pump(source, id, tx, credit).await {
+                        tracing::debug!(%id, "request stream ended early: {e}");
+                    }
+                    streams.stop(id);
+                }));
         }
     }
 
@@ -422,6 +448,7 @@ impl Shared {
                 cursor: 0,
                 candidates: Vec::with_capacity(workers),
                 restarts: VecDeque::new(),
+                failed_starts: VecDeque::new(),
             }),
             events,
             tracker,
@@ -588,7 +615,7 @@ impl Shared {
     }
 
     /// Records a newly started worker process.
-    pub(crate) fn register(&self, id: u64, index: u32, pid: u32, kill: CancellationToken) {
+    pub(crate) fn register(&self, id: u64, index: u32, pid: u32, kill: Kill) {
         let recycle_at = self.config.max_requests.map(|(n, jitter)| {
             // Any uniform randomness will do; a v4 uuid is 122 random bits.
             let random = uuid::Uuid::new_v4().as_u128() as u64;
@@ -680,9 +707,10 @@ impl Shared {
     /// the pool's start; a replacement is tried again after a pause, on
     /// the restart budget, so a binary that vanished fails the pool rather
     /// than shrinking it silently.
-    pub(crate) fn spawn_failed(self: &Arc<Self>, index: u32, initial: bool, error: Error) {
+    pub(crate) fn spawn_failed(self: &Arc<Self>, id: u64, index: u32, initial: bool, error: Error) {
         let mut state = self.lock();
         state.launching = state.launching.saturating_sub(1);
+        state.start_failed(id, error.to_string());
         if initial {
             drop(state);
             self.startup_failed(error);
@@ -808,23 +836,29 @@ impl Shared {
                 bytes,
             } => {
                 self.streams_of(id)
-                    .deliver(request_id, Chunk::Data(bytes), false);
+                    .deliver(request_id, Chunk::Data(bytes))
+                    .map_err(|e| e.to_string())?;
             }
             Message::StreamEnd { id: request_id } => {
-                self.streams_of(id).deliver(request_id, Chunk::End, true);
+                self.streams_of(id)
+                    .deliver(request_id, Chunk::End)
+                    .map_err(|e| e.to_string())?;
             }
             Message::StreamAbort {
                 id: request_id,
                 reason,
             } => {
                 self.streams_of(id)
-                    .deliver(request_id, Chunk::Abort(reason), true);
+                    .deliver(request_id, Chunk::Abort(reason))
+                    .map_err(|e| e.to_string())?;
             }
             Message::StreamCredit {
                 id: request_id,
                 bytes,
             } => {
-                self.streams_of(id).credit(request_id, bytes);
+                self.streams_of(id)
+                    .credit(request_id, bytes)
+                    .map_err(|e| e.to_string())?;
             }
             Message::StreamStop { id: request_id } => {
                 self.streams_of(id).stop(request_id);
@@ -854,9 +888,11 @@ impl Shared {
                 if let Some(worker) = state.worker_mut(id) {
                     if worker.stop.is_none() {
                         worker.stop = Some(ExitReason::Signalled { signal });
-                        worker.drain_deadline =
-                            Some(Instant::now() + self.config.drain_timeout);
+                        worker.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
                     }
+                    // The answer it waits for before it exits: queued after
+                    // every request routed to it, so it reads them all.
+                    worker.send(Message::SoftKill);
                     if worker.state != WorkerState::Stopping {
                         worker.state = WorkerState::Stopping;
                         changed = true;
@@ -1015,6 +1051,10 @@ impl Shared {
         };
         let worker = state.workers.remove(pos);
         worker.streams.cut(&exit.to_string());
+        if worker.tx.is_none() {
+            // It never got past its handshake.
+            state.start_failed(worker.id, exit.to_string());
+        }
         let mut exit = exit;
         exit.in_flight = worker.in_flight.keys().copied().collect();
         let replace = !exit.requested() && state.phase == Phase::Running && state.short_of_target();

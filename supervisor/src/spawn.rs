@@ -1,10 +1,17 @@
 //! Starting one worker process with its end of a socket pair.
 //!
 //! The one module of the supervisor with `unsafe`: the code that runs in
-//! the child between `fork` and `exec` (`pre_exec`). It only makes system
-//! calls (rustix's, which are async-signal-safe): set the parent-death
-//! signal, check the parent is still there, and put the socket on its
-//! agreed descriptor number.
+//! the child between `fork` and `exec` (`pre_exec`). It only makes
+//! async-signal-safe system calls (rustix's, and `close_range` / `fcntl`
+//! through libc): set the parent-death signal, check the parent is still
+//! there, apply the limits, put the socket on its agreed descriptor number,
+//! and make every descriptor above it close-on-exec, so that a descriptor
+//! the application opened without `O_CLOEXEC` never reaches a worker.
+//!
+//! Each worker leads a process group of its own: a terminal's Ctrl-C (sent
+//! to the foreground group) reaches the supervisor alone, which stops its
+//! workers in order, and [`kill_group`] takes whatever a worker started
+//! with it.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -13,6 +20,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::process::Stdio;
 
 use drover_proto::{CHILD_FD, ENV_FD, ENV_PARENT_PID};
+use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use rustix::process::{Pid, Resource, Rlimit, Signal};
 use tokio::net::UnixStream;
@@ -87,8 +95,7 @@ fn spawn_retrying_busy(config: &Config) -> Result<Spawned, Error> {
     loop {
         match spawn_worker(config) {
             Err(Error::Spawn { source, .. })
-                if source.raw_os_error() == Some(rustix::io::Errno::TXTBSY.raw_os_error())
-                    && attempts < 5 =>
+                if source.raw_os_error() == Some(Errno::TXTBSY.raw_os_error()) && attempts < 5 =>
             {
                 attempts += 1;
                 std::thread::sleep(std::time::Duration::from_millis(10 * attempts));
@@ -98,11 +105,13 @@ fn spawn_retrying_busy(config: &Config) -> Result<Spawned, Error> {
     }
 }
 
-/// Starts one worker process.
+/// Starts one worker process, the leader of a process group of its own.
 ///
 /// The socket pair is made close-on-exec; the child's end is moved to
 /// descriptor [`CHILD_FD`] (which `dup2` leaves inheritable) and its number
-/// passed in `DROVER_FD`. No other descriptor of ours reaches the child.
+/// passed in `DROVER_FD`. Every descriptor above it is made close-on-exec
+/// in the child, so no other descriptor of ours reaches the worker, even
+/// one the application opened without `O_CLOEXEC`.
 fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
     let spawn_error = |source: io::Error| Error::Spawn {
         path: config.program.clone(),
@@ -137,6 +146,9 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
         .env(ENV_FD, CHILD_FD.to_string())
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
+        // Its own group (id = its pid): a terminal's Ctrl-C goes to the
+        // supervisor only, and `kill_group` reaches what the worker started.
+        .process_group(0)
         .kill_on_drop(true);
     if config.capture_output {
         command.stdout(Stdio::piped());
@@ -145,8 +157,9 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
     command.env(ENV_PARENT_PID, parent.as_raw_nonzero().to_string());
     let their_fd = theirs.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls; it allocates nothing on its success
-    // path and touches no lock.
+    // async-signal-safe system calls (including the fallback loop of
+    // `fcntl`); it allocates nothing on its success path and touches no
+    // lock.
     unsafe {
         command.pre_exec(move || child_setup(their_fd, parent, &limits));
     }
@@ -168,8 +181,59 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
     })
 }
 
+/// Kills worker `pid` and its process group with `SIGKILL`.
+///
+/// Every worker leads a group of its own (its group id is its pid), so
+/// this also kills whatever it started and left in the group: the
+/// grandchildren a crashing worker would otherwise leave running. The
+/// process itself is signalled too, in case it left its group (`setsid`,
+/// `setpgid`). A group or process already gone (`ESRCH`) is not an error;
+/// other failures are logged at debug level.
+///
+/// Call it only for a worker not yet reaped: until then its pid names it
+/// and nothing else. After the reap, kill the group alone
+/// (`kill_process_group`), right away: the kernel hands out no pid still
+/// in use as a group id, so while anything of the group lives the group
+/// kill reaches exactly that, whereas the bare pid may already be another
+/// process's.
+pub(crate) fn kill_group(pid: u32) {
+    // 0 would name our own group; a pid over i32::MAX is no pid.
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return;
+    };
+    for result in [
+        rustix::process::kill_process_group(pid, Signal::KILL),
+        rustix::process::kill_process(pid, Signal::KILL),
+    ] {
+        if let Err(e) = result {
+            if e != Errno::SRCH {
+                tracing::debug!(
+                    pid = pid.as_raw_nonzero().get(),
+                    "cannot kill worker or its group: {e}"
+                );
+            }
+        }
+    }
+}
+
+/// The first descriptor made close-on-exec in the child: the one after
+/// the socket's.
+const FIRST_CLOSED_FD: RawFd = CHILD_FD + 1;
+
+/// How far the fallback loop of [`cloexec_above_child_fd`] goes at most.
+const FALLBACK_FD_CAP: u64 = 65_536;
+
 /// Runs in the child between `fork` and `exec`.
+///
+/// Only async-signal-safe system calls, no allocation: the parent may have
+/// had other threads holding locks (the allocator's) at the fork.
 fn child_setup(fd: RawFd, parent: Pid, limits: &Limits) -> io::Result<()> {
+    // Read before our own limits apply: lowering RLIMIT_NOFILE closes
+    // nothing, so descriptors above a lower limit may still be open.
+    let fd_bound = match rustix::process::getrlimit(Resource::Nofile).current {
+        Some(soft) => soft.min(FALLBACK_FD_CAP),
+        None => FALLBACK_FD_CAP,
+    };
     // Die with the supervisor. The signal fires when the forking *thread*
     // exits; the worker also checks its parent pid when it connects.
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
@@ -211,5 +275,190 @@ fn child_setup(fd: RawFd, parent: Pid, limits: &Limits) -> io::Result<()> {
         let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(CHILD_FD) });
         rustix::io::dup2(source, &mut target)?;
     }
+    cloexec_above_child_fd(fd_bound);
     Ok(())
+}
+
+/// Makes every descriptor above [`CHILD_FD`] close-on-exec, so that the
+/// worker inherits the standard streams and its socket and nothing else.
+///
+/// Close-on-exec, not closed: std's `Command` keeps a close-on-exec pipe
+/// open in the child to report a failed `exec` ("no such file"); closing
+/// it would turn that error into a silent success. With `close_range`'s
+/// `CLOSE_RANGE_CLOEXEC` (Linux 5.11) this is one system call; where it
+/// fails (`ENOSYS` before 5.9, `EINVAL` before 5.11, `EPERM` under a
+/// seccomp filter that does not know it) each number below `bound` gets
+/// `fcntl(F_SETFD, FD_CLOEXEC)`, numbers not open failing harmlessly.
+fn cloexec_above_child_fd(bound: u64) {
+    // SAFETY: a plain system call on descriptor numbers, no memory passed;
+    // it changes only the close-on-exec flag of descriptors we hold.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            FIRST_CLOSED_FD as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } == 0;
+    if !done {
+        cloexec_loop(FIRST_CLOSED_FD, bound);
+    }
+}
+
+/// The fallback of [`cloexec_above_child_fd`]: `FD_CLOEXEC` on every
+/// number in `first..bound`, one `fcntl` each (`EBADF` for a number not
+/// open, ignored). Raw numbers on purpose: most are not open, so no
+/// `BorrowedFd` may name them.
+fn cloexec_loop(first: RawFd, bound: u64) {
+    let bound = RawFd::try_from(bound).unwrap_or(RawFd::MAX);
+    for fd in first..bound {
+        // SAFETY: `fcntl(F_SETFD)` takes a number and an int, touches no
+        // memory, and only sets the flag of a descriptor that is open.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// What `ls -l /proc/self/fd` shows in a child started with `setup`
+    /// run before its exec.
+    fn child_fds(setup: Option<fn()>) -> String {
+        let mut command = Command::new("ls");
+        command.args(["-l", "/proc/self/fd"]).stdout(Stdio::piped());
+        if let Some(setup) = setup {
+            // SAFETY: the setup functions tested here only make
+            // async-signal-safe system calls.
+            unsafe {
+                command.pre_exec(move || {
+                    setup();
+                    Ok(())
+                });
+            }
+        }
+        let output = command.output().expect("ls runs");
+        assert!(output.status.success(), "ls failed: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// A file of a unique name, open twice: once close-on-exec (std's
+    /// default) and once without (`dup`).
+    fn leaked_file(tag: &str) -> (std::path::PathBuf, std::fs::File, OwnedFd) {
+        let path = std::env::temp_dir().join(format!(
+            "drover-spawn-{tag}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        let file = std::fs::File::create(&path).expect("temp file");
+        // Numbered above the socket's whatever the other tests hold open
+        // (the lowest free number could be 3), then made inheritable.
+        let leaked = rustix::io::fcntl_dupfd_cloexec(&file, 10).expect("dup");
+        rustix::io::fcntl_setfd(&leaked, rustix::io::FdFlags::empty()).expect("fcntl");
+        (path, file, leaked)
+    }
+
+    #[test]
+    fn close_range_leaves_nothing_inheritable() {
+        let (path, _file, _leaked) = leaked_file("range");
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        // The control: without the setup, the child does inherit it.
+        assert!(
+            child_fds(None).contains(&name),
+            "the test cannot see a leak"
+        );
+        let seen = child_fds(Some(|| cloexec_above_child_fd(FALLBACK_FD_CAP)));
+        assert!(
+            !seen.contains(&name),
+            "the leaked file reached the child:\n{seen}"
+        );
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn fallback_loop_leaves_nothing_inheritable() {
+        let (path, _file, _leaked) = leaked_file("loop");
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            child_fds(None).contains(&name),
+            "the test cannot see a leak"
+        );
+        let seen = child_fds(Some(|| cloexec_loop(FIRST_CLOSED_FD, 1024)));
+        assert!(
+            !seen.contains(&name),
+            "the leaked file reached the child:\n{seen}"
+        );
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_missing_binary_is_still_an_error() {
+        // std reports a failed exec through a close-on-exec pipe that the
+        // setup must leave open.
+        let mut command = Command::new("/nonexistent/drover-no-such-binary");
+        // SAFETY: as in `child_fds`.
+        unsafe {
+            command.pre_exec(|| {
+                cloexec_above_child_fd(FALLBACK_FD_CAP);
+                Ok(())
+            });
+        }
+        let error = command.spawn().expect_err("no such binary");
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+    }
+
+    /// Whether `pid` is a live (not zombie) process.
+    fn alive(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => {
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next())
+                    != Some("Z")
+            }
+            Err(_) => false,
+        }
+    }
+
+    #[test]
+    fn kill_group_takes_the_grandchildren() {
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "sleep 1000 </dev/null >/dev/null 2>&1 & echo $!; wait",
+            ])
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("sh runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("the grandchild's pid");
+        let grandchild: u32 = line.trim().parse().expect("a pid");
+        assert!(alive(grandchild));
+        kill_group(child.id());
+        child.wait().expect("reaped");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while alive(grandchild) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            !alive(grandchild),
+            "the grandchild {grandchild} outlived kill_group"
+        );
+    }
+
+    #[test]
+    fn kill_group_of_nothing_does_nothing() {
+        // Pid 0 would be our own group: never signalled.
+        kill_group(0);
+        kill_group(u32::MAX);
+    }
 }

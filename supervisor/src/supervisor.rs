@@ -306,8 +306,10 @@ impl Supervisor {
     ///
     /// # Errors
     ///
-    /// [`Error::Operation`] if the pool is not running, or does not settle
-    /// within the start timeout plus the drain timeout.
+    /// [`Error::Operation`] if `n` is 0 (a running pool needs a worker:
+    /// [`drain`](Supervisor::drain) is how to stop them all), if the pool
+    /// is not running, or if it does not settle within the start timeout
+    /// plus the drain timeout.
     pub async fn resize(&self, n: usize) -> Result<(), Error> {
         self.shared().resize(n).await
     }
@@ -331,10 +333,16 @@ impl Supervisor {
     /// output capture of `builder`. Pool-wide settings (worker count, caps,
     /// timeouts, routing) stay as they are.
     ///
+    /// A replacement that fails to start (a program that is not a drover
+    /// worker, say) ends the reload at once with an error naming it,
+    /// before any old worker retires; the old settings are put back, so
+    /// the pool carries on as it was.
+    ///
     /// # Errors
     ///
-    /// As [`resize`](Supervisor::resize), and the builder's own errors
-    /// (a missing binary, a config value that does not encode).
+    /// As [`resize`](Supervisor::resize), [`Error::Operation`] for a
+    /// replacement that failed to start, and the builder's own errors (a
+    /// missing binary, a config value that does not encode).
     pub async fn reload_with(&self, builder: Builder) -> Result<(), Error> {
         let spec = builder.into_config()?;
         self.shared().reload(Some(spec)).await

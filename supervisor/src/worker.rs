@@ -5,7 +5,9 @@
 //! writes frames. The process ends in exactly one place, the bottom of
 //! [`run`], where `Child::wait` reaps it and the pool settles what it held.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -13,12 +15,12 @@ use drover_proto::{
     outbox, write_loop, FdReader, FrameReader, Message, MessageCodec, ProtocolError, Welcome,
     MAGIC, PROTOCOL_VERSION,
 };
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::process::Child;
 use tokio::time::Instant;
 use tokio_util::codec::FramedWrite;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::builder::Limits;
 use crate::error::{Error, HandshakeFailure};
@@ -37,26 +39,145 @@ const CLOSED_SOCKET_GRACE: Duration = Duration::from_secs(2);
 /// their end.
 const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
+/// Kills one worker's process: cancelled by whoever wants it dead, and
+/// remembering the first fault of a task that served it, which becomes
+/// its exit reason.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Kill {
+    token: CancellationToken,
+    fault: Arc<OnceLock<ExitReason>>,
+}
+
+impl Kill {
+    /// Has the connection task kill the process.
+    pub(crate) fn cancel(&self) {
+        self.token.cancel();
+    }
+
+    /// Kills the process for `reason`, unless another fault came first.
+    pub(crate) fn fault(&self, reason: ExitReason) {
+        let _ = self.fault.set(reason);
+        self.token.cancel();
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+
+    fn take_fault(&self) -> Option<ExitReason> {
+        self.fault.get().cloned()
+    }
+}
+
+/// Runs `task` (one of worker's tasks, named `name` in errors); a panic in
+/// it kills the worker with [`ExitReason::TaskFailed`], so nothing it
+/// served is left waiting.
+pub(crate) async fn guarded(
+    kill: Kill,
+    name: &'static str,
+    task: impl std::future::Future<Output = ()>,
+) {
+    if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+        let detail = panic_message(&*panic);
+        tracing::error!("the supervisor's {name} task of a worker panicked: {detail}");
+        kill.fault(ExitReason::TaskFailed { task: name, detail });
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_owned(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic with no message".to_owned(),
+    }
+}
+
 /// Starts the task of worker `id` in slot `index`.
+///
+/// Whatever happens inside it, the pool hears of the end: a panic of the
+/// connection task kills the process (and its group) and settles the
+/// worker as any death is settled.
 pub(crate) fn launch(shared: &Arc<Shared>, id: u64, index: u32, initial: bool) {
     shared.lock().launching += 1;
-    let task = run(shared.clone(), id, index, initial);
+    // The pid, once the process is registered with the pool.
+    let registered = Arc::new(AtomicU32::new(0));
+    let task = AssertUnwindSafe(run(shared.clone(), id, index, initial, registered.clone()));
+    let pool = shared.clone();
+    let task = async move {
+        if let Err(panic) = task.catch_unwind().await {
+            let detail = panic_message(&*panic);
+            tracing::error!(
+                worker_id = id,
+                "the supervisor's connection task of a worker panicked: {detail}"
+            );
+            connection_panicked(
+                &pool,
+                id,
+                index,
+                initial,
+                registered.load(Ordering::Acquire),
+                detail,
+            );
+        }
+    };
     shared.tracker.spawn_on(task, &shared.runtime);
 }
 
-async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
+/// Settles a worker whose connection task panicked: its `Child` was
+/// dropped with the task (which kills it; tokio reaps it), its group is
+/// killed, and the pool treats it as dead.
+fn connection_panicked(
+    shared: &Arc<Shared>,
+    id: u64,
+    index: u32,
+    initial: bool,
+    pid: u32,
+    detail: String,
+) {
+    if pid == 0 {
+        // Not registered yet: as a process that could not be started.
+        let error = Error::Spawn {
+            path: shared.spec().program.clone(),
+            source: std::io::Error::other(format!("the task starting it panicked: {detail}")),
+        };
+        shared.spawn_failed(id, index, initial, error);
+        return;
+    }
+    // Its `Child` went with the task and may be reaped already: the group
+    // only, never a pid that may be another process's by now.
+    kill_orphans(pid);
+    shared.worker_exited(WorkerExit {
+        worker_id: id,
+        index,
+        pid,
+        termination: Termination::Signal(9),
+        reason: ExitReason::TaskFailed {
+            task: "connection",
+            detail,
+        },
+        in_flight: Vec::new(),
+        stderr_tail: Vec::new(),
+    });
+}
+
+async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered: Arc<AtomicU32>) {
     // The settings at launch: a reload may replace them meanwhile.
     let spec = shared.spec();
     let spawned = match shared.spawner.spawn(&spec).await {
         Ok(spawned) => spawned,
         Err(error) => {
             tracing::error!(worker_id = id, "{error}");
-            shared.spawn_failed(index, initial, error);
+            shared.spawn_failed(id, index, initial, error);
             return;
         }
     };
     let pid = spawned.pid;
     let mut child = spawned.child;
+    let kill = Kill::default();
     let tail: Tail = Arc::default();
     let capture = shared.config.capture_output;
     let mut drains = Vec::new();
@@ -69,6 +190,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
             capture,
             Some(tail.clone()),
         );
+        let task = guarded(kill.clone(), "output", task);
         drains.push(shared.tracker.spawn_on(task, &shared.runtime));
     }
     if let Some(stdout) = spawned.stdout {
@@ -80,10 +202,11 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
             capture,
             None,
         );
+        let task = guarded(kill.clone(), "output", task);
         drains.push(shared.tracker.spawn_on(task, &shared.runtime));
     }
-    let kill = CancellationToken::new();
     shared.register(id, index, pid, kill.clone());
+    registered.store(pid, Ordering::Release);
     let (read, write) = spawned.stream.into_split();
     let max = shared.config.max_frame_length;
     let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::new(max));
@@ -135,30 +258,43 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
                 "replacement worker failed its handshake: {failure}"
             );
         }
-        let _ = child.start_kill();
+        crate::spawn::kill_group(pid);
     } else if !kill.is_cancelled() {
         let parts = writer.into_parts();
-        let (tx, rx) = outbox(parts.codec);
+        let (tx, rx) = outbox(parts.codec, shared.config.outbox_limit());
         let writer_kill = kill.clone();
-        shared.tracker.spawn_on(
-            async move {
-                match write_loop(parts.io, rx).await {
-                    Ok(()) => {}
-                    // The worker is gone: its connection task sees the end.
-                    Err(ProtocolError::Io(e)) => {
-                        tracing::debug!(pid, "writing to worker stopped: {e}");
-                    }
-                    // Nothing more can be written to it (a message could
-                    // not be encoded): a worker that can be told nothing
-                    // must not be routed requests; it is replaced.
-                    Err(e) => {
-                        tracing::error!(pid, "cannot write to worker, killing it: {e}");
-                        writer_kill.cancel();
-                    }
+        let writer = async move {
+            match write_loop(parts.io, rx).await {
+                Ok(()) => {}
+                // The worker is gone: its connection task sees the end.
+                Err(ProtocolError::Io(e)) => {
+                    tracing::debug!(pid, "writing to worker stopped: {e}");
                 }
-            },
-            &shared.runtime,
-        );
+                // It stopped reading while more was sent to it.
+                Err(ProtocolError::Stalled { queued, limit }) => {
+                    tracing::error!(
+                        pid,
+                        queued,
+                        limit,
+                        "worker stopped reading its socket (max_queued_bytes passed); killing it"
+                    );
+                    writer_kill.fault(ExitReason::Stalled { queued, limit });
+                }
+                // Nothing more can be written to it (a message could
+                // not be encoded): a worker that can be told nothing
+                // must not be routed requests; it is replaced.
+                Err(e) => {
+                    tracing::error!(pid, "cannot write to worker, killing it: {e}");
+                    writer_kill.fault(ExitReason::TaskFailed {
+                        task: "writer",
+                        detail: e.to_string(),
+                    });
+                }
+            }
+        };
+        shared
+            .tracker
+            .spawn_on(guarded(kill.clone(), "writer", writer), &shared.runtime);
         shared.worker_ready(id, tx, initial);
     }
 
@@ -183,7 +319,10 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool) {
             Termination::Code(-1)
         }
     };
+    // Grandchildren die with it: its process group goes too.
+    kill_orphans(pid);
     let reason = violation
+        .or_else(|| kill.take_fault())
         .or_else(|| shared.stop_reason(id))
         .unwrap_or(ExitReason::Crashed);
     // Let the pipes deliver the last lines the process wrote (a grandchild
@@ -220,7 +359,7 @@ async fn serve(
     pid: u32,
     child: &mut Child,
     reader: &mut Reader,
-    kill: &CancellationToken,
+    kill: &Kill,
     violation: &mut Option<ExitReason>,
 ) -> std::io::Result<std::process::ExitStatus> {
     let mut killing = false;
@@ -255,11 +394,11 @@ async fn serve(
             }
             _ = kill.cancelled(), if !killing => {
                 killing = true;
-                let _ = child.start_kill();
+                kill_process(child, pid);
             }
             _ = sleep_until(kill_at), if !killing && kill_at.is_some() => {
                 killing = true;
-                let _ = child.start_kill();
+                kill_process(child, pid);
             }
             () = next_batch(reader, &mut frames), if !eof => {
                 let detail = match judge(&mut frames, reader, shared, id, pid, &mut answers) {
@@ -281,11 +420,29 @@ async fn serve(
                     *violation = Some(ExitReason::ProtocolViolation { detail });
                     eof = true;
                     killing = true;
-                    let _ = child.start_kill();
+                    kill_process(child, pid);
                 }
             }
         }
     }
+}
+
+/// Kills what is left of a reaped worker's process group (the children
+/// it left behind): the group only, since the pid itself may already be
+/// another process's.
+fn kill_orphans(pid: u32) {
+    if let Some(group) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
+}
+
+/// Kills the worker's process and its process group (its own children).
+fn kill_process(child: &mut Child, pid: u32) {
+    crate::spawn::kill_group(pid);
+    let _ = child.start_kill();
 }
 
 /// Reads a crash as a resource limit at work, where the way it died fits

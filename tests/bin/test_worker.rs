@@ -46,6 +46,17 @@ async fn run() -> Result<(), drover_worker::Error> {
         .map(std::os::unix::net::UnixStream::from)
         .ok();
 
+    if let Ok(hex) = std::env::var("DROVER_TEST_RAW_FIRST") {
+        // These bytes, in hex, before anything else: a frame before `Hello`.
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+            .collect();
+        let mut raw = raw.expect("raw socket");
+        let _ = raw.write_all(&bytes);
+        std::thread::sleep(Duration::from_secs(60));
+        return Ok(());
+    }
     if std::env::var_os("DROVER_TEST_BAD_VERSION").is_some() {
         bad_version_handshake(raw.expect("raw socket"));
         return Ok(());
@@ -379,6 +390,115 @@ async fn run() -> Result<(), drover_worker::Error> {
                             me.requests().iter().map(|r| r.id.to_string()).collect();
                         req.respond(&ids)
                     }
+                    Cmd::StderrLongLine(len) => {
+                        // On a blocking thread: the pipe is slower than
+                        // the runtime must be (pings).
+                        tokio::task::spawn_blocking(move || {
+                            let chunk = vec![b'x'; 1024 * 1024];
+                            let mut stderr = std::io::stderr().lock();
+                            let mut left = len;
+                            while left > 0 {
+                                let n = left.min(chunk.len() as u64) as usize;
+                                stderr.write_all(&chunk[..n]).expect("stderr");
+                                left -= n as u64;
+                            }
+                            stderr.write_all(b"\n").expect("stderr");
+                        })
+                        .await
+                        .expect("the long line");
+                        req.ack()
+                    }
+                    Cmd::StderrBadUtf8 => {
+                        std::io::stderr()
+                            .write_all(b"\xff\xfe bad \xc3\x28\n")
+                            .expect("stderr");
+                        req.ack()
+                    }
+                    Cmd::Log(text) => {
+                        eprintln!("{text}");
+                        req.ack()
+                    }
+                    Cmd::DupSocket => {
+                        let mut req = req;
+                        let socket = req.socket::<std::os::fd::OwnedFd>().map_err(|e| {
+                            drover_worker::Error::NotUnderSupervisor {
+                                reason: e.to_string(),
+                            }
+                        })?;
+                        let Some(socket) = socket else {
+                            return req.fail("no socket came with the request");
+                        };
+                        let inode = match rustix::fs::fstat(&*socket) {
+                            Ok(stat) => stat.st_ino,
+                            Err(e) => return req.fail(e),
+                        };
+                        // `dup` makes the copy without close-on-exec.
+                        let copy = match rustix::io::dup(&*socket) {
+                            Ok(copy) => copy,
+                            Err(e) => return req.fail(e),
+                        };
+                        std::mem::forget(copy);
+                        std::mem::forget(socket);
+                        req.respond(&inode)
+                    }
+                    Cmd::Grandchild => {
+                        let child = std::process::Command::new("sleep")
+                            .arg("1000")
+                            .stdin(std::process::Stdio::null())
+                            .stdout(std::process::Stdio::null())
+                            .stderr(std::process::Stdio::null())
+                            .spawn();
+                        match child {
+                            Ok(child) => {
+                                let pid = child.id();
+                                std::mem::forget(child);
+                                req.respond(&pid)
+                            }
+                            Err(e) => req.fail(e),
+                        }
+                    }
+                    Cmd::Raw(bytes) => {
+                        let mut raw = raw.expect("raw socket");
+                        // The supervisor may kill it mid-write: fine.
+                        let _ = raw.write_all(&bytes);
+                        std::future::pending().await
+                    }
+                    Cmd::FreezeHolding => {
+                        let _ = rustix::process::kill_process(
+                            rustix::process::getpid(),
+                            rustix::process::Signal::STOP,
+                        );
+                        std::future::pending().await
+                    }
+                    Cmd::PushUncredited(total) => {
+                        let mut raw = raw.expect("raw socket");
+                        let id = req.id();
+                        let head = frame(&drover_proto::Message::Response {
+                            id,
+                            stream: true,
+                            result: Ok(bytes::Bytes::new()),
+                        });
+                        let data = frame(&drover_proto::Message::StreamData {
+                            id,
+                            bytes: bytes::Bytes::from(vec![7u8; 64 * 1024]),
+                        });
+                        tokio::task::spawn_blocking(move || {
+                            let mut pushed = 0;
+                            let mut result = write_all_waiting(&mut raw, &head);
+                            while result.is_ok() && pushed < total {
+                                result = write_all_waiting(&mut raw, &data);
+                                pushed += 64 * 1024;
+                            }
+                        })
+                        .await
+                        .expect("push");
+                        std::future::pending().await
+                    }
+                    Cmd::AnnouncedSlowEcho(text, ms) => {
+                        me.emit("started", &std::process::id())?;
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        req.respond(&text)
+                    }
                 }
             }
         })
@@ -423,6 +543,25 @@ async fn queue_until_killed(path: String) {
     }
     println!("running");
     std::future::pending::<()>().await;
+}
+
+/// Writes all of `bytes` to the raw socket, which shares the SDK's
+/// non-blocking mode: a full socket buffer is waited out, not an error.
+fn write_all_waiting(
+    raw: &mut std::os::unix::net::UnixStream,
+    mut bytes: &[u8],
+) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match raw.write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// One message as a frame, for the commands that write to the socket

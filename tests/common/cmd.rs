@@ -100,6 +100,32 @@ pub enum Cmd {
     /// Exit with code 1 unless the file exists (creating it first); once it
     /// exists, answer the pid.
     CrashOnce(String),
+    /// Write this many bytes of `x` to stderr in one line (in 1 MiB
+    /// writes, the newline last), then ack.
+    StderrLongLine(u64),
+    /// Write a line of invalid UTF-8 to stderr, then ack.
+    StderrBadUtf8,
+    /// `eprintln!` this text (which panics on a broken pipe), then ack.
+    Log(String),
+    /// Take the passed socket and keep it, with a duplicate of it made
+    /// without close-on-exec (`dup`), both open for the process's life;
+    /// answer the socket's inode.
+    DupSocket,
+    /// Start `sleep 1000` (standard streams on /dev/null) and leave it
+    /// running, its `Child` forgotten; answer its pid.
+    Grandchild,
+    /// Emit "started" carrying the pid, sleep this many milliseconds, then
+    /// answer the text.
+    AnnouncedSlowEcho(String, u64),
+    /// Write these bytes to the socket behind the SDK's back (a frame the
+    /// test built, lying or broken), then wait.
+    Raw(Vec<u8>),
+    /// Answer with a stream, then push this many bytes of it in 64 KiB
+    /// `StreamData` frames behind the SDK's back, ignoring credit.
+    PushUncredited(u64),
+    /// Stop this process (SIGSTOP) holding the request, never answering:
+    /// a worker that reads nothing more.
+    FreezeHolding,
 }
 
 /// An `AsyncRead` of `len` bytes of a fixed pattern, made on the fly.

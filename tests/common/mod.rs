@@ -47,6 +47,19 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// This process's peak resident memory (VmHWM), in KiB.
+pub fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
 /// Whether `pid` exists at all (alive or zombie).
 pub fn exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()

@@ -41,6 +41,20 @@
 //!   file on the socket returns [`Error::Disconnected`]: the supervisor is
 //!   gone and the worker must exit (it is also sent `SIGKILL` by the kernel
 //!   when the supervisor dies).
+//! - SIGTERM and SIGINT are a soft kill from outside the pool (below).
+//!
+//! # Signals
+//!
+//! From [`Worker::connect`] on, SIGTERM and SIGINT no longer end the
+//! process at once. [`Worker::serve`] treats the first one as a soft kill
+//! that came from outside the pool (a service manager stopping the unit,
+//! a terminal's Ctrl-C): it tells the supervisor (`Stopping`: route
+//! nothing more here; the exit is the signal's doing, not a crash), finishes
+//! what it holds, runs the soft-kill hook and returns `Ok(())`. A second
+//! signal changes nothing; `SIGKILL` forces an end. A signal that comes
+//! before `serve` (during setup) is held until `serve` starts. Each worker
+//! runs in a process group of its own, so a terminal's Ctrl-C reaches the
+//! supervisor, not its workers: the supervisor then stops them in order.
 //!
 //! # Layout
 //!

@@ -14,14 +14,15 @@ use bytes::Bytes;
 use drover_proto::codec::MESSAGE_OVERHEAD;
 use drover_proto::{
     decode_value, encode_value, new_credit, outbox, pump, timestamp_from_micros, write_loop, Chunk,
-    ChunkSender, FdReader, FrameReader, Hello, IncomingStream, Message, MessageCodec, Outbox,
-    Outgoing, ProtocolError, RemoteError, RemoteErrorKind, RequestId, Welcome,
+    FdReader, FrameReader, Hello, IncomingStream, Message, MessageCodec, Outbox, Outgoing,
+    ProtocolError, RemoteError, RemoteErrorKind, RequestId, Streams, Welcome,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use std::os::fd::OwnedFd;
 use tokio::io::AsyncRead;
 use tokio::net::UnixStream;
+use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::{broadcast, oneshot, Notify, Semaphore};
 use tokio_util::codec::FramedWrite;
 
@@ -58,12 +59,12 @@ pub(crate) struct Inner {
     busy: AtomicBool,
     events: broadcast::Sender<Event>,
     reader: Mutex<Option<Reader>>,
+    /// SIGTERM and SIGINT, listened to from `connect` on; `serve` takes them.
+    signals: Mutex<Option<StopSignals>>,
     soft_kill_hook: Mutex<Option<SoftKillHook>>,
     hard_kill_hook: Mutex<Option<HardKillHook>>,
-    /// Streams coming in (a request's), by request id.
-    streams_in: Mutex<HashMap<RequestId, ChunkSender>>,
-    /// Streams going out (an answer's): their credit, by request id.
-    streams_out: Mutex<HashMap<RequestId, Arc<Semaphore>>>,
+    /// Streams coming in (a request's) and going out (an answer's).
+    streams: Streams,
     /// Answer streams still being sent: a soft kill waits for them.
     pumps: AtomicUsize,
     /// Questions asked of the supervisor, waiting for its answer.
@@ -82,23 +83,8 @@ impl Inner {
     fn incoming_stream(&self, id: RequestId) -> IncomingStream {
         let (stream, chunks) =
             IncomingStream::new(id, self.out.clone(), "the supervisor".to_owned());
-        self.streams_in
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, chunks);
+        self.streams.receive(id, chunks);
         stream
-    }
-
-    /// Hands a chunk to the incoming stream of request `id` (dropped if
-    /// its reader is gone); `last` forgets the stream.
-    fn to_stream(&self, id: RequestId, chunk: Chunk, last: bool) {
-        let mut streams = self.streams_in.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(chunks) = streams.get(&id) {
-            let _ = chunks.send(chunk);
-        }
-        if last {
-            streams.remove(&id);
-        }
     }
 
     /// Sends `source` as the answer stream of request `id`, in a task; the
@@ -113,11 +99,7 @@ impl Inner {
             if let Err(e) = pump(source, id, inner.out.clone(), credit).await {
                 tracing::debug!(%id, "answer stream ended early: {e}");
             }
-            inner
-                .streams_out
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            inner.streams.stop(id);
             inner.pumps.fetch_sub(1, Ordering::SeqCst);
             inner.wake_if_stopping();
         });
@@ -126,10 +108,7 @@ impl Inner {
     /// Registers the credit of an answer stream about to start.
     pub(crate) fn outgoing_stream(&self, id: RequestId) -> Arc<Semaphore> {
         let credit = new_credit();
-        self.streams_out
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, credit.clone());
+        self.streams.send(id, credit.clone());
         credit
     }
 
@@ -184,6 +163,98 @@ impl Inner {
             .remove(&tracked.id);
         self.wake_if_stopping();
         sent
+    }
+}
+
+/// The signals that tell a worker to stop from outside the pool: SIGTERM
+/// (a service manager stopping the unit) and SIGINT (a terminal's Ctrl-C).
+///
+/// Listening replaces their default action (ending the process at once)
+/// for the rest of the process's life; `serve` turns the first one into a
+/// drain, later ones are absorbed.
+struct StopSignals {
+    term: Option<Signal>,
+    int: Option<Signal>,
+}
+
+impl StopSignals {
+    /// Starts listening. A signal that cannot be listened to keeps its
+    /// default action (with a warning).
+    fn listen() -> StopSignals {
+        let listen = |kind: SignalKind, name: &str| match tokio::signal::unix::signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                tracing::warn!("cannot listen for {name} ({e}); it will end this worker at once");
+                None
+            }
+        };
+        StopSignals {
+            term: listen(SignalKind::terminate(), "SIGTERM"),
+            int: listen(SignalKind::interrupt(), "SIGINT"),
+        }
+    }
+
+    /// The number of the next signal to arrive (one that arrived since
+    /// `listen` counts).
+    ///
+    /// Cancel safe: a signal is never lost by dropping this future.
+    async fn next(&mut self) -> i32 {
+        async fn on(signal: &mut Option<Signal>) -> Option<()> {
+            match signal {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            Some(()) = on(&mut self.term) => SignalKind::terminate().as_raw_value(),
+            Some(()) = on(&mut self.int) => SignalKind::interrupt().as_raw_value(),
+            // The runtime is shutting down: no signal will come.
+            else => std::future::pending().await,
+        }
+    }
+}
+
+/// Where the serve loop stands on stopping.
+struct Drain {
+    /// A soft kill or a stop signal came: the loop returns once the hook
+    /// has run, nothing is in flight and the worker is not busy.
+    started: bool,
+    /// A stop signal came (and `Stopping` was sent).
+    signalled: bool,
+    /// The supervisor's `SoftKill` came. After a signal the loop waits for
+    /// it: it answers `Stopping`, and follows every request the supervisor
+    /// routed here before it knew, so none is left unread.
+    confirmed: bool,
+    hook_done: bool,
+    hook_done_tx: Option<oneshot::Sender<()>>,
+}
+
+impl Drain {
+    /// Starts draining, once: takes the soft-kill hook and runs it in a
+    /// task of its own. A second call changes nothing.
+    fn start(&mut self, inner: &Inner) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        inner.stopping.store(true, Ordering::SeqCst);
+        let hook = inner
+            .soft_kill_hook
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let done = self.hook_done_tx.take();
+        match hook {
+            Some(hook) => {
+                tokio::spawn(async move {
+                    hook().await;
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                });
+            }
+            None => self.hook_done = true,
+        }
     }
 }
 
@@ -282,6 +353,11 @@ impl Worker {
     /// the handshake (`Hello`, `Welcome`). The worker gets no request until
     /// [`serve`](Worker::serve) (or [`ready`](Worker::ready)).
     ///
+    /// Once the inherited socket is found, SIGTERM and SIGINT no longer end
+    /// the process: they are held for [`serve`](Worker::serve), which
+    /// drains on the first one (see [Signals](Worker::serve#signals)). A
+    /// program that connects and does not serve handles them itself.
+    ///
     /// # Errors
     ///
     /// [`Error::NotUnderSupervisor`] when the process was not started by a
@@ -293,6 +369,9 @@ impl Worker {
             .set_nonblocking(true)
             .map_err(|e| Error::Handshake(e.into()))?;
         let stream = UnixStream::from_std(std_stream).map_err(|e| Error::Handshake(e.into()))?;
+        // As early as possible: a signal that comes during the handshake
+        // or the program's setup is held for `serve`, not fatal.
+        let signals = StopSignals::listen();
         let (read, write) = stream.into_split();
         let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::default());
         let mut writer = FramedWrite::new(write, MessageCodec::default());
@@ -316,7 +395,8 @@ impl Worker {
         writer.encoder_mut().set_max_frame_length(max_frame_length);
 
         let parts = writer.into_parts();
-        let (out, out_rx) = outbox(parts.codec);
+        // The supervisor is trusted to read: no bound on what waits for it.
+        let (out, out_rx) = outbox(parts.codec, usize::MAX);
         tokio::spawn(async move {
             if let Err(e) = write_loop(parts.io, out_rx).await {
                 tracing::error!(error = %e, "cannot write to the supervisor");
@@ -331,8 +411,7 @@ impl Worker {
                 max_frame_length,
                 out,
                 in_flight: Mutex::new(HashMap::default()),
-                streams_in: Mutex::new(HashMap::new()),
-                streams_out: Mutex::new(HashMap::new()),
+                streams: Streams::default(),
                 pumps: AtomicUsize::new(0),
                 stopping: AtomicBool::new(false),
                 queries: Mutex::new(HashMap::new()),
@@ -341,6 +420,7 @@ impl Worker {
                 busy: AtomicBool::new(false),
                 events,
                 reader: Mutex::new(Some(reader)),
+                signals: Mutex::new(Some(signals)),
                 soft_kill_hook: Mutex::new(None),
                 hard_kill_hook: Mutex::new(None),
             }),
@@ -613,6 +693,24 @@ impl Worker {
     /// Returns `Ok(())` after a soft kill (once everything is answered) or a
     /// hard kill; the caller should then let the process exit.
     ///
+    /// # Signals
+    ///
+    /// SIGTERM and SIGINT mean a soft kill from outside the pool: a
+    /// service manager stopping the whole unit (systemd's
+    /// `KillMode=control-group` signals every process of it), or a
+    /// terminal's Ctrl-C. On the first one the worker tells the supervisor
+    /// (`Stopping`, so it routes nothing more here and reports the exit as
+    /// the signal's doing, not a crash, and replaces the worker if the pool
+    /// runs on), then drains exactly as for a soft kill: it finishes what
+    /// it holds, runs the [`on_soft_kill`](Worker::on_soft_kill) hook, and
+    /// `serve` returns `Ok(())` once the supervisor has acknowledged the
+    /// `Stopping` (its `SoftKill` follows every request it routed here
+    /// before it knew, so none is lost). A second signal while draining changes
+    /// nothing; `SIGKILL` is the way to force an end. The signals are
+    /// listened to from [`connect`](Worker::connect) on, so one that comes
+    /// before `serve` (during a long setup) is held, and acted on when
+    /// `serve` starts.
+    ///
     /// # Errors
     ///
     /// [`Error::Disconnected`] when the supervisor goes away (the worker
@@ -626,16 +724,20 @@ impl Worker {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .ok_or(Error::AlreadyServing)?;
-        let handler = Arc::new(handler);
-        self.ready()?;
-        let result = self.serve_loop(&mut reader, handler).await;
-        // Streams still being read end now, with an error: nothing more
-        // will arrive for them.
-        self.inner
-            .streams_in
+        let mut signals = self
+            .inner
+            .signals
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clear();
+            .take();
+        let handler = Arc::new(handler);
+        self.ready()?;
+        let result = self
+            .serve_loop(&mut reader, signals.as_mut(), handler)
+            .await;
+        // Streams still being read end now, with an error: nothing more
+        // will arrive for them.
+        self.inner.streams.cut("connection gone");
         // Questions still waiting get `Disconnected`.
         self.inner
             .queries
@@ -649,15 +751,21 @@ impl Worker {
     async fn serve_loop<H: Handler>(
         &self,
         reader: &mut Reader,
+        mut signals: Option<&mut StopSignals>,
         handler: Arc<H>,
     ) -> Result<(), Error> {
-        let mut soft_killing = false;
         let (hook_done_tx, mut hook_done_rx) = oneshot::channel::<()>();
-        let mut hook_done_tx = Some(hook_done_tx);
-        let mut hook_done = false;
+        let mut drain = Drain {
+            started: false,
+            signalled: false,
+            confirmed: false,
+            hook_done: false,
+            hook_done_tx: Some(hook_done_tx),
+        };
         loop {
-            if soft_killing
-                && hook_done
+            if drain.started
+                && drain.confirmed
+                && drain.hook_done
                 && !self.is_busy()
                 && self.in_flight_count() == 0
                 && self.inner.pumps.load(Ordering::SeqCst) == 0
@@ -690,21 +798,11 @@ impl Worker {
                                 let stream = stream.then(|| self.inner.incoming_stream(id));
                                 self.start_request(id, created_at, payload, fds, stream, &handler).await;
                             }
-                            Message::StreamData { id, bytes } => self.inner.to_stream(id, Chunk::Data(bytes), false),
-                            Message::StreamEnd { id } => self.inner.to_stream(id, Chunk::End, true),
-                            Message::StreamAbort { id, reason } => self.inner.to_stream(id, Chunk::Abort(reason), true),
-                            Message::StreamCredit { id, bytes } => {
-                                let streams = self.inner.streams_out.lock().unwrap_or_else(|e| e.into_inner());
-                                if let Some(credit) = streams.get(&id) {
-                                    credit.add_permits(bytes as usize);
-                                }
-                            }
-                            Message::StreamStop { id } => {
-                                let stopped = self.inner.streams_out.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                                if let Some(credit) = stopped {
-                                    credit.close();
-                                }
-                            }
+                            Message::StreamData { id, bytes } => self.inner.streams.deliver(id, Chunk::Data(bytes)).map_err(Error::Protocol)?,
+                            Message::StreamEnd { id } => self.inner.streams.deliver(id, Chunk::End).map_err(Error::Protocol)?,
+                            Message::StreamAbort { id, reason } => self.inner.streams.deliver(id, Chunk::Abort(reason)).map_err(Error::Protocol)?,
+                            Message::StreamCredit { id, bytes } => self.inner.streams.credit(id, bytes).map_err(Error::Protocol)?,
+                            Message::StreamStop { id } => self.inner.streams.stop(id),
                             Message::QueryReply { id, result } => {
                                 let waiting = self.inner.queries.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                                 if let Some(waiting) = waiting {
@@ -724,23 +822,8 @@ impl Worker {
                             }
                             Message::Ping { seq } => self.inner.send(Message::Pong { seq })?,
                             Message::SoftKill => {
-                                if !soft_killing {
-                                    soft_killing = true;
-                                    self.inner.stopping.store(true, Ordering::SeqCst);
-                                    let hook = self.inner.soft_kill_hook.lock().unwrap_or_else(|e| e.into_inner()).take();
-                                    let done = hook_done_tx.take();
-                                    match hook {
-                                        Some(hook) => {
-                                            tokio::spawn(async move {
-                                                hook().await;
-                                                if let Some(done) = done {
-                                                    let _ = done.send(());
-                                                }
-                                            });
-                                        }
-                                        None => hook_done = true,
-                                    }
-                                }
+                                drain.confirmed = true;
+                                drain.start(&self.inner);
                             }
                             Message::HardKill => {
                                 let hook = self.inner.hard_kill_hook.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -762,11 +845,20 @@ impl Worker {
                         }
                     }
                 }
-                _ = self.inner.changed.notified(), if soft_killing => {}
-                done = &mut hook_done_rx, if soft_killing && !hook_done => {
+                signal = next_signal(&mut signals), if !drain.signalled => {
+                    // The first stop signal: tell the supervisor (even if a
+                    // soft kill already runs; it keeps its own reason),
+                    // then drain. Later ones are absorbed.
+                    drain.signalled = true;
+                    tracing::info!(signal, "told to stop by a signal; draining");
+                    self.inner.send(Message::Stopping { signal })?;
+                    drain.start(&self.inner);
+                }
+                _ = self.inner.changed.notified(), if drain.started => {}
+                done = &mut hook_done_rx, if drain.started && !drain.hook_done => {
                     // A hook that panicked drops its sender: count it as done.
                     let _ = done;
-                    hook_done = true;
+                    drain.hook_done = true;
                 }
             }
         }
@@ -854,6 +946,14 @@ impl Worker {
         if self.inner.out.send(Outgoing::Flush(tx)).is_ok() {
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, rx).await;
         }
+    }
+}
+
+/// The next stop signal, or never when the worker does not listen to any.
+async fn next_signal(signals: &mut Option<&mut StopSignals>) -> i32 {
+    match signals {
+        Some(signals) => signals.next().await,
+        None => std::future::pending().await,
     }
 }
 
