@@ -387,3 +387,63 @@ impl Streams {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::MessageCodec;
+    use crate::transport::outbox;
+
+    fn id() -> RequestId {
+        RequestId::from_u128(7)
+    }
+
+    /// Data within the window is delivered; a byte past it is an error
+    /// naming the stream, and is not queued. Credit given back as the
+    /// reader reads makes room again.
+    #[tokio::test]
+    async fn data_past_the_window_is_refused() {
+        let (out, _rx) = outbox(MessageCodec::default(), usize::MAX);
+        let streams = Streams::default();
+        let (mut incoming, chunks) = IncomingStream::new(id(), out, "test".into());
+        streams.receive(id(), chunks);
+        let window = Bytes::from(vec![1u8; STREAM_WINDOW]);
+        streams.deliver(id(), Chunk::Data(window)).unwrap();
+        // Empty data costs nothing and is allowed.
+        streams.deliver(id(), Chunk::Data(Bytes::new())).unwrap();
+        match streams.deliver(id(), Chunk::Data(Bytes::from_static(b"x"))) {
+            Err(ProtocolError::StreamWindow {
+                id: got,
+                held,
+                window,
+            }) => {
+                assert_eq!(
+                    (got, held, window),
+                    (id(), STREAM_WINDOW + 1, STREAM_WINDOW)
+                );
+            }
+            other => panic!("expected StreamWindow, got {other:?}"),
+        }
+        // The reader takes what was within the window, giving credit back.
+        let mut buf = vec![0u8; STREAM_WINDOW];
+        incoming.read_exact(&mut buf).await.unwrap();
+        assert!(buf.iter().all(|&b| b == 1));
+    }
+
+    /// Credit for bytes never sent is an error; honest credit is not.
+    #[test]
+    fn credit_past_the_window_is_refused() {
+        let streams = Streams::default();
+        let credit = new_credit();
+        streams.send(id(), credit.clone());
+        assert!(matches!(
+            streams.credit(id(), 1),
+            Err(ProtocolError::StreamCredit { granted, .. }) if granted == STREAM_WINDOW + 1
+        ));
+        credit.try_acquire_many(1000).unwrap().forget();
+        streams.credit(id(), 1000).unwrap();
+        assert_eq!(credit.available_permits(), STREAM_WINDOW);
+        // A stream this side does not know: ignored.
+        streams.credit(RequestId::from_u128(8), u32::MAX).unwrap();
+    }
+}

@@ -136,6 +136,8 @@ impl Queue {
             };
             self.items.clear();
             self.buf = BytesMut::new();
+            self.queued = 0;
+            self.taken = 0;
             self.closed = true;
             return Err(error);
         }
@@ -334,7 +336,7 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
                 return Err(error);
             }
             // The last batch is written: its bytes no longer count.
-            queue.queued -= queue.taken;
+            queue.queued = queue.queued.saturating_sub(queue.taken);
             queue.taken = queue.queued;
             std::mem::swap(&mut batch, &mut queue.items);
             if !queue.buf.is_empty() {
@@ -533,6 +535,43 @@ mod tests {
         assert!(matches!(first, Message::StreamData { .. }));
         assert_eq!(reader.next().await.unwrap().unwrap(), carrying);
         assert_eq!(reader.get_mut().take_fds(1).map(|fds| fds.len()), Some(1));
+    }
+
+    /// A peer that stops reading: once more than the limit waits, the
+    /// send is refused, what was queued is dropped, and the writer stops
+    /// with `Stalled` even though its write never completes.
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_stalls_the_outbox_at_its_limit() {
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let (_, write) = a.into_split();
+        let limit = 1 << 20;
+        let (out, rx) = outbox(MessageCodec::new(1 << 20), limit);
+        let writer = tokio::spawn(write_loop(write, rx));
+        let chunk = Bytes::from(vec![1u8; 64 * 1024]);
+        let mut sent = 0usize;
+        let refused = loop {
+            match out.send(data(1, chunk.clone())) {
+                Ok(()) => sent += chunk.len(),
+                Err(Closed) => break sent,
+            }
+            assert!(sent <= 64 << 20, "never refused");
+            tokio::task::yield_now().await;
+        };
+        // Some went into the socket's buffer; no more than the limit waited.
+        assert!(refused > limit, "refused after {refused} bytes");
+        let result = tokio::time::timeout(std::time::Duration::from_secs(10), writer)
+            .await
+            .expect("the writer stops")
+            .unwrap();
+        match result {
+            Err(ProtocolError::Stalled { queued, limit: l }) => {
+                assert_eq!(l, limit);
+                assert!(queued > limit);
+            }
+            other => panic!("expected Stalled, got {other:?}"),
+        }
+        assert_eq!(out.queued(), 0, "nothing is kept once stalled");
+        assert_eq!(out.send(data(2, Bytes::new())), Err(Closed));
     }
 
     /// A message over the frame limit stops the writer with that error,
