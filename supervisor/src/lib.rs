@@ -23,9 +23,18 @@
 //!
 //! - **Processes.** Each worker gets one `socketpair(AF_UNIX, SOCK_STREAM)`;
 //!   its end becomes descriptor 3 in the child (named in `DROVER_FD`), every
-//!   other descriptor is close-on-exec, and the child is given a
-//!   parent-death signal. There is no socket path: nothing else can
-//!   connect.
+//!   descriptor above it is made close-on-exec in the child (so nothing the
+//!   application opened leaks in), the child leads a process group of its
+//!   own (killed with it) and is given a parent-death signal. There is no
+//!   socket path: nothing else can connect.
+//! - **Trust boundary.** Everything a worker sends is untrusted: decoding
+//!   allocates nothing a frame does not hold (`drover_proto::bounded`),
+//!   stream data past its window and credit never owed are protocol
+//!   violations, and at most [`Builder::max_queued_bytes`] may wait to be
+//!   written to one worker. A worker that breaks a rule is killed and
+//!   replaced; a panic in any task that serves it (connection, writer,
+//!   stream, output) ends as its death ([`ExitReason::TaskFailed`]), so no
+//!   caller is left waiting.
 //! - **Tasks.** One task per worker owns its `Child` and reads its socket,
 //!   settling the answers of each read under one lock; a second writes to
 //!   it what senders encoded into the connection's outbox
