@@ -18,7 +18,10 @@
 //!   the bytes that are there, or the decoder fails with "unexpected end";
 //! - the element count a sequence or map announces (its `size_hint`, from
 //!   which serde preallocates, at most 1 MiB) is capped at the input's
-//!   length: an element takes at least one byte on the wire.
+//!   length: an element takes at least one byte on the wire. A sequence
+//!   of elements of zero size (`()`, unit structs: the only ones that take
+//!   no input) may hold 64 per input byte, at least 4096; a claim past
+//!   that is an error, not a count to 2^64.
 //!
 //! Everything else passes straight through. Every decode in drover, of
 //! messages and of user values, goes through here; the fuzz test
@@ -47,6 +50,13 @@ pub fn decode_from_slice<'de, T: de::Deserialize<'de>>(
     };
     bincode::serde::seed_decode_from_slice(seed, input, bincode::config::standard())
 }
+
+/// Elements a sequence may yield per byte of input (only elements of zero
+/// size ever come close).
+const ZERO_SIZED_PER_BYTE: usize = 64;
+
+/// Elements a sequence may yield whatever the input's length.
+const ZERO_SIZED_FLOOR: usize = 4096;
 
 /// Starts decoding a `T` through the adapter.
 struct Root<T> {
@@ -77,6 +87,8 @@ struct Bounded<D> {
 struct Wrap<V> {
     inner: V,
     max_elements: usize,
+    /// Elements (or entries) a sequence (or map) has yielded so far.
+    seen: usize,
 }
 
 impl<D> Bounded<D> {
@@ -84,6 +96,7 @@ impl<D> Bounded<D> {
         Wrap {
             inner,
             max_elements: self.max_elements,
+            seen: 0,
         }
     }
 }
@@ -93,6 +106,7 @@ impl<V> Wrap<V> {
         Wrap {
             inner,
             max_elements: self.max_elements,
+            seen: 0,
         }
     }
 
@@ -262,6 +276,29 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
     }
 }
 
+impl<A> Wrap<A> {
+    /// Counts one more element of a sequence or map. Every element that
+    /// holds data takes a byte of input at least, so only elements of
+    /// zero size (`()`, unit structs) can pass the input's length: a
+    /// claim of 2^64 of them would take forever to count out, so past
+    /// [`ZERO_SIZED_PER_BYTE`] elements per input byte (and at least
+    /// [`ZERO_SIZED_FLOOR`]) it is an error instead.
+    fn count<E: de::Error>(&mut self) -> Result<(), E> {
+        self.seen += 1;
+        let most = self
+            .max_elements
+            .saturating_mul(ZERO_SIZED_PER_BYTE)
+            .max(ZERO_SIZED_FLOOR);
+        if self.seen > most {
+            return Err(E::custom(format_args!(
+                "a sequence of more than {most} elements in {} bytes of input",
+                self.max_elements
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Wrap<S> {
     type Value = S::Value;
 
@@ -278,6 +315,7 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Wrap<A> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, A::Error> {
+        self.count()?;
         let seed = self.wrap(seed);
         self.inner.next_element_seed(seed)
     }
@@ -294,6 +332,7 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Wrap<A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
+        self.count()?;
         let seed = self.wrap(seed);
         self.inner.next_key_seed(seed)
     }
@@ -324,6 +363,7 @@ impl<'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Wrap<A> {
             Wrap {
                 inner: variant,
                 max_elements,
+                seen: 0,
             },
         ))
     }
@@ -416,6 +456,12 @@ mod tests {
             assert!(decode_from_slice::<bytes::Bytes>(&bytes).is_err());
             assert!(decode_from_slice::<Vec<u64>>(&bytes).is_err());
             assert!(decode_from_slice::<HashMap<String, String>>(&bytes).is_err());
+            // Elements of no size: an error, at once, not a long count.
+            assert!(decode_from_slice::<Vec<()>>(&bytes).is_err());
+            assert!(decode_from_slice::<std::collections::HashSet<()>>(&bytes).is_err());
         }
+        // A short honest sequence of them still decodes.
+        let bytes = encode(&vec![(); 4000]);
+        assert_eq!(decode_from_slice::<Vec<()>>(&bytes).unwrap().0.len(), 4000);
     }
 }

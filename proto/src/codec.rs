@@ -38,6 +38,41 @@ pub const SMALL_FRAME: usize = 1024;
 /// so a payload can be checked against the frame limit before it is framed.
 pub const MESSAGE_OVERHEAD: usize = 64;
 
+/// The largest payload a frame of `max_frame_length` bytes carries with its
+/// message around it: the payload limit both sides check before sending.
+pub const fn max_payload(max_frame_length: usize) -> usize {
+    max_frame_length.saturating_sub(MESSAGE_OVERHEAD)
+}
+
+/// A payload limit as both sides name it in their errors: the limit and
+/// the setting it comes from.
+///
+/// It holds the payload limit, [`max_payload`] of the frame limit; the
+/// frame limit it shows is that plus [`MESSAGE_OVERHEAD`] (a supervisor
+/// never sets a frame limit below 1024 bytes).
+///
+/// ```
+/// use drover_proto::codec::{max_payload, PayloadLimit};
+///
+/// assert_eq!(
+///     PayloadLimit(max_payload(65536)).to_string(),
+///     "the payload limit of 65472 bytes (max_frame_length 65536 less 64 bytes of message)"
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadLimit(pub usize);
+
+impl std::fmt::Display for PayloadLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the payload limit of {} bytes (max_frame_length {} less {MESSAGE_OVERHEAD} bytes of message)",
+            self.0,
+            self.0 + MESSAGE_OVERHEAD
+        )
+    }
+}
+
 /// Encodes and decodes [`Message`]s as length-delimited frames.
 ///
 /// Decoding an oversize header fails with [`ProtocolError::FrameTooLarge`];

@@ -136,8 +136,22 @@ impl AsyncRead for FdReader {
             && remaining >= BULK_READ
             && remaining <= this.frames.body_left
         {
+            //
+            // Through `try_io` (`try_read_buf`), which forgets the socket's
+            // readiness only on `WouldBlock`: a read that stops short of
+            // what is there (a hostile peer's descriptors in the middle of
+            // a body end a read early; the kernel drops them, since workers
+            // never send any) must not leave the rest unread until the
+            // peer writes again, which it may never do.
             let before = buf.filled().len();
-            ready!(Pin::new(&mut this.half).poll_read(cx, buf))?;
+            loop {
+                ready!(this.half.as_ref().poll_read_ready(cx))?;
+                match this.half.try_read_buf(buf) {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
             let read = &buf.filled()[before..];
             this.frames.saw(read);
             return Poll::Ready(Ok(()));
