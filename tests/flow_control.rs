@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, next_exit, peak_rss_kb, pids, pool, within, Cmd, LIMIT};
+use common::{eventually, next_exit, open_fds, peak_rss_kb, pids, pool, within, Cmd, LIMIT};
 use drover::ExitReason;
 use tokio::io::AsyncReadExt;
 
@@ -26,6 +26,9 @@ async fn a_worker_that_ignores_credit_is_stopped_at_the_window() {
     )
     .await
     .unwrap();
+    // Two workers' descriptors (socket, stderr pipe): the same once the
+    // offender is replaced, so nothing of it stays open here.
+    let fds = open_fds();
     let mut events = pool.events();
     let before = peak_rss_kb();
     // The answer arrives, then its stream, a gibibyte of it, pushed with
@@ -61,6 +64,11 @@ async fn a_worker_that_ignores_credit_is_stopped_at_the_window() {
         eventually(LIMIT, || pids(&pool).len() == 2
             && !pids(&pool).contains(&pusher))
         .await
+    );
+    assert!(
+        eventually(LIMIT, || open_fds() == fds).await,
+        "descriptors: {} now, {fds} before",
+        open_fds()
     );
     for i in 0..4 {
         let text = format!("echo {i}");

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{eventually, next_exit, peak_rss_kb, pool, within, Cmd, LIMIT};
+use common::{eventually, next_exit, open_fds, peak_rss_kb, pool, within, Cmd, LIMIT};
 use drover::{Error, ExitReason};
 
 const MIB: usize = 1024 * 1024;
@@ -66,6 +66,9 @@ async fn a_worker_that_stops_reading_is_killed_at_the_queue_bound() {
     })
     .await;
 
+    // Two workers' descriptors (socket, stderr pipe): the same once the
+    // offender is replaced, so nothing of it stays open here.
+    let fds = open_fds();
     let before = peak_rss_kb();
     let blob = Bytes::from(vec![0x5a; MIB]);
     for i in 0..1024 {
@@ -79,6 +82,7 @@ async fn a_worker_that_stops_reading_is_killed_at_the_queue_bound() {
         }
     }
     let growth_kb = peak_rss_kb().saturating_sub(before);
+    eprintln!("1 GiB broadcast: the supervisor's peak grew by {growth_kb} kB");
 
     let exit = next_exit(&mut events).await;
     assert_eq!(exit.pid, stopped);
@@ -106,6 +110,11 @@ async fn a_worker_that_stops_reading_is_killed_at_the_queue_bound() {
         eventually(LIMIT, || pool.health().len() == 2
             && pool.health().iter().all(|h| h.pid != stopped))
         .await
+    );
+    assert!(
+        eventually(LIMIT, || open_fds() == fds).await,
+        "descriptors: {} now, {fds} before",
+        open_fds()
     );
     let answer = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo("after".into())))
         .await

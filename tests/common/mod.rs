@@ -60,6 +60,20 @@ pub fn peak_rss_kb() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// How many descriptors this process has open.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count())
+}
+
+/// A fresh, empty directory of this test process's own, named `name`,
+/// and the path of a database file in it.
+pub fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("drover-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("jobs.db")
+}
+
 /// Whether `pid` exists at all (alive or zombie).
 pub fn exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
