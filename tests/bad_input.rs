@@ -173,7 +173,7 @@ async fn oversize_payload_is_refused_before_sending() {
         }
         other => panic!("expected PayloadTooLarge, got {other:?}"),
     }
-    assert!(err.to_string().contains("frame limit"), "{err}");
+    assert!(err.to_string().contains("payload limit"), "{err}");
     assert_eq!(pool.health()[0].served, 0, "nothing reached the worker");
     // A payload right at the limit still goes through.
     let fits = vec![7u8; pool.max_payload()];
@@ -329,7 +329,7 @@ async fn an_answer_over_the_frame_limit_is_an_error_naming_the_limit() {
         } => {
             assert_eq!(*p, pid);
             assert!(
-                message.contains("frame limit of 1048576 bytes"),
+                message.contains("payload limit of 1048512 bytes (max_frame_length 1048576"),
                 "{message}"
             );
         }

@@ -116,7 +116,7 @@ async fn an_answer_over_the_frame_limit_is_an_error_and_the_worker_stays() {
     )
     .await
     .unwrap_err();
-    assert!(err.to_string().contains("frame limit"), "{err}");
+    assert!(err.to_string().contains("payload limit"), "{err}");
     let answer = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo("still here".into())))
         .await
         .unwrap();

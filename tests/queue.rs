@@ -48,8 +48,9 @@ async fn jobs_run_and_leave_the_queue() {
 
 #[tokio::test]
 async fn timers_fire_when_due_and_not_before() {
-    let queue = JobQueue::new(SqliteStore::in_memory().await.unwrap())
-        .poll_interval(Duration::from_secs(5));
+    let queue = JobQueue::builder(SqliteStore::in_memory().await.unwrap())
+        .poll_interval(Duration::from_secs(5))
+        .build();
     let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
     let runner = queue.start(pool.clone());
     let pushed = Instant::now();
@@ -77,9 +78,10 @@ async fn timers_fire_when_due_and_not_before() {
 
 #[tokio::test]
 async fn failing_jobs_back_off_then_die_with_their_error() {
-    let queue = JobQueue::new(SqliteStore::in_memory().await.unwrap())
+    let queue = JobQueue::builder(SqliteStore::in_memory().await.unwrap())
         .max_attempts(3)
-        .backoff(Duration::from_millis(20), Duration::from_millis(100));
+        .backoff(Duration::from_millis(20), Duration::from_millis(100))
+        .build();
     let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
     let runner = queue.start(pool.clone());
     let id = queue.push(&Cmd::Fail("out of ink".into())).await.unwrap();
@@ -126,8 +128,9 @@ async fn jobs_of_a_runner_that_died_run_again() {
     first.0.wait().unwrap();
 
     // Second life, on the same file: the leases run out, the jobs run.
-    let queue = JobQueue::new(SqliteStore::open(&path).await.unwrap())
-        .poll_interval(Duration::from_millis(50));
+    let queue = JobQueue::builder(SqliteStore::open(&path).await.unwrap())
+        .poll_interval(Duration::from_millis(50))
+        .build();
     assert_eq!(
         queue.stats().await.unwrap().running,
         2,
@@ -230,7 +233,9 @@ async fn two_runners_share_a_postgres_queue_and_run_each_job_once() {
     let Some((store, schema)) = pg_store("drover_share").await else {
         return;
     };
-    let queue = JobQueue::new(store).poll_interval(Duration::from_millis(50));
+    let queue = JobQueue::builder(store)
+        .poll_interval(Duration::from_millis(50))
+        .build();
     let ids: HashSet<i64> = {
         let mut ids = HashSet::new();
         for i in 0..300 {
@@ -266,10 +271,11 @@ async fn postgres_timers_and_dead_jobs() {
     let Some((store, schema)) = pg_store("drover_timers").await else {
         return;
     };
-    let queue = JobQueue::new(store)
+    let queue = JobQueue::builder(store)
         .max_attempts(2)
         .backoff(Duration::from_millis(10), Duration::from_millis(10))
-        .poll_interval(Duration::from_millis(50));
+        .poll_interval(Duration::from_millis(50))
+        .build();
     let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
     let runner = queue.start(pool.clone());
     let started = Instant::now();
@@ -295,4 +301,51 @@ async fn postgres_timers_and_dead_jobs() {
     within(LIMIT, "stop", runner.stop()).await;
     within(LIMIT, "soft kill", pool.soft_kill()).await;
     schema.drop_now().await;
+}
+
+/// Settings are the builder's: a builder cloned, a queue built from it,
+/// cloned and started, all without a panic; the settings take effect in
+/// the runner started from a clone (one attempt; a lease whose request
+/// timeout ends a job that runs longer).
+#[tokio::test]
+async fn settings_set_on_a_builder_take_effect_in_every_clone() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    let base = JobQueue::builder(store).poll_interval(Duration::from_millis(50));
+    let _unused = base.clone().max_attempts(9).build();
+    let queue = base
+        .max_attempts(1)
+        .lease(Duration::from_millis(300))
+        .build();
+    let copy = queue.clone();
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(1).kill_after(Duration::from_millis(100)).spawn(),
+    )
+    .await
+    .unwrap();
+    let runner = copy.start(pool.clone());
+    let id = queue.push(&Cmd::Sleep(5_000)).await.unwrap();
+    assert!(
+        settled(
+            &queue,
+            Stats {
+                dead: 1,
+                ..Stats::default()
+            }
+        )
+        .await,
+        "the job never died"
+    );
+    let dead = queue.dead().await.unwrap();
+    assert_eq!(dead[0].id, id);
+    assert_eq!(dead[0].attempts, 1, "max_attempts(1)");
+    // The request's timeout is 90% of the lease.
+    assert!(
+        dead[0].last_error.contains("timed out after 270ms"),
+        "{}",
+        dead[0].last_error
+    );
+    within(LIMIT, "stop", runner.stop()).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
 }

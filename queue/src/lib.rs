@@ -24,23 +24,31 @@
 //! - **Timers.** A timer is a job due later. The runner sleeps until the
 //!   next job is due, a job is pushed in this process, or the poll interval
 //!   passes (jobs pushed by other processes).
+//! - **Idle.** [`Runner::idle`] resolves when the runner holds no job and
+//!   the store holds none due: a due job not yet claimed is work not yet
+//!   started, a timer not yet due is not.
 //!
 //! # Layout
 //!
 //! - `runner.rs`: [`JobQueue`] and its [`Runner`].
+//! - `builder.rs`: [`JobQueueBuilder`], a queue's settings.
+//! - `idle.rs`: what a runner is doing, for [`Runner::idle`].
 //! - `store.rs`: the [`Store`] trait and its records.
 //! - `sql.rs`: the statements of each database and their one
 //!   implementation; `sqlite.rs`, `postgres.rs`: the stores.
 //! - `error.rs`: [`QueueError`].
 #![forbid(unsafe_code)]
 
+mod builder;
 mod error;
+mod idle;
 mod postgres;
 mod runner;
 mod sql;
 mod sqlite;
 mod store;
 
+pub use builder::JobQueueBuilder;
 pub use error::QueueError;
 pub use postgres::PgStore;
 pub use runner::{JobQueue, Runner};

@@ -8,23 +8,14 @@ use std::time::{Duration, SystemTime};
 use drover_proto::{encode_value, timestamp_from_micros, EVENT_POST_JOB};
 use drover_supervisor::{Error, Event, Events, Response, Supervisor};
 use serde::Serialize;
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::builder::{JobQueueBuilder, Settings};
 use crate::error::QueueError;
+use crate::idle::{ActivityTx, Claim, DueJobs, Idle};
 use crate::store::{DeadJob, Job, JobId, Stats, Store};
-
-/// Settings of a queue; see [`JobQueue`]'s setters.
-#[derive(Debug, Clone)]
-struct Settings {
-    max_attempts: u32,
-    backoff_base: Duration,
-    backoff_max: Duration,
-    lease: Duration,
-    max_running: usize,
-    poll: Duration,
-}
 
 /// A durable job queue, run at least once by a drover pool.
 ///
@@ -90,82 +81,44 @@ impl<S> fmt::Debug for JobQueue<S> {
 impl<S: Store> JobQueue<S> {
     /// A queue over `store`, with default settings: 5 attempts, back-off
     /// from 1 s doubling up to 5 min, leases of 5 min, 64 jobs running at
-    /// once, and a look at the store at least every second.
+    /// once, and a look at the store at least every second. For other
+    /// settings, [`builder`](JobQueue::builder).
     pub fn new(store: S) -> JobQueue<S> {
+        JobQueue::builder(store).build()
+    }
+
+    /// A queue over `store` with settings of its own: attempts, back-off,
+    /// lease, jobs running at once, poll interval; see [`JobQueueBuilder`].
+    /// They are fixed once it is built, for every clone of the queue.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use drover_queue::{JobQueue, SqliteStore};
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let queue = JobQueue::builder(SqliteStore::open("jobs.db").await?)
+    ///     .max_attempts(3)
+    ///     .lease(Duration::from_secs(60))
+    ///     .build();
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(store: S) -> JobQueueBuilder<S> {
+        JobQueueBuilder::new(store)
+    }
+
+    pub(crate) fn with_settings(store: S, settings: Settings) -> JobQueue<S> {
         JobQueue {
             inner: Arc::new(Inner {
                 store,
-                settings: Settings {
-                    max_attempts: 5,
-                    backoff_base: Duration::from_secs(1),
-                    backoff_max: Duration::from_secs(300),
-                    lease: Duration::from_secs(300),
-                    max_running: 64,
-                    poll: Duration::from_secs(1),
-                },
+                settings,
                 pushed: Notify::new(),
                 waiting: tokio::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    fn with(mut self, change: impl FnOnce(&mut Settings)) -> Self {
-        let inner =
-            Arc::get_mut(&mut self.inner).expect("settings are set before the queue is shared");
-        change(&mut inner.settings);
-        self
-    }
-
-    /// How many times a job runs before it is dead (default 5).
-    ///
-    /// # Panics
-    ///
-    /// If the queue was cloned or started already: settings come first.
-    pub fn max_attempts(self, n: u32) -> Self {
-        self.with(|s| s.max_attempts = n.max(1))
-    }
-
-    /// The back-off before a retry: `base` doubled at each failure, at most
-    /// `max` (default 1 s and 5 min).
-    ///
-    /// # Panics
-    ///
-    /// As [`max_attempts`](JobQueue::max_attempts).
-    pub fn backoff(self, base: Duration, max: Duration) -> Self {
-        self.with(|s| {
-            s.backoff_base = base;
-            s.backoff_max = max.max(base);
-        })
-    }
-
-    /// How long a claimed job is held (default 5 min). A job's request
-    /// times out a little before, so a live runner never loses its lease; a
-    /// dead runner's jobs run again once their lease is over.
-    ///
-    /// # Panics
-    ///
-    /// As [`max_attempts`](JobQueue::max_attempts).
-    pub fn lease(self, lease: Duration) -> Self {
-        self.with(|s| s.lease = lease.max(Duration::from_millis(100)))
-    }
-
-    /// How many jobs one runner keeps in flight at once (default 64).
-    ///
-    /// # Panics
-    ///
-    /// As [`max_attempts`](JobQueue::max_attempts).
-    pub fn max_running(self, n: usize) -> Self {
-        self.with(|s| s.max_running = n.max(1))
-    }
-
-    /// How often a runner looks at the store when nothing woke it (default
-    /// 1 s): jobs pushed by other processes are seen within this time.
-    ///
-    /// # Panics
-    ///
-    /// As [`max_attempts`](JobQueue::max_attempts).
-    pub fn poll_interval(self, every: Duration) -> Self {
-        self.with(|s| s.poll = every.max(Duration::from_millis(10)))
+    #[cfg(test)]
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.inner.settings
     }
 
     /// Adds a job, due now.
@@ -275,17 +228,30 @@ impl<S: Store> JobQueue<S> {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let owner = format!("{}:{}", std::process::id(), uuid::Uuid::new_v4());
-        let posted = accept_posted(self.clone(), pool.events(), stop.clone());
+        let (catch_up, catch_up_rx) = mpsc::channel(16);
+        let posted = accept_posted(self.clone(), pool.events(), catch_up_rx, stop.clone());
         tracker.spawn(posted);
+        let (activity, activity_rx) = crate::idle::activity();
         let run = run(
             self.inner.clone(),
             pool,
             owner,
+            activity,
             stop.clone(),
             tracker.clone(),
         );
         tracker.spawn(run);
-        Runner { stop, tracker }
+        let idle = Idle {
+            activity: activity_rx,
+            store: self.inner.clone(),
+            posted: catch_up,
+            poll: self.inner.settings.poll,
+        };
+        Runner {
+            stop,
+            tracker,
+            idle,
+        }
     }
 }
 
@@ -295,9 +261,55 @@ impl<S: Store> JobQueue<S> {
 pub struct Runner {
     stop: CancellationToken,
     tracker: TaskTracker,
+    idle: Idle,
 }
 
 impl Runner {
+    /// Resolves the next time this runner is idle: it holds no job
+    /// (nothing claimed, nothing running on the pool or being recorded)
+    /// and the store holds no job that is due. At once if it is idle
+    /// already (after one look at the store).
+    ///
+    /// A due job waiting in the store counts as work not yet started, so
+    /// this does not resolve while the runner has jobs left to claim (more
+    /// than `max_running`, say). A job whose time has not come (a timer,
+    /// or a retry waiting out its back-off) does not count until it falls
+    /// due. A job a worker posts (`Worker::post_job`) while it runs one
+    /// counts from the moment the job that posted it ends: the runner
+    /// stores what was posted before this looks at the store.
+    ///
+    /// This reads the store itself, so a due job another process pushed
+    /// counts as soon as it is stored (the runner claims it at its next
+    /// look, within the poll interval); on a store several runners share,
+    /// a due job counts whichever runner will take it, and the jobs other
+    /// runners hold do not.
+    ///
+    /// A store that cannot be read counts as holding due jobs: this waits,
+    /// and asks again at the next change or poll interval.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(queue: drover_queue::JobQueue<drover_queue::SqliteStore>, pool: drover_supervisor::Supervisor) -> Result<(), drover_queue::QueueError> {
+    /// let runner = queue.start(pool);
+    /// for n in 0..100u32 {
+    ///     queue.push(&n).await?;
+    /// }
+    /// // Each ran (and what it posted, if due); a failed one may be
+    /// // waiting out its back-off to run again.
+    /// runner.idle().await;
+    /// runner.stop().await;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only watches the runner and reads the store, and
+    /// dropping it changes nothing.
+    pub async fn idle(&self) {
+        self.idle.wait().await;
+    }
+
     /// Stops claiming jobs and waits until the jobs in flight have been
     /// answered and recorded (completed, or put back for a retry).
     pub async fn stop(self) {
@@ -317,6 +329,7 @@ async fn run<S: Store>(
     inner: Arc<Inner<S>>,
     pool: Supervisor,
     owner: String,
+    activity: ActivityTx,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -329,16 +342,21 @@ async fn run<S: Store>(
         let claimed = if free == 0 {
             Vec::new()
         } else {
-            match inner.store.claim(&owner, free, settings.lease).await {
+            // Seen by `Runner::idle` from before the claim until its jobs
+            // are counted as running.
+            let claim = Claim::begin(&activity);
+            let jobs = match inner.store.claim(&owner, free, settings.lease).await {
                 Ok(jobs) => jobs,
                 Err(e) => {
                     tracing::error!("job queue: {e}");
                     Vec::new()
                 }
-            }
+            };
+            let running = claim.took(jobs.len());
+            jobs.into_iter().zip(running).collect()
         };
         let full = free > 0 && claimed.len() == free;
-        for job in claimed {
+        for (job, running) in claimed {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 break;
             };
@@ -346,6 +364,7 @@ async fn run<S: Store>(
             tracker.spawn(async move {
                 run_job(&inner, &pool, &owner, job).await;
                 drop(slot);
+                drop(running);
             });
         }
         if full {
@@ -371,11 +390,26 @@ async fn run<S: Store>(
 }
 
 /// Stores the jobs the pool's workers post, until stopped.
-async fn accept_posted<S: Store>(queue: JobQueue<S>, mut events: Events, stop: CancellationToken) {
+///
+/// A request on `catch_up` is answered once every event the pool reported
+/// before it has been handled (`Runner::idle` asks before it reads the
+/// store): events come first.
+async fn accept_posted<S: Store>(
+    queue: JobQueue<S>,
+    mut events: Events,
+    mut catch_up: mpsc::Receiver<oneshot::Sender<()>>,
+    stop: CancellationToken,
+) {
     loop {
         let event = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             event = events.recv() => event,
+            Some(caught_up) = catch_up.recv() => {
+                // No event was waiting, and the last one is stored.
+                let _ = caught_up.send(());
+                continue;
+            }
         };
         let Some(event) = event else { return };
         let Event::Custom(posted) = event else {
@@ -465,6 +499,18 @@ async fn run_job<S: Store>(inner: &Inner<S>, pool: &Supervisor, owner: &str, job
             "job's lease ran out before it finished; another runner has it"
         ),
         Err(e) => tracing::error!(id = job.id, "job queue: {e}"),
+    }
+}
+
+impl<S: Store> DueJobs for Inner<S> {
+    fn due_now(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, QueueError>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let next = self.store.next_due().await?;
+            Ok(next.is_some_and(|due| due <= SystemTime::now()))
+        })
     }
 }
 

@@ -108,10 +108,12 @@ pub trait Store: Send + Sync + 'static {
     fn dead(&self) -> impl Future<Output = Result<Vec<DeadJob>, QueueError>> + Send;
 }
 
-/// Microseconds since the Unix epoch, as the stores keep times.
+/// Microseconds since the Unix epoch, as the stores keep times (a time
+/// too far ahead for an `i64` is kept as the farthest one, never wrapped
+/// into the past).
 pub(crate) fn micros(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
+        .map(|d| d.as_micros().min(i64::MAX as u128) as i64)
         .unwrap_or(0)
 }
 

@@ -29,12 +29,14 @@ pub struct Batch<'a, I> {
     jobs: I,
     concurrency: usize,
     on_answer: Option<OnAnswer<'a>>,
+    keep_answers: bool,
 }
 
 impl<I> fmt::Debug for Batch<'_, I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batch")
             .field("concurrency", &self.concurrency)
+            .field("keep_answers", &self.keep_answers)
             .finish_non_exhaustive()
     }
 }
@@ -48,6 +50,11 @@ pub struct BatchReport {
     pub succeeded: usize,
     /// Jobs that failed: their position in the batch and why.
     pub failed: Vec<(usize, Error)>,
+    /// Only with [`Batch::keep_answers`] (empty otherwise): every job's
+    /// answer by its position in the batch, `answers[i]` for job `i`, one
+    /// for each job run; `None` for a job that failed (its error is in
+    /// `failed`).
+    pub answers: Vec<Option<Response>>,
     /// From the first job sent to the last answer.
     pub elapsed: Duration,
     /// Jobs answered by each worker, by pid.
@@ -64,6 +71,7 @@ impl<'a, I> Batch<'a, I> {
             jobs,
             concurrency,
             on_answer: None,
+            keep_answers: false,
         }
     }
 }
@@ -80,10 +88,35 @@ where
         self
     }
 
-    /// Called with each job's position and outcome as it ends (answers
-    /// are not kept in the report).
+    /// Called with each job's position and outcome as it ends (the
+    /// report keeps answers only with [`keep_answers`](Batch::keep_answers)).
     pub fn on_answer(mut self, f: impl FnMut(usize, &Result<Response, Error>) + Send + 'a) -> Self {
         self.on_answer = Some(Box::new(f));
+        self
+    }
+
+    /// Keeps every answer in the report, by position
+    /// ([`BatchReport::answers`]). Off by default, since the answers of a
+    /// long batch add up: each kept answer is a [`Response`] (under 100
+    /// bytes) and its payload, which shares the buffer its worker's
+    /// connection read it into, so a batch keeps about as many bytes alive
+    /// as its workers answered with, until the report is dropped. For
+    /// answers too many to keep, fold them as they come with
+    /// [`on_answer`](Batch::on_answer).
+    ///
+    /// ```no_run
+    /// # async fn run(pool: drover_supervisor::Supervisor) -> Result<(), drover_supervisor::Error> {
+    /// let report = pool.batch(["a", "b", "c"]).keep_answers().run().await;
+    /// for (i, answer) in report.answers.iter().enumerate() {
+    ///     match answer {
+    ///         Some(answer) => println!("job {i}: {}", answer.data::<String>()?),
+    ///         None => println!("job {i} failed"),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn keep_answers(mut self) -> Self {
+        self.keep_answers = true;
         self
     }
 
@@ -98,9 +131,13 @@ where
             jobs,
             concurrency,
             mut on_answer,
+            keep_answers,
         } = self;
         let mut events = pool.events();
         let mut report = BatchReport::default();
+        if keep_answers {
+            report.answers.reserve(jobs.size_hint().0);
+        }
         let started = Instant::now();
         let mut answers = futures::stream::iter(jobs.enumerate())
             .map(|(index, job)| async move { (index, pool.enqueue(&job).await) })
@@ -117,6 +154,12 @@ where
                         Ok(answer) => {
                             report.succeeded += 1;
                             *report.per_worker.entry(answer.pid()).or_default() += 1;
+                            if keep_answers {
+                                if report.answers.len() <= index {
+                                    report.answers.resize(index + 1, None);
+                                }
+                                report.answers[index] = Some(answer);
+                            }
                         }
                         Err(error) => report.failed.push((index, error)),
                     }
@@ -130,6 +173,10 @@ where
             add_stat(&mut report, event);
         }
         report.failed.sort_by_key(|(index, _)| *index);
+        if keep_answers {
+            // Failed jobs at the end have no entry yet.
+            report.answers.resize(report.total, None);
+        }
         report
     }
 }

@@ -19,6 +19,9 @@ pub(crate) struct Config {
     pub(crate) program: PathBuf,
     pub(crate) args: Vec<OsString>,
     pub(crate) env: Vec<(OsString, OsString)>,
+    /// The worker count the pool starts with. A running pool keeps the
+    /// count of its last resize: read it with `Shared::workers` (and the
+    /// settings as they run with `Shared::settings`), never here.
     pub(crate) workers: usize,
     pub(crate) start_timeout: Duration,
     pub(crate) max_frame_length: usize,
@@ -59,10 +62,25 @@ impl Config {
             .max(self.max_frame_length + drover_proto::FRAME_HEADER_LEN)
     }
 
+    /// These settings with what a reload replaces taken from `new`: the
+    /// program, its arguments and environment, the `config` value, the
+    /// isolation limits and output capture (see `Supervisor::reload_with`).
+    /// The rest belongs to the pool and stays as it is.
+    pub(crate) fn reloaded_with(&self, new: Config) -> Config {
+        Config {
+            program: new.program,
+            args: new.args,
+            env: new.env,
+            config: new.config,
+            limits: new.limits,
+            capture_output: new.capture_output,
+            ..self.clone()
+        }
+    }
+
     /// The largest payload a frame can carry with its message around it.
     pub(crate) fn max_payload(&self) -> usize {
-        self.max_frame_length
-            .saturating_sub(drover_proto::codec::MESSAGE_OVERHEAD)
+        drover_proto::codec::max_payload(self.max_frame_length)
     }
 }
 
@@ -193,9 +211,11 @@ impl Builder {
         self
     }
 
-    /// The largest frame either side may send, in bytes (default 64 MiB).
-    /// A payload that does not fit is refused before it is sent; a worker
-    /// that sends a larger frame is killed and replaced.
+    /// The largest frame either side may send, in bytes (default 64 MiB;
+    /// at least 1024). A payload over the payload limit, this less 64
+    /// bytes of message ([`Supervisor::max_payload`]), is refused before
+    /// it is sent, by either side, with an error naming both; a worker that
+    /// sends a larger frame is killed and replaced.
     pub fn max_frame_length(mut self, bytes: usize) -> Builder {
         self.config.max_frame_length = bytes.clamp(1024, u32::MAX as usize);
         self
@@ -238,7 +258,8 @@ impl Builder {
         self
     }
 
-    /// How often each worker's resident memory is sampled (default 500 ms).
+    /// How often each worker's resident memory is sampled (default 500 ms),
+    /// besides once as it becomes ready, so `health()` shows it from then.
     pub fn health_interval(mut self, interval: Duration) -> Builder {
         self.config.health_interval = interval.max(Duration::from_millis(10));
         self

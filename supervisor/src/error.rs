@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use drover_proto::codec::PayloadLimit;
 use drover_proto::{ProtocolError, RemoteErrorKind, RequestId, ValueError};
 
 use crate::event::WorkerExit;
@@ -67,12 +68,17 @@ pub enum Error {
         /// The queue's bound, `max_queue`.
         limit: usize,
     },
-    /// The encoded payload does not fit in a frame; nothing was sent.
-    #[error("payload of {size} bytes exceeds the frame limit of {limit} bytes (max_frame_length); nothing was sent")]
+    /// The encoded payload does not fit in a frame; nothing was sent. Its
+    /// text names the payload limit and the setting it comes from, as the
+    /// worker's does: "payload of 70000 bytes exceeds the payload limit of
+    /// 65472 bytes (max_frame_length 65536 less 64 bytes of message)".
+    #[error("payload of {size} bytes exceeds {}; nothing was sent", PayloadLimit(*.limit))]
     PayloadTooLarge {
         /// The encoded payload's size.
         size: usize,
-        /// The largest payload a frame can carry.
+        /// The payload limit: the largest payload a frame carries,
+        /// `max_frame_length` less the message around it
+        /// ([`Supervisor::max_payload`](crate::Supervisor::max_payload)).
         limit: usize,
     },
     /// A value given to the supervisor (request payload, event payload,

@@ -5,14 +5,32 @@ use std::fmt;
 use bytes::Bytes;
 use drover_proto::RequestId;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::error::Error;
 
 /// Something that happened in the pool, from [`Supervisor::events`].
 ///
+/// # Serialization
+///
+/// `Serialize` (serde), for a status endpoint or a log line: an event is
+/// an object whose `kind` names its variant in snake case, beside the
+/// variant's fields. In JSON:
+///
+/// ```text
+/// {"kind":"online"}
+/// {"kind":"worker_spawned","worker_id":3,"index":0,"pid":4242}
+/// {"kind":"worker_exited","worker_id":3,"index":0,"pid":4242,...}  (the fields of WorkerExit)
+/// {"kind":"custom","name":"progress","worker_id":3,"pid":4242,"payload":[1,2,3]}
+/// {"kind":"worker_state","worker_id":3,"pid":4242,"state":"busy"}
+/// {"kind":"worker_status","worker_id":3,"pid":4242,"message":"loading"}
+/// {"kind":"pool_failed","reason":"restart budget spent: ..."}
+/// ```
+///
 /// [`Supervisor::events`]: crate::Supervisor::events
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
     /// Every worker of the initial set has said `Ready`.
@@ -57,7 +75,12 @@ pub enum Event {
 }
 
 /// A custom event sent by a worker with `Worker::emit`.
-#[derive(Debug, Clone)]
+///
+/// Serialized (serde) as its name, sender and payload, the payload as the
+/// bytes the worker encoded (bincode; [`data`](CustomEvent::data) decodes
+/// them), which JSON writes as an array of numbers:
+/// `{"name":"progress","worker_id":3,"pid":4242,"payload":[1,2,3]}`.
+#[derive(Debug, Clone, Serialize)]
 pub struct CustomEvent {
     /// The event's name.
     pub name: String,
@@ -90,7 +113,10 @@ impl CustomEvent {
 }
 
 /// How a process ended, as the operating system reported it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Serialized (serde) as `{"code":1}` or `{"signal":9}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Termination {
     /// It exited with this code.
     Code(i32),
@@ -141,7 +167,23 @@ fn signal_name(signal: i32) -> Option<&'static str> {
 }
 
 /// Why a worker ended: asked to, or not.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialized (serde) as an object whose `kind` is [`kind`](ExitReason::kind)'s
+/// name, beside the variant's fields; a [`Duration`](std::time::Duration)
+/// as serde writes one, a request id as its hyphenated uuid, a
+/// [`RecycleCause`] in the same object. In JSON:
+///
+/// ```text
+/// {"kind":"crashed"}
+/// {"kind":"protocol_violation","detail":"it sent a Hello message, which ..."}
+/// {"kind":"timed_out","request_id":"67e55044-10b1-426f-9247-bb680e5fe0c8"}
+/// {"kind":"health_check","unanswered_for":{"secs":2,"nanos":0}}
+/// {"kind":"recycled","cause":"max_rss","rss":90000000,"limit":67108864}
+/// {"kind":"stalled","queued":134217800,"limit":134217728}
+/// {"kind":"task_failed","task":"writer","detail":"..."}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ExitReason {
     /// The pool asked it to stop with a soft kill, and it did.
@@ -215,7 +257,14 @@ pub enum ExitReason {
 }
 
 /// Why the pool retired a worker on purpose.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialized (serde) as an object whose `cause` names the variant in
+/// snake case, beside its fields: `{"cause":"max_requests","served":1000}`,
+/// `{"cause":"max_age","age":{"secs":3600,"nanos":0}}`, `{"cause":"reload"}`.
+/// Inside an [`ExitReason`] these join its object:
+/// `{"kind":"recycled","cause":"reload"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "cause", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RecycleCause {
     /// It answered its quota of requests (`max_requests`, with jitter).
@@ -338,7 +387,11 @@ impl fmt::Display for ExitReason {
 
 /// The end of one worker process, in [`Event::WorkerExited`] and in the
 /// errors of the requests it held.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialized (serde) field by field, in JSON:
+/// `{"worker_id":3,"index":0,"pid":4242,"termination":{"signal":9},
+/// "reason":{"kind":"crashed"},"in_flight":["67e55044-..."],"stderr_tail":["..."]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WorkerExit {
     /// The worker's id.
     pub worker_id: u64,
@@ -395,5 +448,255 @@ impl Events {
     /// Cancel safe: dropping the future loses no event.
     pub async fn recv(&mut self) -> Option<Event> {
         drover_proto::recv_lossy(&mut self.rx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::{json, to_value};
+
+    use super::*;
+    use crate::health::{WorkerHealth, WorkerState};
+
+    fn every_reason() -> Vec<ExitReason> {
+        vec![
+            ExitReason::SoftKill,
+            ExitReason::SoftKillTimeout,
+            ExitReason::HardKill,
+            ExitReason::Crashed,
+            ExitReason::ProtocolViolation {
+                detail: "bad frame".into(),
+            },
+            ExitReason::Handshake {
+                detail: "no hello".into(),
+            },
+            ExitReason::TimedOut {
+                request_id: RequestId::nil(),
+            },
+            ExitReason::HealthCheck {
+                unanswered_for: Duration::from_millis(2500),
+            },
+            ExitReason::PoolFailed,
+            ExitReason::Recycled(RecycleCause::Reload),
+            ExitReason::LimitExceeded {
+                limit: "CPU time of 1 s".into(),
+            },
+            ExitReason::Signalled { signal: 15 },
+            ExitReason::Stalled {
+                queued: 200,
+                limit: 100,
+            },
+            ExitReason::TaskFailed {
+                task: "writer",
+                detail: "panicked".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn an_exit_reason_is_named_by_its_kind() {
+        for reason in every_reason() {
+            let value = to_value(&reason).unwrap();
+            assert_eq!(value["kind"], reason.kind(), "{value}");
+        }
+    }
+
+    #[test]
+    fn exit_reasons_serialize_as_documented() {
+        let nil = "00000000-0000-0000-0000-000000000000";
+        let cases = [
+            (ExitReason::Crashed, json!({"kind": "crashed"})),
+            (
+                ExitReason::ProtocolViolation {
+                    detail: "bad frame".into(),
+                },
+                json!({"kind": "protocol_violation", "detail": "bad frame"}),
+            ),
+            (
+                ExitReason::TimedOut {
+                    request_id: RequestId::nil(),
+                },
+                json!({"kind": "timed_out", "request_id": nil}),
+            ),
+            (
+                ExitReason::HealthCheck {
+                    unanswered_for: Duration::from_millis(2500),
+                },
+                json!({"kind": "health_check", "unanswered_for": {"secs": 2, "nanos": 500_000_000}}),
+            ),
+            (
+                ExitReason::Recycled(RecycleCause::MaxRss { rss: 9, limit: 8 }),
+                json!({"kind": "recycled", "cause": "max_rss", "rss": 9, "limit": 8}),
+            ),
+            (
+                ExitReason::Recycled(RecycleCause::Reload),
+                json!({"kind": "recycled", "cause": "reload"}),
+            ),
+            (
+                ExitReason::Stalled {
+                    queued: 200,
+                    limit: 100,
+                },
+                json!({"kind": "stalled", "queued": 200, "limit": 100}),
+            ),
+            (
+                ExitReason::TaskFailed {
+                    task: "writer",
+                    detail: "panicked".into(),
+                },
+                json!({"kind": "task_failed", "task": "writer", "detail": "panicked"}),
+            ),
+            (
+                ExitReason::Signalled { signal: 15 },
+                json!({"kind": "signalled", "signal": 15}),
+            ),
+        ];
+        for (reason, want) in cases {
+            assert_eq!(to_value(&reason).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn recycle_causes_and_terminations_serialize_as_documented() {
+        let cases = [
+            (
+                RecycleCause::MaxRequests { served: 1000 },
+                json!({"cause": "max_requests", "served": 1000}),
+            ),
+            (
+                RecycleCause::MaxAge {
+                    age: Duration::from_secs(3600),
+                },
+                json!({"cause": "max_age", "age": {"secs": 3600, "nanos": 0}}),
+            ),
+            (RecycleCause::Resize, json!({"cause": "resize"})),
+            (RecycleCause::Drain, json!({"cause": "drain"})),
+            (
+                RecycleCause::GroupRemoved,
+                json!({"cause": "group_removed"}),
+            ),
+        ];
+        for (cause, want) in cases {
+            assert_eq!(to_value(&cause).unwrap(), want);
+        }
+        assert_eq!(to_value(Termination::Code(1)).unwrap(), json!({"code": 1}));
+        assert_eq!(
+            to_value(Termination::Signal(9)).unwrap(),
+            json!({"signal": 9})
+        );
+    }
+
+    #[test]
+    fn events_serialize_as_documented() {
+        let exit = WorkerExit {
+            worker_id: 3,
+            index: 0,
+            pid: 4242,
+            termination: Termination::Signal(9),
+            reason: ExitReason::Crashed,
+            in_flight: vec![RequestId::nil()],
+            stderr_tail: vec!["oops".into()],
+        };
+        let cases = [
+            (Event::Online, json!({"kind": "online"})),
+            (
+                Event::WorkerSpawned {
+                    worker_id: 3,
+                    index: 0,
+                    pid: 4242,
+                },
+                json!({"kind": "worker_spawned", "worker_id": 3, "index": 0, "pid": 4242}),
+            ),
+            (
+                Event::WorkerExited(exit),
+                json!({
+                    "kind": "worker_exited",
+                    "worker_id": 3,
+                    "index": 0,
+                    "pid": 4242,
+                    "termination": {"signal": 9},
+                    "reason": {"kind": "crashed"},
+                    "in_flight": ["00000000-0000-0000-0000-000000000000"],
+                    "stderr_tail": ["oops"],
+                }),
+            ),
+            (
+                Event::Custom(CustomEvent::new(
+                    "progress".into(),
+                    3,
+                    4242,
+                    Bytes::from_static(&[1, 2, 3]),
+                )),
+                json!({"kind": "custom", "name": "progress", "worker_id": 3, "pid": 4242, "payload": [1, 2, 3]}),
+            ),
+            (
+                Event::WorkerState {
+                    worker_id: 3,
+                    pid: 4242,
+                    state: WorkerState::Busy,
+                },
+                json!({"kind": "worker_state", "worker_id": 3, "pid": 4242, "state": "busy"}),
+            ),
+            (
+                Event::WorkerStatus {
+                    worker_id: 3,
+                    pid: 4242,
+                    message: "loading".into(),
+                },
+                json!({"kind": "worker_status", "worker_id": 3, "pid": 4242, "message": "loading"}),
+            ),
+            (
+                Event::PoolFailed {
+                    reason: "restart budget spent".into(),
+                },
+                json!({"kind": "pool_failed", "reason": "restart budget spent"}),
+            ),
+        ];
+        for (event, want) in cases {
+            assert_eq!(to_value(&event).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn health_serializes_as_documented() {
+        for state in [
+            WorkerState::Starting,
+            WorkerState::Ready,
+            WorkerState::Busy,
+            WorkerState::Stopping,
+            WorkerState::Stopped,
+            WorkerState::Crashed,
+        ] {
+            assert_eq!(to_value(state).unwrap(), json!(state.to_string()));
+        }
+        let health = WorkerHealth {
+            worker_id: 3,
+            index: 0,
+            pid: 4242,
+            rss: Some(5_242_880),
+            in_flight: 1,
+            state: WorkerState::Ready,
+            status: None,
+            served: 17,
+            open_sockets: 0,
+            age: Duration::from_millis(12_500),
+        };
+        assert_eq!(
+            to_value(&health).unwrap(),
+            json!({
+                "worker_id": 3,
+                "index": 0,
+                "pid": 4242,
+                "rss": 5_242_880,
+                "in_flight": 1,
+                "state": "ready",
+                "status": null,
+                "served": 17,
+                "open_sockets": 0,
+                "age": {"secs": 12, "nanos": 500_000_000},
+            })
+        );
     }
 }

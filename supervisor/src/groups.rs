@@ -52,6 +52,10 @@ pub struct GroupsDiff {
 /// that are new start, those no longer declared are torn down gracefully
 /// (their workers finish what they hold), changed ones are resized or
 /// replaced, and unchanged ones are left alone, same processes and all.
+/// Each declaration is compared with its group's pool as it runs: the
+/// worker count of its last resize and its workers' settings after any
+/// reload (whether `set_groups` or its caller did them), so after every
+/// call the running groups are the declared ones.
 ///
 /// # Examples
 ///
@@ -173,19 +177,24 @@ impl Groups {
         }
 
         for (name, builder, config) in wanted {
-            let existing = self.group(&name);
+            // Compared with the pool as it runs (its count after a resize,
+            // its workers' settings after a reload), never as it was built.
+            let existing = self.group(&name).map(|pool| {
+                let running = pool.settings();
+                (pool, running)
+            });
             match existing {
                 None => {
                     let pool = builder.spawn().await?;
                     self.map().insert(name.clone(), pool);
                     diff.added.push(name);
                 }
-                Some(pool) if *pool.config() == config => diff.unchanged.push(name),
-                Some(pool) if only_count_differs(pool.config(), &config) => {
+                Some((_, running)) if running == config => diff.unchanged.push(name),
+                Some((pool, running)) if only_count_differs(&running, &config) => {
                     pool.resize(config.workers).await?;
                     diff.changed.push(name);
                 }
-                Some(old) => {
+                Some((old, _)) => {
                     let fresh = builder.spawn().await?;
                     self.map().insert(name.clone(), fresh);
                     old.soft_kill_as(ExitReason::Recycled(RecycleCause::Reload))

@@ -2,8 +2,14 @@
 
 use std::fmt;
 
+use serde::Serialize;
+
 /// Where a worker is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Serialized (serde) as its name in snake case, as `Display` writes it:
+/// `"ready"`, `"busy"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum WorkerState {
     /// Started, handshake not finished.
@@ -35,7 +41,13 @@ impl fmt::Display for WorkerState {
 }
 
 /// A snapshot of one worker, from [`Supervisor::health`](crate::Supervisor::health).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialized (serde) field by field, `age` as serde writes a
+/// [`Duration`](std::time::Duration), in JSON:
+/// `{"worker_id":3,"index":0,"pid":4242,"rss":5242880,"in_flight":1,
+/// "state":"ready","status":null,"served":17,"open_sockets":0,
+/// "age":{"secs":12,"nanos":500000000}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WorkerHealth {
     /// The worker's id (unique for the pool's life).
     pub worker_id: u64,
@@ -43,8 +55,10 @@ pub struct WorkerHealth {
     pub index: u32,
     /// Its pid.
     pub pid: u32,
-    /// Resident memory at the last sample, in bytes; `None` before the
-    /// first sample.
+    /// Resident memory at the last sample, in bytes. Each worker is
+    /// sampled as it becomes ready (its handshake done), and every worker
+    /// at each `health_interval`; `None` before the first sample (a worker
+    /// still starting) or where memory cannot be read (no `/proc`).
     pub rss: Option<u64>,
     /// Requests sent to it and not yet answered.
     pub in_flight: usize,

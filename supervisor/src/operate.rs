@@ -253,7 +253,9 @@ impl Shared {
         // serving, and replacements of any that die use what worked.
         let previous = self.spec();
         if let Some(spec) = spec {
-            self.set_spec(spec);
+            // Only what a reload replaces: the pool's own settings (worker
+            // count, caps, timeouts) stay, so `settings()` says what runs.
+            self.set_spec(previous.reloaded_with(spec));
         }
         let result = self.reload_workers().await;
         if result.is_err() {

@@ -52,6 +52,16 @@ impl std::fmt::Debug for Extras {
     }
 }
 
+/// One worker's resident size, read by the memory sampler.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RssReading {
+    pub(crate) worker_id: u64,
+    /// Whether its handshake was done when it was read.
+    pub(crate) ready: bool,
+    /// `None` if it could not be read.
+    pub(crate) rss: Option<u64>,
+}
+
 /// Where a caller's answer goes.
 pub(crate) type Reply = oneshot::Sender<Result<Response, Error>>;
 
@@ -355,6 +365,15 @@ impl PoolState {
         self.active() + self.launching < self.target
     }
 
+    /// Whether no worker holds a request and none is queued (an entry
+    /// whose caller left is not: it will never run). A request whose
+    /// caller left while a worker had it counts until the worker lets go
+    /// of it (answers or dies).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.workers.iter().all(|w| w.in_flight.is_empty())
+            && self.pending.iter().all(|p| p.reply.is_closed())
+    }
+
     /// Takes one restart from the budget (`max_restarts` within
     /// `restart_window`); `Err` says the budget is spent, and why.
     pub(crate) fn spend_restart(&mut self, config: &Config, last: &str) -> Result<(), String> {
@@ -403,8 +422,10 @@ pub(crate) struct Shared {
     /// ready or gone, the queue emptied, startup done).
     changed: watch::Sender<u64>,
     next_worker_id: AtomicU64,
-    /// What workers are started with: the builder's settings, replaced by
-    /// a reload with new ones.
+    /// What workers are started with: the builder's settings, those a
+    /// reload replaces taken from the reload's (`Config::reloaded_with`).
+    /// Its worker count is the initial one: the count the pool keeps is
+    /// `PoolState::target`.
     spec: Mutex<Arc<Config>>,
     /// Serialises pool operations (resize, reload, drain, resume).
     pub(crate) operations: tokio::sync::Mutex<()>,
@@ -475,6 +496,21 @@ impl Shared {
     /// Replaces the settings new workers start with.
     pub(crate) fn set_spec(&self, spec: Config) {
         *self.spec.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(spec);
+    }
+
+    /// How many workers the pool keeps: the builder's count, then the last
+    /// resize's.
+    pub(crate) fn workers(&self) -> usize {
+        self.lock().target
+    }
+
+    /// The pool's settings as it runs now: those its workers start with
+    /// (after any reload) and the worker count it keeps (after any resize).
+    /// What a declaration is compared with (`Groups::set_groups`).
+    pub(crate) fn settings(&self) -> Config {
+        let mut settings = Config::clone(&self.spec());
+        settings.workers = self.workers();
+        settings
     }
 
     pub(crate) fn next_worker_id(&self) -> u64 {
@@ -564,6 +600,9 @@ impl Shared {
         // it comes up, since its caller's receiver is gone. No search: a
         // wave of cancellations in a long queue stays linear.
         state.left_queue += 1;
+        drop(state);
+        // The queue may hold nothing live any more (`idle()`).
+        self.notify();
         None
     }
 
@@ -662,12 +701,24 @@ impl Shared {
         });
     }
 
-    /// A worker finished its handshake: it may take requests.
-    pub(crate) fn worker_ready(self: &Arc<Self>, id: u64, tx: Outbox, initial: bool) {
+    /// A worker finished its handshake: it may take requests. `rss` is its
+    /// resident size read just now (with no lock held), recorded with the
+    /// change, so whoever sees it ready sees its memory as it is once
+    /// ready, not as it started or none until the next sample.
+    pub(crate) fn worker_ready(
+        self: &Arc<Self>,
+        id: u64,
+        tx: Outbox,
+        initial: bool,
+        rss: Option<u64>,
+    ) {
         let mut state = self.lock();
         let mut online = false;
         if let Some(worker) = state.worker_mut(id) {
             worker.tx = Some(tx);
+            if rss.is_some() {
+                worker.rss = rss;
+            }
             if worker.state == WorkerState::Starting {
                 worker.state = WorkerState::Ready;
             }
@@ -692,6 +743,9 @@ impl Shared {
         }
         let pid = state.worker_mut(id).map(|w| (w.pid, w.state));
         state.dispatch(&self.config);
+        if rss.is_some() {
+            self.metrics.sample(&state);
+        }
         drop(state);
         if let Some((pid, worker_state)) = pid {
             self.emit_state(id, pid, worker_state);
@@ -1231,20 +1285,28 @@ impl Shared {
     }
 
     /// Records fresh memory readings, and refreshes the gauges.
-    pub(crate) fn record_rss(&self, readings: &[(u64, Option<u64>)]) {
+    pub(crate) fn record_rss(&self, readings: &[RssReading]) {
         let mut state = self.lock();
-        for &(id, rss) in readings {
-            if let Some(worker) = state.worker_mut(id) {
-                if rss.is_some() {
-                    worker.rss = rss;
+        for reading in readings {
+            if let Some(worker) = state.worker_mut(reading.worker_id) {
+                // A reading from before the handshake never replaces the
+                // one taken when the worker became ready.
+                let stale = !reading.ready && worker.tx.is_some();
+                if reading.rss.is_some() && !stale {
+                    worker.rss = reading.rss;
                 }
             }
         }
         self.metrics.sample(&state);
     }
 
-    /// `(worker id, pid)` of every worker, for the memory sampler.
-    pub(crate) fn pids(&self) -> Vec<(u64, u32)> {
-        self.lock().workers.iter().map(|w| (w.id, w.pid)).collect()
+    /// Every worker, for the memory sampler: `(worker id, pid, whether
+    /// its handshake is done)`.
+    pub(crate) fn pids(&self) -> Vec<(u64, u32, bool)> {
+        self.lock()
+            .workers
+            .iter()
+            .map(|w| (w.id, w.pid, w.tx.is_some()))
+            .collect()
     }
 }

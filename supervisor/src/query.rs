@@ -119,8 +119,8 @@ impl Query {
     /// # Errors
     ///
     /// [`Error::Encode`] if it does not encode, [`Error::PayloadTooLarge`]
-    /// if it is over the frame limit; the worker then gets an error saying
-    /// so.
+    /// if it is over the payload limit; the worker then gets an error
+    /// saying so.
     pub fn reply<T: Serialize + ?Sized>(mut self, value: &T) -> Result<(), Error> {
         match encode_value(value) {
             Ok(bytes) if bytes.len() > self.max_payload => {

@@ -21,7 +21,7 @@ use crate::builder::{Builder, Config};
 use crate::error::Error;
 use crate::event::{Events, ExitReason};
 use crate::health::{read_rss, WorkerHealth};
-use crate::pool::{Extras, Pending, Shared, Startup};
+use crate::pool::{Extras, Pending, RssReading, Shared, Startup};
 use crate::response::Response;
 use crate::spawn::Spawner;
 
@@ -76,8 +76,8 @@ impl Drop for Handle {
 impl fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Supervisor")
-            .field("program", &self.handle.shared.config.program)
-            .field("workers", &self.handle.shared.config.workers)
+            .field("program", &self.handle.shared.spec().program)
+            .field("workers", &self.handle.shared.workers())
             .finish_non_exhaustive()
     }
 }
@@ -88,9 +88,10 @@ impl Supervisor {
         Builder::new(program)
     }
 
-    /// The pool's settings, as built.
-    pub(crate) fn config(&self) -> &Config {
-        &self.shared().config
+    /// The pool's settings as it runs now (worker count after any resize,
+    /// workers' settings after any reload).
+    pub(crate) fn settings(&self) -> Config {
+        self.shared().settings()
     }
 
     pub(crate) fn start(
@@ -141,6 +142,44 @@ impl Supervisor {
                 Startup::Waiting(_) => None,
             })
             .await
+    }
+
+    /// Resolves the next time the pool is idle: no worker holds a request
+    /// and no request is queued. At once if it is idle already.
+    ///
+    /// Requests count from the moment they are accepted (`enqueue`,
+    /// `request(..).send()`, a batch's or a job queue's requests) until
+    /// they are answered, failed or cancelled; a request whose caller left
+    /// while a worker had it counts until that worker lets go of it (it
+    /// answers, or dies). A request queued behind busy workers, or held in
+    /// a drained pool, keeps it from being idle. What is not a request
+    /// does not count: a worker that said `busy()` with nothing in flight,
+    /// an answer's byte stream still being read, a job queue's jobs not
+    /// yet sent (see `Runner::idle` in `drover-queue`).
+    ///
+    /// The pool is checked after each change that can make it idle (an
+    /// answer, a failed or cancelled request, a worker's exit): a moment of
+    /// idleness shorter than this task's wake-up (a caller that sends its
+    /// next request as soon as it has an answer) may pass unseen.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(pool: drover_supervisor::Supervisor) -> Result<(), drover_supervisor::Error> {
+    /// // Replace the workers in a quiet moment.
+    /// pool.idle().await;
+    /// pool.reload().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only watches the pool, and dropping it changes
+    /// nothing.
+    pub async fn idle(&self) {
+        self.shared()
+            .wait_until(|state| state.is_idle().then_some(()))
+            .await;
     }
 
     /// Sends `payload` to a worker and waits for its answer, with the
@@ -230,11 +269,13 @@ impl Supervisor {
     /// are in flight (by default the pool's capacity). Workers may report
     /// statistics (`Worker::add_stat`), summed in the report.
     pub fn batch<I: IntoIterator>(&self, jobs: I) -> crate::batch::Batch<'_, I::IntoIter> {
-        let capacity = self.shared().config.workers * self.shared().config.max_concurrency;
+        let capacity = self.shared().workers() * self.shared().config.max_concurrency;
         crate::batch::Batch::new(self, jobs.into_iter(), capacity.max(1))
     }
 
-    /// The largest payload a request or event can carry, in bytes.
+    /// The largest payload a request or event can carry, in bytes: the
+    /// payload limit, [`Builder::max_frame_length`] less 64 bytes of
+    /// message (a worker's answers have the same limit).
     pub fn max_payload(&self) -> usize {
         self.shared().config.max_payload()
     }
@@ -399,6 +440,7 @@ impl Supervisor {
         }
         // Whatever could not run (grace over, or no worker left) fails now.
         shared.lock().fail_pending(|| Error::ShuttingDown);
+        shared.notify();
         shared.ask_workers_to_stop(&reason);
         let gone = tokio::time::timeout_at(deadline, self.all_reaped()).await;
         if gone.is_err() {
@@ -746,7 +788,8 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
-/// Samples every worker's resident memory at the health interval.
+/// Samples every worker's resident memory at the health interval (each
+/// worker is also sampled as it becomes ready: `Shared::worker_ready`).
 async fn sample_memory(shared: Arc<Shared>) {
     let mut ticker = tokio::time::interval(shared.config.health_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -755,10 +798,14 @@ async fn sample_memory(shared: Arc<Shared>) {
             _ = shared.shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let readings: Vec<(u64, Option<u64>)> = shared
+        let readings: Vec<RssReading> = shared
             .pids()
             .into_iter()
-            .map(|(id, pid)| (id, read_rss(pid)))
+            .map(|(worker_id, pid, ready)| RssReading {
+                worker_id,
+                ready,
+                rss: read_rss(pid),
+            })
             .collect();
         shared.record_rss(&readings);
         shared.maintain();

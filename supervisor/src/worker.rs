@@ -25,6 +25,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use crate::builder::Limits;
 use crate::error::{Error, HandshakeFailure};
 use crate::event::{ExitReason, Termination, WorkerExit};
+use crate::health::read_rss;
 use crate::output::{self, Stream, Tail};
 use crate::pool::{Answer, AnswerBatch, Shared};
 
@@ -295,7 +296,10 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         shared
             .tracker
             .spawn_on(guarded(kill.clone(), "writer", writer), &shared.runtime);
-        shared.worker_ready(id, tx, initial);
+        // Its handshake is done (whatever it set up is resident): sampled
+        // now, no lock held, so its first `health()` is real.
+        let rss = read_rss(pid);
+        shared.worker_ready(id, tx, initial, rss);
     }
 
     let status = if violation.is_some() {

@@ -499,6 +499,10 @@ async fn run() -> Result<(), drover_worker::Error> {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         req.respond(&text)
                     }
+                    Cmd::PostJobAt(at, job) => {
+                        me.post_job_at(at, &*job)?;
+                        req.ack()
+                    }
                 }
             }
         })
@@ -532,7 +536,9 @@ async fn queue_until_killed(path: String) {
     let store = SqliteStore::open(&path)
         .await
         .expect("the queue's database");
-    let queue = JobQueue::new(store).lease(Duration::from_millis(500));
+    let queue = JobQueue::builder(store)
+        .lease(Duration::from_millis(500))
+        .build();
     let pool = pool_of_self().await;
     for _ in 0..2 {
         queue.push(&Cmd::Sleep(60_000)).await.expect("push");

@@ -126,6 +126,9 @@ pub enum Cmd {
     /// Stop this process (SIGSTOP) holding the request, never answering:
     /// a worker that reads nothing more.
     FreezeHolding,
+    /// Post this job to the pool's job queue, due at this time
+    /// (`Worker::post_job_at`), then ack.
+    PostJobAt(std::time::SystemTime, Box<Cmd>),
 }
 
 /// An `AsyncRead` of `len` bytes of a fixed pattern, made on the fly.

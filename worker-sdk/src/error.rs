@@ -1,5 +1,6 @@
 //! The worker SDK's error type.
 
+use drover_proto::codec::PayloadLimit;
 use drover_proto::{ProtocolError, ValueError};
 
 /// Everything that can go wrong on the worker's side.
@@ -30,14 +31,22 @@ pub enum Error {
     /// asked for.
     #[error(transparent)]
     Value(#[from] ValueError),
-    /// An answer or event is larger than the frame limit; it was not sent.
-    #[error("{what} of {len} bytes exceeds the frame limit of {max} bytes")]
+    /// An answer, event or query is larger than the payload limit; it was
+    /// not sent. Its text names the payload limit and the setting it comes
+    /// from, as the supervisor's does: "answer to request ... of 70005
+    /// bytes exceeds the payload limit of 65472 bytes (max_frame_length
+    /// 65536 less 64 bytes of message)".
+    #[error("{what} of {len} bytes exceeds {}", PayloadLimit(*.max))]
     TooLarge {
         /// What was too large ("answer to request ...", "event ...").
         what: String,
         /// Its encoded length.
         len: usize,
-        /// The frame limit.
+        /// The payload limit: the largest payload a frame carries, the
+        /// frame limit ([`Worker::max_frame_length`]) less the message
+        /// around it.
+        ///
+        /// [`Worker::max_frame_length`]: crate::Worker::max_frame_length
         max: usize,
     },
     /// A socket passed with a request is not of the kind asked for, or

@@ -257,8 +257,9 @@ impl Request {
     ///
     /// # Errors
     ///
-    /// [`Error::TooLarge`] if the encoded answer is over the frame limit
-    /// (the caller then gets an error answer saying so),
+    /// [`Error::TooLarge`] if the encoded answer is over the payload limit
+    /// (the frame limit less the message around it; the caller then gets
+    /// an error answer saying so),
     /// [`Error::Value`] if it does not encode, [`Error::Disconnected`] if
     /// the supervisor is gone.
     pub fn respond<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
@@ -335,7 +336,7 @@ impl Request {
             let err = Error::TooLarge {
                 what: format!("answer to request {}", self.tracked.id),
                 len: bytes.len(),
-                max: self.worker.max_frame_length(),
+                max,
             };
             self.answer(Err(RemoteError {
                 kind: RemoteErrorKind::Unsendable,

@@ -11,7 +11,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use drover_proto::codec::MESSAGE_OVERHEAD;
+use drover_proto::codec::max_payload;
 use drover_proto::{
     decode_value, encode_value, new_credit, outbox, pump, timestamp_from_micros, write_loop, Chunk,
     FdReader, FrameReader, Hello, IncomingStream, Message, MessageCodec, Outbox, Outgoing,
@@ -122,13 +122,9 @@ impl Inner {
             .map_err(|_| Error::Disconnected)
     }
 
-    pub(crate) fn max_frame_length(&self) -> usize {
-        self.max_frame_length
-    }
-
     /// The largest payload that fits a frame with its message around it.
     pub(crate) fn max_payload(&self) -> usize {
-        self.max_frame_length.saturating_sub(MESSAGE_OVERHEAD)
+        max_payload(self.max_frame_length)
     }
 
     /// Sends the answer of a tracked request, announcing a stream after
@@ -489,8 +485,8 @@ impl Worker {
     /// # Errors
     ///
     /// [`Error::Value`] if `payload` does not encode, [`Error::TooLarge`]
-    /// if it is over the frame limit, [`Error::Disconnected`] if the
-    /// supervisor is gone.
+    /// if it is over the payload limit (with its name), [`Error::Disconnected`]
+    /// if the supervisor is gone.
     pub fn emit<T: Serialize + ?Sized>(&self, name: &str, payload: &T) -> Result<(), Error> {
         let payload = encode_value(payload)?;
         let len = payload.len() + name.len();
@@ -498,7 +494,7 @@ impl Worker {
             return Err(Error::TooLarge {
                 what: format!("event {name:?}"),
                 len,
-                max: self.inner.max_frame_length,
+                max: self.inner.max_payload(),
             });
         }
         self.inner.send(Message::Event {
@@ -516,7 +512,8 @@ impl Worker {
     ///
     /// [`Error::Query`] when the supervisor answered with an error (or has
     /// no handler), [`Error::Value`] when a value does not encode or
-    /// decode, [`Error::Disconnected`] when the supervisor is gone.
+    /// decode, [`Error::TooLarge`] when the question is over the payload
+    /// limit, [`Error::Disconnected`] when the supervisor is gone.
     ///
     /// # Cancel safety
     ///
@@ -531,7 +528,7 @@ impl Worker {
             return Err(Error::TooLarge {
                 what: format!("query {name:?}"),
                 len: payload.len() + name.len(),
-                max: self.inner.max_frame_length,
+                max: self.inner.max_payload(),
             });
         }
         let id = self.inner.next_query.fetch_add(1, Ordering::Relaxed);
@@ -601,7 +598,33 @@ impl Worker {
         delay: Duration,
         job: &T,
     ) -> Result<(), Error> {
-        let due = drover_proto::timestamp_micros(std::time::SystemTime::now() + delay);
+        self.post_job_at(std::time::SystemTime::now() + delay, job)
+    }
+
+    /// As [`post_job`](Worker::post_job), due at `time` (by the
+    /// supervisor's clock, which the queue's runner reads): a timer. A
+    /// time already past is due at once. Kept to the microsecond, as the
+    /// queue keeps times.
+    ///
+    /// ```no_run
+    /// # fn run(worker: &drover_worker::Worker) -> Result<(), drover_worker::Error> {
+    /// use std::time::{Duration, SystemTime};
+    /// let tomorrow = SystemTime::now() + Duration::from_secs(24 * 3600);
+    /// worker.post_job_at(tomorrow, &("reminder", "ada@example.com"))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`emit`](Worker::emit).
+    pub fn post_job_at<T: Serialize + ?Sized>(
+        &self,
+        time: std::time::SystemTime,
+        job: &T,
+    ) -> Result<(), Error> {
+        // 0 means "now" on the wire: a time at (or before) the epoch is
+        // sent as the first microsecond after it, long past either way.
+        let due = drover_proto::timestamp_micros(time);
         self.post_job_at_micros(due.max(1), job)
     }
 
