@@ -231,6 +231,14 @@ pub(crate) struct PoolState {
     pub(crate) failed_starts: VecDeque<(u64, String)>,
 }
 
+/// Fails each of `requests` with its own `error()`, skipping callers that
+/// already left. Called with the pool's lock released.
+pub(crate) fn fail_all(requests: VecDeque<Pending>, error: impl Fn() -> Error) {
+    for request in requests {
+        let _ = request.reply.send(Err(error()));
+    }
+}
+
 /// How many failed starts [`PoolState::failed_starts`] remembers.
 const FAILED_STARTS_KEPT: usize = 16;
 
@@ -348,11 +356,10 @@ impl PoolState {
         }
     }
 
-    /// Fails every queued request with `error()`.
-    pub(crate) fn fail_pending(&mut self, error: impl Fn() -> Error) {
-        for request in self.pending.drain(..) {
-            let _ = request.reply.send(Err(error()));
-        }
+    /// Takes every queued request out of the queue, to be failed once the
+    /// lock is released ([`fail_all`]): no caller is woken under the lock.
+    pub(crate) fn take_pending(&mut self) -> VecDeque<Pending> {
+        std::mem::take(&mut self.pending)
     }
 
     /// Workers not asked to stop (starting, ready or busy).
@@ -802,14 +809,15 @@ impl Shared {
     pub(crate) fn fail(&self, reason: String) {
         let mut state = self.lock();
         state.phase = Phase::Failed(reason.clone());
-        state.fail_pending(|| Error::PoolFailed {
-            reason: reason.clone(),
-        });
+        let queued = state.take_pending();
         for worker in &mut state.workers {
             worker.stop.get_or_insert(ExitReason::PoolFailed);
             worker.kill.cancel();
         }
         drop(state);
+        fail_all(queued, || Error::PoolFailed {
+            reason: reason.clone(),
+        });
         tracing::error!("pool failed: {reason}");
         self.emit(Event::PoolFailed { reason });
         self.notify();
@@ -1234,6 +1242,7 @@ impl Shared {
     /// this way or harder.
     pub(crate) fn begin_stop(&self, reason: ExitReason) {
         let mut state = self.lock();
+        let mut queued = VecDeque::new();
         match reason {
             ExitReason::SoftKill => {
                 if matches!(state.phase, Phase::Running | Phase::Drained) {
@@ -1244,10 +1253,11 @@ impl Shared {
                 if !matches!(state.phase, Phase::Failed(_)) {
                     state.phase = Phase::Stopped;
                 }
-                state.fail_pending(|| Error::ShuttingDown);
+                queued = state.take_pending();
             }
         }
         drop(state);
+        fail_all(queued, || Error::ShuttingDown);
         self.notify();
     }
 

@@ -439,7 +439,8 @@ impl Supervisor {
             tracing::warn!("soft kill: queued requests not done within the grace; failing them");
         }
         // Whatever could not run (grace over, or no worker left) fails now.
-        shared.lock().fail_pending(|| Error::ShuttingDown);
+        let queued = shared.lock().take_pending();
+        crate::pool::fail_all(queued, || Error::ShuttingDown);
         shared.notify();
         shared.ask_workers_to_stop(&reason);
         let gone = tokio::time::timeout_at(deadline, self.all_reaped()).await;
