@@ -12,24 +12,19 @@
 //! under [`proto`]. A worker-only binary may depend on `drover-worker`
 //! alone.
 //!
-//! # The two sides
+//! # Quick start
 //!
-//! The supervisor:
+//! A pool has two sides: the supervisor, inside your application, and the
+//! worker program it starts N times. The worker is either a binary of its
+//! own beside your application, or your application itself, started as a
+//! worker.
 //!
-//! ```no_run
-//! use drover::Supervisor;
+//! ## A worker binary in `src/bin/`
 //!
-//! #[tokio::main]
-//! async fn main() -> Result<(), drover::Error> {
-//!     let pool = Supervisor::builder("target/debug/upper").workers(4).spawn().await?;
-//!     let answer = pool.enqueue("hello").await?;
-//!     println!("worker {} answered {}", answer.pid(), answer.data::<String>()?);
-//!     pool.soft_kill().await;
-//!     Ok(())
-//! }
-//! ```
-//!
-//! The worker (`upper`):
+//! Cargo builds each file in `src/bin/` as a binary named after it, into
+//! the same folder as the application (`target/debug/`, or
+//! `target/release/` with `--release`). The worker,
+//! `src/bin/upper-worker.rs`:
 //!
 //! ```no_run
 //! use drover::worker::Request;
@@ -44,6 +39,70 @@
 //! }
 //! ```
 //!
+//! The application, `src/main.rs`, starts the worker found beside its own
+//! executable (right in debug and in release, and wherever the two are
+//! installed together):
+//!
+//! ```no_run
+//! use drover::Supervisor;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let worker = std::env::current_exe()?.with_file_name("upper-worker");
+//!     let pool = Supervisor::builder(worker).workers(4).spawn().await?;
+//!     let answer = pool.enqueue("hello").await?;
+//!     println!("worker {} answered {}", answer.pid(), answer.data::<String>()?);
+//!     pool.soft_kill().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! - `cargo build` builds both binaries, `cargo run` only the one it runs
+//!   (`default-run = "myapp"` under `[package]` says which): run
+//!   `cargo build && cargo run`, or the pool starts the worker of an older
+//!   build, or fails naming the missing path.
+//! - Integration tests (`tests/`) start
+//!   `Supervisor::builder(env!("CARGO_BIN_EXE_upper-worker"))`: `cargo
+//!   test` builds the worker first and sets that variable to its path.
+//!   Cargo sets it for integration tests and benchmarks only, never when
+//!   it compiles the application; and a test's own executable sits in
+//!   `target/debug/deps/`, away from the worker.
+//!
+//! ## One binary that is both
+//!
+//! Every example in `examples/` is one program that serves when a
+//! supervisor started it ([`worker::is_worker_process`]) and is the
+//! supervisor otherwise, starting copies of itself: nothing to lay out or
+//! to build first, and the path is right wherever the program runs.
+//!
+//! ```no_run
+//! use drover::worker::Request;
+//! use drover::Supervisor;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     if drover::worker::is_worker_process() {
+//!         // Started by the supervisor below: be one of its workers.
+//!         drover::worker::serve(upper).await?;
+//!         return Ok(());
+//!     }
+//!     // The supervisor: its workers are this same program.
+//!     let pool = Supervisor::builder(std::env::current_exe()?).workers(4).spawn().await?;
+//!     let answer = pool.enqueue("hello").await?;
+//!     println!("worker {} answered {}", answer.pid(), answer.data::<String>()?);
+//!     pool.soft_kill().await;
+//!     Ok(())
+//! }
+//!
+//! async fn upper(req: Request) -> Result<(), drover::worker::Error> {
+//!     let text: String = req.data()?;
+//!     req.respond(&text.to_uppercase())
+//! }
+//! ```
+//!
+//! The check comes first in `main`, so that a worker starts nothing of the
+//! application's (listeners, files, a pool of its own).
+//!
 //! # Layout
 //!
 //! - `drover-supervisor` (re-exported here): pool, routing, lifecycle.
@@ -53,6 +112,12 @@
 #![forbid(unsafe_code)]
 
 pub use drover_supervisor::*;
+
+// The README's Rust blocks, compiled (and run unless `no_run`) by
+// `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// The worker side: what a worker binary uses (the `drover-worker` crate).
 pub mod worker {

@@ -141,6 +141,9 @@ fn stream_hash_streams_through_a_worker_and_agrees_with_itself() {
         .read_to_string(&mut out)
         .unwrap();
     assert!(status.success(), "{status}: {out}");
-    assert!(out.contains("hashed 16777216 bytes"), "{out}");
-    assert!(out.contains("the supervisor's own hash agrees"), "{out}");
+    assert!(out.contains("streamed 16777216 bytes"), "{out}");
+    assert!(
+        out.contains("the supervisor's own count and checksum agree"),
+        "{out}"
+    );
 }

@@ -107,8 +107,8 @@ pub(crate) struct Limits {
 /// use std::time::Duration;
 /// use drover_supervisor::Supervisor;
 ///
-/// # async fn run() -> Result<(), drover_supervisor::Error> {
-/// let pool = Supervisor::builder("target/debug/my-worker")
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = Supervisor::builder(std::env::current_exe()?.with_file_name("my-worker"))
 ///     .workers(4)
 ///     .max_concurrency(8)
 ///     .start_timeout(Duration::from_secs(5))

@@ -6,12 +6,18 @@
 //! crash, a leak or a hang costs one worker, which is replaced, never the
 //! application.
 //!
+//! Here the worker is a binary of its own, `upper-worker`, which cargo
+//! builds beside the application (from `src/bin/upper-worker.rs`); the
+//! `drover` crate's Quick start shows that layout and the one-binary one
+//! (the application is its own worker).
+//!
 //! ```no_run
 //! use drover_supervisor::Supervisor;
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<(), drover_supervisor::Error> {
-//!     let pool = Supervisor::builder("target/debug/upper-worker").workers(4).spawn().await?;
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let worker = std::env::current_exe()?.with_file_name("upper-worker");
+//!     let pool = Supervisor::builder(worker).workers(4).spawn().await?;
 //!     let answer = pool.enqueue("hello").await?;
 //!     assert_eq!(answer.data::<String>()?, "HELLO");
 //!     pool.soft_kill().await;

@@ -43,8 +43,10 @@ use crate::spawn::Spawner;
 /// ```no_run
 /// use drover_supervisor::Supervisor;
 ///
-/// # async fn run() -> Result<(), drover_supervisor::Error> {
-/// let pool = Supervisor::builder("target/debug/upper-worker").workers(4).spawn().await?;
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// // The worker binary cargo builds next to this one (`src/bin/upper-worker.rs`).
+/// let worker = std::env::current_exe()?.with_file_name("upper-worker");
+/// let pool = Supervisor::builder(worker).workers(4).spawn().await?;
 /// let answer = pool.enqueue("hello").await?;
 /// println!("pid {} said {}", answer.pid(), answer.data::<String>()?);
 /// pool.soft_kill().await;
