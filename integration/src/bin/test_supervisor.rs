@@ -1,5 +1,5 @@
 //! A supervisor in a process of its own, for the signal tests
-//! (`tests/processes.rs`): it plays an application that stops its pool
+//! (`integration/tests/processes.rs`): it plays an application that stops its pool
 //! when told to by SIGTERM or SIGINT.
 //!
 //! Usage: `drover-test-supervisor <worker binary>`. It starts a pool of two
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-#[path = "../common/cmd.rs"]
+#[path = "../../tests/common/cmd.rs"]
 mod cmd;
 use cmd::Cmd;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use drover_worker::{Request, Worker};
 
-#[path = "../common/cmd.rs"]
+#[path = "../../tests/common/cmd.rs"]
 mod cmd;
 use cmd::{checksum, Cmd, Pattern};
 
