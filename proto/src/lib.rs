@@ -18,6 +18,10 @@
 //! - [`value`]: encoding of user values into payload bytes.
 //! - [`bounded`]: the decoding both of those go through, which allocates
 //!   nothing a frame does not hold, whatever lengths its bytes claim.
+//! - [`handshake`]: both halves of the handshake, [`handshake::accept`]
+//!   (the supervisor's) and [`handshake::connect`] (the worker's), so the
+//!   two sides run the same code; [`HandshakeError`] says why one did not
+//!   complete.
 //! - [`error`]: [`ProtocolError`], every way a peer can break the protocol.
 //!
 //! # Wire format
@@ -47,15 +51,22 @@
 //!   | -- Ready ------------------------>  |   now requests may flow
 //! ```
 //!
+//! The supervisor runs [`handshake::accept`], the worker
+//! [`handshake::connect`] and then, once set up, sends `Ready` itself.
+//! While it sets up, a worker may send `Status` and `Event`: `accept`
+//! hands them to the supervisor as they come. Anything else before
+//! `Ready` is a [`ProtocolError::UnexpectedMessage`] naming what came.
+//!
 //! A wrong [`MAGIC`] or a [`PROTOCOL_VERSION`] mismatch ends the connection:
 //! the supervisor reports both versions and never routes work to that
-//! process.
+//! process. The start timeout is the supervisor's, around `accept`.
 #![forbid(unsafe_code)]
 
 pub mod bounded;
 pub mod codec;
 pub mod error;
 pub mod fdio;
+pub mod handshake;
 pub mod idhash;
 pub mod message;
 pub mod reader;
@@ -66,6 +77,7 @@ pub mod value;
 pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_LENGTH, FRAME_HEADER_LEN};
 pub use error::ProtocolError;
 pub use fdio::{FdReader, MAX_FDS_PER_FRAME};
+pub use handshake::HandshakeError;
 pub use idhash::{IdHash, IdHasher};
 pub use message::{
     timestamp_from_micros, timestamp_micros, Hello, Message, RemoteError, RemoteErrorKind,

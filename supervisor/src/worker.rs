@@ -12,10 +12,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use drover_proto::{
-    outbox, write_loop, FdReader, FrameReader, Message, MessageCodec, ProtocolError, Welcome,
-    MAGIC, PROTOCOL_VERSION,
+    handshake, outbox, write_loop, FdReader, FrameReader, HandshakeError, Message, MessageCodec,
+    ProtocolError, Welcome,
 };
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{FutureExt, StreamExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::process::Child;
 use tokio::time::Instant;
@@ -594,7 +594,9 @@ async fn exited_during_handshake(child: &mut Child, deadline: Instant) -> Option
     }
 }
 
-/// `Hello`, `Welcome`, then wait for `Ready`.
+/// `Hello`, `Welcome`, then wait for `Ready` (proto's
+/// [`handshake::accept`]); what the worker says while it sets up reaches
+/// the pool as after the handshake.
 async fn handshake(
     reader: &mut Reader,
     writer: &mut Writer,
@@ -603,38 +605,26 @@ async fn handshake(
     id: u64,
     pid: u32,
 ) -> Result<(), HandshakeFailure> {
-    let eof = || {
-        HandshakeFailure::Protocol(ProtocolError::Io(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "socket closed",
-        )))
+    let on_early = |message: Message| {
+        let got = message.kind();
+        shared
+            .on_message(id, pid, message)
+            .map_err(|_| ProtocolError::UnexpectedMessage {
+                expected: "Ready",
+                got,
+            })
     };
-    let hello = match reader.next().await {
-        Some(Ok(Message::Hello(hello))) => hello,
-        Some(Ok(other)) => {
-            return Err(ProtocolError::UnexpectedMessage {
-                expected: "Hello",
-                got: other.kind(),
-            }
+    let hello = match handshake::accept(reader, writer, welcome, on_early).await {
+        Ok(hello) => hello,
+        Err(HandshakeError::Protocol(e)) => return Err(e.into()),
+        Err(HandshakeError::Closed) => {
+            return Err(ProtocolError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "socket closed",
+            ))
             .into())
         }
-        Some(Err(e)) => return Err(e.into()),
-        None => return Err(eof()),
     };
-    if hello.magic != MAGIC {
-        return Err(ProtocolError::BadMagic {
-            found: hello.magic,
-            expected: MAGIC,
-        }
-        .into());
-    }
-    if hello.protocol_version != PROTOCOL_VERSION {
-        return Err(ProtocolError::VersionMismatch {
-            peer: hello.protocol_version,
-            ours: PROTOCOL_VERSION,
-        }
-        .into());
-    }
     if hello.pid != pid {
         tracing::debug!(
             pid,
@@ -642,27 +632,5 @@ async fn handshake(
             "worker reports another pid (started through a wrapper?)"
         );
     }
-    writer.send(Message::Welcome(welcome)).await?;
-    loop {
-        match reader.next().await {
-            Some(Ok(Message::Ready)) => return Ok(()),
-            Some(Ok(message @ (Message::Status { .. } | Message::Event { .. }))) => {
-                shared.on_message(id, pid, message).map_err(|_| {
-                    HandshakeFailure::Protocol(ProtocolError::UnexpectedMessage {
-                        expected: "Ready",
-                        got: "Status",
-                    })
-                })?;
-            }
-            Some(Ok(other)) => {
-                return Err(ProtocolError::UnexpectedMessage {
-                    expected: "Ready",
-                    got: other.kind(),
-                }
-                .into())
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err(eof()),
-        }
-    }
+    Ok(())
 }

@@ -23,7 +23,9 @@
 //!
 //! - [`Worker::connect`] takes the inherited socket (named by the
 //!   `DROVER_FD` variable), checks that the parent is still the supervisor
-//!   that started it, and runs the handshake.
+//!   that started it, and runs the handshake (proto's
+//!   `handshake::connect`; the supervisor runs the other half,
+//!   `handshake::accept`).
 //! - One task writes frames: everything the worker says (answers, events,
 //!   `Busy`/`Ready`, `Pong`) is queued to it, so any task can answer.
 //! - [`Worker::serve`] reads frames: each request runs in a task of its
@@ -58,18 +60,62 @@
 //!
 //! # Layout
 //!
-//! - `worker.rs`: [`Worker`], the connection and its primitives, the serve
-//!   loop and the writer.
-//! - `request.rs`: [`Request`] and the once-only answer rules.
+//! One concern per file; the imports run one way, from the public handle
+//! down to the pieces of state, with no circle:
+//!
+//! ```text
+//! worker.rs ─> serve_loop.rs ─> request.rs, socket.rs, handler.rs
+//!     │             │                  │
+//!     └─────────────┴─────> shared.rs <┘
+//!                              │
+//!                              └─> registry.rs, drain.rs, queries.rs,
+//!                                  events.rs, signals.rs
+//! ```
+//!
+//! - `worker.rs`: [`Worker`], the public handle: connecting (proto's
+//!   handshake, then the writer task) and the primitives (`ready`, `busy`,
+//!   `emit`, `ask`, the hooks, ...).
+//! - `serve_loop.rs`: the serve loop: reads frames, dispatches each message,
+//!   starts each request's handler (polled in place first on a
+//!   current-thread runtime), and on the way out ends what waits on the
+//!   connection and flushes the last answers.
+//! - `drain.rs`: stopping: the busy flag, the hooks, what a soft kill waits
+//!   for (the requests in flight, answer streams still being sent and the
+//!   soft-kill hook) and the serve loop's own drain state; the first stop
+//!   signal and the supervisor's `SoftKill` both start a drain here.
+//! - `shared.rs`: the state every handle shares (`Arc<Shared>`): the
+//!   outbox, the welcome, the worker's `TaskTracker`, and one field per
+//!   concern below; it combines them where one act touches several (an
+//!   answer is queued, leaves the registry, may wake a drain).
+//! - `registry.rs`: the requests in flight and the rules by which each is
+//!   answered exactly once (by the handler, its failure, or the drop of
+//!   an unanswered request); [`RequestInfo`].
+//! - `request.rs`: [`Request`], the handler's face of a request.
+//! - `queries.rs`: questions asked with [`Worker::ask`], waiting for their
+//!   answer.
+//! - `events.rs`: [`Event`] and [`Events`], the supervisor's events.
+//! - `signals.rs`: SIGTERM and SIGINT, listened to from `connect` on.
 //! - `handler.rs`: the [`Handler`] trait.
 //! - `socket.rs`: sockets passed with requests ([`PassedSocket`]).
 //! - `fd.rs`: claiming the inherited descriptor (the crate's only `unsafe`).
 //! - `error.rs`: [`Error`].
+//!
+//! Every task the worker starts (the writer, a handler that waits, an
+//! answer stream, the soft-kill hook) runs on the worker's `TaskTracker`;
+//! answer streams and the hook are also held by the drain's, which a soft
+//! kill waits on.
 
+mod drain;
 mod error;
+mod events;
 mod fd;
 mod handler;
+mod queries;
+mod registry;
 mod request;
+mod serve_loop;
+mod shared;
+mod signals;
 mod socket;
 mod worker;
 
@@ -77,10 +123,12 @@ mod worker;
 pub use drover_proto::IncomingStream as ByteStream;
 pub use drover_proto::RequestId;
 pub use error::Error;
+pub use events::{Event, Events};
 pub use handler::Handler;
-pub use request::{Request, RequestInfo};
+pub use registry::RequestInfo;
+pub use request::Request;
 pub use socket::{FromPassedFd, PassedFd, PassedSocket};
-pub use worker::{Event, Events, Worker};
+pub use worker::Worker;
 
 /// Runs a whole worker: connect, handshake, serve requests with `handler`
 /// until the supervisor says to stop.

@@ -1,98 +1,24 @@
 //! A request as the worker's handler sees it.
+//!
+//! [`Request`] is the handler's face of a request; the rules by which it
+//! is answered exactly once live with the registry (`registry.rs`).
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use drover_proto::{decode_value, encode_value, Message, RemoteError, RemoteErrorKind, RequestId};
+use drover_proto::{
+    decode_value, encode_value, IncomingStream, RemoteError, RemoteErrorKind, RequestId,
+};
 use serde::{de::DeserializeOwned, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use tokio::sync::Notify;
-
-use crate::error::Error;
-use crate::socket::{FromPassedFd, PassedFd, PassedSocket};
-use crate::worker::Inner;
-use crate::ByteStream;
-use drover_proto::IncomingStream;
 use tokio::io::AsyncRead;
 
-/// What the SDK knows of a request in flight; shared by the [`Request`], the
-/// task running its handler and the worker's registry.
-#[derive(Debug)]
-pub(crate) struct Tracked {
-    pub(crate) id: RequestId,
-    pub(crate) created_at: SystemTime,
-    /// Set when the caller cancelled; `cancel_wake` wakes `cancelled()`.
-    /// (A flag and a `Notify` cost no allocation, unlike a token.)
-    cancelled: AtomicBool,
-    cancel_wake: Notify,
-    answer: Mutex<AnswerState>,
-}
-
-#[derive(Debug, Default)]
-struct AnswerState {
-    /// An answer (of any kind) has been sent: nothing more may be.
-    answered: bool,
-    /// The handler's future has finished.
-    handler_done: bool,
-    /// The `Request` value has been dropped.
-    dropped: bool,
-}
-
-impl Tracked {
-    pub(crate) fn new(id: RequestId, created_at: SystemTime) -> Tracked {
-        Tracked {
-            id,
-            created_at,
-            cancelled: AtomicBool::new(false),
-            cancel_wake: Notify::new(),
-            answer: Mutex::new(AnswerState::default()),
-        }
-    }
-
-    /// Marks the request cancelled and wakes whoever waits for that.
-    pub(crate) fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
-        self.cancel_wake.notify_waiters();
-    }
-
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst)
-    }
-
-    /// Claims the right to answer; true exactly once.
-    fn claim(&self) -> bool {
-        let mut state = self.answer.lock().unwrap_or_else(|e| e.into_inner());
-        !std::mem::replace(&mut state.answered, true)
-    }
-
-    /// Records that the handler finished. Returns true if the caller must now
-    /// answer with an error: the handler failed, or it returned while the
-    /// request was already dropped unanswered.
-    pub(crate) fn handler_finished(&self, failed: bool) -> bool {
-        let mut state = self.answer.lock().unwrap_or_else(|e| e.into_inner());
-        state.handler_done = true;
-        if !state.answered && (failed || state.dropped) {
-            state.answered = true;
-            return true;
-        }
-        false
-    }
-
-    /// Records that the `Request` was dropped; true if it was never answered
-    /// and the handler is done, so the drop itself must answer.
-    fn request_dropped(&self) -> bool {
-        let mut state = self.answer.lock().unwrap_or_else(|e| e.into_inner());
-        state.dropped = true;
-        if !state.answered && state.handler_done {
-            state.answered = true;
-            return true;
-        }
-        false
-    }
-}
+use crate::error::Error;
+use crate::registry::Tracked;
+use crate::shared::Shared;
+use crate::socket::{FromPassedFd, PassedFd, PassedSocket};
+use crate::ByteStream;
 
 /// One request, handed to the worker's handler.
 ///
@@ -110,7 +36,7 @@ pub struct Request {
     payload: Bytes,
     fds: Vec<PassedFd>,
     stream: Option<IncomingStream>,
-    worker: Arc<Inner>,
+    worker: Arc<Shared>,
 }
 
 impl fmt::Debug for Request {
@@ -129,7 +55,7 @@ impl Request {
         payload: Bytes,
         fds: Vec<PassedFd>,
         stream: Option<IncomingStream>,
-        worker: Arc<Inner>,
+        worker: Arc<Shared>,
     ) -> Request {
         Request {
             tracked,
@@ -173,11 +99,7 @@ impl Request {
         if !self.tracked.claim() {
             return Ok(());
         }
-        let id = self.tracked.id;
-        let credit = self.worker.outgoing_stream(id);
-        self.worker.finish_streaming(&self.tracked, bytes)?;
-        self.worker.start_pump(id, source, credit);
-        Ok(())
+        self.worker.finish_with_stream(&self.tracked, bytes, source)
     }
 
     /// Whether a socket (or other descriptor) came with the request.
@@ -310,19 +232,7 @@ impl Request {
     /// caller dropped its future). A handler doing long work can `select!`
     /// on it and stop early; any answer after that is discarded.
     pub fn cancelled(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
-        let tracked = &self.tracked;
-        async move {
-            loop {
-                let woken = tracked.cancel_wake.notified();
-                tokio::pin!(woken);
-                // Register before checking, so a cancel in between is seen.
-                woken.as_mut().enable();
-                if tracked.is_cancelled() {
-                    return;
-                }
-                woken.await;
-            }
-        }
+        self.tracked.cancelled()
     }
 
     /// Whether the caller has cancelled the request.
@@ -367,27 +277,5 @@ impl Drop for Request {
                 }),
             );
         }
-    }
-}
-
-/// A snapshot of one request in flight, from [`Worker::requests`].
-///
-/// [`Worker::requests`]: crate::Worker::requests
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestInfo {
-    /// The request's id.
-    pub id: RequestId,
-    /// When the caller enqueued it.
-    pub created_at: SystemTime,
-    /// Whether the caller has cancelled it.
-    pub cancelled: bool,
-}
-
-/// Sends a response for a tracked request; shared by the handler wrapper.
-pub(crate) fn response(id: RequestId, result: Result<Bytes, RemoteError>) -> Message {
-    Message::Response {
-        id,
-        stream: false,
-        result,
     }
 }

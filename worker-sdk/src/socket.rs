@@ -11,21 +11,19 @@ use std::task::{Context, Poll};
 use drover_proto::{Message, RequestId};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::worker::Inner;
+use crate::shared::Shared;
 
 /// Tells the supervisor, when dropped, that a passed socket was closed,
 /// so it can route new sockets to the worker holding the fewest.
 struct ClosedOnDrop {
     id: RequestId,
-    worker: Arc<Inner>,
+    worker: Arc<Shared>,
 }
 
 impl Drop for ClosedOnDrop {
     fn drop(&mut self) {
         // The supervisor gone means nobody counts any more.
-        let _ = self
-            .worker
-            .send_message(Message::SocketClosed { id: self.id });
+        let _ = self.worker.send(Message::SocketClosed { id: self.id });
     }
 }
 
@@ -46,7 +44,7 @@ impl fmt::Debug for PassedFd {
 }
 
 impl PassedFd {
-    pub(crate) fn new(fd: OwnedFd, id: RequestId, worker: Arc<Inner>) -> PassedFd {
+    pub(crate) fn new(fd: OwnedFd, id: RequestId, worker: Arc<Shared>) -> PassedFd {
         PassedFd {
             fd,
             closed: ClosedOnDrop { id, worker },

@@ -1,0 +1,236 @@
+//! The serve loop: reads the supervisor's frames until a soft kill is
+//! done, a hard kill comes or the connection ends, and starts each
+//! request's handler.
+
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use drover_proto::{
+    timestamp_from_micros, Chunk, FrameReader, IncomingStream, Message, ProtocolError, RemoteError,
+    RemoteErrorKind, RequestId,
+};
+use futures::{FutureExt, StreamExt};
+
+use crate::drain::Drain;
+use crate::error::Error;
+use crate::events::Event;
+use crate::handler::Handler;
+use crate::registry::Tracked;
+use crate::request::Request;
+use crate::shared::{Serving, Shared};
+use crate::signals::StopSignals;
+use crate::socket::PassedFd;
+
+/// How long `serve` waits for its last answers to be written before it
+/// returns.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `Worker::serve`: says `Ready`, serves, and on the way out ends what
+/// waits on the connection and flushes the last answers.
+pub(crate) async fn serve<H: Handler>(
+    shared: &Arc<Shared>,
+    inline_first_poll: bool,
+    handler: H,
+) -> Result<(), Error> {
+    let Serving {
+        mut reader,
+        mut signals,
+    } = shared.take_serving().ok_or(Error::AlreadyServing)?;
+    let handler = Arc::new(handler);
+    shared.ready()?;
+    let result = serve_loop(
+        shared,
+        inline_first_poll,
+        &mut reader,
+        &mut signals,
+        handler,
+    )
+    .await;
+    // Streams still being read end now, with an error: nothing more
+    // will arrive for them.
+    shared.streams.cut("connection gone");
+    // Questions still waiting get `Disconnected`.
+    shared.queries.clear();
+    shared.flush(FLUSH_TIMEOUT).await;
+    result
+}
+
+async fn serve_loop<H: Handler>(
+    shared: &Arc<Shared>,
+    inline_first_poll: bool,
+    reader: &mut FrameReader,
+    signals: &mut StopSignals,
+    handler: Arc<H>,
+) -> Result<(), Error> {
+    let mut drain = Drain::default();
+    loop {
+        if drain.done(&shared.stop, &shared.registry) {
+            return Ok(());
+        }
+        tokio::select! {
+            frame = reader.next() => {
+                let mut frame = frame;
+                // Frames already read are handled in this turn, without
+                // another round of the select.
+                loop {
+                    let message = match frame {
+                        None => return Err(Error::Disconnected),
+                        Some(Err(e)) => return Err(Error::Protocol(e)),
+                        Some(Ok(message)) => message,
+                    };
+                    match message {
+                        Message::Request { id, created_at, fds, stream, payload } => {
+                            let fds = match reader.get_mut().take_fds(usize::from(fds)) {
+                                Some(fds) => fds,
+                                None => {
+                                    return Err(Error::Protocol(ProtocolError::MissingDescriptors {
+                                        id,
+                                        declared: usize::from(fds),
+                                        arrived: reader.get_ref().pending_fds(),
+                                    }))
+                                }
+                            };
+                            let stream = stream.then(|| shared.incoming_stream(id));
+                            let started = Started { id, created_at, payload, fds, stream };
+                            start_request(shared, inline_first_poll, started, &handler).await;
+                        }
+                        Message::StreamData { id, bytes } => shared.streams.deliver(id, Chunk::Data(bytes)).map_err(Error::Protocol)?,
+                        Message::StreamEnd { id } => shared.streams.deliver(id, Chunk::End).map_err(Error::Protocol)?,
+                        Message::StreamAbort { id, reason } => shared.streams.deliver(id, Chunk::Abort(reason)).map_err(Error::Protocol)?,
+                        Message::StreamCredit { id, bytes } => shared.streams.credit(id, bytes).map_err(Error::Protocol)?,
+                        Message::StreamStop { id } => shared.streams.stop(id),
+                        Message::QueryReply { id, result } => shared.queries.answer(id, result),
+                        Message::Cancel { id } => shared.registry.cancel(id),
+                        Message::Event { name, payload } => {
+                            // No subscriber is fine: the event is simply not wanted.
+                            let _ = shared.events.send(Event::new(name, payload));
+                        }
+                        Message::Ping { seq } => shared.send(Message::Pong { seq })?,
+                        Message::SoftKill => {
+                            drain.confirmed = true;
+                            drain.start(&shared.stop, shared.tasks());
+                        }
+                        Message::HardKill => {
+                            if let Some(hook) = shared.stop.take_hard_kill_hook() {
+                                hook();
+                            }
+                            return Ok(());
+                        }
+                        other => {
+                            return Err(Error::Protocol(ProtocolError::UnexpectedMessage {
+                                expected: "a supervisor message",
+                                got: other.kind(),
+                            }))
+                        }
+                    }
+                    match reader.next_buffered() {
+                        Some(next) => frame = Some(next),
+                        None => break,
+                    }
+                }
+            }
+            signal = signals.next(), if !drain.signalled => {
+                // The first stop signal: tell the supervisor (even if a
+                // soft kill already runs; it keeps its own reason),
+                // then drain. Later ones are absorbed.
+                drain.signalled = true;
+                tracing::info!(signal, "told to stop by a signal; draining");
+                shared.send(Message::Stopping { signal })?;
+                drain.start(&shared.stop, shared.tasks());
+            }
+            () = shared.stop.changed(), if drain.started => {}
+        }
+    }
+}
+
+/// A request as it came off the wire.
+struct Started {
+    id: RequestId,
+    created_at: u64,
+    payload: Bytes,
+    fds: Vec<OwnedFd>,
+    stream: Option<IncomingStream>,
+}
+
+/// Runs one request's handler in a task of its own, on the worker's
+/// tracker.
+///
+/// On a current-thread runtime the handler is first polled right here,
+/// and only becomes a task if it does not finish at once: a handler
+/// that answers without waiting (an echo, a lookup) then costs no task
+/// at all. On such a runtime a task would share this thread anyway, so
+/// nothing is lost; on a multi-thread runtime every handler gets a task,
+/// so a handler that hogs its thread never holds up this loop (and its
+/// answers to pings).
+async fn start_request<H: Handler>(
+    shared: &Arc<Shared>,
+    inline_first_poll: bool,
+    started: Started,
+    handler: &Arc<H>,
+) {
+    let Started {
+        id,
+        created_at,
+        payload,
+        fds,
+        stream,
+    } = started;
+    let tracked = Arc::new(Tracked::new(id, timestamp_from_micros(created_at)));
+    shared.registry.insert(tracked.clone());
+    let fds = fds
+        .into_iter()
+        .map(|fd| PassedFd::new(fd, id, shared.clone()))
+        .collect();
+    let request = Request::new(tracked.clone(), payload, fds, stream, shared.clone());
+    let handler = handler.clone();
+    let worker = shared.clone();
+    let task = async move {
+        let outcome = AssertUnwindSafe(handler.call(request)).catch_unwind().await;
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(RemoteError {
+                kind: RemoteErrorKind::Failed,
+                message: format!("handler failed on request {id}: {e}"),
+            }),
+            Err(panic) => Some(RemoteError {
+                kind: RemoteErrorKind::Panicked,
+                message: format!(
+                    "handler panicked on request {id}: {}",
+                    panic_message(&*panic)
+                ),
+            }),
+        };
+        let failed = failure.is_some();
+        if tracked.handler_finished(failed) {
+            let error = failure.unwrap_or_else(|| RemoteError {
+                kind: RemoteErrorKind::Dropped,
+                message: format!("request {id} was dropped without an answer"),
+            });
+            let _ = worker.finish(&tracked, Err(error));
+        }
+    };
+    if inline_first_poll {
+        let mut task = Box::pin(task);
+        let done = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx).is_ready())).await;
+        if !done {
+            shared.tasks().spawn(task);
+        }
+    } else {
+        shared.tasks().spawn(task);
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
