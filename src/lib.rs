@@ -108,14 +108,33 @@
 //! - `drover-supervisor` (re-exported here): pool, routing, lifecycle.
 //! - `drover-worker` ([`worker`]): the SDK a worker binary links.
 //! - `drover-proto` ([`proto`]): messages, frame codec, handshake.
-//! - `drover-queue` ([`queue`]): a durable job queue with timers.
+//! - `drover-queue` (`queue`, feature `queue`): a durable job queue with
+//!   timers.
+//!
+//! # Features
+//!
+//! None is on by default: the pool and the worker SDK need none.
+//!
+//! - `queue`: the durable job queue, [`queue`], with no store.
+//! - `sqlite`: the queue with [`queue::SqliteStore`] (SQLite's C code is
+//!   compiled in).
+//! - `postgres`: the queue with [`queue::PgStore`].
+//!
+//! # Platforms
+//!
+//! Linux only: drover relies on calls other systems do not have (the
+//! parent-death signal, `no_new_privs`, `close_range`, and more to come);
+//! elsewhere the build of `drover-proto`, which every part of drover
+//! depends on, stops with one error saying so.
 #![forbid(unsafe_code)]
+
 
 pub use drover_supervisor::*;
 
 // The README's Rust blocks, compiled (and run unless `no_run`) by
-// `cargo test --doc`.
-#[cfg(doctest)]
+// `cargo test --doc`; its job-queue snippet needs both stores
+// (`cargo test --workspace` turns them on, through drover-integration).
+#[cfg(all(doctest, feature = "sqlite", feature = "postgres"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
@@ -124,6 +143,7 @@ pub mod worker {
     pub use drover_worker::*;
 }
 
+#[cfg(feature = "queue")]
 /// The durable job queue with timers, run by a pool (the `drover-queue`
 /// crate): SQLite or PostgreSQL.
 pub mod queue {

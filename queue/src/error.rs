@@ -27,6 +27,8 @@ pub enum QueueError {
 }
 
 /// Wraps a driver error with the operation that failed.
+// Used by the stores only; a build with none leaves it idle.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> QueueError {
     move |source| QueueError::Database { operation, source }
 }

@@ -42,15 +42,20 @@
 mod builder;
 mod error;
 mod idle;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod runner;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
 
 pub use builder::JobQueueBuilder;
 pub use error::QueueError;
+#[cfg(feature = "postgres")]
 pub use postgres::PgStore;
 pub use runner::{JobQueue, Runner};
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::{DeadJob, Job, JobId, Stats, Store};

@@ -17,6 +17,7 @@ pub(crate) struct Statements {
     pub(crate) dead: &'static str,
 }
 
+#[cfg(feature = "sqlite")]
 pub(crate) const SQLITE: Statements = Statements {
     create: &[
         "CREATE TABLE IF NOT EXISTS drover_jobs (
@@ -57,6 +58,7 @@ pub(crate) const SQLITE: Statements = Statements {
     dead: "SELECT id, attempts, COALESCE(last_error, ''), payload FROM drover_jobs WHERE state = 'dead' ORDER BY id",
 };
 
+#[cfg(feature = "postgres")]
 pub(crate) const POSTGRES: Statements = Statements {
     create: &[
         "CREATE TABLE IF NOT EXISTS drover_jobs (
