@@ -62,6 +62,15 @@
 //! process. The start timeout is the supervisor's, around `accept`.
 #![forbid(unsafe_code)]
 
+// Every part of drover (the facade, the supervisor, the worker SDK, the
+// queue) depends on this crate: one clear error here, not many elsewhere.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "drover runs on Linux only: it relies on the parent-death signal (prctl PR_SET_PDEATHSIG), \
+     no_new_privs, close_range, SCM_RIGHTS with MSG_CMSG_CLOEXEC and Linux's /proc, \
+     which this target does not have"
+);
+
 pub mod bounded;
 pub mod codec;
 pub mod error;
