@@ -128,7 +128,6 @@
 //! depends on, stops with one error saying so.
 #![forbid(unsafe_code)]
 
-
 pub use drover_supervisor::*;
 
 // The README's Rust blocks, compiled (and run unless `no_run`) by
