@@ -16,6 +16,8 @@
 //! - [`reader`]: [`FrameReader`], the read side of a connection, which
 //!   reads large frames into pooled buffers.
 //! - [`value`]: encoding of user values into payload bytes.
+//! - [`task`]: [`Task`], a request type tied to its answer type, which
+//!   both sides' typed APIs use.
 //! - [`bounded`]: the decoding both of those go through, which allocates
 //!   nothing a frame does not hold, whatever lengths its bytes claim.
 //! - [`handshake`]: both halves of the handshake, [`handshake::accept`]
@@ -80,6 +82,7 @@ pub mod idhash;
 pub mod message;
 pub mod reader;
 pub mod stream;
+pub mod task;
 pub mod transport;
 pub mod value;
 
@@ -94,6 +97,7 @@ pub use message::{
 };
 pub use reader::FrameReader;
 pub use stream::{new_credit, pump, Chunk, ChunkSender, IncomingStream, Streams, STREAM_WINDOW};
+pub use task::Task;
 pub use transport::{outbox, write_loop, Closed, Outbox, OutboxReceiver, Outgoing, COPY_LIMIT};
 pub use value::{decode_value, encode_value, ValueError};
 

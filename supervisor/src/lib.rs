@@ -107,11 +107,12 @@ mod response;
 mod routing;
 mod spawn;
 mod supervisor;
+mod typed;
 mod worker;
 
 pub use batch::{Batch, BatchReport};
 pub use builder::Builder;
-pub use drover_proto::{RemoteErrorKind, RequestId};
+pub use drover_proto::{RemoteErrorKind, RequestId, Task};
 pub use error::{Error, HandshakeFailure};
 pub use event::{CustomEvent, Event, Events, ExitReason, RecycleCause, Termination, WorkerExit};
 pub use groups::{GroupSpec, Groups, GroupsDiff};
@@ -120,3 +121,4 @@ pub use query::Query;
 pub use response::{ByteStream, Response};
 pub use routing::Routing;
 pub use supervisor::{Passable, RequestBuilder, SendFuture, Supervisor};
+pub use typed::Pool;

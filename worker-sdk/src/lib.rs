@@ -121,7 +121,7 @@ mod worker;
 
 /// A byte stream that came with a request: an `AsyncRead`.
 pub use drover_proto::IncomingStream as ByteStream;
-pub use drover_proto::RequestId;
+pub use drover_proto::{RequestId, Task};
 pub use error::Error;
 pub use events::{Event, Events};
 pub use handler::Handler;
@@ -203,6 +203,63 @@ where
     worker
         .serve(move |req: Request| handler(req, state.clone()))
         .await
+}
+
+/// Runs a whole worker that serves one [`Task`] type: each request is
+/// decoded as a `T`, `handler` computes its [`Task::Output`], and that is
+/// the answer. A payload that is not a `T` is answered with an error
+/// naming the type; a handler error is answered with its text.
+///
+/// ```no_run
+/// use drover_worker::Task;
+/// use serde::{Deserialize, Serialize};
+///
+/// // In a crate the application shares with this worker.
+/// #[derive(Serialize, Deserialize)]
+/// struct Upper(String);
+///
+/// impl Task for Upper {
+///     type Output = String;
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), drover_worker::Error> {
+///     drover_worker::serve_tasks(|Upper(text): Upper| async move {
+///         Ok::<_, drover_worker::Error>(text.to_uppercase())
+///     })
+///     .await
+/// }
+/// ```
+///
+/// For a task that needs its [`Request`] (a stream, a passed socket,
+/// `cancelled()`), serve it as usual and use [`Request::task`] and
+/// [`Request::respond_task`].
+///
+/// # Errors
+///
+/// As [`serve`].
+pub async fn serve_tasks<T, H, Fut, E>(handler: H) -> Result<(), Error>
+where
+    T: Task,
+    H: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T::Output, E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let handler = std::sync::Arc::new(handler);
+    serve(move |req: Request| {
+        let task = req.task::<T>();
+        let handler = handler.clone();
+        async move {
+            match task {
+                Ok(task) => match handler(task).await {
+                    Ok(output) => req.respond_task::<T>(&output),
+                    Err(e) => req.fail(e),
+                },
+                Err(e) => req.fail(e),
+            }
+        }
+    })
+    .await
 }
 
 /// Whether this process was started by a drover supervisor (the

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use drover_proto::{
-    decode_value, encode_value, IncomingStream, RemoteError, RemoteErrorKind, RequestId,
+    decode_value, encode_value, IncomingStream, RemoteError, RemoteErrorKind, RequestId, Task,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::AsyncRead;
@@ -153,6 +153,27 @@ impl Request {
     /// [`Error::Value`] naming `T` when the payload is not a `T`.
     pub fn data<T: DeserializeOwned>(&self) -> Result<T, Error> {
         Ok(decode_value(&self.payload)?)
+    }
+
+    /// The payload decoded as the [`Task`] `T`: as [`data`](Request::data),
+    /// for a request type whose answer type is tied to it (answer with
+    /// [`respond_task`](Request::respond_task)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] naming `T` when the payload is not a `T`.
+    pub fn task<T: Task>(&self) -> Result<T, Error> {
+        self.data::<T>()
+    }
+
+    /// Answers the task `T` with its output, and only with that type: a
+    /// worker and a caller that share `T` cannot disagree on the answer.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Request::respond).
+    pub fn respond_task<T: Task>(self, output: &T::Output) -> Result<(), Error> {
+        self.respond(output)
     }
 
     /// The raw payload bytes, as the supervisor's caller encoded them.

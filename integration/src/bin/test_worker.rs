@@ -35,6 +35,15 @@ async fn run() -> Result<(), drover_worker::Error> {
         queue_until_killed(std::env::args().nth(2).expect("a database path")).await;
         return Ok(());
     }
+    if std::env::var_os("DROVER_TEST_TASKS").is_some() {
+        return drover_worker::serve_tasks(|cmd::Upper(text)| async move {
+            if text == "fail" {
+                return Err(format!("told to fail: {text}"));
+            }
+            Ok(text.to_uppercase())
+        })
+        .await;
+    }
     if std::env::var_os("DROVER_TEST_SERVE_WITH").is_some() {
         return serve_with_state().await;
     }

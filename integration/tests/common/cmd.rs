@@ -131,6 +131,16 @@ pub enum Cmd {
     PostJobAt(std::time::SystemTime, Box<Cmd>),
 }
 
+/// The typed tests' task: the worker answers its text in upper case, or
+/// fails with it when it is `"fail"` (a worker started with
+/// `DROVER_TEST_TASKS` serves only this).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Upper(pub String);
+
+impl drover_proto::Task for Upper {
+    type Output = String;
+}
+
 /// An `AsyncRead` of `len` bytes of a fixed pattern, made on the fly.
 #[derive(Debug)]
 pub struct Pattern {
