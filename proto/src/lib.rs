@@ -82,6 +82,7 @@ pub mod idhash;
 pub mod message;
 pub mod reader;
 pub mod stream;
+pub mod subscription;
 pub mod task;
 pub mod transport;
 pub mod value;
@@ -97,6 +98,7 @@ pub use message::{
 };
 pub use reader::FrameReader;
 pub use stream::{new_credit, pump, Chunk, ChunkSender, IncomingStream, Streams, STREAM_WINDOW};
+pub use subscription::Subscription;
 pub use task::Task;
 pub use transport::{outbox, write_loop, Closed, Outbox, OutboxReceiver, Outgoing, COPY_LIMIT};
 pub use value::{decode_value, encode_value, ValueError};

@@ -430,12 +430,14 @@ impl fmt::Display for WorkerExit {
 /// [`Supervisor::events`](crate::Supervisor::events).
 #[derive(Debug)]
 pub struct Events {
-    rx: broadcast::Receiver<Event>,
+    inner: drover_proto::Subscription<Event>,
 }
 
 impl Events {
     pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Events {
-        Events { rx }
+        Events {
+            inner: drover_proto::Subscription::new(rx),
+        }
     }
 
     /// The next event; `None` once the pool is gone.
@@ -447,7 +449,21 @@ impl Events {
     ///
     /// Cancel safe: dropping the future loses no event.
     pub async fn recv(&mut self) -> Option<Event> {
-        drover_proto::recv_lossy(&mut self.rx).await
+        self.inner.recv().await
+    }
+}
+
+/// The same events as a [`Stream`](futures::Stream), ending when the
+/// pool is gone: for `StreamExt` combinators (`filter`, `take_while`,
+/// `timeout` ...). As cancel safe as [`recv`](Events::recv).
+impl futures::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        self.get_mut().inner.poll_recv(cx)
     }
 }
 

@@ -50,12 +50,14 @@ impl Event {
 /// [`Worker::events`]: crate::Worker::events
 #[derive(Debug)]
 pub struct Events {
-    rx: broadcast::Receiver<Event>,
+    inner: drover_proto::Subscription<Event>,
 }
 
 impl Events {
     pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Events {
-        Events { rx }
+        Events {
+            inner: drover_proto::Subscription::new(rx),
+        }
     }
 
     /// The next event; `None` once the connection is closed.
@@ -67,6 +69,20 @@ impl Events {
     ///
     /// Cancel safe: an event is never lost by dropping this future.
     pub async fn recv(&mut self) -> Option<Event> {
-        drover_proto::recv_lossy(&mut self.rx).await
+        self.inner.recv().await
+    }
+}
+
+/// The same events as a [`Stream`](futures::Stream), ending when the
+/// connection is closed: for `StreamExt` combinators (`filter`, `take_while`,
+/// `timeout` ...). As cancel safe as [`recv`](Events::recv).
+impl futures::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        self.get_mut().inner.poll_recv(cx)
     }
 }
