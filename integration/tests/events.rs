@@ -35,3 +35,35 @@ async fn events_are_a_stream() {
         .all(|exit| exit.termination == drover::Termination::Code(3)));
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
+
+/// A handler's log lines carry the request's id and the worker's pid: the
+/// SDK runs each request in a span of its own.
+#[tokio::test]
+async fn a_handlers_log_names_its_request() {
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(1).env("DROVER_TEST_TRACE", "1").spawn(),
+    )
+    .await
+    .unwrap();
+    let mut events = pool.events();
+    let answer = within(
+        LIMIT,
+        "a logged request",
+        pool.enqueue(&Cmd::TraceLog("handling the upload".into())),
+    )
+    .await
+    .unwrap();
+    let _ = within(LIMIT, "crash", pool.enqueue(&Cmd::Exit(1))).await;
+    let exit = common::next_exit(&mut events).await;
+    let line = exit
+        .stderr_tail
+        .iter()
+        .find(|line| line.contains("handling the upload"))
+        .unwrap_or_else(|| panic!("no log line in {:?}", exit.stderr_tail));
+    assert!(line.contains("drover.request"), "{line}");
+    assert!(line.contains(&answer.id().to_string()), "{line}");
+    assert!(line.contains(&format!("pid={}", answer.pid())), "{line}");
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}

@@ -214,6 +214,13 @@ async fn start_request<H: Handler>(
             let _ = worker.finish(&tracked, Err(error));
         }
     };
+    // A span per request, so that a handler's logs carry the request's id
+    // (the supervisor's log of the same request names it too). At debug
+    // level: with no subscriber interested it is one cached check.
+    let task = tracing::Instrument::instrument(
+        task,
+        tracing::debug_span!("drover.request", %id, pid = std::process::id()),
+    );
     if inline_first_poll {
         let mut task = Box::pin(task);
         let done = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx).is_ready())).await;

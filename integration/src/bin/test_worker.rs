@@ -27,6 +27,13 @@ fn main() -> Result<(), drover_worker::Error> {
 }
 
 async fn run() -> Result<(), drover_worker::Error> {
+    if std::env::var_os("DROVER_TEST_TRACE").is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .init();
+    }
     if std::env::args().nth(1).as_deref() == Some("--supervise") {
         supervise().await;
         return Ok(());
@@ -471,6 +478,10 @@ async fn run() -> Result<(), drover_worker::Error> {
                         // The supervisor may kill it mid-write: fine.
                         let _ = raw.write_all(&bytes);
                         std::future::pending().await
+                    }
+                    Cmd::TraceLog(text) => {
+                        tracing::info!("{text}");
+                        req.ack()
                     }
                     Cmd::FreezeHolding => {
                         let _ = rustix::process::kill_process(

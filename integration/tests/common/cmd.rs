@@ -129,6 +129,9 @@ pub enum Cmd {
     /// Post this job to the pool's job queue, due at this time
     /// (`Worker::post_job_at`), then ack.
     PostJobAt(std::time::SystemTime, Box<Cmd>),
+    /// Log this text through `tracing` (at info), then ack: with
+    /// `DROVER_TEST_TRACE` set the worker writes its log to stderr.
+    TraceLog(String),
 }
 
 /// The typed tests' task: the worker answers its text in upper case, or
