@@ -8,9 +8,9 @@ use bytes::Bytes;
 use drover_proto::{encode_value, DEFAULT_MAX_FRAME_LENGTH};
 use serde::Serialize;
 
+use crate::account::{resolve, Account, Kind, Unresolved};
 use crate::error::Error;
 use crate::routing::Routing;
-use crate::supervisor::Supervisor;
 
 /// Everything a pool is configured with; see [`Builder`] for each setting.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,7 +98,7 @@ pub(crate) struct Limits {
     pub(crate) no_new_privs: bool,
 }
 
-/// Builds a [`Supervisor`]: which binary, how many workers, and the pool's
+/// Builds a [`Supervisor`](crate::Supervisor): which binary, how many workers, and the pool's
 /// limits. Every setting has a default; only the binary is required.
 ///
 /// # Examples
@@ -120,6 +120,8 @@ pub(crate) struct Limits {
 pub struct Builder {
     config: Config,
     config_error: Option<drover_proto::ValueError>,
+    /// A user or group name that did not resolve: `spawn` fails with it.
+    account_error: Option<Unresolved>,
 }
 
 impl Builder {
@@ -159,6 +161,7 @@ impl Builder {
                 on_query: None,
             },
             config_error: None,
+            account_error: None,
         }
     }
 
@@ -213,7 +216,7 @@ impl Builder {
 
     /// The largest frame either side may send, in bytes (default 64 MiB;
     /// at least 1024). A payload over the payload limit, this less 64
-    /// bytes of message ([`Supervisor::max_payload`]), is refused before
+    /// bytes of message ([`Supervisor::max_payload`](crate::Supervisor::max_payload)), is refused before
     /// it is sent, by either side, with an error naming both; a worker that
     /// sends a larger frame is killed and replaced.
     pub fn max_frame_length(mut self, bytes: usize) -> Builder {
@@ -369,7 +372,7 @@ impl Builder {
     }
 
     /// Whether requests made while the pool is drained wait in the queue
-    /// for [`resume`](Supervisor::resume) (the default) or fail at once with
+    /// for [`resume`](crate::Supervisor::resume) (the default) or fail at once with
     /// [`Error::Drained`].
     pub fn hold_when_drained(mut self, hold: bool) -> Builder {
         self.config.hold_when_drained = hold;
@@ -402,16 +405,37 @@ impl Builder {
         self
     }
 
-    /// Runs the workers as this user id (the supervisor must be allowed to).
-    pub fn user(mut self, uid: u32) -> Builder {
-        self.config.limits.uid = Some(uid);
+    /// Runs the workers as this user, by id (`user(33)`) or by name
+    /// (`user("www-data")`, looked up now, in the supervisor); the
+    /// supervisor must be allowed to switch to it.
+    ///
+    /// # Errors
+    ///
+    /// A name that no user has makes `spawn` (and `start`) fail with
+    /// [`Error::UnknownAccount`] naming it.
+    pub fn user(mut self, user: impl Into<Account>) -> Builder {
+        match resolve(user.into(), Kind::User) {
+            Ok(uid) => self.config.limits.uid = Some(uid),
+            Err(e) => {
+                self.account_error.get_or_insert(e);
+            }
+        }
         self
     }
 
-    /// Runs the workers with this group id (the supervisor must be allowed
-    /// to).
-    pub fn group(mut self, gid: u32) -> Builder {
-        self.config.limits.gid = Some(gid);
+    /// Runs the workers with this group, by id or by name, as
+    /// [`user`](Builder::user); the supervisor must be allowed to.
+    ///
+    /// # Errors
+    ///
+    /// As [`user`](Builder::user), for a group.
+    pub fn group(mut self, group: impl Into<Account>) -> Builder {
+        match resolve(group.into(), Kind::Group) {
+            Ok(gid) => self.config.limits.gid = Some(gid),
+            Err(e) => {
+                self.account_error.get_or_insert(e);
+            }
+        }
         self
     }
 
@@ -472,42 +496,11 @@ impl Builder {
         if let Some(e) = self.config_error {
             return Err(Error::Encode(e));
         }
+        if let Some(e) = self.account_error {
+            return Err(e.into());
+        }
         check_program(&self.config.program)?;
         Ok(self.config)
-    }
-
-    /// Starts the pool without waiting for the workers: requests enqueued
-    /// now wait until a worker is ready. Subscribe to
-    /// [`events`](Supervisor::events) before [`online`](Supervisor::online)
-    /// to see every worker start.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::WorkerBinary`] if the binary is missing or not executable,
-    /// [`Error::Encode`] if the `config` value did not encode,
-    /// [`Error::NoRuntime`] outside a tokio runtime.
-    pub fn start(self) -> Result<Supervisor, Error> {
-        let config = self.into_config()?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        Supervisor::start(config, runtime)
-    }
-
-    /// Starts the pool and waits until every worker is ready ("online").
-    ///
-    /// # Errors
-    ///
-    /// As [`start`](Builder::start), and the first worker's failure to
-    /// start ([`Error::Spawn`], [`Error::Handshake`]); then every worker
-    /// already started is killed and reaped before this returns.
-    pub async fn spawn(self) -> Result<Supervisor, Error> {
-        let pool = self.start()?;
-        match pool.online().await {
-            Ok(()) => Ok(pool),
-            Err(e) => {
-                pool.hard_kill().await;
-                Err(e)
-            }
-        }
     }
 }
 

@@ -22,6 +22,17 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A user or group given by name to the builder does not exist (or
+    /// could not be looked up).
+    #[error("{kind} {name:?}: {reason}")]
+    UnknownAccount {
+        /// "user" or "group".
+        kind: &'static str,
+        /// The name given.
+        name: String,
+        /// Why it could not be used.
+        reason: String,
+    },
     /// The operating system refused to start the worker process.
     #[error("cannot start worker {path}: {source}")]
     Spawn {

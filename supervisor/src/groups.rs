@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::builder::{Builder, Config};
 use crate::error::Error;
-use crate::event::{ExitReason, RecycleCause};
+use crate::event::RecycleCause;
+use crate::lifecycle::StopOrder;
 use crate::response::Response;
 use crate::supervisor::Supervisor;
 
@@ -169,7 +170,7 @@ impl Groups {
             if !seen.contains(&name) {
                 let removed = self.map().remove(&name);
                 if let Some(pool) = removed {
-                    pool.soft_kill_as(ExitReason::Recycled(RecycleCause::GroupRemoved))
+                    pool.soft_kill_as(StopOrder::Recycle(RecycleCause::GroupRemoved))
                         .await;
                 }
                 diff.removed.push(name);
@@ -197,7 +198,7 @@ impl Groups {
                 Some((old, _)) => {
                     let fresh = builder.spawn().await?;
                     self.map().insert(name.clone(), fresh);
-                    old.soft_kill_as(ExitReason::Recycled(RecycleCause::Reload))
+                    old.soft_kill_as(StopOrder::Recycle(RecycleCause::Reload))
                         .await;
                     diff.changed.push(name);
                 }

@@ -46,11 +46,21 @@
 //!   it what senders encoded into the connection's outbox
 //!   (`drover_proto::Outbox`), a batch per system call. A memory sampler reads every worker's RSS from
 //!   `/proc/<pid>/statm` at the health interval, off the request path.
-//! - **State.** One mutex guards the pool: workers, the bounded queue, the
-//!   restart budget. No lock is held across an `.await`; callers are woken
-//!   after it is released. A request is routed inside `enqueue` itself, or
-//!   by the connection task whose worker just freed a slot: no central task
-//!   sits on the request path.
+//! - **State.** One mutex guards the pool, `PoolState`: workers, the
+//!   bounded queue, the restart budget, with fields private to the `pool`
+//!   module (everything else goes through its methods; metrics read a
+//!   count made under the lock, `metrics::Gauges`). The transitions that
+//!   are its methods hand back what is left to do once the lock is
+//!   released, and are tested without processes (`pool/tests.rs`). No lock is held across an
+//!   `.await`; callers are woken after it is released. A request is routed
+//!   inside `enqueue` itself, or by the connection task whose worker just
+//!   freed a slot: no central task sits on the request path.
+//! - **Lifecycle.** A worker's life is one enum, `lifecycle::Life`
+//!   (starting, ready, busy, stopping with the pool's `StopOrder`), with
+//!   every transition a method of it; whether a worker takes work is
+//!   decided there once, and its exit reason, when the pool ended it, is
+//!   derived from the order in one place. [`WorkerState`] is the view of
+//!   it that `health()`, events and metrics report.
 //! - **Routing.** See [`Routing`]: by default the ready worker with the
 //!   fewest requests in flight, then the lowest RSS, ties in turn.
 //! - **Deaths.** A worker that exits unasked, closes its socket, breaks
@@ -73,15 +83,26 @@
 //!
 //! # Layout
 //!
-//! - `supervisor.rs`: [`Supervisor`], the public handle.
+//! - `supervisor.rs`: [`Supervisor`], the public handle, and
+//!   [`Builder::start`] / [`Builder::spawn`], which make one.
 //! - `builder.rs`: [`Builder`], every setting and its default.
-//! - `pool.rs`: the shared state and every change to it.
+//! - `pool/`: the shared state and every change to it. `state.rs`:
+//!   `PoolState` (fields private to `pool/`), routing, the transitions that
+//!   are its methods; `choices.rs`: the choices operations make under the
+//!   lock, and the gauges' count; `shared.rs`: `Shared`, the lock and what
+//!   is carried out around it; `tests.rs`: the state machine without
+//!   processes.
+//! - `lifecycle.rs`: a worker's lifecycle (`Life`), the pool's orders to
+//!   stop it (`StopOrder`) and every transition; the `Kill` token that
+//!   reaches its connection task.
 //! - `worker.rs`: the per-worker task (spawn, handshake, connection, reap).
 //! - `spawn.rs`: starting a process (the crate's only `unsafe`, in the
 //!   child between fork and exec).
 //! - `routing.rs`: [`Routing`] and the choice of a worker.
 //! - `health.rs`: [`WorkerState`], [`WorkerHealth`], memory readings.
-//! - `operate.rs`: recycling, resize, reload, drain and resume.
+//! - `operate.rs`: recycling, resize, reload, drain and resume (their
+//!   choices under the lock are `PoolState` methods, in
+//!   `pool/choices.rs`).
 //! - `groups.rs`: [`Groups`], several named pools declared as a whole.
 //! - `batch.rs`: [`Batch`], many jobs through the pool, one report.
 //! - `output.rs`: draining workers' stdout and stderr.
@@ -91,13 +112,22 @@
 //!   (requests by outcome, latency, queue depth, workers by state, RSS,
 //!   exits by reason, restarts).
 //! - `response.rs`: [`Response`]. `error.rs`: [`Error`].
+//!
+//! Dependencies between these files run one way, but for three pairs:
+//! `pool/` and `worker.rs` (a worker's task reports to the pool, and the
+//! pool launches workers: until launches are effects the pool hands back),
+//! `supervisor.rs` and `batch.rs` (a batch borrows the handle that makes
+//! it), and `pool/` with `operate.rs` (two halves of `Shared`'s methods:
+//! the pool calls `maintain` after changes).
 
+mod account;
 mod batch;
 mod builder;
 mod error;
 mod event;
 mod groups;
 mod health;
+mod lifecycle;
 mod metrics;
 mod operate;
 mod output;
@@ -110,6 +140,7 @@ mod supervisor;
 mod typed;
 mod worker;
 
+pub use account::Account;
 pub use batch::{Batch, BatchReport};
 pub use builder::Builder;
 pub use drover_proto::{RemoteErrorKind, RequestId, Task};

@@ -25,9 +25,24 @@ use metrics::{
 
 use crate::error::Error;
 use crate::event::ExitReason;
-use crate::health::WorkerState;
-use crate::pool::PoolState;
 use crate::response::Response;
+
+/// What the gauges show, counted under the pool's lock
+/// (`PoolState::gauges`) and reported after it is released.
+#[derive(Debug, Default)]
+pub(crate) struct Gauges {
+    /// Requests waiting for a worker.
+    pub(crate) queued: usize,
+    /// Requests held by workers.
+    pub(crate) in_flight: usize,
+    /// Workers by the state they show: starting, ready, busy, stopping.
+    pub(crate) starting: usize,
+    pub(crate) ready: usize,
+    pub(crate) busy: usize,
+    pub(crate) stopping: usize,
+    /// Slot index and resident memory of each active worker read so far.
+    pub(crate) rss: Vec<(u32, u64)>,
+}
 
 /// The pool's metric handles, registered once.
 #[derive(Debug)]
@@ -110,25 +125,22 @@ impl Metrics {
         self.restarts.increment(1);
     }
 
-    /// Refreshes the gauges from the pool's state.
-    pub(crate) fn sample(&self, state: &PoolState) {
-        gauge!("drover_queue_depth", "pool" => self.pool.clone()).set(state.pending.len() as f64);
-        let in_flight: usize = state.workers.iter().map(|w| w.in_flight.len()).sum();
-        gauge!("drover_requests_in_flight", "pool" => self.pool.clone()).set(in_flight as f64);
-        for (name, wanted) in [
-            ("starting", WorkerState::Starting),
-            ("ready", WorkerState::Ready),
-            ("busy", WorkerState::Busy),
-            ("stopping", WorkerState::Stopping),
+    /// Refreshes the gauges from a count of the pool's state.
+    pub(crate) fn sample(&self, gauges: &Gauges) {
+        gauge!("drover_queue_depth", "pool" => self.pool.clone()).set(gauges.queued as f64);
+        gauge!("drover_requests_in_flight", "pool" => self.pool.clone())
+            .set(gauges.in_flight as f64);
+        for (name, n) in [
+            ("starting", gauges.starting),
+            ("ready", gauges.ready),
+            ("busy", gauges.busy),
+            ("stopping", gauges.stopping),
         ] {
-            let n = state.workers.iter().filter(|w| w.state == wanted).count();
             gauge!("drover_workers", "pool" => self.pool.clone(), "state" => name).set(n as f64);
         }
-        for worker in state.workers.iter().filter(|w| w.stop.is_none()) {
-            if let Some(rss) = worker.rss {
-                gauge!("drover_worker_rss_bytes", "pool" => self.pool.clone(), "index" => worker.index.to_string())
-                    .set(rss as f64);
-            }
+        for &(index, rss) in &gauges.rss {
+            gauge!("drover_worker_rss_bytes", "pool" => self.pool.clone(), "index" => index.to_string())
+                .set(rss as f64);
         }
     }
 }

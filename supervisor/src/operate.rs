@@ -1,97 +1,23 @@
 //! Operating a running pool: recycling, resizing, rolling reload, drain and
 //! resume.
 //!
-//! All of them take workers out of service the same way, [`PoolState::retire`]:
-//! the worker is routed nothing new, told to finish what it holds and exit
-//! (`SoftKill`), and killed if it is still there after the drain timeout.
-//! Its exit is a requested one, never counted as a crash.
+//! These are the async halves (serialised, waiting for the pool to
+//! settle); the choices they make under the lock (which workers retire,
+//! which slots fill, when an operation is over) are `PoolState` methods in
+//! `pool.rs`. All of them take workers out of service the same way,
+//! `Life::retire` (`lifecycle.rs`): the worker is routed nothing new, told
+//! to finish what it holds and exit (`SoftKill`), and killed if it is still
+//! there after the drain timeout. Its exit is a requested one, never
+//! counted as a crash.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drover_proto::Message;
-
 use crate::builder::Config;
 use crate::error::Error;
-use crate::event::{ExitReason, RecycleCause};
+use crate::event::RecycleCause;
 use crate::health::WorkerState;
-use crate::pool::{Phase, PoolState, Shared, WorkerEntry};
-
-impl PoolState {
-    /// Takes worker `i` out of service gracefully, for `cause`.
-    pub(crate) fn retire(
-        &mut self,
-        i: usize,
-        cause: RecycleCause,
-        drain_timeout: Duration,
-    ) -> (u64, u32) {
-        let worker = &mut self.workers[i];
-        worker.stop = Some(ExitReason::Recycled(cause));
-        worker.state = WorkerState::Stopping;
-        worker.drain_deadline = Some(Instant::now() + drain_timeout);
-        // A worker still in its handshake gets the message once ready.
-        if worker.tx.is_some() {
-            worker.send(Message::SoftKill);
-        }
-        (worker.id, worker.pid)
-    }
-
-    /// Workers out of service because of recycling or a reload, counting
-    /// replacements still starting: what the recycling cap limits.
-    fn out_of_service(&self) -> usize {
-        self.workers
-            .iter()
-            .filter(|w| match &w.stop {
-                None => w.state == WorkerState::Starting,
-                Some(ExitReason::Recycled(cause)) => matches!(
-                    cause,
-                    RecycleCause::MaxRequests { .. }
-                        | RecycleCause::MaxRss { .. }
-                        | RecycleCause::MaxAge { .. }
-                        | RecycleCause::Reload
-                ),
-                Some(_) => false,
-            })
-            .count()
-    }
-
-    /// The lowest slot index that no active worker fills and that is not
-    /// in `taken`.
-    fn free_index(&self, taken: &[u32]) -> u32 {
-        (0u32..)
-            .find(|i| {
-                !taken.contains(i)
-                    && !self
-                        .workers
-                        .iter()
-                        .any(|w| w.stop.is_none() && w.index == *i)
-            })
-            .unwrap_or(0)
-    }
-}
-
-/// Why `worker` should be recycled now, if it should.
-fn recycle_cause(config: &Config, worker: &WorkerEntry, now: Instant) -> Option<RecycleCause> {
-    if let Some(quota) = worker.recycle_at {
-        if worker.served >= quota {
-            return Some(RecycleCause::MaxRequests {
-                served: worker.served,
-            });
-        }
-    }
-    if let (Some(limit), Some(rss)) = (config.max_rss, worker.rss) {
-        if rss > limit {
-            return Some(RecycleCause::MaxRss { rss, limit });
-        }
-    }
-    if let Some(max_age) = config.max_age {
-        let age = now.duration_since(worker.started_at);
-        if age >= max_age {
-            return Some(RecycleCause::MaxAge { age });
-        }
-    }
-    None
-}
+use crate::pool::{Phase, PoolState, Shared};
 
 impl Shared {
     /// Kills retiring workers past their drain deadline and recycles the
@@ -102,30 +28,9 @@ impl Shared {
         let mut launches = Vec::new();
         let mut stopping = Vec::new();
         let mut state = self.lock();
-        for worker in &mut state.workers {
-            if worker.drain_deadline.is_some_and(|d| now >= d) {
-                tracing::warn!(
-                    pid = worker.pid,
-                    "worker did not finish within the drain timeout; killing it"
-                );
-                worker.drain_deadline = None;
-                worker.kill.cancel();
-            }
-        }
-        while state.phase == Phase::Running && state.out_of_service() < self.config.max_recycling {
-            let due = state.workers.iter().enumerate().find_map(|(i, w)| {
-                let ready = w.stop.is_none() && w.tx.is_some() && w.state != WorkerState::Starting;
-                ready
-                    .then(|| recycle_cause(&self.config, w, now))
-                    .flatten()
-                    .map(|c| (i, c))
-            });
-            let Some((i, cause)) = due else {
-                break;
-            };
-            let index = state.workers[i].index;
-            tracing::info!(pid = state.workers[i].pid, "recycling worker: {cause}");
-            stopping.push(state.retire(i, cause, self.config.drain_timeout));
+        state.kill_overdue(now);
+        while let Some((id, pid, index)) = state.recycle_next(&self.config, now) {
+            stopping.push((id, pid));
             launches.push((self.next_worker_id(), index));
         }
         drop(state);
@@ -139,7 +44,7 @@ impl Shared {
 
     fn running_or(&self, operation: &'static str) -> Result<(), Error> {
         let state = self.lock();
-        match &state.phase {
+        match state.phase() {
             Phase::Running => Ok(()),
             other => Err(Error::Operation {
                 operation,
@@ -193,56 +98,15 @@ impl Shared {
                 reason: "a running pool needs at least one worker (drain() stops them all and holds requests until resume())".to_owned(),
             });
         }
-        let mut launches = Vec::new();
-        let mut stopping = Vec::new();
-        {
-            let mut state = self.lock();
-            state.target = n;
-            let active = state.active();
-            let mut taken = Vec::new();
-            for _ in active..n {
-                let index = state.free_index(&taken);
-                taken.push(index);
-                launches.push((self.next_worker_id(), index));
-            }
-            if active > n {
-                // Idle workers first, then the least loaded; starting ones
-                // before any that serve.
-                let mut order: Vec<usize> = (0..state.workers.len())
-                    .filter(|&i| state.workers[i].stop.is_none())
-                    .collect();
-                order.sort_by_key(|&i| {
-                    let w = &state.workers[i];
-                    (
-                        w.state != WorkerState::Starting,
-                        w.in_flight.len(),
-                        std::cmp::Reverse(w.index),
-                    )
-                });
-                for i in order.into_iter().take(active - n) {
-                    stopping.push(state.retire(i, RecycleCause::Resize, self.config.drain_timeout));
-                }
-            }
-        }
-        for (id, pid) in stopping {
+        let changes = self.lock().resize(n, self.config.drain_timeout);
+        for (id, pid) in changes.stopping {
             self.emit_state(id, pid, WorkerState::Stopping);
         }
-        for (id, index) in launches {
-            crate::worker::launch(self, id, index, false);
+        for index in changes.launch {
+            crate::worker::launch(self, self.next_worker_id(), index, false);
         }
-        self.settle("resize", |state| {
-            let active: Vec<&WorkerEntry> =
-                state.workers.iter().filter(|w| w.stop.is_none()).collect();
-            let resized_away = state
-                .workers
-                .iter()
-                .any(|w| w.stop == Some(ExitReason::Recycled(RecycleCause::Resize)));
-            (active.len() == n
-                && active.iter().all(|w| w.state != WorkerState::Starting)
-                && !resized_away)
-                .then_some(())
-        })
-        .await
+        self.settle("resize", |state| state.resized_to(n).then_some(()))
+            .await
     }
 
     /// Replaces every worker, a few at a time; see `Supervisor::reload`.
@@ -267,13 +131,7 @@ impl Shared {
     /// The body of a reload: replacements first, then the old workers
     /// retire, batch by batch.
     async fn reload_workers(self: &Arc<Self>) -> Result<(), Error> {
-        let old: Vec<(u64, u32)> = self
-            .lock()
-            .workers
-            .iter()
-            .filter(|w| w.stop.is_none())
-            .map(|w| (w.id, w.index))
-            .collect();
+        let old = self.lock().active_workers();
         for batch in old.chunks(self.config.max_recycling) {
             // Replacements first; the old workers keep serving meanwhile.
             let fresh: Vec<u64> = batch.iter().map(|_| self.next_worker_id()).collect();
@@ -296,13 +154,7 @@ impl Shared {
                 }
                 fresh
                     .iter()
-                    .all(|id| {
-                        state
-                            .workers
-                            .iter()
-                            .find(|w| w.id == *id)
-                            .is_some_and(|w| w.state != WorkerState::Starting)
-                    })
+                    .all(|&id| state.has_started(id))
                     .then_some(Ok(()))
             })
             .await?;
@@ -310,27 +162,18 @@ impl Shared {
             {
                 let mut state = self.lock();
                 for &(old_id, _) in batch {
-                    if let Some(i) = state
-                        .workers
-                        .iter()
-                        .position(|w| w.id == old_id && w.stop.is_none())
-                    {
-                        stopping.push(state.retire(
-                            i,
-                            RecycleCause::Reload,
-                            self.config.drain_timeout,
-                        ));
-                    }
+                    stopping.extend(state.retire_worker(
+                        old_id,
+                        RecycleCause::Reload,
+                        self.config.drain_timeout,
+                    ));
                 }
             }
             for (id, pid) in stopping {
                 self.emit_state(id, pid, WorkerState::Stopping);
             }
             self.settle("reload", |state| {
-                (!batch
-                    .iter()
-                    .any(|(id, _)| state.workers.iter().any(|w| w.id == *id)))
-                .then_some(())
+                (!batch.iter().any(|&(id, _)| state.has_worker(id))).then_some(())
             })
             .await?;
             self.running_or("reload")?;
@@ -343,21 +186,12 @@ impl Shared {
     pub(crate) async fn drain(self: &Arc<Self>) -> Result<(), Error> {
         let _serial = self.operations.lock().await;
         self.running_or("drain")?;
-        let mut stopping = Vec::new();
-        {
-            let mut state = self.lock();
-            state.phase = Phase::Drained;
-            for i in 0..state.workers.len() {
-                if state.workers[i].stop.is_none() {
-                    stopping.push(state.retire(i, RecycleCause::Drain, self.config.drain_timeout));
-                }
-            }
-        }
+        let stopping = self.lock().drain(self.config.drain_timeout);
         for (id, pid) in stopping {
             self.emit_state(id, pid, WorkerState::Stopping);
         }
         self.notify();
-        self.settle("drain", |state| state.workers.is_empty().then_some(()))
+        self.settle("drain", |state| state.no_workers().then_some(()))
             .await
     }
 
@@ -366,26 +200,19 @@ impl Shared {
         let _serial = self.operations.lock().await;
         let target = {
             let mut state = self.lock();
-            if state.phase != Phase::Drained {
+            let Some(target) = state.resume() else {
                 return Err(Error::Operation {
                     operation: "resume",
-                    reason: format!("the pool is {}, not drained", phase_name(&state.phase)),
+                    reason: format!("the pool is {}, not drained", phase_name(state.phase())),
                 });
-            }
-            state.phase = Phase::Running;
-            state.target
+            };
+            target
         };
         for index in 0..target {
             crate::worker::launch(self, self.next_worker_id(), index as u32, false);
         }
-        self.settle("resume", |state| {
-            let active: Vec<&WorkerEntry> =
-                state.workers.iter().filter(|w| w.stop.is_none()).collect();
-            (active.len() >= state.target
-                && active.iter().all(|w| w.state != WorkerState::Starting))
-            .then_some(())
-        })
-        .await
+        self.settle("resume", |state| state.back_to_target().then_some(()))
+            .await
     }
 }
 

@@ -19,9 +19,10 @@ use uuid::Uuid;
 
 use crate::builder::{Builder, Config};
 use crate::error::Error;
-use crate::event::{Events, ExitReason};
+use crate::event::Events;
 use crate::health::{read_rss, WorkerHealth};
-use crate::pool::{Extras, Pending, RssReading, Shared, Startup};
+use crate::lifecycle::StopOrder;
+use crate::pool::{Extras, Pending, PoolState, RssReading, Shared};
 use crate::response::Response;
 use crate::spawn::Spawner;
 
@@ -65,9 +66,9 @@ struct Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         let shared = &self.shared;
-        shared.begin_stop(ExitReason::HardKill);
-        shared.ask_workers_to_stop(&ExitReason::HardKill);
-        shared.kill_all(ExitReason::HardKill);
+        shared.begin_stop(&StopOrder::HardKill);
+        shared.ask_workers_to_stop(&StopOrder::HardKill);
+        shared.kill_all(StopOrder::HardKill);
         shared.tracker.close();
         // Stop the background tasks (the memory sampler); connection tasks
         // end once their process is reaped.
@@ -81,6 +82,44 @@ impl fmt::Debug for Supervisor {
             .field("program", &self.handle.shared.spec().program)
             .field("workers", &self.handle.shared.workers())
             .finish_non_exhaustive()
+    }
+}
+
+// Starting a pool lives here, beside the handle it returns, so that
+// `builder.rs` (the settings) depends on nothing that uses it.
+impl Builder {
+    /// Starts the pool without waiting for the workers: requests enqueued
+    /// now wait until a worker is ready. Subscribe to
+    /// [`events`](Supervisor::events) before [`online`](Supervisor::online)
+    /// to see every worker start.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WorkerBinary`] if the binary is missing or not executable,
+    /// [`Error::Encode`] if the `config` value did not encode,
+    /// [`Error::NoRuntime`] outside a tokio runtime.
+    pub fn start(self) -> Result<Supervisor, Error> {
+        let config = self.into_config()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        Supervisor::start(config, runtime)
+    }
+
+    /// Starts the pool and waits until every worker is ready ("online").
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Builder::start), and the first worker's failure to
+    /// start ([`Error::Spawn`], [`Error::Handshake`]); then every worker
+    /// already started is killed and reaped before this returns.
+    pub async fn spawn(self) -> Result<Supervisor, Error> {
+        let pool = self.start()?;
+        match pool.online().await {
+            Ok(()) => Ok(pool),
+            Err(e) => {
+                pool.hard_kill().await;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -130,20 +169,7 @@ impl Supervisor {
     /// stopped first. Each worker's start is bounded by the start timeout,
     /// so this never hangs.
     pub async fn online(&self) -> Result<(), Error> {
-        self.shared()
-            .wait_until(|state| match &mut state.startup {
-                Startup::Online => Some(Ok(())),
-                Startup::Failed(error) => {
-                    Some(Err(error.take().unwrap_or_else(|| Error::PoolFailed {
-                        reason: "a worker failed to start".to_owned(),
-                    })))
-                }
-                Startup::Waiting(_) if state.phase != crate::pool::Phase::Running => {
-                    Some(Err(Error::ShuttingDown))
-                }
-                Startup::Waiting(_) => None,
-            })
-            .await
+        self.shared().wait_until(PoolState::startup_outcome).await
     }
 
     /// Resolves the next time the pool is idle: no worker holds a request
@@ -422,19 +448,18 @@ impl Supervisor {
     /// soft-kill hook has run and it is not busy. Whatever is left when the
     /// soft-kill grace runs out is killed, and its requests fail.
     pub async fn soft_kill(&self) {
-        self.soft_kill_as(ExitReason::SoftKill).await;
+        self.soft_kill_as(StopOrder::SoftKill).await;
     }
 
-    /// A soft kill whose workers' exits carry `reason`.
-    pub(crate) async fn soft_kill_as(&self, reason: ExitReason) {
+    /// A soft kill with `order` (`SoftKill`, or `Recycle` for a cause),
+    /// from which its workers' exit reasons come.
+    pub(crate) async fn soft_kill_as(&self, order: StopOrder) {
         let shared = self.shared();
-        shared.begin_stop(ExitReason::SoftKill);
+        shared.begin_stop(&StopOrder::SoftKill);
         let deadline = tokio::time::Instant::now() + shared.config.soft_kill_grace;
         let drained = tokio::time::timeout_at(
             deadline,
-            shared.wait_until(|state| {
-                (state.pending.is_empty() || state.workers.is_empty()).then_some(())
-            }),
+            shared.wait_until(|state| (state.queue_is_empty() || state.no_workers()).then_some(())),
         )
         .await;
         if drained.is_err() {
@@ -444,13 +469,13 @@ impl Supervisor {
         let queued = shared.lock().take_pending();
         crate::pool::fail_all(queued, || Error::ShuttingDown);
         shared.notify();
-        shared.ask_workers_to_stop(&reason);
+        shared.ask_workers_to_stop(&order);
         let gone = tokio::time::timeout_at(deadline, self.all_reaped()).await;
         if gone.is_err() {
-            shared.kill_all(ExitReason::SoftKillTimeout);
+            shared.kill_all(StopOrder::SoftKillTimeout);
             self.all_reaped().await;
         }
-        shared.begin_stop(ExitReason::HardKill);
+        shared.begin_stop(&StopOrder::HardKill);
     }
 
     /// Stops the pool now and waits until every worker is reaped: queued
@@ -459,11 +484,11 @@ impl Supervisor {
     /// [`Error::WorkerLost`].
     pub async fn hard_kill(&self) {
         let shared = self.shared();
-        shared.begin_stop(ExitReason::HardKill);
-        shared.ask_workers_to_stop(&ExitReason::HardKill);
+        shared.begin_stop(&StopOrder::HardKill);
+        shared.ask_workers_to_stop(&StopOrder::HardKill);
         let gone = tokio::time::timeout(shared.config.hard_kill_grace, self.all_reaped()).await;
         if gone.is_err() {
-            shared.kill_all(ExitReason::HardKill);
+            shared.kill_all(StopOrder::HardKill);
             self.all_reaped().await;
         }
     }
@@ -472,7 +497,7 @@ impl Supervisor {
     /// then (the callers made sure), so this is bounded by `SIGKILL`.
     async fn all_reaped(&self) {
         self.shared()
-            .wait_until(|state| state.workers.is_empty().then_some(()))
+            .wait_until(|state| state.no_workers().then_some(()))
             .await;
     }
 }

@@ -7,7 +7,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -20,12 +20,12 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::process::Child;
 use tokio::time::Instant;
 use tokio_util::codec::FramedWrite;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::builder::Limits;
 use crate::error::{Error, HandshakeFailure};
 use crate::event::{ExitReason, Termination, WorkerExit};
 use crate::health::read_rss;
+use crate::lifecycle::{guarded, panic_message, Kill};
 use crate::output::{self, Stream, Tail};
 use crate::pool::{Answer, AnswerBatch, Shared};
 
@@ -40,70 +40,13 @@ const CLOSED_SOCKET_GRACE: Duration = Duration::from_secs(2);
 /// their end.
 const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
-/// Kills one worker's process: cancelled by whoever wants it dead, and
-/// remembering the first fault of a task that served it, which becomes
-/// its exit reason.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Kill {
-    token: CancellationToken,
-    fault: Arc<OnceLock<ExitReason>>,
-}
-
-impl Kill {
-    /// Has the connection task kill the process.
-    pub(crate) fn cancel(&self) {
-        self.token.cancel();
-    }
-
-    /// Kills the process for `reason`, unless another fault came first.
-    pub(crate) fn fault(&self, reason: ExitReason) {
-        let _ = self.fault.set(reason);
-        self.token.cancel();
-    }
-
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
-    fn cancelled(&self) -> WaitForCancellationFuture<'_> {
-        self.token.cancelled()
-    }
-
-    fn take_fault(&self) -> Option<ExitReason> {
-        self.fault.get().cloned()
-    }
-}
-
-/// Runs `task` (one of worker's tasks, named `name` in errors); a panic in
-/// it kills the worker with [`ExitReason::TaskFailed`], so nothing it
-/// served is left waiting.
-pub(crate) async fn guarded(
-    kill: Kill,
-    name: &'static str,
-    task: impl std::future::Future<Output = ()>,
-) {
-    if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
-        let detail = panic_message(&*panic);
-        tracing::error!("the supervisor's {name} task of a worker panicked: {detail}");
-        kill.fault(ExitReason::TaskFailed { task: name, detail });
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
-        (Some(text), _) => (*text).to_owned(),
-        (_, Some(text)) => text.clone(),
-        _ => "a panic with no message".to_owned(),
-    }
-}
-
 /// Starts the task of worker `id` in slot `index`.
 ///
 /// Whatever happens inside it, the pool hears of the end: a panic of the
 /// connection task kills the process (and its group) and settles the
 /// worker as any death is settled.
 pub(crate) fn launch(shared: &Arc<Shared>, id: u64, index: u32, initial: bool) {
-    shared.lock().launching += 1;
+    shared.lock().begin_launch();
     // The pid, once the process is registered with the pool.
     let registered = Arc::new(AtomicU32::new(0));
     let task = AssertUnwindSafe(run(shared.clone(), id, index, initial, registered.clone()));

@@ -1,0 +1,762 @@
+//! What the pool's handles and tasks share: the lock around
+//! [`PoolState`], and everything carried out once it is released.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use drover_proto::{Chunk, IncomingStream, Message, Outbox, RemoteError, RequestId, Streams};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::builder::Config;
+use crate::error::Error;
+use crate::event::{CustomEvent, Event, ExitReason, WorkerExit};
+use crate::health::{WorkerHealth, WorkerState};
+use crate::lifecycle::{Kill, StopOrder};
+use crate::query::Query;
+use crate::response::Response;
+
+use super::state::{
+    fail_all, Answer, AnswerBatch, Pending, Phase, PoolState, RssReading, Settled, Startup,
+    WorkerEntry,
+};
+
+/// How long to wait before trying again to start a worker whose process
+/// could not be started.
+const SPAWN_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// How many events a slow subscriber may fall behind.
+const EVENT_BACKLOG: usize = 4096;
+
+/// What the pool's handles and tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    state: Mutex<PoolState>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) tracker: TaskTracker,
+    /// Cancelled when the pool is gone for good: every task ends.
+    pub(crate) shutdown: CancellationToken,
+    /// Bumped after every change a waiter might care about (a worker
+    /// ready or gone, the queue emptied, startup done).
+    changed: watch::Sender<u64>,
+    next_worker_id: AtomicU64,
+    /// What workers are started with: the builder's settings, those a
+    /// reload replaces taken from the reload's (`Config::reloaded_with`).
+    /// Its worker count is the initial one: the count the pool keeps is
+    /// `PoolState::target`.
+    spec: Mutex<Arc<Config>>,
+    /// Serialises pool operations (resize, reload, drain, resume).
+    pub(crate) operations: tokio::sync::Mutex<()>,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) spawner: crate::spawn::Spawner,
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// The pool's name (the builder's, or the binary's file name).
+    pub(crate) name: Arc<str>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: Config,
+        runtime: tokio::runtime::Handle,
+        spawner: crate::spawn::Spawner,
+    ) -> Shared {
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        let workers = config.workers;
+        let tracker = TaskTracker::new();
+        let name = config.name.clone().unwrap_or_else(|| {
+            config
+                .program
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "drover".to_owned())
+        });
+        let metrics = crate::metrics::Metrics::new(&name);
+        Shared {
+            spec: Mutex::new(Arc::new(config.clone())),
+            operations: tokio::sync::Mutex::new(()),
+            config,
+            state: Mutex::new(PoolState::new(workers, tracker.clone())),
+            events,
+            tracker,
+            shutdown: CancellationToken::new(),
+            changed: watch::channel(0).0,
+            next_worker_id: AtomicU64::new(1),
+            runtime,
+            spawner,
+            metrics,
+            name: name.into(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // A panic while holding the lock leaves plain data behind; carry on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The settings new workers start with.
+    pub(crate) fn spec(&self) -> Arc<Config> {
+        self.spec.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the settings new workers start with.
+    pub(crate) fn set_spec(&self, spec: Config) {
+        *self.spec.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(spec);
+    }
+
+    /// How many workers the pool keeps: the builder's count, then the last
+    /// resize's.
+    pub(crate) fn workers(&self) -> usize {
+        self.lock().target
+    }
+
+    /// The pool's settings as it runs now: those its workers start with
+    /// (after any reload) and the worker count it keeps (after any resize).
+    /// What a declaration is compared with (`Groups::set_groups`).
+    pub(crate) fn settings(&self) -> Config {
+        let mut settings = Config::clone(&self.spec());
+        settings.workers = self.workers();
+        settings
+    }
+
+    pub(crate) fn next_worker_id(&self) -> u64 {
+        self.next_worker_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        // No subscriber is fine: nobody is listening.
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn emit_state(&self, worker_id: u64, pid: u32, state: WorkerState) {
+        self.emit(Event::WorkerState {
+            worker_id,
+            pid,
+            state,
+        });
+    }
+
+    pub(crate) fn notify(&self) {
+        // Only `wait_until` subscribes, and it checks the state after
+        // subscribing: with no subscriber there is nobody to tell.
+        if self.changed.receiver_count() > 0 {
+            self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// Waits until `done` holds for the state (checked after each change).
+    pub(crate) async fn wait_until<T>(
+        &self,
+        mut done: impl FnMut(&mut PoolState) -> Option<T>,
+    ) -> T {
+        let mut rx = self.changed.subscribe();
+        loop {
+            if let Some(value) = done(&mut self.lock()) {
+                return value;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives in `self`: unreachable, but never spin.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Accepts a request: straight to a worker if one is free, else queued.
+    pub(crate) fn submit(&self, request: Pending) -> Result<(), Error> {
+        self.lock().submit(&self.config, request)
+    }
+
+    /// The caller of request `id` went away: forget it if queued, tell its
+    /// worker if running. Its answer, if one comes, is dropped.
+    ///
+    /// Returns the id of the worker that holds it, if one does.
+    pub(crate) fn cancel(&self, id: RequestId) -> Option<u64> {
+        let holder = self.lock().cancel(id);
+        if holder.is_none() {
+            // The queue may hold nothing live any more (`idle()`).
+            self.notify();
+        }
+        holder
+    }
+
+    /// Kills worker `worker_id` if it still holds the timed-out request.
+    pub(crate) fn kill_if_still_holding(&self, worker_id: u64, request_id: RequestId) {
+        let mut state = self.lock();
+        if let Some(worker) = state.worker_mut(worker_id) {
+            if worker.in_flight.contains_key(&request_id) && !worker.life.is_stopping() {
+                tracing::warn!(
+                    pid = worker.pid,
+                    %request_id,
+                    "worker still holds a timed-out request after the kill-after grace; killing it"
+                );
+                let kill = worker.life.kill(StopOrder::TimedOut { request_id });
+                worker.deliver(kill);
+            }
+        }
+    }
+
+    /// One round of health checks: kill workers whose ping went
+    /// unanswered too long, ping the others.
+    pub(crate) fn health_check(&self, seq: u64) {
+        let now = Instant::now();
+        let timeout = self.config.ping_timeout;
+        let mut state = self.lock();
+        for worker in state.workers.iter_mut().filter(|w| w.life.in_service()) {
+            match worker.ping {
+                Some((_, sent)) if now.duration_since(sent) > timeout => {
+                    let unanswered_for = now.duration_since(sent);
+                    tracing::warn!(
+                        pid = worker.pid,
+                        ?unanswered_for,
+                        "worker failed its health check; killing it"
+                    );
+                    let kill = worker.life.kill(StopOrder::HealthCheck { unanswered_for });
+                    worker.deliver(kill);
+                }
+                Some(_) => {}
+                None => {
+                    worker.ping = Some((seq, now));
+                    worker.send(Message::Ping { seq });
+                }
+            }
+        }
+    }
+
+    /// Records a newly started worker process.
+    pub(crate) fn register(&self, id: u64, index: u32, pid: u32, kill: Kill) {
+        let recycle_at = self.config.max_requests.map(|(n, jitter)| {
+            // Any uniform randomness will do; a v4 uuid is 122 random bits.
+            let random = uuid::Uuid::new_v4().as_u128() as u64;
+            n + if jitter == 0 {
+                0
+            } else {
+                random % (jitter + 1)
+            }
+        });
+        self.lock().register(id, index, pid, kill, recycle_at);
+        self.emit(Event::WorkerSpawned {
+            worker_id: id,
+            index,
+            pid,
+        });
+    }
+
+    /// A worker finished its handshake: it may take requests. `rss` is its
+    /// resident size read just now (with no lock held), recorded with the
+    /// change, so whoever sees it ready sees its memory as it is once
+    /// ready, not as it started or none until the next sample.
+    pub(crate) fn worker_ready(
+        self: &Arc<Self>,
+        id: u64,
+        tx: Outbox,
+        initial: bool,
+        rss: Option<u64>,
+    ) {
+        let mut state = self.lock();
+        let (pid, online) = state.worker_ready(&self.config, id, tx, initial, rss);
+        let gauges = rss.is_some().then(|| state.gauges());
+        drop(state);
+        if let Some(gauges) = gauges {
+            self.metrics.sample(&gauges);
+        }
+        if let Some((pid, worker_state)) = pid {
+            self.emit_state(id, pid, worker_state);
+        }
+        if online {
+            self.emit(Event::Online);
+        }
+        self.maintain();
+        self.notify();
+    }
+
+    /// A worker process could not even be started. The initial set fails
+    /// the pool's start; a replacement is tried again after a pause, on
+    /// the restart budget, so a binary that vanished fails the pool rather
+    /// than shrinking it silently.
+    pub(crate) fn spawn_failed(self: &Arc<Self>, id: u64, index: u32, initial: bool, error: Error) {
+        let mut state = self.lock();
+        state.launching = state.launching.saturating_sub(1);
+        state.start_failed(id, error.to_string());
+        if initial {
+            drop(state);
+            self.startup_failed(error);
+            return;
+        }
+        if state.phase != Phase::Running || !state.short_of_target() {
+            return;
+        }
+        match state.spend_restart(&self.config, &error.to_string()) {
+            Ok(()) => {
+                state.launching += 1;
+                drop(state);
+                tracing::error!("{error}; trying again in {SPAWN_RETRY_DELAY:?}");
+                let shared = self.clone();
+                let retry = async move {
+                    tokio::select! {
+                        _ = tokio::time::sleep(SPAWN_RETRY_DELAY) => {
+                            shared.lock().launching -= 1;
+                            crate::worker::launch(&shared, shared.next_worker_id(), index, false);
+                        }
+                        _ = shared.shutdown.cancelled() => {}
+                    }
+                };
+                self.tracker.spawn_on(retry, &self.runtime);
+            }
+            Err(reason) => {
+                drop(state);
+                self.fail(reason);
+            }
+        }
+    }
+
+    /// Fails the pool for good: queued requests fail, every worker is
+    /// killed, events say why.
+    pub(crate) fn fail(&self, reason: String) {
+        let mut state = self.lock();
+        state.phase = Phase::Failed(reason.clone());
+        let queued = state.take_pending();
+        for worker in &mut state.workers {
+            let kill = worker.life.kill(StopOrder::PoolFailed);
+            worker.deliver(kill);
+        }
+        drop(state);
+        fail_all(queued, || Error::PoolFailed {
+            reason: reason.clone(),
+        });
+        tracing::error!("pool failed: {reason}");
+        self.emit(Event::PoolFailed { reason });
+        self.notify();
+    }
+
+    /// A worker of the initial set failed to start.
+    pub(crate) fn startup_failed(&self, error: Error) {
+        let mut state = self.lock();
+        if let Startup::Waiting(_) = state.startup {
+            state.startup = Startup::Failed(Some(error));
+        }
+        drop(state);
+        self.notify();
+    }
+
+    /// Handles one message from a worker after its handshake. An `Err`
+    /// names a protocol violation: the caller kills the worker.
+    pub(crate) fn on_message(
+        self: &Arc<Self>,
+        id: u64,
+        pid: u32,
+        message: Message,
+    ) -> Result<(), String> {
+        let worker_id = id;
+        match message {
+            Message::Response { id, stream, result } => {
+                let mut batch = AnswerBatch::default();
+                batch.answers.push(Answer { id, stream, result });
+                return self.on_answers(worker_id, pid, &mut batch);
+            }
+            Message::Busy => {
+                let mut state = self.lock();
+                let mut changed = false;
+                if let Some(worker) = state.worker_mut(id) {
+                    changed = worker.life.busy();
+                }
+                drop(state);
+                if changed {
+                    self.emit_state(id, pid, WorkerState::Busy);
+                }
+            }
+            Message::Ready => {
+                let mut state = self.lock();
+                let mut changed = false;
+                if let Some(worker) = state.worker_mut(id) {
+                    changed = worker.life.unbusy();
+                }
+                state.dispatch(&self.config);
+                drop(state);
+                if changed {
+                    self.emit_state(id, pid, WorkerState::Ready);
+                }
+                self.notify();
+            }
+            Message::Event { name, payload } => {
+                self.emit(Event::Custom(CustomEvent::new(name, id, pid, payload)));
+            }
+            Message::Status { message } => {
+                let mut state = self.lock();
+                if let Some(worker) = state.worker_mut(id) {
+                    worker.status = Some(message.clone());
+                }
+                drop(state);
+                self.emit(Event::WorkerStatus {
+                    worker_id: id,
+                    pid,
+                    message,
+                });
+            }
+            Message::StreamData {
+                id: request_id,
+                bytes,
+            } => {
+                self.streams_of(id)
+                    .deliver(request_id, Chunk::Data(bytes))
+                    .map_err(|e| e.to_string())?;
+            }
+            Message::StreamEnd { id: request_id } => {
+                self.streams_of(id)
+                    .deliver(request_id, Chunk::End)
+                    .map_err(|e| e.to_string())?;
+            }
+            Message::StreamAbort {
+                id: request_id,
+                reason,
+            } => {
+                self.streams_of(id)
+                    .deliver(request_id, Chunk::Abort(reason))
+                    .map_err(|e| e.to_string())?;
+            }
+            Message::StreamCredit {
+                id: request_id,
+                bytes,
+            } => {
+                self.streams_of(id)
+                    .credit(request_id, bytes)
+                    .map_err(|e| e.to_string())?;
+            }
+            Message::StreamStop { id: request_id } => {
+                self.streams_of(id).stop(request_id);
+            }
+            Message::Query {
+                id: query_id,
+                name,
+                payload,
+            } => {
+                let out = self
+                    .lock()
+                    .worker_mut(id)
+                    .and_then(|w| w.life.outbox().cloned());
+                if let Some(out) = out {
+                    let max_payload = self.config.max_payload();
+                    let query = Query::new(query_id, name, payload, pid, id, out, max_payload);
+                    match &self.config.on_query {
+                        Some(handler) => {
+                            self.tracker.spawn_on(handler.call(query), &self.runtime);
+                        }
+                        None => query.fail("this pool answers no queries (no on_query handler)"),
+                    }
+                }
+            }
+            Message::Stopping { signal } => {
+                // A signal from outside the pool: the worker drains. It
+                // gets nothing new, and its exit is that signal's doing.
+                let mut state = self.lock();
+                let mut changed = false;
+                if let Some(worker) = state.worker_mut(id) {
+                    let deadline = Instant::now() + self.config.drain_timeout;
+                    // The answer it waits for before it exits (`SoftKill`):
+                    // queued after every request routed to it, so it reads
+                    // them all.
+                    let delivery;
+                    (changed, delivery) = worker.life.signalled(signal, deadline);
+                    worker.deliver(delivery);
+                }
+                drop(state);
+                tracing::info!(pid, signal, "worker told to stop by a signal; it drains");
+                if changed {
+                    self.emit_state(id, pid, WorkerState::Stopping);
+                }
+                self.maintain();
+                self.notify();
+            }
+            Message::SocketClosed { .. } => {
+                let mut state = self.lock();
+                if let Some(worker) = state.worker_mut(id) {
+                    worker.open_sockets = worker.open_sockets.saturating_sub(1);
+                }
+            }
+            Message::Pong { seq } => {
+                let mut state = self.lock();
+                if let Some(worker) = state.worker_mut(id) {
+                    if worker.ping.is_some_and(|(sent, _)| sent == seq) {
+                        worker.ping = None;
+                    }
+                }
+            }
+            other => {
+                return Err(format!(
+                    "it sent a {} message, which workers never send",
+                    other.kind()
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles a batch of answers from worker `id`, read together, under
+    /// one lock: each leaves the worker's in-flight table, the freed slots
+    /// are refilled from the queue, and only then, with the lock released,
+    /// are the callers handed their answers. Leaves `batch` empty.
+    ///
+    /// `Err` names the first answer to a request the worker did not hold
+    /// (a protocol violation); the answers before it are settled.
+    pub(crate) fn on_answers(
+        self: &Arc<Self>,
+        id: u64,
+        pid: u32,
+        batch: &mut AnswerBatch,
+    ) -> Result<(), String> {
+        let AnswerBatch { answers, replies } = batch;
+        if answers.is_empty() {
+            return Ok(());
+        }
+        let mut outcome = Ok(());
+        let mut due = false;
+        // One reading of the clock for the batch's latencies.
+        let now = drover_proto::timestamp_micros(SystemTime::now());
+        {
+            let mut state = self.lock();
+            let Some(worker) = state.worker_mut(id) else {
+                answers.clear();
+                return Ok(());
+            };
+            for Answer {
+                id: request_id,
+                stream,
+                result,
+            } in answers.drain(..)
+            {
+                let Some(in_flight) = worker.in_flight.remove(&request_id) else {
+                    outcome = Err(format!(
+                        "it answered request {request_id}, which it was never given (or had already answered)"
+                    ));
+                    break;
+                };
+                worker.served += 1;
+                due |= worker
+                    .recycle_at
+                    .is_some_and(|quota| worker.served >= quota);
+                // An answer stream is registered before anything of it can
+                // arrive (this connection's task reads it).
+                let incoming = match (&result, worker.life.outbox()) {
+                    (Ok(_), Some(tx)) if stream => {
+                        let (incoming, chunks) = IncomingStream::new(
+                            request_id,
+                            tx.clone(),
+                            format!("worker pid {pid}"),
+                        );
+                        worker.streams.receive(request_id, chunks);
+                        Some(incoming)
+                    }
+                    _ => None,
+                };
+                let Some(reply) = in_flight.reply else {
+                    continue;
+                };
+                let answer = match result {
+                    Ok(payload) => {
+                        self.metrics
+                            .answered(now.saturating_sub(in_flight.created_at));
+                        Ok(Response {
+                            id: request_id,
+                            created_at: in_flight.created_at,
+                            pid,
+                            worker_id: id,
+                            payload,
+                            stream: incoming.map(|s| Arc::new(Mutex::new(Some(s)))),
+                        })
+                    }
+                    Err(RemoteError { kind, message }) => Err(Error::Remote {
+                        request_id,
+                        pid,
+                        kind,
+                        message,
+                    }),
+                };
+                replies.push((reply, answer));
+            }
+            // After a violation the rest are dropped with the connection.
+            answers.clear();
+            state.dispatch(&self.config);
+        }
+        if due {
+            self.maintain();
+        }
+        for (reply, answer) in replies.drain(..) {
+            // The caller may have just left; then nobody wants it.
+            let _ = reply.send(answer);
+        }
+        self.notify();
+        outcome
+    }
+
+    /// The streams on worker `id`'s connection (a fresh, empty set if the
+    /// worker is gone: whatever arrives for it is dropped).
+    fn streams_of(&self, id: u64) -> Arc<Streams> {
+        self.lock()
+            .worker_mut(id)
+            .map(|w| w.streams.clone())
+            .unwrap_or_default()
+    }
+
+    /// Why worker `id` ends, if the pool ordered it to stop.
+    pub(crate) fn stop_reason(&self, id: u64) -> Option<ExitReason> {
+        self.lock()
+            .worker_mut(id)
+            .and_then(|w| w.life.exit_reason())
+    }
+
+    /// A worker process ended and was reaped: settle what it held (retry
+    /// or fail each request), report it, and replace it if it was not
+    /// asked to stop.
+    pub(crate) fn worker_exited(self: &Arc<Self>, exit: WorkerExit) {
+        let Some(Settled {
+            exit,
+            failures,
+            failed_reason,
+            replace,
+        }) = self.lock().worker_exited(&self.config, exit)
+        else {
+            return;
+        };
+        let replacement = replace.map(|index| (self.next_worker_id(), index));
+        for (reply, error) in failures {
+            // The caller may have just left; then nobody wants it.
+            let _ = reply.send(Err(error));
+        }
+        if exit.requested() {
+            tracing::debug!(
+                pid = exit.pid,
+                worker_id = exit.worker_id,
+                "worker stopped: {}",
+                exit.reason
+            );
+        } else {
+            tracing::warn!(
+                pid = exit.pid,
+                worker_id = exit.worker_id,
+                "worker ended: {exit}"
+            );
+        }
+        self.metrics.worker_exit(&exit.reason);
+        let final_state = if exit.requested() {
+            WorkerState::Stopped
+        } else {
+            WorkerState::Crashed
+        };
+        self.emit_state(exit.worker_id, exit.pid, final_state);
+        self.emit(Event::WorkerExited(exit));
+        if let Some(reason) = failed_reason {
+            self.fail(reason);
+        }
+        if let Some((id, index)) = replacement {
+            self.metrics.restart();
+            crate::worker::launch(self, id, index, false);
+        }
+        self.maintain();
+        self.notify();
+    }
+
+    /// Snapshot of every worker.
+    pub(crate) fn health(&self) -> Vec<WorkerHealth> {
+        let state = self.lock();
+        let mut list: Vec<WorkerHealth> = state.workers.iter().map(WorkerEntry::health).collect();
+        list.sort_by_key(|h| (h.index, h.worker_id));
+        list
+    }
+
+    /// Sends `message` to every worker past its handshake; returns how many.
+    pub(crate) fn send_all(&self, message: &Message) -> usize {
+        let state = self.lock();
+        let mut sent = 0;
+        for worker in state.workers.iter().filter(|w| w.life.outbox().is_some()) {
+            worker.send(message.clone());
+            sent += 1;
+        }
+        sent
+    }
+
+    /// Sends `message` to one worker.
+    pub(crate) fn send_to_worker(&self, worker_id: u64, message: Message) -> Result<(), Error> {
+        let mut state = self.lock();
+        match state.worker_mut(worker_id) {
+            Some(worker) if worker.life.outbox().is_some() => {
+                worker.send(message);
+                Ok(())
+            }
+            _ => Err(Error::NoSuchWorker { worker_id }),
+        }
+    }
+
+    /// Stops taking requests for a soft kill (`StopOrder::SoftKill`: what
+    /// is accepted still runs) or a hard one (any other order: what is
+    /// queued fails). The workers are told by `ask_workers_to_stop`.
+    pub(crate) fn begin_stop(&self, order: &StopOrder) {
+        let mut state = self.lock();
+        let mut queued = VecDeque::new();
+        match order {
+            StopOrder::SoftKill => {
+                if matches!(state.phase, Phase::Running | Phase::Drained) {
+                    state.phase = Phase::SoftKilling;
+                }
+            }
+            _ => {
+                if !matches!(state.phase, Phase::Failed(_)) {
+                    state.phase = Phase::Stopped;
+                }
+                queued = state.take_pending();
+            }
+        }
+        drop(state);
+        fail_all(queued, || Error::ShuttingDown);
+        self.notify();
+    }
+
+    /// Gives `order` to every worker not yet stopping (a hard kill to
+    /// every worker not yet hard-killed) and tells them.
+    pub(crate) fn ask_workers_to_stop(&self, order: &StopOrder) {
+        let mut state = self.lock();
+        for worker in &mut state.workers {
+            let delivery = worker.life.stop(order.clone());
+            worker.deliver(delivery);
+        }
+    }
+
+    /// Kills every worker still running, with `order` for those the pool
+    /// had not yet ordered to stop.
+    pub(crate) fn kill_all(&self, order: StopOrder) {
+        let mut state = self.lock();
+        for worker in &mut state.workers {
+            let kill = worker.life.kill(order.clone());
+            worker.deliver(kill);
+        }
+    }
+
+    /// Records fresh memory readings, and refreshes the gauges.
+    pub(crate) fn record_rss(&self, readings: &[RssReading]) {
+        let mut state = self.lock();
+        for reading in readings {
+            if let Some(worker) = state.worker_mut(reading.worker_id) {
+                // A reading from before the handshake never replaces the
+                // one taken when the worker became ready.
+                let stale = !reading.ready && worker.life.outbox().is_some();
+                if reading.rss.is_some() && !stale {
+                    worker.rss = reading.rss;
+                }
+            }
+        }
+        let gauges = state.gauges();
+        drop(state);
+        self.metrics.sample(&gauges);
+    }
+
+    /// Every worker, for the memory sampler: `(worker id, pid, whether
+    /// its handshake is done)`.
+    pub(crate) fn pids(&self) -> Vec<(u64, u32, bool)> {
+        self.lock()
+            .workers
+            .iter()
+            .map(|w| (w.id, w.pid, w.life.outbox().is_some()))
+            .collect()
+    }
+}

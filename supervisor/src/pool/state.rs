@@ -1,0 +1,627 @@
+//! The pool's state: workers, queue, restart budget, and routing.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use drover_proto::{new_credit, pump, Message, Outbox, Outgoing, RemoteError, RequestId, Streams};
+use tokio::io::AsyncRead;
+use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
+
+use drover_proto::IdHasher;
+
+use crate::builder::Config;
+use crate::error::Error;
+use crate::event::{ExitReason, WorkerExit};
+use crate::health::{WorkerHealth, WorkerState};
+use crate::lifecycle::{guarded, Deliver, Kill, Life};
+use crate::response::Response;
+use crate::routing::{pick, Candidate};
+
+/// What a request may carry besides its payload: descriptors and a byte
+/// stream (boxed in the queue entry, so an entry without any costs one
+/// pointer).
+#[derive(Default)]
+pub(crate) struct Extras {
+    pub(crate) fds: Vec<OwnedFd>,
+    pub(crate) stream: Option<Box<dyn AsyncRead + Send + Unpin>>,
+}
+
+impl std::fmt::Debug for Extras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extras")
+            .field("fds", &self.fds)
+            .field("stream", &self.stream.is_some())
+            .finish()
+    }
+}
+
+/// One worker's resident size, read by the memory sampler.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RssReading {
+    pub(crate) worker_id: u64,
+    /// Whether its handshake was done when it was read.
+    pub(crate) ready: bool,
+    /// `None` if it could not be read.
+    pub(crate) rss: Option<u64>,
+}
+
+/// Where a caller's answer goes.
+pub(crate) type Reply = oneshot::Sender<Result<Response, Error>>;
+
+/// A worker's answer to one request, as read off its connection.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) id: RequestId,
+    /// Whether an answer stream follows.
+    pub(crate) stream: bool,
+    pub(crate) result: Result<Bytes, RemoteError>,
+}
+
+/// Answers read together from one connection, settled under one lock
+/// ([`Shared::on_answers`]); kept by the connection's task so that its
+/// buffers are reused from one batch to the next.
+#[derive(Debug, Default)]
+pub(crate) struct AnswerBatch {
+    pub(crate) answers: Vec<Answer>,
+    /// The callers' answers, handed over once the lock is released.
+    pub(super) replies: Vec<(Reply, Result<Response, Error>)>,
+}
+
+/// The pool as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Taking requests.
+    Running,
+    /// Drained: no worker runs; requests wait (or are refused) until
+    /// `resume()`.
+    Drained,
+    /// Soft kill in progress: no new requests, the rest finish.
+    SoftKilling,
+    /// Stopped by a kill or by dropping the last handle.
+    Stopped,
+    /// Stopped by itself (restart budget spent).
+    Failed(String),
+}
+
+/// A request waiting for a worker.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) id: RequestId,
+    /// Microseconds since the Unix epoch (8 bytes, not 16: a million
+    /// queued requests each carry one).
+    pub(crate) created_at: u64,
+    pub(crate) payload: Bytes,
+    pub(crate) reply: Reply,
+    /// How many more times it may be re-sent if its worker dies.
+    pub(crate) retries: u32,
+    /// Descriptors (passed sockets) that go with it; boxed so a queue
+    /// entry without any stays small.
+    pub(crate) extras: Option<Box<Extras>>,
+}
+
+/// A request sent to a worker, not yet answered.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    /// Microseconds since the Unix epoch (8 bytes, not 16: a million
+    /// queued requests each carry one).
+    pub(crate) created_at: u64,
+    /// `None` once the caller has gone (cancelled): the answer is dropped.
+    pub(crate) reply: Option<Reply>,
+    /// Kept (a cheap reference) so the request can be re-sent; empty when
+    /// it has no retries left.
+    pub(crate) payload: Bytes,
+    pub(crate) retries: u32,
+}
+
+/// One worker process, from spawn to reaping.
+#[derive(Debug)]
+pub(crate) struct WorkerEntry {
+    pub(super) id: u64,
+    pub(super) index: u32,
+    pub(super) pid: u32,
+    /// Where it is in its life (its outbox, once its handshake is done;
+    /// the pool's order to stop it).
+    pub(super) life: Life,
+    pub(super) in_flight: HashMap<RequestId, InFlight, IdHasher>,
+    pub(super) rss: Option<u64>,
+    pub(super) status: Option<String>,
+    pub(super) served: u64,
+    /// Cancelled to have the connection task kill the process.
+    pub(super) kill: Kill,
+    /// Byte streams on its connection.
+    pub(super) streams: Arc<Streams>,
+    /// Passed sockets it holds open (sent, not yet reported closed).
+    pub(super) open_sockets: usize,
+    /// The health-check ping awaiting its pong: sequence number, sent at.
+    pub(super) ping: Option<(u64, Instant)>,
+    pub(super) started_at: Instant,
+    /// Recycle once it has served this many (`max_requests` + jitter).
+    pub(super) recycle_at: Option<u64>,
+}
+
+impl WorkerEntry {
+    pub(crate) fn send(&self, message: Message) {
+        if let Some(tx) = self.life.outbox() {
+            // A closed queue means the connection is ending; its task will
+            // settle whatever this worker held.
+            let _ = tx.send(Outgoing::Frame(message));
+        }
+    }
+
+    /// Carries out what a transition of its [`Life`] asks.
+    pub(crate) fn deliver(&self, delivery: Deliver) {
+        match delivery {
+            Deliver::Nothing => {}
+            Deliver::Send(message) => self.send(message),
+            Deliver::Kill => self.kill.cancel(),
+        }
+    }
+
+    pub(super) fn health(&self) -> WorkerHealth {
+        WorkerHealth {
+            worker_id: self.id,
+            index: self.index,
+            pid: self.pid,
+            rss: self.rss,
+            in_flight: self.in_flight.len(),
+            state: self.life.view(),
+            status: self.status.clone(),
+            served: self.served,
+            open_sockets: self.open_sockets,
+            age: self.started_at.elapsed(),
+        }
+    }
+}
+
+/// How far the initial set of workers has come.
+#[derive(Debug)]
+pub(crate) enum Startup {
+    /// This many have yet to say `Ready`.
+    Waiting(usize),
+    /// All did.
+    Online,
+    /// One failed; the first error is kept for `online()`.
+    Failed(Option<Error>),
+}
+
+/// What is left to do once a worker has ended, with the lock released
+/// (the effects of [`PoolState::worker_exited`]).
+#[derive(Debug)]
+pub(crate) struct Settled {
+    /// Its exit, with the requests it held.
+    pub(crate) exit: WorkerExit,
+    /// The callers to fail, each with its own error.
+    pub(crate) failures: Vec<(Reply, Error)>,
+    /// Why the pool fails now (its restart budget is spent), if it does.
+    pub(crate) failed_reason: Option<String>,
+    /// The slot its replacement fills, if one is started.
+    pub(crate) replace: Option<u32>,
+}
+
+/// Everything the mutex guards.
+#[derive(Debug)]
+pub(crate) struct PoolState {
+    pub(super) phase: Phase,
+    pub(super) startup: Startup,
+    pub(super) workers: Vec<WorkerEntry>,
+    pub(super) pending: VecDeque<Pending>,
+    /// How many workers the pool should run.
+    pub(super) target: usize,
+    /// Workers launched and not yet registered (their process is being
+    /// started): counted with the active ones against `target`.
+    pub(super) launching: usize,
+    /// Where the tasks that send request streams are tracked.
+    pub(super) tracker: TaskTracker,
+    /// Callers that left while (possibly) queued since the queue was last
+    /// swept.
+    pub(super) left_queue: usize,
+    pub(super) cursor: usize,
+    /// Routing's view of the workers, rebuilt for each choice (kept to
+    /// reuse its allocation).
+    pub(super) candidates: Vec<Candidate>,
+    /// When each recent restart happened, for the restart budget.
+    pub(super) restarts: VecDeque<Instant>,
+    /// Workers that ended before they were ready (the latest few): id and
+    /// why, so an operation waiting for them can say so at once.
+    pub(super) failed_starts: VecDeque<(u64, String)>,
+}
+
+/// Fails each of `requests` with its own `error()`, skipping callers that
+/// already left. Called with the pool's lock released.
+pub(crate) fn fail_all(requests: VecDeque<Pending>, error: impl Fn() -> Error) {
+    for request in requests {
+        let _ = request.reply.send(Err(error()));
+    }
+}
+
+/// How many failed starts [`PoolState::failed_starts`] remembers.
+const FAILED_STARTS_KEPT: usize = 16;
+
+impl PoolState {
+    /// The state of a pool that is to run `workers` workers; request
+    /// streams are pumped by tasks on `tracker`.
+    pub(crate) fn new(workers: usize, tracker: TaskTracker) -> PoolState {
+        PoolState {
+            phase: Phase::Running,
+            startup: Startup::Waiting(workers),
+            workers: Vec::with_capacity(workers),
+            pending: VecDeque::new(),
+            target: workers,
+            launching: 0,
+            tracker,
+            left_queue: 0,
+            cursor: 0,
+            candidates: Vec::with_capacity(workers),
+            restarts: VecDeque::new(),
+            failed_starts: VecDeque::new(),
+        }
+    }
+
+    /// Worker `id` finished its handshake (`rss`: its memory read just
+    /// now): it takes work (or is told its stop order), and the queue is
+    /// dispatched. Returns its pid and the state it shows, if it is known,
+    /// and whether the initial set is now online.
+    pub(crate) fn worker_ready(
+        &mut self,
+        config: &Config,
+        id: u64,
+        tx: Outbox,
+        initial: bool,
+        rss: Option<u64>,
+    ) -> (Option<(u32, WorkerState)>, bool) {
+        let mut online = false;
+        if let Some(worker) = self.worker_mut(id) {
+            if rss.is_some() {
+                worker.rss = rss;
+            }
+            // Asked to stop while starting: the order is passed on now.
+            let delivery = worker.life.handshake_done(tx);
+            worker.deliver(delivery);
+        }
+        if initial {
+            if let Startup::Waiting(n) = &mut self.startup {
+                *n -= 1;
+                if *n == 0 {
+                    self.startup = Startup::Online;
+                    online = true;
+                }
+            }
+        }
+        let shown = self.worker_mut(id).map(|w| (w.pid, w.life.view()));
+        self.dispatch(config);
+        (shown, online)
+    }
+
+    /// Records that worker `id` ended before it was ready.
+    pub(super) fn start_failed(&mut self, id: u64, why: String) {
+        if self.failed_starts.len() == FAILED_STARTS_KEPT {
+            self.failed_starts.pop_front();
+        }
+        self.failed_starts.push_back((id, why));
+    }
+
+    /// Why worker `id` failed to start, if it did (recently).
+    pub(crate) fn start_failure(&self, id: u64) -> Option<&str> {
+        self.failed_starts
+            .iter()
+            .find(|(failed, _)| *failed == id)
+            .map(|(_, why)| why.as_str())
+    }
+
+    pub(crate) fn worker_mut(&mut self, id: u64) -> Option<&mut WorkerEntry> {
+        self.workers.iter_mut().find(|w| w.id == id)
+    }
+
+    /// Chooses a worker for the next request, if one can take it.
+    pub(super) fn choose(&mut self, config: &Config, with_socket: bool) -> Option<usize> {
+        let candidate = |w: &WorkerEntry| Candidate {
+            sockets: w.open_sockets,
+            eligible: w.life.takes_work() && w.in_flight.len() < config.max_concurrency,
+            in_flight: w.in_flight.len(),
+            rss: w.rss,
+        };
+        let candidates = &mut self.candidates;
+        candidates.clear();
+        candidates.extend(self.workers.iter().map(candidate));
+        pick(config.routing, with_socket, candidates, &mut self.cursor)
+    }
+
+    pub(super) fn send_to(&mut self, index: usize, request: Pending) {
+        let worker = &mut self.workers[index];
+        let Extras { fds, stream } = request.extras.map(|e| *e).unwrap_or_default();
+        // Sockets and streams cannot be sent twice: such a request is
+        // never retried.
+        let retries = if fds.is_empty() && stream.is_none() {
+            request.retries
+        } else {
+            0
+        };
+        worker.in_flight.insert(
+            request.id,
+            InFlight {
+                created_at: request.created_at,
+                reply: Some(request.reply),
+                payload: if retries > 0 {
+                    request.payload.clone()
+                } else {
+                    Bytes::new()
+                },
+                retries,
+            },
+        );
+        let message = Message::Request {
+            id: request.id,
+            created_at: request.created_at,
+            fds: fds.len() as u8,
+            stream: stream.is_some(),
+            payload: request.payload,
+        };
+        if fds.is_empty() {
+            worker.send(message);
+        } else {
+            worker.open_sockets += fds.len();
+            if let Some(tx) = worker.life.outbox() {
+                let _ = tx.send(Outgoing::FrameWithFds(message, fds));
+            }
+        }
+        // (The outbox is cloned only for a stream: each clone is two atomic
+        // operations on a line the writer's thread uses too.)
+        let streamed = stream.and_then(|source| Some((source, worker.life.outbox()?.clone())));
+        if let Some((source, tx)) = streamed {
+            let id = request.id;
+            let credit = new_credit();
+            worker.streams.send(id, credit.clone());
+            let streams = worker.streams.clone();
+            // The caller's reader runs in this task: if it panics, the
+            // worker waiting for the stream's end is killed, not left.
+            self.tracker
+                .spawn(guarded(worker.kill.clone(), "stream", async move {
+                    if let Err(e) = pump(source, id, tx, credit).await {
+                        tracing::debug!(%id, "request stream ended early: {e}");
+                    }
+                    streams.stop(id);
+                }));
+        }
+    }
+
+    /// Moves queued requests to workers while any can take one.
+    pub(crate) fn dispatch(&mut self, config: &Config) {
+        while let Some(front) = self.pending.front() {
+            let with_socket = front.extras.as_ref().is_some_and(|e| !e.fds.is_empty());
+            let Some(index) = self.choose(config, with_socket) else {
+                return;
+            };
+            while let Some(request) = self.pending.pop_front() {
+                // A caller that left while queued is skipped here, not
+                // searched for when it leaves.
+                if !request.reply.is_closed() {
+                    self.send_to(index, request);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Accepts a request: straight to a worker if one is free, else queued.
+    #[inline]
+    pub(crate) fn submit(&mut self, config: &Config, request: Pending) -> Result<(), Error> {
+        if let Some(refusal) = self.refusal(config) {
+            return Err(refusal);
+        }
+        if self.pending.is_empty() {
+            let with_socket = request.extras.as_ref().is_some_and(|e| !e.fds.is_empty());
+            if let Some(index) = self.choose(config, with_socket) {
+                self.send_to(index, request);
+                return Ok(());
+            }
+        }
+        if self.pending.len() >= config.max_queue && self.left_queue > 0 {
+            // Callers left the queue since the last count: drop their
+            // entries before deciding it is full.
+            self.pending.retain(|p| !p.reply.is_closed());
+            self.left_queue = 0;
+        }
+        if self.pending.len() >= config.max_queue {
+            return Err(Error::QueueFull {
+                limit: config.max_queue,
+            });
+        }
+        self.pending.push_back(request);
+        Ok(())
+    }
+
+    /// The caller of request `id` went away: forget it if queued, tell its
+    /// worker (`Cancel`) if running. Its answer, if one comes, is dropped.
+    ///
+    /// Returns the id of the worker that holds it, if one does.
+    pub(crate) fn cancel(&mut self, id: RequestId) -> Option<u64> {
+        for worker in &mut self.workers {
+            if let Some(in_flight) = worker.in_flight.get_mut(&id) {
+                in_flight.reply = None;
+                worker.send(Message::Cancel { id });
+                return Some(worker.id);
+            }
+        }
+        // Queued (or just answered): its entry, if queued, is skipped when
+        // it comes up, since its caller's receiver is gone. No search: a
+        // wave of cancellations in a long queue stays linear.
+        self.left_queue += 1;
+        None
+    }
+
+    /// Records a newly started worker process (killed at once if the pool
+    /// began stopping while it was being started).
+    pub(crate) fn register(
+        &mut self,
+        id: u64,
+        index: u32,
+        pid: u32,
+        kill: Kill,
+        recycle_at: Option<u64>,
+    ) {
+        self.launching = self.launching.saturating_sub(1);
+        let (life, delivery) = match self.phase {
+            Phase::Running => (Life::Starting, Deliver::Nothing),
+            // The pool began stopping while this one was being started.
+            _ => Life::killed_at_birth(),
+        };
+        let worker = WorkerEntry {
+            id,
+            index,
+            pid,
+            life,
+            in_flight: HashMap::default(),
+            rss: None,
+            status: None,
+            served: 0,
+            kill,
+            ping: None,
+            streams: Arc::default(),
+            open_sockets: 0,
+            started_at: Instant::now(),
+            recycle_at,
+        };
+        worker.deliver(delivery);
+        self.workers.push(worker);
+    }
+
+    /// Worker `exit.worker_id` ended and was reaped: it leaves the pool,
+    /// the requests it held are re-queued (retries left, and a replacement
+    /// coming) or failed, and the restart budget pays for its replacement.
+    /// `None` if the pool did not know it.
+    pub(crate) fn worker_exited(&mut self, config: &Config, exit: WorkerExit) -> Option<Settled> {
+        let pos = self.workers.iter().position(|w| w.id == exit.worker_id)?;
+        let worker = self.workers.remove(pos);
+        worker.streams.cut(&exit.to_string());
+        if worker.life.outbox().is_none() {
+            // It never got past its handshake.
+            self.start_failed(worker.id, exit.to_string());
+        }
+        let mut exit = exit;
+        exit.in_flight = worker.in_flight.keys().copied().collect();
+        let replace = !exit.requested() && self.phase == Phase::Running && self.short_of_target();
+        let mut failed_reason = None;
+        // A worker stopped by a signal from outside did not crash: its
+        // replacement costs no restart.
+        let signalled = matches!(exit.reason, ExitReason::Signalled { .. });
+        if replace && !signalled {
+            if let Err(reason) = self.spend_restart(config, &exit.to_string()) {
+                // Nothing more is accepted from here; `Shared::fail` does
+                // the rest.
+                self.phase = Phase::Failed(reason.clone());
+                failed_reason = Some(reason);
+            }
+        }
+        // Settle the requests it held: re-queue (at the front, in order of
+        // arrival) those with retries left, fail the rest.
+        let exit_box = Box::new(exit.clone());
+        let mut failures = Vec::new();
+        let mut held: Vec<(RequestId, InFlight)> = worker.in_flight.into_iter().collect();
+        held.sort_by_key(|(_, f)| f.created_at);
+        for (request_id, in_flight) in held.into_iter().rev() {
+            let Some(reply) = in_flight.reply else {
+                continue;
+            };
+            let error = if let Some(reason) = &failed_reason {
+                Error::PoolFailed {
+                    reason: reason.clone(),
+                }
+            } else if replace && in_flight.retries > 0 {
+                tracing::debug!(%request_id, pid = exit.pid, "re-queueing request of a dead worker");
+                self.pending.push_front(Pending {
+                    id: request_id,
+                    created_at: in_flight.created_at,
+                    payload: in_flight.payload,
+                    reply,
+                    retries: in_flight.retries - 1,
+                    extras: None,
+                });
+                continue;
+            } else {
+                Error::WorkerLost {
+                    request_id,
+                    exit: exit_box.clone(),
+                }
+            };
+            failures.push((reply, error));
+        }
+        self.dispatch(config);
+        Some(Settled {
+            exit,
+            failures,
+            failed_reason: failed_reason.clone(),
+            replace: (replace && failed_reason.is_none()).then_some(worker.index),
+        })
+    }
+
+    /// Takes every queued request out of the queue, to be failed once the
+    /// lock is released ([`fail_all`]): no caller is woken under the lock.
+    pub(crate) fn take_pending(&mut self) -> VecDeque<Pending> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Counts a worker launched and not yet registered.
+    pub(crate) fn begin_launch(&mut self) {
+        self.launching += 1;
+    }
+
+    /// Workers not asked to stop (starting, ready or busy).
+    pub(crate) fn active(&self) -> usize {
+        self.workers
+            .iter()
+            .filter(|w| !w.life.is_stopping())
+            .count()
+    }
+
+    /// Whether the pool runs (or is starting) fewer workers than it should.
+    pub(crate) fn short_of_target(&self) -> bool {
+        self.active() + self.launching < self.target
+    }
+
+    /// Whether no worker holds a request and none is queued (an entry
+    /// whose caller left is not: it will never run). A request whose
+    /// caller left while a worker had it counts until the worker lets go
+    /// of it (answers or dies).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.workers.iter().all(|w| w.in_flight.is_empty())
+            && self.pending.iter().all(|p| p.reply.is_closed())
+    }
+
+    /// Takes one restart from the budget (`max_restarts` within
+    /// `restart_window`); `Err` says the budget is spent, and why.
+    pub(crate) fn spend_restart(&mut self, config: &Config, last: &str) -> Result<(), String> {
+        let now = Instant::now();
+        while let Some(&t) = self.restarts.front() {
+            if now.duration_since(t) > config.restart_window {
+                self.restarts.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.restarts.len() < config.max_restarts {
+            self.restarts.push_back(now);
+            Ok(())
+        } else {
+            Err(format!(
+                "restart budget spent: {} restarts within {:?}; last: {last}",
+                config.max_restarts, config.restart_window
+            ))
+        }
+    }
+
+    pub(super) fn refusal(&self, config: &Config) -> Option<Error> {
+        match &self.phase {
+            Phase::Running => None,
+            Phase::Drained if config.hold_when_drained => None,
+            Phase::Drained => Some(Error::Drained),
+            Phase::SoftKilling | Phase::Stopped => Some(Error::ShuttingDown),
+            Phase::Failed(reason) => Some(Error::PoolFailed {
+                reason: reason.clone(),
+            }),
+        }
+    }
+}
