@@ -6,7 +6,6 @@ use bytes::Bytes;
 use drover_proto::RequestId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::broadcast;
 
 use crate::error::Error;
 
@@ -427,45 +426,15 @@ impl fmt::Display for WorkerExit {
 }
 
 /// A subscription to the pool's [`Event`]s, from
-/// [`Supervisor::events`](crate::Supervisor::events).
-#[derive(Debug)]
-pub struct Events {
-    inner: drover_proto::Subscription<Event>,
-}
-
-impl Events {
-    pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Events {
-        Events {
-            inner: drover_proto::Subscription::new(rx),
-        }
-    }
-
-    /// The next event; `None` once the pool is gone.
-    ///
-    /// A subscriber more than 4096 events behind loses the oldest ones; a
-    /// warning in the log says how many.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: dropping the future loses no event.
-    pub async fn recv(&mut self) -> Option<Event> {
-        self.inner.recv().await
-    }
-}
-
-/// The same events as a [`Stream`](futures::Stream), ending when the
-/// pool is gone: for `StreamExt` combinators (`filter`, `take_while`,
-/// `timeout` ...). As cancel safe as [`recv`](Events::recv).
-impl futures::Stream for Events {
-    type Item = Event;
-
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Event>> {
-        self.get_mut().inner.poll_recv(cx)
-    }
-}
+/// [`Supervisor::events`](crate::Supervisor::events): [`recv`] them one
+/// at a time, or use it as a [`Stream`](futures::Stream) (`StreamExt`'s
+/// `filter`, `take_while`, ...), which ends once the pool is gone. A
+/// subscriber more than 4096 events behind loses the oldest ones; a
+/// warning in the log says how many. Both are cancel safe: no event is
+/// lost by dropping a future.
+///
+/// [`recv`]: drover_proto::Subscription::recv
+pub type Events = drover_proto::Subscription<Event>;
 
 #[cfg(test)]
 mod tests {

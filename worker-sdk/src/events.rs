@@ -45,44 +45,13 @@ impl Event {
     }
 }
 
-/// A subscription to the supervisor's events, from [`Worker::events`].
+/// A subscription to the supervisor's events, from
+/// [`Worker::events`](crate::Worker::events): [`recv`] them one
+/// at a time, or use it as a [`Stream`](futures::Stream) (`StreamExt`'s
+/// `filter`, `take_while`, ...), which ends once the connection is closed. A
+/// subscriber more than 1024 events behind loses the oldest ones; a
+/// warning in the log says how many. Both are cancel safe: no event is
+/// lost by dropping a future.
 ///
-/// [`Worker::events`]: crate::Worker::events
-#[derive(Debug)]
-pub struct Events {
-    inner: drover_proto::Subscription<Event>,
-}
-
-impl Events {
-    pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Events {
-        Events {
-            inner: drover_proto::Subscription::new(rx),
-        }
-    }
-
-    /// The next event; `None` once the connection is closed.
-    ///
-    /// A subscriber that falls more than 1024 events behind loses the
-    /// oldest ones; a warning says how many.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: an event is never lost by dropping this future.
-    pub async fn recv(&mut self) -> Option<Event> {
-        self.inner.recv().await
-    }
-}
-
-/// The same events as a [`Stream`](futures::Stream), ending when the
-/// connection is closed: for `StreamExt` combinators (`filter`, `take_while`,
-/// `timeout` ...). As cancel safe as [`recv`](Events::recv).
-impl futures::Stream for Events {
-    type Item = Event;
-
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Event>> {
-        self.get_mut().inner.poll_recv(cx)
-    }
-}
+/// [`recv`]: drover_proto::Subscription::recv
+pub type Events = drover_proto::Subscription<Event>;
