@@ -112,6 +112,11 @@
 //!   (requests by outcome, latency, queue depth, workers by state, RSS,
 //!   exits by reason, restarts).
 //! - `response.rs`: [`Response`]. `error.rs`: [`Error`].
+//! - `typed.rs`: [`Pool`] and [`Supervisor::call`], requests typed by their
+//!   [`Task`].
+//! - `service.rs` (feature `tower`): `PoolService`, the pool as a
+//!   `tower::Service`.
+//! - `account.rs`: [`Account`], users and groups by id or name.
 //!
 //! Dependencies between these files run one way, but for three pairs:
 //! `pool/` and `worker.rs` (a worker's task reports to the pool, and the
@@ -135,6 +140,8 @@ mod pool;
 mod query;
 mod response;
 mod routing;
+#[cfg(feature = "tower")]
+mod service;
 mod spawn;
 mod supervisor;
 mod typed;
@@ -151,5 +158,7 @@ pub use health::{WorkerHealth, WorkerState};
 pub use query::Query;
 pub use response::{ByteStream, Response};
 pub use routing::Routing;
+#[cfg(feature = "tower")]
+pub use service::{PoolService, ServiceFuture};
 pub use supervisor::{Passable, RequestBuilder, SendFuture, Supervisor};
 pub use typed::Pool;

@@ -434,6 +434,22 @@ impl PoolState {
         Ok(())
     }
 
+    /// Whether a request submitted now would be taken (sent or queued) or
+    /// refused for a reason other than a full queue: what a service's
+    /// readiness reports. Sweeps callers that left first, as `submit` does.
+    #[cfg(feature = "tower")]
+    pub(crate) fn has_room(&mut self, config: &Config) -> bool {
+        if self.refusal(config).is_some() {
+            // Not running: the call answers at once with the reason.
+            return true;
+        }
+        if self.pending.len() >= config.max_queue && self.left_queue > 0 {
+            self.pending.retain(|p| !p.reply.is_closed());
+            self.left_queue = 0;
+        }
+        self.pending.len() < config.max_queue
+    }
+
     /// The caller of request `id` went away: forget it if queued, tell its
     /// worker (`Cancel`) if running. Its answer, if one comes, is dropped.
     ///
