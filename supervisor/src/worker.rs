@@ -12,8 +12,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use drover_proto::{
-    handshake, outbox, write_loop, FdReader, FrameReader, HandshakeError, Message, MessageCodec,
-    ProtocolError, Welcome,
+    handshake, outbox, write_loop, Chunk, FdReader, FrameReader, HandshakeError, Message,
+    MessageCodec, ProtocolError, Streams, Welcome,
 };
 use futures::{FutureExt, StreamExt};
 use tokio::net::unix::OwnedWriteHalf;
@@ -149,7 +149,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         let task = guarded(kill.clone(), "output", task);
         drains.push(shared.tracker.spawn_on(task, &shared.runtime));
     }
-    shared.register(id, index, pid, kill.clone());
+    let streams = shared.register(id, index, pid, kill.clone());
     registered.store(pid, Ordering::Release);
     let (read, write) = spawned.stream.into_split();
     let max = shared.config.max_frame_length;
@@ -254,6 +254,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
             pid,
             &mut child,
             &mut reader,
+            &streams,
             &kill,
             &mut violation,
         )
@@ -300,12 +301,16 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
 }
 
 /// Reads the worker's messages until its process ends; returns its status.
+// What one connection task holds, passed down rather than bundled: each
+// is borrowed differently (the reader mutably, the rest shared).
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     shared: &Arc<Shared>,
     id: u64,
     pid: u32,
     child: &mut Child,
     reader: &mut Reader,
+    streams: &Streams,
     kill: &Kill,
     violation: &mut Option<ExitReason>,
 ) -> std::io::Result<std::process::ExitStatus> {
@@ -325,7 +330,7 @@ async fn serve(
                     let drain = async {
                         loop {
                             next_batch(reader, &mut frames).await;
-                            match judge(&mut frames, reader, shared, id, pid, &mut answers) {
+                            match judge(&mut frames, reader, streams, shared, id, pid, &mut answers) {
                                 Verdict::Continue => continue,
                                 Verdict::Closed => return None,
                                 Verdict::Violation(detail) => return Some(detail),
@@ -348,7 +353,7 @@ async fn serve(
                 kill_process(child, pid);
             }
             () = next_batch(reader, &mut frames), if !eof => {
-                let detail = match judge(&mut frames, reader, shared, id, pid, &mut answers) {
+                let detail = match judge(&mut frames, reader, streams, shared, id, pid, &mut answers) {
                     Verdict::Continue => None,
                     Verdict::Closed => {
                         // The socket closed or failed: the process is on
@@ -372,6 +377,24 @@ async fn serve(
             }
         }
     }
+}
+
+/// Hands a stream frame to the connection's streams; any other message
+/// comes back (`Err(Ok(message))`) for the pool. `Err(Err(_))` is a broken
+/// rule of flow control, a protocol violation.
+fn on_stream(streams: &Streams, message: Message) -> Result<(), Result<Message, ProtocolError>> {
+    let result = match message {
+        Message::StreamData { id, bytes } => streams.deliver(id, Chunk::Data(bytes)),
+        Message::StreamEnd { id } => streams.deliver(id, Chunk::End),
+        Message::StreamAbort { id, reason } => streams.deliver(id, Chunk::Abort(reason)),
+        Message::StreamCredit { id, bytes } => streams.credit(id, bytes),
+        Message::StreamStop { id } => {
+            streams.stop(id);
+            Ok(())
+        }
+        other => return Err(Ok(other)),
+    };
+    result.map_err(Err)
 }
 
 /// Kills what is left of a reaped worker's process group (the children
@@ -475,6 +498,7 @@ fn next_batch<'a>(
 fn judge(
     frames: &mut Frames,
     reader: &Reader,
+    streams: &Streams,
     shared: &Arc<Shared>,
     id: u64,
     pid: u32,
@@ -491,11 +515,17 @@ fn judge(
                 continue;
             }
             Some(Ok(message)) => {
-                // Answers read before this message are settled first.
-                match shared
-                    .on_answers(id, pid, answers)
-                    .and_then(|()| shared.on_message(id, pid, message))
-                {
+                // Answers read before this message are settled first (an
+                // answer registers the stream that may follow it). Stream
+                // frames go to this connection's streams, never through
+                // the pool's lock.
+                match shared.on_answers(id, pid, answers).and_then(|()| {
+                    match on_stream(streams, message) {
+                        Ok(()) => Ok(()),
+                        Err(Ok(message)) => shared.on_message(id, pid, message),
+                        Err(Err(e)) => Err(e.to_string()),
+                    }
+                }) {
                     Ok(()) => continue,
                     Err(detail) => Verdict::Violation(detail),
                 }

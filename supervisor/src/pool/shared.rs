@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use drover_proto::{Chunk, IncomingStream, Message, Outbox, RemoteError, RequestId, Streams};
+use drover_proto::{IncomingStream, Message, Outbox, RemoteError, RequestId, Streams};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -226,7 +226,7 @@ impl Shared {
     }
 
     /// Records a newly started worker process.
-    pub(crate) fn register(&self, id: u64, index: u32, pid: u32, kill: Kill) {
+    pub(crate) fn register(&self, id: u64, index: u32, pid: u32, kill: Kill) -> Arc<Streams> {
         let recycle_at = self.config.max_requests.map(|(n, jitter)| {
             // Any uniform randomness will do; a v4 uuid is 122 random bits.
             let random = uuid::Uuid::new_v4().as_u128() as u64;
@@ -236,12 +236,13 @@ impl Shared {
                 random % (jitter + 1)
             }
         });
-        self.lock().register(id, index, pid, kill, recycle_at);
+        let streams = self.lock().register(id, index, pid, kill, recycle_at);
         self.emit(Event::WorkerSpawned {
             worker_id: id,
             index,
             pid,
         });
+        streams
     }
 
     /// A worker finished its handshake: it may take requests. `rss` is its
@@ -394,38 +395,6 @@ impl Shared {
                     pid,
                     message,
                 });
-            }
-            Message::StreamData {
-                id: request_id,
-                bytes,
-            } => {
-                self.streams_of(id)
-                    .deliver(request_id, Chunk::Data(bytes))
-                    .map_err(|e| e.to_string())?;
-            }
-            Message::StreamEnd { id: request_id } => {
-                self.streams_of(id)
-                    .deliver(request_id, Chunk::End)
-                    .map_err(|e| e.to_string())?;
-            }
-            Message::StreamAbort {
-                id: request_id,
-                reason,
-            } => {
-                self.streams_of(id)
-                    .deliver(request_id, Chunk::Abort(reason))
-                    .map_err(|e| e.to_string())?;
-            }
-            Message::StreamCredit {
-                id: request_id,
-                bytes,
-            } => {
-                self.streams_of(id)
-                    .credit(request_id, bytes)
-                    .map_err(|e| e.to_string())?;
-            }
-            Message::StreamStop { id: request_id } => {
-                self.streams_of(id).stop(request_id);
             }
             Message::Query {
                 id: query_id,
@@ -588,15 +557,6 @@ impl Shared {
         }
         self.notify();
         outcome
-    }
-
-    /// The streams on worker `id`'s connection (a fresh, empty set if the
-    /// worker is gone: whatever arrives for it is dropped).
-    fn streams_of(&self, id: u64) -> Arc<Streams> {
-        self.lock()
-            .worker_mut(id)
-            .map(|w| w.streams.clone())
-            .unwrap_or_default()
     }
 
     /// Why worker `id` ends, if the pool ordered it to stop.

@@ -470,7 +470,9 @@ impl PoolState {
     }
 
     /// Records a newly started worker process (killed at once if the pool
-    /// began stopping while it was being started).
+    /// began stopping while it was being started). Returns the byte
+    /// streams of its connection, which its connection task holds so that
+    /// stream frames never take the pool's lock.
     pub(crate) fn register(
         &mut self,
         id: u64,
@@ -478,7 +480,7 @@ impl PoolState {
         pid: u32,
         kill: Kill,
         recycle_at: Option<u64>,
-    ) {
+    ) -> Arc<Streams> {
         self.launching = self.launching.saturating_sub(1);
         let (life, delivery) = match self.phase {
             Phase::Running => (Life::Starting, Deliver::Nothing),
@@ -502,7 +504,9 @@ impl PoolState {
             recycle_at,
         };
         worker.deliver(delivery);
+        let streams = worker.streams.clone();
         self.workers.push(worker);
+        streams
     }
 
     /// Worker `exit.worker_id` ended and was reaped: it leaves the pool,
