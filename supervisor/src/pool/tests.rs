@@ -266,3 +266,54 @@ fn a_drained_pool_holds_requests_until_resumed() {
     assert!(!state.back_to_target());
     assert!(!state.queue_is_empty(), "still held for the new workers");
 }
+
+#[test]
+fn a_request_cancelled_while_running_is_neither_retried_nor_failed() {
+    let config = config(|b| b.workers(1).retries(3));
+    let (mut state, _writers) = pool(&config, 1);
+    let (running, answer) = request(3, 1);
+    let id = running.id;
+    state.submit(&config, running).unwrap();
+    assert_eq!(held(&state, 1), 1);
+    // Its caller leaves: the worker holding it is the one told.
+    drop(answer);
+    assert_eq!(state.cancel(id), Some(1));
+    // The worker dies before answering: nobody wants the request any
+    // more, so it is not sent again, and no error goes anywhere.
+    let settled = state.worker_exited(&config, crash(1)).unwrap();
+    assert_eq!(settled.exit.in_flight, vec![id]);
+    assert!(settled.failures.is_empty());
+    assert!(state.pending.is_empty());
+}
+
+#[test]
+fn retries_carry_a_request_across_several_crashes_then_it_fails() {
+    let config = config(|b| b.workers(1));
+    let (mut state, _writers) = pool(&config, 1);
+    let (job, mut answer) = request(2, 1);
+    let id = job.id;
+    state.submit(&config, job).unwrap();
+    let mut writers = Vec::new();
+    // Workers 1 and 2 die holding it: it is sent again each time, one
+    // retry less.
+    for (dead, next) in [(1u64, 2u64), (2, 3)] {
+        let settled = state.worker_exited(&config, crash(dead)).unwrap();
+        assert!(
+            settled.failures.is_empty(),
+            "worker {dead}: retried, not failed"
+        );
+        assert_eq!(settled.replace, Some(0));
+        state.register(next, 0, 1000 + next as u32, Kill::default(), None);
+        let (tx, rx) = outbox(MessageCodec::new(1 << 20), 1 << 20);
+        writers.push(rx);
+        let _ = state.worker_ready(&config, next, tx, false, None);
+        assert_eq!(held(&state, next), 1, "worker {next} took it up");
+    }
+    // The third death spends its last try: it fails, naming worker 3.
+    let settled = state.worker_exited(&config, crash(3)).unwrap();
+    assert!(matches!(
+        &settled.failures[..],
+        [(_, Error::WorkerLost { request_id, exit })] if *request_id == id && exit.pid == 1003
+    ));
+    assert!(answer.try_recv().is_err(), "sent after the lock, not here");
+}
