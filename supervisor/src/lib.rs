@@ -85,6 +85,9 @@
 //!
 //! - `supervisor.rs`: [`Supervisor`], the public handle, and
 //!   [`Builder::start`] / [`Builder::spawn`], which make one.
+//! - `request.rs`: one request on its way: [`RequestBuilder`], the
+//!   [`SendFuture`] waiting for its answer (hand-written, small), and the
+//!   sockets it may carry ([`Passable`]).
 //! - `builder.rs`: [`Builder`], every setting and its default.
 //! - `pool/`: the shared state and every change to it. `state.rs`:
 //!   `PoolState` (fields private to `pool/`), routing, the transitions that
@@ -138,6 +141,7 @@ mod operate;
 mod output;
 mod pool;
 mod query;
+mod request;
 mod response;
 mod routing;
 #[cfg(feature = "tower")]
@@ -156,9 +160,10 @@ pub use event::{CustomEvent, Event, Events, ExitReason, RecycleCause, Terminatio
 pub use groups::{GroupSpec, Groups, GroupsDiff};
 pub use health::{WorkerHealth, WorkerState};
 pub use query::Query;
+pub use request::{Passable, RequestBuilder, SendFuture};
 pub use response::{ByteStream, Response};
 pub use routing::Routing;
 #[cfg(feature = "tower")]
 pub use service::{PoolService, ServiceFuture};
-pub use supervisor::{Passable, RequestBuilder, SendFuture, Supervisor};
+pub use supervisor::Supervisor;
 pub use typed::Pool;
