@@ -6,7 +6,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use common::{alive, eventually, exists, pids, pool, within, Cmd, LIMIT};
+use common::{alive, eventually, exists, pids, pool, still_serves, within, Cmd, LIMIT};
 use drover::{Error, ExitReason, HandshakeFailure, RemoteErrorKind, Supervisor};
 
 #[tokio::test]
@@ -133,13 +133,7 @@ async fn violation(cmd: Cmd, expect: &str) {
     );
     let others: Vec<u32> = before.into_iter().filter(|&p| p != exit.pid).collect();
     assert!(others.iter().all(|&p| alive(p)));
-    for i in 0..20 {
-        let text = format!("still serving {i}");
-        let answer = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(text.clone())))
-            .await
-            .unwrap();
-        assert_eq!(answer.data::<String>().unwrap(), text);
-    }
+    still_serves(&pool, 20).await;
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 

@@ -8,7 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, next_exit, open_fds, peak_rss_kb, pids, pool, within, Cmd, LIMIT};
+use common::{
+    eventually, next_exit, open_fds, peak_rss_kb, pids, pool, still_serves, within, Cmd, LIMIT,
+};
 use drover::ExitReason;
 use tokio::io::AsyncReadExt;
 
@@ -70,12 +72,6 @@ async fn a_worker_that_ignores_credit_is_stopped_at_the_window() {
         "descriptors: {} now, {fds} before",
         open_fds()
     );
-    for i in 0..4 {
-        let text = format!("echo {i}");
-        let answer = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(text.clone())))
-            .await
-            .unwrap();
-        assert_eq!(answer.data::<String>().unwrap(), text);
-    }
+    still_serves(&pool, 4).await;
     within(LIMIT, "hard kill", pool.hard_kill()).await;
 }

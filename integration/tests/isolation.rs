@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::{alive, eventually, next_exit, pids, pool, within, Cmd, LIMIT};
+use common::{alive, eventually, next_exit, pids, pool, still_serves, within, Cmd, LIMIT};
 use drover::{Error, ExitReason, HandshakeFailure, Supervisor};
 
 /// Variant indexes of `Message` on the wire (bincode's enum tag).
@@ -74,13 +74,7 @@ async fn a_lying_length_after_the_handshake_costs_one_worker() {
             pool.health()
         );
         assert!(!alive(liar));
-        for i in 0..4 {
-            let text = format!("still here {i}");
-            let answer = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(text.clone())))
-                .await
-                .unwrap();
-            assert_eq!(answer.data::<String>().unwrap(), text);
-        }
+        still_serves(&pool, 4).await;
         within(LIMIT, "hard kill", pool.hard_kill()).await;
     }
 }
@@ -151,10 +145,7 @@ async fn a_panic_in_a_per_worker_task_is_that_workers_death() {
             && !pids(&pool).contains(&exit.pid))
         .await
     );
-    let answer = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo("on".into())))
-        .await
-        .unwrap();
-    assert_eq!(answer.data::<String>().unwrap(), "on");
+    still_serves(&pool, 2).await;
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 
@@ -177,10 +168,7 @@ async fn resize_to_zero_is_refused() {
     );
     assert!(err.to_string().contains("at least one worker"), "{err}");
     assert_eq!(pids(&pool).len(), 2);
-    let answer = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo("two".into())))
-        .await
-        .unwrap();
-    assert_eq!(answer.data::<String>().unwrap(), "two");
+    still_serves(&pool, 2).await;
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 

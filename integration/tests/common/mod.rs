@@ -98,6 +98,21 @@ pub fn pids(pool: &Supervisor) -> Vec<u32> {
     pool.health().iter().map(|h| h.pid).collect()
 }
 
+/// Sends `n` echoes (each bounded) and checks every answer: the pool
+/// still serves. Returns the pids that answered.
+pub async fn still_serves(pool: &Supervisor, n: usize) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for i in 0..n {
+        let text = format!("still serving {i}");
+        let answer = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(text.clone())))
+            .await
+            .unwrap();
+        assert_eq!(answer.data::<String>().unwrap(), text);
+        pids.push(answer.pid());
+    }
+    pids
+}
+
 /// Waits (bounded) for the next `WorkerExited` event.
 pub async fn next_exit(events: &mut drover::Events) -> drover::WorkerExit {
     within(LIMIT, "an exit event", async {
