@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use crate::builder::Config;
 use crate::error::Error;
 use crate::event::RecycleCause;
-use crate::health::WorkerState;
 use crate::pool::{Phase, PoolState, Shared};
 
 impl Shared {
@@ -25,21 +24,10 @@ impl Shared {
     /// memory sample and whenever a worker answers, starts or ends.
     pub(crate) fn maintain(self: &Arc<Self>) {
         let now = Instant::now();
-        let mut launches = Vec::new();
-        let mut stopping = Vec::new();
-        let mut state = self.lock();
-        state.kill_overdue(now);
-        while let Some((id, pid, index)) = state.recycle_next(&self.config, now) {
-            stopping.push((id, pid));
-            launches.push((self.next_worker_id(), index));
-        }
-        drop(state);
-        for (id, pid) in stopping {
-            self.emit_state(id, pid, WorkerState::Stopping);
-        }
-        for (id, index) in launches {
-            crate::worker::launch(self, id, index, false);
-        }
+        self.change(|state, fx| {
+            state.kill_overdue(now, fx);
+            while state.recycle_next(&self.config, now, fx) {}
+        });
     }
 
     fn running_or(&self, operation: &'static str) -> Result<(), Error> {
@@ -98,13 +86,7 @@ impl Shared {
                 reason: "a running pool needs at least one worker (drain() stops them all and holds requests until resume())".to_owned(),
             });
         }
-        let changes = self.lock().resize(n, self.config.drain_timeout);
-        for (id, pid) in changes.stopping {
-            self.emit_state(id, pid, WorkerState::Stopping);
-        }
-        for index in changes.launch {
-            crate::worker::launch(self, self.next_worker_id(), index, false);
-        }
+        self.change(|state, fx| state.resize(n, self.config.drain_timeout, fx));
         self.settle("resize", |state| state.resized_to(n).then_some(()))
             .await
     }
@@ -134,10 +116,12 @@ impl Shared {
         let old = self.lock().active_workers();
         for batch in old.chunks(self.config.max_recycling) {
             // Replacements first; the old workers keep serving meanwhile.
-            let fresh: Vec<u64> = batch.iter().map(|_| self.next_worker_id()).collect();
-            for (&id, &(_, index)) in fresh.iter().zip(batch) {
-                crate::worker::launch(self, id, index, false);
-            }
+            let fresh: Vec<u64> = self.change(|state, fx| {
+                batch
+                    .iter()
+                    .map(|&(_, index)| state.launch(index, false, fx))
+                    .collect()
+            });
             self.settle_or_fail("reload", |state| {
                 // A replacement that cannot start ends the reload at once,
                 // before any old worker retires.
@@ -158,20 +142,16 @@ impl Shared {
                     .then_some(Ok(()))
             })
             .await?;
-            let mut stopping = Vec::new();
-            {
-                let mut state = self.lock();
+            self.change(|state, fx| {
                 for &(old_id, _) in batch {
-                    stopping.extend(state.retire_worker(
+                    state.retire_worker(
                         old_id,
                         RecycleCause::Reload,
                         self.config.drain_timeout,
-                    ));
+                        fx,
+                    );
                 }
-            }
-            for (id, pid) in stopping {
-                self.emit_state(id, pid, WorkerState::Stopping);
-            }
+            });
             self.settle("reload", |state| {
                 (!batch.iter().any(|&(id, _)| state.has_worker(id))).then_some(())
             })
@@ -186,11 +166,7 @@ impl Shared {
     pub(crate) async fn drain(self: &Arc<Self>) -> Result<(), Error> {
         let _serial = self.operations.lock().await;
         self.running_or("drain")?;
-        let stopping = self.lock().drain(self.config.drain_timeout);
-        for (id, pid) in stopping {
-            self.emit_state(id, pid, WorkerState::Stopping);
-        }
-        self.notify();
+        self.change(|state, fx| state.drain(self.config.drain_timeout, fx));
         self.settle("drain", |state| state.no_workers().then_some(()))
             .await
     }
@@ -198,19 +174,16 @@ impl Shared {
     /// Starts workers again after a drain; see `Supervisor::resume`.
     pub(crate) async fn resume(self: &Arc<Self>) -> Result<(), Error> {
         let _serial = self.operations.lock().await;
-        let target = {
-            let mut state = self.lock();
-            let Some(target) = state.resume() else {
-                return Err(Error::Operation {
+        self.change(|state, fx| {
+            if state.resume(fx) {
+                Ok(())
+            } else {
+                Err(Error::Operation {
                     operation: "resume",
                     reason: format!("the pool is {}, not drained", phase_name(state.phase())),
-                });
-            };
-            target
-        };
-        for index in 0..target {
-            crate::worker::launch(self, self.next_worker_id(), index as u32, false);
-        }
+                })
+            }
+        })?;
         self.settle("resume", |state| state.back_to_target().then_some(()))
             .await
     }

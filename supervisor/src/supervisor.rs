@@ -137,9 +137,11 @@ impl Supervisor {
             source,
         })?;
         let shared = Arc::new(Shared::new(config, runtime, spawner));
-        for index in 0..shared.config.workers {
-            crate::worker::launch(&shared, shared.next_worker_id(), index as u32, true);
-        }
+        shared.change(|state, fx| {
+            for index in 0..shared.config.workers {
+                state.launch(index as u32, true, fx);
+            }
+        });
         let sampler = sample_memory(shared.clone());
         shared.tracker.spawn_on(sampler, &shared.runtime);
         let pinger = ping_workers(shared.clone());
@@ -452,9 +454,11 @@ impl Supervisor {
             tracing::warn!("soft kill: queued requests not done within the grace; failing them");
         }
         // Whatever could not run (grace over, or no worker left) fails now.
-        let queued = shared.lock().take_pending();
-        crate::pool::fail_all(queued, || Error::ShuttingDown);
-        shared.notify();
+        shared.change(|state, fx| {
+            let queued = state.take_pending();
+            crate::pool::fail_all(queued, || Error::ShuttingDown, fx);
+            fx.notify = true;
+        });
         shared.ask_workers_to_stop(&order);
         let gone = tokio::time::timeout_at(deadline, self.all_reaped()).await;
         if gone.is_err() {

@@ -27,7 +27,7 @@ use crate::event::{ExitReason, Termination, WorkerExit};
 use crate::health::read_rss;
 use crate::lifecycle::{guarded, panic_message, Kill};
 use crate::output::{self, Stream, Tail};
-use crate::pool::{Answer, AnswerBatch, Shared};
+use crate::pool::{Answer, AnswerBatch, Launch, Shared};
 
 type Reader = FrameReader;
 type Writer = FramedWrite<OwnedWriteHalf, MessageCodec>;
@@ -45,8 +45,8 @@ const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 /// Whatever happens inside it, the pool hears of the end: a panic of the
 /// connection task kills the process (and its group) and settles the
 /// worker as any death is settled.
-pub(crate) fn launch(shared: &Arc<Shared>, id: u64, index: u32, initial: bool) {
-    shared.lock().begin_launch();
+pub(crate) fn launch(shared: &Arc<Shared>, launch: Launch) {
+    let Launch { id, index, initial } = launch;
     // The pid, once the process is registered with the pool.
     let registered = Arc::new(AtomicU32::new(0));
     let task = AssertUnwindSafe(run(shared.clone(), id, index, initial, registered.clone()));
