@@ -43,6 +43,7 @@ impl<I> fmt::Debug for Batch<'_, I> {
 
 /// What a batch run did.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct BatchReport {
     /// Jobs run.
     pub total: usize,

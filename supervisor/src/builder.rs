@@ -9,7 +9,7 @@ use drover_proto::{encode_value, DEFAULT_MAX_FRAME_LENGTH};
 use serde::Serialize;
 
 use crate::account::{resolve, Account, Kind, Unresolved};
-use crate::error::Error;
+use crate::error::{BinaryProblem, Error};
 use crate::routing::Routing;
 
 /// Everything a pool is configured with; see [`Builder`] for each setting.
@@ -507,26 +507,23 @@ impl Builder {
 /// Fails early, naming the path, when the binary cannot possibly start.
 fn check_program(path: &Path) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
-    let bad = |reason: &str| Error::WorkerBinary {
+    let bad = |problem: BinaryProblem| Error::WorkerBinary {
         path: path.to_path_buf(),
-        reason: reason.to_owned(),
+        problem,
     };
     // A bare name is looked up in PATH by the operating system at spawn.
     if path.components().count() == 1 && !path.exists() {
         return Ok(());
     }
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => bad("does not exist"),
-        _ => Error::WorkerBinary {
-            path: path.to_path_buf(),
-            reason: format!("cannot be read: {e}"),
-        },
+        std::io::ErrorKind::NotFound => bad(BinaryProblem::Missing),
+        _ => bad(BinaryProblem::Unreadable(e)),
     })?;
     if !meta.is_file() {
-        return Err(bad("is not a file"));
+        return Err(bad(BinaryProblem::NotAFile));
     }
     if meta.permissions().mode() & 0o111 == 0 {
-        return Err(bad("is not executable"));
+        return Err(bad(BinaryProblem::NotExecutable));
     }
     Ok(())
 }

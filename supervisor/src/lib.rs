@@ -157,11 +157,13 @@ mod supervisor;
 mod typed;
 mod worker;
 
-pub use account::Account;
+pub use account::{Account, Kind as AccountKind, Lookup as AccountLookup};
 pub use batch::{Batch, BatchReport};
 pub use builder::Builder;
 pub use drover_proto::{RemoteErrorKind, RequestId, Task};
-pub use error::{Error, HandshakeFailure};
+pub use error::{
+    BinaryProblem, Error, HandshakeFailure, Operation, OperationError, PoolFailure, PoolPhase,
+};
 pub use event::{CustomEvent, Event, Events, ExitReason, RecycleCause, Termination, WorkerExit};
 pub use groups::{GroupSpec, Groups, GroupsDiff};
 pub use health::{WorkerHealth, WorkerState};

@@ -89,19 +89,14 @@ impl<'a> RequestBuilder<'a> {
                 if fds.len() < drover_proto::MAX_FDS_PER_FRAME {
                     fds.push(fd);
                 } else if self.payload.is_ok() {
-                    self.payload = Err(Box::new(Error::Socket {
-                        reason: format!(
-                            "a request carries at most {} descriptors",
-                            drover_proto::MAX_FDS_PER_FRAME
-                        ),
+                    self.payload = Err(Box::new(Error::TooManySockets {
+                        max: drover_proto::MAX_FDS_PER_FRAME,
                     }));
                 }
             }
             Err(e) => {
                 if self.payload.is_ok() {
-                    self.payload = Err(Box::new(Error::Socket {
-                        reason: e.to_string(),
-                    }));
+                    self.payload = Err(Box::new(Error::Socket { source: e }));
                 }
             }
         }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::builder::Config;
-use crate::error::Error;
+use crate::error::{Error, PoolFailure};
 use crate::event::RecycleCause;
 use crate::health::WorkerState;
 use crate::lifecycle::StopOrder;
@@ -38,11 +38,9 @@ impl PoolState {
     pub(crate) fn startup_outcome(&mut self) -> Option<Result<(), Error>> {
         match &mut self.startup {
             Startup::Online => Some(Ok(())),
-            Startup::Failed(error) => {
-                Some(Err(error.take().unwrap_or_else(|| Error::PoolFailed {
-                    reason: "a worker failed to start".to_owned(),
-                })))
-            }
+            Startup::Failed(error) => Some(Err(error.take().unwrap_or(Error::PoolFailed {
+                reason: PoolFailure::StartFailed,
+            }))),
             Startup::Waiting(_) if self.phase != Phase::Running => Some(Err(Error::ShuttingDown)),
             Startup::Waiting(_) => None,
         }

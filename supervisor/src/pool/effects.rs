@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use drover_proto::{Streams, Wake};
 
-use crate::error::Error;
+use crate::error::{Error, PoolFailure};
 use crate::event::Event;
 use crate::lifecycle::Kill;
 use crate::response::Response;
@@ -61,7 +61,7 @@ pub(crate) struct Effects {
     /// Workers to start.
     pub(crate) launches: Vec<Launch>,
     /// The pool fails for good, and why (the restart budget is spent).
-    pub(crate) failed: Option<String>,
+    pub(crate) failed: Option<PoolFailure>,
     /// Recycling and drain deadlines may be due: run `maintain`.
     pub(crate) maintain: bool,
     /// Something a waiter may care about changed.

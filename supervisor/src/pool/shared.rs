@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::builder::Config;
-use crate::error::Error;
+use crate::error::{Error, PoolFailure};
 use crate::event::{CustomEvent, Event, ExitReason, WorkerExit};
 use crate::health::{WorkerHealth, WorkerState};
 use crate::lifecycle::{Kill, StopOrder};
@@ -313,7 +313,7 @@ impl Shared {
 
     /// Fails the pool for good: queued requests fail, every worker is
     /// killed, events say why.
-    pub(crate) fn fail(self: &Arc<Self>, reason: String) {
+    pub(crate) fn fail(self: &Arc<Self>, reason: PoolFailure) {
         tracing::error!("pool failed: {reason}");
         self.change(|state, fx| {
             state.phase = Phase::Failed(reason.clone());

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use drover_proto::IdHasher;
 
 use crate::builder::Config;
-use crate::error::Error;
+use crate::error::{Error, PoolFailure, PoolPhase};
 use crate::event::{Event, ExitReason, WorkerExit};
 use crate::health::{WorkerHealth, WorkerState};
 use crate::lifecycle::{guarded, Deliver, Kill, Life, StopOrder};
@@ -86,7 +86,20 @@ pub(crate) enum Phase {
     /// Stopped by a kill or by dropping the last handle.
     Stopped,
     /// Stopped by itself (restart budget spent).
-    Failed(String),
+    Failed(PoolFailure),
+}
+
+impl Phase {
+    /// The phase as errors and snapshots name it.
+    pub(crate) fn public(&self) -> PoolPhase {
+        match self {
+            Phase::Running => PoolPhase::Running,
+            Phase::Drained => PoolPhase::Drained,
+            Phase::SoftKilling => PoolPhase::ShuttingDown,
+            Phase::Stopped => PoolPhase::Stopped,
+            Phase::Failed(_) => PoolPhase::Failed,
+        }
+    }
 }
 
 /// A request waiting for a worker.
@@ -715,7 +728,7 @@ impl PoolState {
 
     /// Takes one restart from the budget (`max_restarts` within
     /// `restart_window`); `Err` says the budget is spent, and why.
-    pub(crate) fn spend_restart(&mut self, config: &Config, last: &str) -> Result<(), String> {
+    pub(crate) fn spend_restart(&mut self, config: &Config, last: &str) -> Result<(), PoolFailure> {
         let now = Instant::now();
         while let Some(&t) = self.restarts.front() {
             if now.duration_since(t) > config.restart_window {
@@ -728,10 +741,11 @@ impl PoolState {
             self.restarts.push_back(now);
             Ok(())
         } else {
-            Err(format!(
-                "restart budget spent: {} restarts within {:?}; last: {last}",
-                config.max_restarts, config.restart_window
-            ))
+            Err(PoolFailure::RestartBudgetSpent {
+                max_restarts: config.max_restarts,
+                window: config.restart_window,
+                last: last.to_owned(),
+            })
         }
     }
 
