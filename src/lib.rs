@@ -137,6 +137,8 @@ pub use drover_supervisor::*;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod testing;
+
 /// The worker side: what a worker binary uses (the `drover-worker` crate).
 pub mod worker {
     pub use drover_worker::*;

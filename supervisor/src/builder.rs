@@ -49,6 +49,9 @@ pub(crate) struct Config {
     pub(crate) hold_when_drained: bool,
     pub(crate) limits: Limits,
     pub(crate) on_query: Option<crate::query::QueryHandler>,
+    /// Workers are threads of this process running this, not processes
+    /// (`drover::testing`).
+    pub(crate) in_process: Option<crate::process::InProcess>,
 }
 
 /// Default bound on the bytes waiting to be written to one worker.
@@ -74,6 +77,7 @@ impl Config {
             config: new.config,
             limits: new.limits,
             capture_output: new.capture_output,
+            in_process: new.in_process,
             ..self.clone()
         }
     }
@@ -159,6 +163,7 @@ impl Builder {
                 hold_when_drained: true,
                 limits: Limits::default(),
                 on_query: None,
+                in_process: None,
             },
             config_error: None,
             account_error: None,
@@ -479,6 +484,25 @@ impl Builder {
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         self.config.on_query = Some(crate::query::QueryHandler::new(handler));
+        self
+    }
+
+    /// Runs each worker as a thread of this process instead of a process:
+    /// `main` gets the worker's end of its connection (a connected
+    /// `UnixStream`) and runs a worker on it (the worker SDK's
+    /// `Worker::connect_over`), on a tokio runtime of the worker's own.
+    ///
+    /// This is the plumbing of `drover::testing`, whose pools are made for
+    /// unit tests: use those. Settings that act on a process (limits, user
+    /// and group, environment, arguments, output capture) do not apply;
+    /// workers report pid 0 and no memory.
+    #[doc(hidden)]
+    pub fn in_process<F, Fut>(mut self, main: F) -> Builder
+    where
+        F: Fn(std::os::unix::net::UnixStream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.config.in_process = Some(crate::process::InProcess::new(main));
         self
     }
 

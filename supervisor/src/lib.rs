@@ -104,6 +104,8 @@
 //!   stop it (`StopOrder`) and every transition; the `Kill` token that
 //!   reaches its connection task.
 //! - `worker.rs`: the per-worker task (spawn, handshake, connection, reap).
+//! - `process.rs`: what a worker runs as (`Process`): a child process, or
+//!   a thread of this one for `drover::testing`'s in-process pools.
 //! - `spawn.rs`: starting a process (the crate's only `unsafe`, in the
 //!   child between fork and exec).
 //! - `routing.rs`: [`Routing`] and the choice of a worker.
@@ -146,6 +148,7 @@ mod metrics;
 mod operate;
 mod output;
 mod pool;
+mod process;
 mod query;
 mod request;
 mod response;
