@@ -187,11 +187,32 @@ impl Supervisor {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run(pool: drover_supervisor::Supervisor) -> Result<(), drover_supervisor::Error> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # // An in-process pool (what `drover::testing` makes) stands in for a
+    /// # // worker binary: it upper-cases text and echoes anything else.
+    /// # let pool = drover_supervisor::Supervisor::builder("upper")
+    /// #     .in_process(|socket| async move {
+    /// #         let worker = drover_worker::Worker::connect_over(socket).await.unwrap();
+    /// #         let _ = worker
+    /// #             .serve(|req: drover_worker::Request| async move {
+    /// #                 match req.data::<String>() {
+    /// #                     Ok(text) => req.respond(&text.to_uppercase()),
+    /// #                     Err(_) => {
+    /// #                         let bytes = req.payload_bytes();
+    /// #                         req.respond_bytes(bytes)
+    /// #                     }
+    /// #                 }
+    /// #             })
+    /// #             .await;
+    /// #     })
+    /// #     .spawn()
+    /// #     .await?;
     /// // Replace the workers in a quiet moment.
     /// pool.idle().await;
     /// pool.reload().await?;
+    /// # pool.soft_kill().await;
     /// # Ok(()) }
     /// ```
     ///
@@ -253,8 +274,28 @@ impl Supervisor {
 
     /// A request with options of its own: timeout, retries.
     ///
-    /// ```no_run
-    /// # async fn run(pool: drover_supervisor::Supervisor) -> Result<(), drover_supervisor::Error> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # // An in-process pool (what `drover::testing` makes) stands in for a
+    /// # // worker binary: it upper-cases text and echoes anything else.
+    /// # let pool = drover_supervisor::Supervisor::builder("upper")
+    /// #     .in_process(|socket| async move {
+    /// #         let worker = drover_worker::Worker::connect_over(socket).await.unwrap();
+    /// #         let _ = worker
+    /// #             .serve(|req: drover_worker::Request| async move {
+    /// #                 match req.data::<String>() {
+    /// #                     Ok(text) => req.respond(&text.to_uppercase()),
+    /// #                     Err(_) => {
+    /// #                         let bytes = req.payload_bytes();
+    /// #                         req.respond_bytes(bytes)
+    /// #                     }
+    /// #                 }
+    /// #             })
+    /// #             .await;
+    /// #     })
+    /// #     .spawn()
+    /// #     .await?;
     /// use std::time::Duration;
     /// let answer = pool
     ///     .request("render this")
@@ -262,6 +303,7 @@ impl Supervisor {
     ///     .retries(1)
     ///     .send()
     ///     .await?;
+    /// # pool.soft_kill().await;
     /// # Ok(()) }
     /// ```
     pub fn request<T: Serialize + ?Sized>(&self, payload: &T) -> RequestBuilder<'_> {
