@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use drover_proto::{IncomingStream, Message, Outbox, RemoteError, RequestId, Streams};
+use drover_proto::{
+    IncomingStream, Outbox, RemoteError, RequestId, Streams, ToSupervisor, ToWorker,
+};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -219,7 +221,7 @@ impl Shared {
                 Some(_) => {}
                 None => {
                     worker.ping = Some((seq, now));
-                    worker.send(Message::Ping { seq });
+                    worker.send(ToWorker::Ping { seq });
                 }
             }
         }
@@ -252,7 +254,7 @@ impl Shared {
     pub(crate) fn worker_ready(
         self: &Arc<Self>,
         id: u64,
-        tx: Outbox,
+        tx: Outbox<ToWorker>,
         initial: bool,
         rss: Option<u64>,
     ) {
@@ -342,22 +344,28 @@ impl Shared {
         self.notify();
     }
 
-    /// Handles one message from a worker after its handshake. An `Err`
-    /// names a protocol violation: the caller kills the worker.
+    /// Handles one message from a worker after its handshake (stream
+    /// frames go to the connection's `streams`, never through the pool's
+    /// lock). An `Err` names a protocol violation: the caller kills the
+    /// worker.
     pub(crate) fn on_message(
         self: &Arc<Self>,
         id: u64,
         pid: u32,
-        message: Message,
+        message: ToSupervisor,
+        streams: &Streams,
     ) -> Result<(), String> {
         let worker_id = id;
         match message {
-            Message::Response { id, stream, result } => {
+            ToSupervisor::Stream(frame) => {
+                streams.on_frame(frame).map_err(|e| e.to_string())?;
+            }
+            ToSupervisor::Response { id, stream, result } => {
                 let mut batch = AnswerBatch::default();
                 batch.answers.push(Answer { id, stream, result });
                 return self.on_answers(worker_id, pid, &mut batch);
             }
-            Message::Busy => {
+            ToSupervisor::Busy => {
                 let mut state = self.lock();
                 let mut changed = false;
                 if let Some(worker) = state.worker_mut(id) {
@@ -368,7 +376,7 @@ impl Shared {
                     self.emit_state(id, pid, WorkerState::Busy);
                 }
             }
-            Message::Ready => {
+            ToSupervisor::Ready => {
                 let mut state = self.lock();
                 let mut changed = false;
                 if let Some(worker) = state.worker_mut(id) {
@@ -381,10 +389,10 @@ impl Shared {
                 }
                 self.notify();
             }
-            Message::Event { name, payload } => {
+            ToSupervisor::Event { name, payload } => {
                 self.emit(Event::Custom(CustomEvent::new(name, id, pid, payload)));
             }
-            Message::Status { message } => {
+            ToSupervisor::Status { message } => {
                 let mut state = self.lock();
                 if let Some(worker) = state.worker_mut(id) {
                     worker.status = Some(message.clone());
@@ -396,7 +404,7 @@ impl Shared {
                     message,
                 });
             }
-            Message::Query {
+            ToSupervisor::Query {
                 id: query_id,
                 name,
                 payload,
@@ -416,7 +424,7 @@ impl Shared {
                     }
                 }
             }
-            Message::Stopping { signal } => {
+            ToSupervisor::Stopping { signal } => {
                 // A signal from outside the pool: the worker drains. It
                 // gets nothing new, and its exit is that signal's doing.
                 let mut state = self.lock();
@@ -438,13 +446,13 @@ impl Shared {
                 self.maintain();
                 self.notify();
             }
-            Message::SocketClosed { .. } => {
+            ToSupervisor::SocketClosed { .. } => {
                 let mut state = self.lock();
                 if let Some(worker) = state.worker_mut(id) {
                     worker.open_sockets = worker.open_sockets.saturating_sub(1);
                 }
             }
-            Message::Pong { seq } => {
+            ToSupervisor::Pong { seq } => {
                 let mut state = self.lock();
                 if let Some(worker) = state.worker_mut(id) {
                     if worker.ping.is_some_and(|(sent, _)| sent == seq) {
@@ -452,11 +460,8 @@ impl Shared {
                     }
                 }
             }
-            other => {
-                return Err(format!(
-                    "it sent a {} message, which workers never send",
-                    other.kind()
-                ))
+            ToSupervisor::Hello(_) => {
+                return Err("it sent a second Hello, after its handshake".to_owned());
             }
         }
         Ok(())
@@ -511,7 +516,7 @@ impl Shared {
                     (Ok(_), Some(tx)) if stream => {
                         let (incoming, chunks) = IncomingStream::new(
                             request_id,
-                            tx.clone(),
+                            tx.streams(),
                             format!("worker pid {pid}"),
                         );
                         worker.streams.receive(request_id, chunks);
@@ -626,7 +631,7 @@ impl Shared {
     }
 
     /// Sends `message` to every worker past its handshake; returns how many.
-    pub(crate) fn send_all(&self, message: &Message) -> usize {
+    pub(crate) fn send_all(&self, message: &ToWorker) -> usize {
         let state = self.lock();
         let mut sent = 0;
         for worker in state.workers.iter().filter(|w| w.life.outbox().is_some()) {
@@ -637,7 +642,7 @@ impl Shared {
     }
 
     /// Sends `message` to one worker.
-    pub(crate) fn send_to_worker(&self, worker_id: u64, message: Message) -> Result<(), Error> {
+    pub(crate) fn send_to_worker(&self, worker_id: u64, message: ToWorker) -> Result<(), Error> {
         let mut state = self.lock();
         match state.worker_mut(worker_id) {
             Some(worker) if worker.life.outbox().is_some() => {

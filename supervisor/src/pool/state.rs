@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use drover_proto::{new_credit, pump, Message, Outbox, Outgoing, RemoteError, RequestId, Streams};
+use drover_proto::{new_credit, pump, Outbox, Outgoing, RemoteError, RequestId, Streams, ToWorker};
 use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
@@ -144,7 +144,7 @@ pub(crate) struct WorkerEntry {
 }
 
 impl WorkerEntry {
-    pub(crate) fn send(&self, message: Message) {
+    pub(crate) fn send(&self, message: ToWorker) {
         if let Some(tx) = self.life.outbox() {
             // A closed queue means the connection is ending; its task will
             // settle whatever this worker held.
@@ -269,7 +269,7 @@ impl PoolState {
         &mut self,
         config: &Config,
         id: u64,
-        tx: Outbox,
+        tx: Outbox<ToWorker>,
         initial: bool,
         rss: Option<u64>,
     ) -> (Option<(u32, WorkerState)>, bool) {
@@ -353,7 +353,7 @@ impl PoolState {
                 retries,
             },
         );
-        let message = Message::Request {
+        let message = ToWorker::Request {
             id: request.id,
             created_at: request.created_at,
             fds: fds.len() as u8,
@@ -370,7 +370,7 @@ impl PoolState {
         }
         // (The outbox is cloned only for a stream: each clone is two atomic
         // operations on a line the writer's thread uses too.)
-        let streamed = stream.and_then(|source| Some((source, worker.life.outbox()?.clone())));
+        let streamed = stream.and_then(|source| Some((source, worker.life.outbox()?.streams())));
         if let Some((source, tx)) = streamed {
             let id = request.id;
             let credit = new_credit();
@@ -458,7 +458,7 @@ impl PoolState {
         for worker in &mut self.workers {
             if let Some(in_flight) = worker.in_flight.get_mut(&id) {
                 in_flight.reply = None;
-                worker.send(Message::Cancel { id });
+                worker.send(ToWorker::Cancel { id });
                 return Some(worker.id);
             }
         }

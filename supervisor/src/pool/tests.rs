@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use drover_proto::{outbox, MessageCodec, OutboxReceiver};
+use drover_proto::{outbox, OutboxReceiver, ToWorker};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -29,7 +29,7 @@ fn pool(config: &Config, n: u64) -> (PoolState, Vec<OutboxReceiver>) {
     let mut writers = Vec::new();
     for id in 1..=n {
         state.register(id, (id - 1) as u32, 1000 + id as u32, Kill::default(), None);
-        let (tx, rx) = outbox(MessageCodec::new(1 << 20), 1 << 20);
+        let (tx, rx) = outbox::<ToWorker>(1 << 20, 1 << 20);
         writers.push(rx);
         let _ = state.worker_ready(config, id, tx, true, None);
     }
@@ -127,7 +127,7 @@ fn a_request_cancelled_while_queued_is_never_sent() {
     // it) and a replacement is ready: the cancelled one is skipped,
     // not sent.
     let _ = state.worker_exited(&config, crash(1));
-    let (tx, _rx) = outbox(MessageCodec::new(1 << 20), 1 << 20);
+    let (tx, _rx) = outbox::<ToWorker>(1 << 20, 1 << 20);
     state.register(2, 0, 1002, Kill::default(), None);
     let _ = state.worker_ready(&config, 2, tx, false, None);
     assert_eq!(held(&state, 2), 0);
@@ -228,7 +228,7 @@ fn recycling_stays_within_the_cap() {
             Kill::default(),
             Some(0),
         );
-        let (tx, rx) = outbox(MessageCodec::new(1 << 20), 1 << 20);
+        let (tx, rx) = outbox::<ToWorker>(1 << 20, 1 << 20);
         writers.push(rx);
         let _ = state.worker_ready(&config, id, tx, true, None);
     }
@@ -304,7 +304,7 @@ fn retries_carry_a_request_across_several_crashes_then_it_fails() {
         );
         assert_eq!(settled.replace, Some(0));
         state.register(next, 0, 1000 + next as u32, Kill::default(), None);
-        let (tx, rx) = outbox(MessageCodec::new(1 << 20), 1 << 20);
+        let (tx, rx) = outbox::<ToWorker>(1 << 20, 1 << 20);
         writers.push(rx);
         let _ = state.worker_ready(&config, next, tx, false, None);
         assert_eq!(held(&state, next), 1, "worker {next} took it up");
