@@ -58,8 +58,11 @@ pub struct Welcome {
     pub config: Bytes,
 }
 
-/// Why a request failed on the worker's side.
+/// Why a request failed on the worker's side. On the wire it is one byte
+/// (see the [crate docs](crate#wire-format)); a new kind comes with a new
+/// [`PROTOCOL_VERSION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum RemoteErrorKind {
     /// The handler returned an error or called `fail`.
     Failed,
@@ -83,9 +86,8 @@ pub struct RemoteError {
 
 /// A byte stream's frame, in either direction: the request's stream
 /// (supervisor to worker) or the answer's (worker to supervisor). Both
-/// directions encode it the same way, so the stream registry
-/// ([`Streams`](crate::Streams)) and the pumps send it without knowing
-/// which side they are on.
+/// directions encode it the same way, so the stream registry and the
+/// pumps send it without knowing which side they are on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamFrame {
     /// The next bytes of the stream of request `id`. Never more than the
