@@ -221,8 +221,11 @@ impl Supervisor {
     /// Cancel safe: it only watches the pool, and dropping it changes
     /// nothing.
     pub async fn idle(&self) {
-        self.shared()
-            .wait_until(|state| state.is_idle().then_some(()))
+        let shared = self.shared();
+        // Idle once every answer taken out of the state is handed over,
+        // too: a caller woken after `idle()` returns has its answer.
+        shared
+            .wait_until(|state| (state.is_idle() && shared.all_delivered()).then_some(()))
             .await;
     }
 

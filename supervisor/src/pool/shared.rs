@@ -1,6 +1,7 @@
 //! What the pool's handles and tasks share: the lock around
 //! [`PoolState`], and everything carried out once it is released.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -43,6 +44,10 @@ pub(crate) struct Shared {
     /// Bumped after every change a waiter might care about (a worker
     /// ready or gone, the queue emptied, startup done).
     changed: watch::Sender<u64>,
+    /// Answers taken out of the state and not yet handed to their callers
+    /// (counted under the lock, uncounted once sent): `idle()` waits for
+    /// them too.
+    undelivered: AtomicUsize,
     /// What workers are started with: the builder's settings, those a
     /// reload replaces taken from the reload's (`Config::reloaded_with`).
     /// Its worker count is the initial one: the count the pool keeps is
@@ -83,6 +88,7 @@ impl Shared {
             tracker,
             shutdown: CancellationToken::new(),
             changed: watch::channel(0).0,
+            undelivered: AtomicUsize::new(0),
             runtime,
             spawner,
             metrics,
@@ -127,9 +133,27 @@ impl Shared {
         change: impl FnOnce(&mut PoolState, &mut Effects) -> T,
     ) -> T {
         let mut fx = Effects::default();
-        let value = change(&mut self.lock(), &mut fx);
+        let mut state = self.lock();
+        let value = change(&mut state, &mut fx);
+        self.hold(&fx);
+        drop(state);
         self.apply(&mut fx);
         value
+    }
+
+    /// Counts the answers `fx` holds as not yet delivered; called with
+    /// the lock that took them out of the state still held.
+    fn hold(&self, fx: &Effects) {
+        if !fx.replies.is_empty() {
+            self.undelivered
+                .fetch_add(fx.replies.len(), Ordering::SeqCst);
+        }
+    }
+
+    /// Whether every answer taken out of the state has been handed over
+    /// (what `idle()` waits for, with the state idle).
+    pub(crate) fn all_delivered(&self) -> bool {
+        self.undelivered.load(Ordering::SeqCst) == 0
     }
 
     /// Carries out (and empties) `fx`, with the lock released: writers
@@ -149,9 +173,14 @@ impl Shared {
         for task in fx.tasks.drain(..) {
             self.tracker.spawn_on(task, &self.runtime);
         }
+        let delivered = fx.replies.len();
         for (reply, answer) in fx.replies.drain(..) {
             // The caller may have just left; then nobody wants it.
             let _ = reply.send(answer);
+        }
+        if delivered > 0 {
+            self.undelivered.fetch_sub(delivered, Ordering::SeqCst);
+            fx.notify = true;
         }
         for event in fx.events.drain(..) {
             self.emit(event);
@@ -538,6 +567,7 @@ impl Shared {
             // After a violation the rest are dropped with the connection.
             answers.clear();
             state.dispatch(&self.config, effects);
+            self.hold(effects);
         }
         effects.notify = true;
         self.apply(effects);
@@ -556,9 +586,12 @@ impl Shared {
     /// asked to stop.
     pub(crate) fn worker_exited(self: &Arc<Self>, exit: WorkerExit) {
         let mut fx = Effects::default();
-        let Some(exit) = self.lock().worker_exited(&self.config, exit, &mut fx) else {
+        let mut state = self.lock();
+        let Some(exit) = state.worker_exited(&self.config, exit, &mut fx) else {
             return;
         };
+        self.hold(&fx);
+        drop(state);
         if exit.requested() {
             tracing::debug!(
                 pid = exit.pid,
