@@ -155,6 +155,25 @@ pub enum Error {
         /// The id asked for.
         worker_id: u64,
     },
+    /// The kernel (or the machine) cannot enforce a rule of the
+    /// [`Sandbox`](crate::Sandbox); nothing was started. A best-effort
+    /// sandbox runs without it instead, and reports it.
+    #[error("sandbox refused: this machine cannot enforce {feature}; no worker was started (Sandbox::best_effort runs without it, reporting it)")]
+    SandboxUnsupported {
+        /// What is missing.
+        feature: crate::sandbox::SandboxFeature,
+    },
+    /// The sandbox could not be prepared: a path to allow that does not
+    /// exist, a cgroup that could not be made, a rule the kernel refused.
+    #[error("cannot prepare the sandbox: {what} {}: {source}", path.display())]
+    SandboxSetup {
+        /// What was being prepared.
+        what: &'static str,
+        /// The path it concerns.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The supervisor was started outside a tokio runtime.
     #[error("drover needs a tokio runtime: start the supervisor from within one")]
     NoRuntime,

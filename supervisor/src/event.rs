@@ -65,6 +65,16 @@ pub enum Event {
         /// The status text.
         message: String,
     },
+    /// A worker was started without part of its best-effort
+    /// [`Sandbox`](crate::Sandbox): what this kernel cannot enforce.
+    SandboxUnenforced {
+        /// The worker's id.
+        worker_id: u64,
+        /// Its pid.
+        pid: u32,
+        /// What was not enforced.
+        missing: Vec<crate::sandbox::SandboxFeature>,
+    },
     /// The pool stopped for good: restarts exhausted. Every pending request
     /// has failed.
     PoolFailed {
@@ -161,6 +171,7 @@ fn signal_name(signal: i32) -> Option<&'static str> {
         15 => "SIGTERM",
         24 => "SIGXCPU",
         25 => "SIGXFSZ",
+        31 => "SIGSYS",
         _ => return None,
     })
 }
@@ -245,6 +256,11 @@ pub enum ExitReason {
         /// The limit (`max_queued_bytes`).
         limit: usize,
     },
+    /// Its seccomp filter killed it (`SIGSYS`): it made a system call its
+    /// [`Sandbox`](crate::Sandbox) forbids. The kernel tells the
+    /// supervisor the signal, not which call it was (that goes to the
+    /// process itself, or to the audit log).
+    Seccomp,
     /// A task of the supervisor that served this worker failed (a panic),
     /// and the worker was killed so that nothing it held is left waiting.
     TaskFailed {
@@ -329,6 +345,7 @@ impl ExitReason {
             ExitReason::Signalled { .. } => "signalled",
             ExitReason::Stalled { .. } => "stalled",
             ExitReason::TaskFailed { .. } => "task_failed",
+            ExitReason::Seccomp => "seccomp",
         }
     }
 
@@ -376,6 +393,9 @@ impl fmt::Display for ExitReason {
             ExitReason::Stalled { queued, limit } => write!(
                 f,
                 "was killed for not reading its socket ({queued} bytes queued for it, over max_queued_bytes of {limit})"
+            ),
+            ExitReason::Seccomp => f.write_str(
+                "was killed by SIGSYS (seccomp): it made a system call its sandbox forbids",
             ),
             ExitReason::TaskFailed { task, detail } => {
                 write!(f, "was killed when the supervisor's {task} task for it failed: {detail}")
@@ -477,6 +497,7 @@ mod tests {
                 task: "writer",
                 detail: "panicked".into(),
             },
+            ExitReason::Seccomp,
         ]
     }
 
@@ -667,6 +688,7 @@ mod tests {
             served: 17,
             open_sockets: 0,
             age: Duration::from_millis(12_500),
+            unenforced: Vec::new(),
         };
         assert_eq!(
             to_value(&health).unwrap(),
@@ -681,6 +703,7 @@ mod tests {
                 "served": 17,
                 "open_sockets": 0,
                 "age": {"secs": 12, "nanos": 500_000_000},
+                "unenforced": [],
             })
         );
     }

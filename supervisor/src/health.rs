@@ -46,7 +46,7 @@ impl fmt::Display for WorkerState {
 /// [`Duration`](std::time::Duration), in JSON:
 /// `{"worker_id":3,"index":0,"pid":4242,"rss":5242880,"in_flight":1,
 /// "state":"ready","status":null,"served":17,"open_sockets":0,
-/// "age":{"secs":12,"nanos":500000000}}`.
+/// "age":{"secs":12,"nanos":500000000},"unenforced":[]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WorkerHealth {
     /// The worker's id (unique for the pool's life).
@@ -72,6 +72,10 @@ pub struct WorkerHealth {
     pub open_sockets: usize,
     /// How long it has been running.
     pub age: std::time::Duration,
+    /// What of the pool's best-effort [`Sandbox`](crate::Sandbox) this
+    /// kernel does not enforce (empty without a sandbox, or when all of
+    /// it is enforced).
+    pub unenforced: Vec<crate::sandbox::SandboxFeature>,
 }
 
 /// Reads the resident set size of `pid` from `/proc/<pid>/statm`, in bytes.

@@ -120,6 +120,10 @@
 //! - `service.rs` (feature `tower`): `PoolService`, the pool as a
 //!   `tower::Service`.
 //! - `account.rs`: [`Account`], users and groups by id or name.
+//! - `sandbox/`: [`Sandbox`], landlock, seccomp, namespaces and cgroups
+//!   for untrusted work: checked against the kernel when the pool starts,
+//!   prepared per worker before `fork`, applied by `spawn.rs` in the
+//!   child.
 //!
 //! Dependencies between these files run one way, but for three pairs:
 //! `pool/` and `worker.rs` (a worker's task reports to the pool, and the
@@ -144,6 +148,7 @@ mod query;
 mod request;
 mod response;
 mod routing;
+mod sandbox;
 #[cfg(feature = "tower")]
 mod service;
 mod spawn;
@@ -163,6 +168,9 @@ pub use query::Query;
 pub use request::{Passable, RequestBuilder, SendFuture};
 pub use response::{ByteStream, Response};
 pub use routing::Routing;
+pub use sandbox::{
+    Cgroup, Sandbox, SandboxFeature, SyscallPreset, Syscalls, Violation, SYSTEM_LIBRARY_PATHS,
+};
 #[cfg(feature = "tower")]
 pub use service::{PoolService, ServiceFuture};
 pub use supervisor::Supervisor;

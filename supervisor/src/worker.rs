@@ -23,7 +23,7 @@ use tokio_util::codec::FramedWrite;
 
 use crate::builder::Limits;
 use crate::error::{Error, HandshakeFailure};
-use crate::event::{ExitReason, Termination, WorkerExit};
+use crate::event::{Event, ExitReason, Termination, WorkerExit};
 use crate::health::read_rss;
 use crate::lifecycle::{guarded, panic_message, Kill};
 use crate::output::{self, Stream, Tail};
@@ -151,6 +151,14 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
     }
     let streams = shared.register(id, index, pid, kill.clone());
     registered.store(pid, Ordering::Release);
+    let missing = crate::sandbox::unenforced(&spec.limits);
+    if !missing.is_empty() {
+        shared.emit(Event::SandboxUnenforced {
+            worker_id: id,
+            pid,
+            missing,
+        });
+    }
     let (read, write) = spawned.stream.into_split();
     let max = shared.config.max_frame_length;
     let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::new(max));
@@ -284,9 +292,9 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         .drain(..)
         .collect();
     let reason = match reason {
-        ExitReason::Crashed => {
-            limit_hit(&spec.limits, termination, &stderr_tail).unwrap_or(ExitReason::Crashed)
-        }
+        ExitReason::Crashed => limit_hit(&spec.limits, termination, &stderr_tail)
+            .or_else(|| crate::sandbox::seccomp_kill(&spec.limits, termination))
+            .unwrap_or(ExitReason::Crashed),
         other => other,
     };
     shared.worker_exited(WorkerExit {
