@@ -522,3 +522,22 @@ fn test_cgroup() -> Option<TestCgroup> {
     }
     None
 }
+
+/// The allowlist mode: every call listed is allowed, `execve` only for
+/// the worker's start. Here everything but `execve` is listed: the worker
+/// serves, and its exec of a shell kills it.
+#[tokio::test]
+async fn an_allowlist_lets_only_its_calls_and_the_start_through() {
+    let all_but_exec = (0..=470).filter(|&n| n != libc::SYS_execve && n != libc::SYS_execveat);
+    let pool = start(Some(
+        Sandbox::new().syscalls(Syscalls::allow_only(all_but_exec)),
+    ))
+    .await;
+    still_serves(&pool, 3).await;
+    assert_seccomp_kill(&*lost(&pool, Probe::Exec).await);
+    stop(pool).await;
+
+    // Nothing listed: the worker dies at its first call after the exec.
+    let err = pool_err(Sandbox::new().syscalls(Syscalls::allow_only([]))).await;
+    assert!(err.to_string().contains("SIGSYS"), "{err}");
+}
