@@ -541,3 +541,50 @@ async fn an_allowlist_lets_only_its_calls_and_the_start_through() {
     let err = pool_err(Sandbox::new().syscalls(Syscalls::allow_only([]))).await;
     assert!(err.to_string().contains("SIGSYS"), "{err}");
 }
+
+/// The example runs as its users run it: each hostile document is
+/// stopped by a layer, the pool goes on to the next upload.
+#[test]
+fn the_untrusted_example_stops_each_hostile_document() {
+    use std::io::Read;
+    let exe = std::env::current_exe().expect("test binary path");
+    let debug = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target profile folder");
+    let mut child = common::KillOnDrop(
+        std::process::Command::new(debug.join("examples/untrusted"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the example (built by cargo test)"),
+    );
+    let deadline = std::time::Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the example did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(status.success(), "{status}: {out}");
+    for expected in [
+        "report.txt: 5 words",
+        "!read-secret: refused (Permission denied",
+        "!phone-home: refused (Network is unreachable",
+        "hostile.txt: its worker was stopped: was killed by SIGSYS (seccomp)",
+        "notes.txt: 6 words",
+    ] {
+        assert!(out.contains(expected), "no {expected:?} in:\n{out}");
+    }
+}
