@@ -328,7 +328,16 @@ async fn namespaces_give_the_worker_its_own_pids_and_tmp() {
     assert!(!std::path::Path::new(&mine).exists());
     still_serves(&pool, 2).await;
     assert!(alive(pid));
+    // The pool knows it by its init's pid, whose only child it is.
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let worker: Vec<u32> = children
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(worker.len(), 1, "{children}");
+    assert!(alive(worker[0]));
     stop(pool).await;
+    assert!(!alive(worker[0]), "the worker outlived its init");
 }
 
 /// A worker that runs as another user gets a user namespace (its ids

@@ -24,6 +24,7 @@ use crate::error::Error;
 /// {"kind":"custom","name":"progress","worker_id":3,"pid":4242,"payload":[1,2,3]}
 /// {"kind":"worker_state","worker_id":3,"pid":4242,"state":"busy"}
 /// {"kind":"worker_status","worker_id":3,"pid":4242,"message":"loading"}
+/// {"kind":"sandbox_unenforced","worker_id":3,"pid":4242,"missing":[{"feature":"landlock"}]}
 /// {"kind":"pool_failed","reason":"restart budget spent: ..."}
 /// ```
 ///
@@ -191,6 +192,7 @@ fn signal_name(signal: i32) -> Option<&'static str> {
 /// {"kind":"recycled","cause":"max_rss","rss":90000000,"limit":67108864}
 /// {"kind":"stalled","queued":134217800,"limit":134217728}
 /// {"kind":"task_failed","task":"writer","detail":"..."}
+/// {"kind":"seccomp"}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -558,6 +560,7 @@ mod tests {
                 ExitReason::Signalled { signal: 15 },
                 json!({"kind": "signalled", "signal": 15}),
             ),
+            (ExitReason::Seccomp, json!({"kind": "seccomp"})),
         ];
         for (reason, want) in cases {
             assert_eq!(to_value(&reason).unwrap(), want);
@@ -652,6 +655,23 @@ mod tests {
                     message: "loading".into(),
                 },
                 json!({"kind": "worker_status", "worker_id": 3, "pid": 4242, "message": "loading"}),
+            ),
+            (
+                Event::SandboxUnenforced {
+                    worker_id: 3,
+                    pid: 4242,
+                    missing: vec![
+                        crate::sandbox::SandboxFeature::Landlock,
+                        crate::sandbox::SandboxFeature::LandlockAbi {
+                            wanted: 9,
+                            kernel: 7,
+                        },
+                    ],
+                },
+                json!({"kind": "sandbox_unenforced", "worker_id": 3, "pid": 4242, "missing": [
+                    {"feature": "landlock"},
+                    {"feature": "landlock_abi", "wanted": 9, "kernel": 7},
+                ]}),
             ),
             (
                 Event::PoolFailed {

@@ -79,7 +79,11 @@ pub struct WorkerHealth {
 }
 
 /// Reads the resident set size of `pid` from `/proc/<pid>/statm`, in bytes.
+///
+/// A worker in a PID namespace is read through the pid of its own
+/// process, not its init's (`sandbox::memory_pid`).
 pub(crate) fn read_rss(pid: u32) -> Option<u64> {
+    let pid = crate::sandbox::memory_pid(pid);
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(resident_pages * page_size())

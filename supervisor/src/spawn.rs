@@ -53,6 +53,9 @@ pub(crate) struct Spawned {
     /// The worker's own cgroup, removed when this is dropped: with what is
     /// left of the `Spawned` once the worker task ends, after the reap.
     pub(crate) _cgroup: Option<crate::sandbox::CgroupDir>,
+    /// In a PID namespace: the worker behind its init, whose memory is
+    /// read (`sandbox::memory_pid`) until this is dropped with the rest.
+    pub(crate) _behind_init: Option<crate::sandbox::BehindInit>,
 }
 
 type Job = (Config, oneshot::Sender<Result<Spawned, Error>>);
@@ -187,7 +190,8 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
     let parent = rustix::process::getpid();
     // In a PID namespace the worker's parent (its init) is outside it, so
     // its parent pid reads 0: the init's own check stands for it.
-    if !plan.as_ref().is_some_and(|p| p.pid_init) {
+    let pid_init = plan.as_ref().is_some_and(|p| p.pid_init);
+    if !pid_init {
         command.env(ENV_PARENT_PID, parent.as_raw_nonzero().to_string());
     }
     let their_fd = theirs.as_raw_fd();
@@ -209,6 +213,9 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
     let stderr = child.stderr.take();
     let stdout = child.stdout.take();
     let pid = child.id().unwrap_or(0);
+    let behind_init = pid_init
+        .then(|| crate::sandbox::BehindInit::find(pid))
+        .flatten();
 
     let std_stream = std::os::unix::net::UnixStream::from(ours);
     std_stream.set_nonblocking(true).map_err(spawn_error)?;
@@ -220,6 +227,7 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
         pid,
         stream,
         _cgroup: cgroup,
+        _behind_init: behind_init,
     })
 }
 

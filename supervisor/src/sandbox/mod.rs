@@ -13,6 +13,8 @@
 //!   landlock ruleset, the seccomp programs, the cgroup, the id maps.
 //!   The child only makes raw system calls with what was prepared
 //!   (`spawn::apply_sandbox`, the crate's one `unsafe` module).
+//! - `pid_ns.rs`: a worker in a PID namespace is known to the pool by its
+//!   init's pid; its memory is read from its own.
 //!
 //! # Order in the child
 //!
@@ -24,10 +26,12 @@
 //! call it forbids; then std's `execve`, which landlock allows for the
 //! worker binary and the seccomp filter lets through once.
 
+mod pid_ns;
 mod prepare;
 mod settings;
 mod support;
 
+pub(crate) use pid_ns::{memory_pid, BehindInit};
 pub(crate) use prepare::{prepare, seccomp_kill, unenforced, CgroupDir, ChildPlan};
 pub use settings::{
     Cgroup, Sandbox, SandboxFeature, SyscallPreset, Syscalls, Violation, SYSTEM_LIBRARY_PATHS,
