@@ -52,13 +52,29 @@ pub(crate) fn check(mut sandbox: Sandbox, uid: Option<u32>) -> Result<Sandbox, E
     if sandbox.private_tmp.is_some() {
         kinds.push(("mount", "mnt"));
     }
-    if sandbox.user || (!kinds.is_empty() && worker_uid != 0) {
-        kinds.push(("user", "user"));
-    }
+    // Without privilege the other namespaces are made inside a user
+    // namespace: where that cannot be made, neither can they.
+    let needs_user = !kinds.is_empty() && worker_uid != 0;
+    let user_missing = if sandbox.user || needs_user {
+        namespace_missing("user", "user")
+    } else {
+        None
+    };
     for (kind, file) in kinds {
-        if let Some(reason) = namespace_missing(kind, file) {
+        let reason = namespace_missing(kind, file).or_else(|| {
+            user_missing.as_ref().map(|why| {
+                format!("a worker that is not root makes it in a user namespace, and {why}")
+            })
+        });
+        if let Some(reason) = reason {
             missing.push(SandboxFeature::Namespace { kind, reason });
         }
+    }
+    if let Some(reason) = user_missing {
+        missing.push(SandboxFeature::Namespace {
+            kind: "user",
+            reason,
+        });
     }
     if let Some(cgroup) = &sandbox.cgroup {
         if let Some(reason) = cgroup_unusable(
