@@ -5,10 +5,12 @@
 //!
 //! For each of "none" and "full" (every layer: landlock with no path but
 //! the binary and the libraries, every seccomp preset, network, PID and
-//! mount namespaces with a private /tmp), it starts a one-worker pool 30
-//! times (from `spawn()` to online), then sends 20,000 echoes of 64
-//! bytes one at a time, and 100,000 with 64 in flight on 2 workers.
-//! Prints a table on stdout.
+//! mount namespaces with a private /tmp), twice, interleaved, it sends
+//! 20,000 echoes of 64 bytes one at a time to a one-worker pool, and
+//! 100,000 with 64 in flight to two workers; then, for each layer alone
+//! and for all of them, 40 start-ups of a one-worker pool (`spawn()` to
+//! online) alternating with 40 without a sandbox. Prints its lines on
+//! stdout.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,7 @@ use bytes::Bytes;
 use drover_supervisor::{Sandbox, Supervisor, SyscallPreset, Syscalls};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_drover-bench");
-const STARTS: usize = 30;
+const STARTS: usize = 40;
 const SEQUENTIAL: usize = 20_000;
 const CONCURRENT: usize = 100_000;
 const IN_FLIGHT: usize = 64;
@@ -53,19 +55,52 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-async fn measure(name: &str, sandbox: Option<Sandbox>) {
-    let mut starts = Vec::with_capacity(STARTS);
-    for _ in 0..STARTS {
-        let begun = Instant::now();
-        let pool = builder(sandbox.clone(), 1)
-            .spawn()
-            .await
-            .expect("the pool starts");
-        starts.push(begun.elapsed());
-        pool.hard_kill().await;
-    }
-    starts.sort();
+/// One start-up of a one-worker pool in `sandbox`: `spawn()` to online.
+async fn start_once(sandbox: &Option<Sandbox>) -> Duration {
+    let begun = Instant::now();
+    let pool = builder(sandbox.clone(), 1)
+        .spawn()
+        .await
+        .expect("the pool starts");
+    let took = begun.elapsed();
+    pool.hard_kill().await;
+    took
+}
 
+/// `STARTS` start-ups without a sandbox and as many in `sandbox`,
+/// alternating (so the machine's drift hits both alike), each sorted.
+async fn paired_starts(sandbox: &Sandbox) -> (Vec<Duration>, Vec<Duration>) {
+    let (mut none, mut with) = (Vec::new(), Vec::new());
+    let sandbox = Some(sandbox.clone());
+    for _ in 0..STARTS {
+        none.push(start_once(&None).await);
+        with.push(start_once(&sandbox).await);
+    }
+    none.sort();
+    with.sort();
+    (none, with)
+}
+
+/// Each layer alone: what it adds to a worker's start.
+fn layers() -> Vec<(&'static str, Sandbox)> {
+    vec![
+        ("landlock", Sandbox::new().deny_all_paths()),
+        (
+            "seccomp",
+            Sandbox::new().syscalls(Syscalls::deny([
+                SyscallPreset::Network,
+                SyscallPreset::Processes,
+                SyscallPreset::ExecAfterStart,
+                SyscallPreset::Ptrace,
+            ])),
+        ),
+        ("netns", Sandbox::new().network_namespace()),
+        ("pidns", Sandbox::new().pid_namespace()),
+        ("tmp", Sandbox::new().private_tmp()),
+    ]
+}
+
+async fn measure(name: &str, sandbox: Option<Sandbox>) {
     let pool = builder(sandbox.clone(), 1)
         .spawn()
         .await
@@ -100,9 +135,7 @@ async fn measure(name: &str, sandbox: Option<Sandbox>) {
     pool.hard_kill().await;
 
     println!(
-        "{name:<5} start p50 {:>8.0} µs  p90 {:>8.0} µs | echo p50 {:>6.1} µs  p99 {:>6.1} µs | {:>8.0} req/s (64 in flight, 2 workers)",
-        micros(percentile(&starts, 0.5)),
-        micros(percentile(&starts, 0.9)),
+        "{name:<5} echo p50 {:>6.1} µs  p99 {:>6.1} µs | {:>8.0} req/s (64 in flight, 2 workers)",
         micros(percentile(&latencies, 0.5)),
         micros(percentile(&latencies, 0.99)),
         throughput,
@@ -110,8 +143,6 @@ async fn measure(name: &str, sandbox: Option<Sandbox>) {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter that names neither mode is
-    // not this program's business.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -122,6 +153,18 @@ fn main() {
         for _ in 0..2 {
             measure("none", None).await;
             measure("full", Some(full())).await;
+        }
+        let mut layers = layers();
+        layers.push(("every layer", full()));
+        for (name, sandbox) in layers {
+            let (none, with) = paired_starts(&sandbox).await;
+            println!(
+                "start-up with {name:<11}: p50 {:>6.0} µs, p90 {:>6.0} µs (alternating with none: p50 {:>6.0} µs, p90 {:>6.0} µs)",
+                micros(percentile(&with, 0.5)),
+                micros(percentile(&with, 0.9)),
+                micros(percentile(&none, 0.5)),
+                micros(percentile(&none, 0.9)),
+            );
         }
     });
 }
