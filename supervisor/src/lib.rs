@@ -41,6 +41,12 @@
 //!   replaced; a panic in any task that serves it (connection, writer,
 //!   stream, output) ends as its death ([`ExitReason::TaskFailed`]), so no
 //!   caller is left waiting.
+//! - **Sandbox.** Opt in ([`Builder::sandbox`]): landlock paths, seccomp
+//!   filters, network / PID / mount / user namespaces, a cgroup v2 per
+//!   worker. What the kernel cannot enforce fails the start
+//!   ([`Error::SandboxUnsupported`]) unless best effort was chosen; what
+//!   the child applies is made before the fork (`sandbox/`), the child
+//!   only makes system calls with it (`spawn.rs`).
 //! - **Tasks.** One task per worker owns its `Child` and reads its socket,
 //!   settling the answers of each read under one lock; a second writes to
 //!   it what senders encoded into the connection's outbox
