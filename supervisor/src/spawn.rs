@@ -174,6 +174,13 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
         Some(sandbox) => {
             // The address of std's copy of the program path, which its
             // `execve` gets: the one exec the ExecAfterStart filter allows.
+            // `get_program` borrows the very string std passes to
+            // `execvp`, which passes it on unchanged for a path with a
+            // '/' (the builder requires one); should std ever copy it,
+            // every sandboxed start would be refused, never let through
+            // (the sandbox tests start workers under this filter).
+            // The fork copies the address space: the address holds in the
+            // child.
             let exec_path = command.as_std().get_program().as_bytes().as_ptr() as u64;
             let program = std::fs::canonicalize(&config.program).map_err(spawn_error)?;
             let uid = limits

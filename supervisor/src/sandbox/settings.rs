@@ -175,7 +175,9 @@ impl Sandbox {
     /// waits for it, passing its exit on (code or signal). So the pid the
     /// pool reports is that init's, which the worker's process group and
     /// kills reach as before; resident memory (`rss`, `max_rss`) is read
-    /// from the worker's own process. The worker sees itself as pid 1,
+    /// from the worker's own process. A signal sent to that pid from
+    /// outside reaches the init, whose death takes the worker with it
+    /// (its parent-death signal). The worker sees itself as pid 1,
     /// and, with [`private_tmp`](Sandbox::private_tmp) (a mount
     /// namespace), gets a `/proc` of its namespace.
     pub fn pid_namespace(mut self) -> Sandbox {
