@@ -177,8 +177,8 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
             // `get_program` borrows the very string std passes to
             // `execvp`, which passes it on unchanged for a path with a
             // '/' (the builder requires one); should std ever copy it,
-            // every sandboxed start would be refused, never let through
-            // (the sandbox tests start workers under this filter).
+            // every start under that filter would be refused, never let
+            // through (the sandbox tests start workers under it).
             // The fork copies the address space: the address holds in the
             // child.
             let exec_path = command.as_std().get_program().as_bytes().as_ptr() as u64;

@@ -394,3 +394,62 @@ pub(crate) fn unenforced(limits: &crate::builder::Limits) -> Vec<SandboxFeature>
         .map(|s| s.unenforced.clone())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The last instruction of a program is a return, and it returns the
+    /// action its filter falls back to.
+    fn ends_with_ret(program: &[libc::sock_filter]) {
+        let last = program.last().expect("a program");
+        assert_eq!(last.code, (libc::BPF_RET | libc::BPF_K) as u16);
+    }
+
+    #[test]
+    fn every_preset_compiles_alone_and_together() {
+        let presets = [
+            SyscallPreset::Network,
+            SyscallPreset::Processes,
+            SyscallPreset::ExecAfterStart,
+            SyscallPreset::Ptrace,
+        ];
+        for preset in presets {
+            let programs = seccomp_filters(&Syscalls::deny([preset]), 0x1000).unwrap();
+            // Processes adds the clone3 program.
+            let want = if preset == SyscallPreset::Processes {
+                2
+            } else {
+                1
+            };
+            assert_eq!(programs.len(), want, "{preset:?}");
+            programs.iter().for_each(|p| ends_with_ret(p));
+        }
+        let all = seccomp_filters(
+            &Syscalls::deny(presets).on_violation(Violation::Errno(libc::EPERM)),
+            0x1000,
+        )
+        .unwrap();
+        assert_eq!(all.len(), 2);
+        // No preset: nothing to install.
+        assert!(seccomp_filters(&Syscalls::deny([]), 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_allowlist_compiles_with_the_start_let_through() {
+        let programs = seccomp_filters(
+            &Syscalls::allow_only([libc::SYS_read, libc::SYS_write]),
+            0x1000,
+        )
+        .unwrap();
+        assert_eq!(programs.len(), 1);
+        ends_with_ret(&programs[0]);
+        // The start's path address is compared: its halves appear as
+        // immediates of the program.
+        assert!(
+            programs[0].iter().any(|i| i.k == 0x1000),
+            "{:?}",
+            programs[0].len()
+        );
+    }
+}
