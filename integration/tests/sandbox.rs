@@ -344,8 +344,17 @@ async fn namespaces_give_the_worker_its_own_pids_and_tmp() {
 /// mapped to themselves), in which the network namespace is made.
 #[tokio::test]
 async fn a_worker_of_another_user_gets_a_user_namespace() {
-    let builder = pool_as_nobody(Sandbox::new().network_namespace());
-    let pool = within(LIMIT, "spawn", builder.spawn()).await.unwrap();
+    // A copy nobody can reach, wherever this checkout lives.
+    let copy = std::env::temp_dir().join(format!("drover-sandbox-worker-{}", std::process::id()));
+    std::fs::copy(WORKER, &copy).unwrap();
+    let builder = Supervisor::builder(&copy)
+        .start_timeout(Duration::from_secs(10))
+        .sandbox(Sandbox::new().network_namespace())
+        .user(65534u32)
+        .group(65534u32);
+    let pool = within(LIMIT, "spawn", builder.spawn()).await;
+    let _ = std::fs::remove_file(&copy);
+    let pool = pool.unwrap();
     let map = attempt(&pool, Probe::Read("/proc/self/uid_map".into()))
         .await
         .unwrap();
@@ -353,10 +362,6 @@ async fn a_worker_of_another_user_gets_a_user_namespace() {
     assert_eq!(fields, ["65534", "65534", "1"], "{map}");
     still_serves(&pool, 2).await;
     stop(pool).await;
-}
-
-fn pool_as_nobody(sandbox: Sandbox) -> Builder {
-    pool(Some(sandbox)).user(65534u32).group(65534u32)
 }
 
 /// A rule the kernel cannot enforce fails the start, naming it; in best
