@@ -86,6 +86,19 @@ impl Drop for Files {
     }
 }
 
+/// This kernel's landlock ABI, as a refused start reports it.
+fn drover_abi() -> u8 {
+    match Supervisor::builder(WORKER)
+        .sandbox(Sandbox::new().deny_all_paths().landlock_abi(u8::MAX))
+        .start()
+    {
+        Err(Error::SandboxUnsupported {
+            feature: SandboxFeature::LandlockAbi { kernel, .. },
+        }) => kernel,
+        _ => 0,
+    }
+}
+
 /// Waits (bounded) for the worker that held a request to die of it.
 async fn lost(pool: &Supervisor, probe: Probe) -> Box<drover::WorkerExit> {
     let err = within(LIMIT, "the fatal request", pool.enqueue(&probe))
@@ -105,6 +118,9 @@ async fn landlock_allows_the_paths_named_and_denies_the_rest() {
         attempt(&open, Probe::Read(files.path("outside.txt"))).await,
         Ok("outside".into())
     );
+    let me = std::process::id();
+    let signal = attempt(&open, Probe::Signal(me)).await;
+    assert!(signal.is_ok(), "{signal:?}");
     stop(open).await;
 
     let pool = start(Some(Sandbox::new().read(files.inside()))).await;
@@ -130,6 +146,16 @@ async fn landlock_allows_the_paths_named_and_denies_the_rest() {
     // Nor anywhere else (/etc is not a library directory).
     let etc = attempt(&pool, Probe::Read("/etc/hostname".into())).await;
     assert!(etc.is_err(), "{etc:?}");
+    // Landlock 6 and later scope signals: none reaches the supervisor.
+    if drover_abi() >= 6 {
+        let signal = attempt(&pool, Probe::Signal(me)).await;
+        assert!(
+            signal
+                .as_ref()
+                .is_err_and(|e| e.contains("Operation not permitted")),
+            "{signal:?}"
+        );
+    }
     still_serves(&pool, 3).await;
     stop(pool).await;
 }

@@ -56,6 +56,13 @@ fn attempt(probe: Probe) -> Outcome {
             .map(|s| s.to_string())
             .map_err(os),
         Probe::Pid => Ok(std::process::id().to_string()),
+        Probe::Signal(pid) => {
+            // SAFETY: signal 0 only checks that a signal could be sent.
+            match unsafe { libc::kill(pid as libc::pid_t, 0) } {
+                0 => Ok(format!("pid {pid} can be signalled")),
+                _ => Err(std::io::Error::last_os_error().to_string()),
+            }
+        }
         Probe::List(dir) => {
             let mut names: Vec<String> = std::fs::read_dir(dir)
                 .map_err(os)?

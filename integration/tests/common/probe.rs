@@ -26,6 +26,8 @@ pub enum Probe {
     Pid,
     /// The names in this directory.
     List(String),
+    /// `kill(pid, 0)`: whether a signal could reach this process.
+    Signal(u32),
 }
 
 /// What a probe did: `Ok` with what it saw, or `Err` with the
