@@ -103,6 +103,28 @@
 //! The check comes first in `main`, so that a worker starts nothing of the
 //! application's (listeners, files, a pool of its own).
 //!
+//! ## In a unit test, without a worker binary
+//!
+//! [`testing`] runs the same handler in-process, behind the same
+//! [`Supervisor`] API (with no isolation: see its limits):
+//!
+//! ```
+//! use drover::worker::Request;
+//!
+//! async fn upper(req: Request) -> Result<(), drover::worker::Error> {
+//!     let text: String = req.data()?;
+//!     req.respond(&text.to_uppercase())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = drover::testing::pool(upper).workers(2).spawn().await?;
+//! let answer = pool.enqueue("hello").await?;
+//! assert_eq!(answer.data::<String>()?, "HELLO");
+//! pool.soft_kill().await;
+//! # Ok(()) }
+//! ```
+//!
 //! # Untrusted input
 //!
 //! Workers that parse what users send can run in a [`Sandbox`]
@@ -118,6 +140,7 @@
 //! - `drover-proto` ([`proto`]): messages, frame codec, handshake.
 //! - `drover-queue` (`queue`, feature `queue`): a durable job queue with
 //!   timers.
+//! - [`testing`] (here): in-process pools for unit tests.
 //!
 //! # Features
 //!
@@ -144,6 +167,8 @@ pub use drover_supervisor::*;
 #[cfg(all(doctest, feature = "sqlite", feature = "postgres"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+pub mod testing;
 
 /// The worker side: what a worker binary uses (the `drover-worker` crate).
 pub mod worker {

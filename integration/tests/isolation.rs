@@ -160,7 +160,8 @@ async fn resize_to_zero_is_refused() {
         matches!(
             err,
             Error::Operation {
-                operation: "resize",
+                operation: drover::Operation::Resize,
+                reason: drover::OperationError::NoWorkers,
                 ..
             }
         ),
@@ -191,7 +192,8 @@ async fn reload_onto_a_non_worker_fails_fast() {
         matches!(
             err,
             Error::Operation {
-                operation: "reload",
+                operation: drover::Operation::Reload,
+                reason: drover::OperationError::ReplacementFailed { .. },
                 ..
             }
         ),

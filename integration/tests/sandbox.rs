@@ -628,3 +628,40 @@ fn the_untrusted_example_stops_each_hostile_document() {
         assert!(out.contains(expected), "no {expected:?} in:\n{out}");
     }
 }
+
+/// An in-process pool (`drover::testing`) has no process to sandbox: a
+/// sandbox is refused, never silently left out; in best effort it runs
+/// and says so.
+#[tokio::test]
+async fn an_in_process_pool_refuses_a_sandbox() {
+    async fn echo(req: drover::worker::Request) -> Result<(), drover::worker::Error> {
+        let text: String = req.data()?;
+        req.respond(&text)
+    }
+    let err = drover::testing::pool(echo)
+        .sandbox(Sandbox::new().network_namespace())
+        .start()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::SandboxUnsupported {
+                feature: SandboxFeature::InProcess
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("in-process"), "{err}");
+
+    let pool = within(
+        LIMIT,
+        "spawn",
+        drover::testing::pool(echo)
+            .sandbox(Sandbox::new().network_namespace().best_effort())
+            .spawn(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pool.health()[0].unenforced, [SandboxFeature::InProcess]);
+    within(LIMIT, "hard kill", pool.hard_kill()).await;
+}

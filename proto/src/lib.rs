@@ -100,7 +100,9 @@ pub use reader::FrameReader;
 pub use stream::{new_credit, pump, Chunk, ChunkSender, IncomingStream, Streams, STREAM_WINDOW};
 pub use subscription::Subscription;
 pub use task::Task;
-pub use transport::{outbox, write_loop, Closed, Outbox, OutboxReceiver, Outgoing, COPY_LIMIT};
+pub use transport::{
+    outbox, write_loop, Closed, Outbox, OutboxReceiver, Outgoing, Wake, COPY_LIMIT,
+};
 pub use value::{decode_value, encode_value, ValueError};
 
 /// The next value of an event subscription; `None` once it is closed. A

@@ -220,6 +220,19 @@ impl Outbox {
     /// [`Closed`] if the writer has stopped, or this message passed the
     /// limit (it is not sent).
     pub fn send(&self, outgoing: Outgoing) -> Result<(), Closed> {
+        self.queue(outgoing).map(drop)
+    }
+
+    /// Queues `outgoing` as [`send`](Outbox::send) does, but leaves waking
+    /// the writer to the [`Wake`] it returns, so that a caller inside a
+    /// critical section queues its frames in order there and wakes the
+    /// writer once it is out.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Outbox::send). Passing the limit wakes the writer at
+    /// once: it must stop.
+    pub fn queue(&self, outgoing: Outgoing) -> Result<Wake, Closed> {
         let (was_empty, overflowed) = {
             let mut queue = self.shared.lock();
             if queue.closed {
@@ -239,10 +252,7 @@ impl Outbox {
             self.shared.overflow.notify_one();
             return Err(Closed);
         }
-        if was_empty {
-            self.shared.wake.notify_one();
-        }
-        Ok(())
+        Ok(Wake(was_empty.then(|| self.shared.clone())))
     }
 
     /// Bytes queued and not yet written.
@@ -253,6 +263,30 @@ impl Outbox {
     /// Whether the writer has stopped.
     pub fn is_closed(&self) -> bool {
         self.shared.lock().closed
+    }
+}
+
+/// The wake-up a queued frame owes its writer (if the queue was empty
+/// before it): given when dropped, or by [`wake`](Wake::wake).
+#[derive(Debug)]
+#[must_use = "dropping a Wake wakes the writer at once"]
+pub struct Wake(Option<Arc<OutboxShared>>);
+
+impl Wake {
+    /// Wakes the writer now (the same as dropping this).
+    pub fn wake(self) {}
+
+    /// Whether there is a writer to wake.
+    pub fn is_needed(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Drop for Wake {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.wake.notify_one();
+        }
     }
 }
 

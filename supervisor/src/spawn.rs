@@ -50,12 +50,10 @@ pub(crate) struct Spawned {
     pub(crate) stdout: Option<tokio::process::ChildStdout>,
     pub(crate) pid: u32,
     pub(crate) stream: UnixStream,
-    /// The worker's own cgroup, removed when this is dropped: with what is
-    /// left of the `Spawned` once the worker task ends, after the reap.
-    pub(crate) _cgroup: Option<crate::sandbox::CgroupDir>,
-    /// In a PID namespace: the worker behind its init, whose memory is
-    /// read (`sandbox::memory_pid`) until this is dropped with the rest.
-    pub(crate) _behind_init: Option<crate::sandbox::BehindInit>,
+    /// What the sandbox made for this worker (its cgroup, the worker
+    /// behind a PID namespace's init): the worker task holds it until
+    /// after the reap.
+    pub(crate) sandbox: crate::sandbox::Hold,
 }
 
 type Job = (Config, oneshot::Sender<Result<Spawned, Error>>);
@@ -233,8 +231,10 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
         stdout,
         pid,
         stream,
-        _cgroup: cgroup,
-        _behind_init: behind_init,
+        sandbox: crate::sandbox::Hold {
+            _cgroup: cgroup,
+            _behind_init: behind_init,
+        },
     })
 }
 

@@ -17,7 +17,6 @@ use drover_proto::{
 };
 use futures::{FutureExt, StreamExt};
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::process::Child;
 use tokio::time::Instant;
 use tokio_util::codec::FramedWrite;
 
@@ -27,7 +26,8 @@ use crate::event::{Event, ExitReason, Termination, WorkerExit};
 use crate::health::read_rss;
 use crate::lifecycle::{guarded, panic_message, Kill};
 use crate::output::{self, Stream, Tail};
-use crate::pool::{Answer, AnswerBatch, Shared};
+use crate::pool::{Answer, AnswerBatch, Launch, Shared};
+use crate::process::{kill_orphans, Process};
 
 type Reader = FrameReader;
 type Writer = FramedWrite<OwnedWriteHalf, MessageCodec>;
@@ -45,8 +45,8 @@ const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 /// Whatever happens inside it, the pool hears of the end: a panic of the
 /// connection task kills the process (and its group) and settles the
 /// worker as any death is settled.
-pub(crate) fn launch(shared: &Arc<Shared>, id: u64, index: u32, initial: bool) {
-    shared.lock().begin_launch();
+pub(crate) fn launch(shared: &Arc<Shared>, launch: Launch) {
+    let Launch { id, index, initial } = launch;
     // The pid, once the process is registered with the pool.
     let registered = Arc::new(AtomicU32::new(0));
     let task = AssertUnwindSafe(run(shared.clone(), id, index, initial, registered.clone()));
@@ -111,21 +111,46 @@ fn connection_panicked(
 async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered: Arc<AtomicU32>) {
     // The settings at launch: a reload may replace them meanwhile.
     let spec = shared.spec();
-    let spawned = match shared.spawner.spawn(&spec).await {
-        Ok(spawned) => spawned,
+    let started = match &spec.in_process {
+        Some(main) => main
+            .start()
+            .map(|(process, stream)| (process, 0, stream, None, None, Default::default()))
+            .map_err(|source| Error::Spawn {
+                path: spec.program.clone(),
+                source,
+            }),
+        None => shared.spawner.spawn(&spec).await.map(|spawned| {
+            let process = Process::Os {
+                child: spawned.child,
+                pid: spawned.pid,
+            };
+            let pipes = (spawned.stderr, spawned.stdout);
+            let sandbox = spawned.sandbox;
+            (
+                process,
+                spawned.pid,
+                spawned.stream,
+                pipes.0,
+                pipes.1,
+                sandbox,
+            )
+        }),
+    };
+    // `_sandbox` (the worker's cgroup, ...) lives until this task ends,
+    // after the reap.
+    let (mut child, pid, stream, stderr, stdout, _sandbox) = match started {
+        Ok(started) => started,
         Err(error) => {
             tracing::error!(worker_id = id, "{error}");
             shared.spawn_failed(id, index, initial, error);
             return;
         }
     };
-    let pid = spawned.pid;
-    let mut child = spawned.child;
     let kill = Kill::default();
     let tail: Tail = Arc::default();
     let capture = shared.config.capture_output;
     let mut drains = Vec::new();
-    if let Some(stderr) = spawned.stderr {
+    if let Some(stderr) = stderr {
         let task = output::drain(
             stderr,
             Stream::Stderr,
@@ -137,7 +162,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         let task = guarded(kill.clone(), "output", task);
         drains.push(shared.tracker.spawn_on(task, &shared.runtime));
     }
-    if let Some(stdout) = spawned.stdout {
+    if let Some(stdout) = stdout {
         let task = output::drain(
             stdout,
             Stream::Stdout,
@@ -159,7 +184,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
             missing,
         });
     }
-    let (read, write) = spawned.stream.into_split();
+    let (read, write) = stream.into_split();
     let max = shared.config.max_frame_length;
     let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::new(max));
     let mut writer = FramedWrite::new(write, MessageCodec::new(max));
@@ -210,7 +235,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
                 "replacement worker failed its handshake: {failure}"
             );
         }
-        crate::spawn::kill_group(pid);
+        child.kill();
     } else if !kill.is_cancelled() {
         let parts = writer.into_parts();
         let (tx, rx) = outbox(parts.codec, shared.config.outbox_limit());
@@ -249,7 +274,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
             .spawn_on(guarded(kill.clone(), "writer", writer), &shared.runtime);
         // Its handshake is done (whatever it set up is resident): sampled
         // now, no lock held, so its first `health()` is real.
-        let rss = read_rss(pid);
+        let rss = (pid != 0).then(|| read_rss(pid)).flatten();
         shared.worker_ready(id, tx, initial, rss);
     }
 
@@ -269,14 +294,14 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         .await
     };
     let termination = match status {
-        Ok(status) => Termination::from_status(status),
+        Ok(termination) => termination,
         Err(e) => {
             tracing::error!(pid, "cannot reap worker: {e}");
             Termination::Code(-1)
         }
     };
     // Grandchildren die with it: its process group goes too.
-    kill_orphans(pid);
+    child.kill_orphans();
     let reason = violation
         .or_else(|| kill.take_fault())
         .or_else(|| shared.stop_reason(id))
@@ -316,12 +341,12 @@ async fn serve(
     shared: &Arc<Shared>,
     id: u64,
     pid: u32,
-    child: &mut Child,
+    child: &mut Process,
     reader: &mut Reader,
     streams: &Streams,
     kill: &Kill,
     violation: &mut Option<ExitReason>,
-) -> std::io::Result<std::process::ExitStatus> {
+) -> std::io::Result<Termination> {
     let mut killing = false;
     let mut eof = false;
     // Reused from one read to the next.
@@ -354,11 +379,11 @@ async fn serve(
             }
             _ = kill.cancelled(), if !killing => {
                 killing = true;
-                kill_process(child, pid);
+                child.kill();
             }
             _ = sleep_until(kill_at), if !killing && kill_at.is_some() => {
                 killing = true;
-                kill_process(child, pid);
+                child.kill();
             }
             () = next_batch(reader, &mut frames), if !eof => {
                 let detail = match judge(&mut frames, reader, streams, shared, id, pid, &mut answers) {
@@ -380,7 +405,7 @@ async fn serve(
                     *violation = Some(ExitReason::ProtocolViolation { detail });
                     eof = true;
                     killing = true;
-                    kill_process(child, pid);
+                    child.kill();
                 }
             }
         }
@@ -403,24 +428,6 @@ fn on_stream(streams: &Streams, message: Message) -> Result<(), Result<Message, 
         other => return Err(Ok(other)),
     };
     result.map_err(Err)
-}
-
-/// Kills what is left of a reaped worker's process group (the children
-/// it left behind): the group only, since the pid itself may already be
-/// another process's.
-fn kill_orphans(pid: u32) {
-    if let Some(group) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-    }
-}
-
-/// Kills the worker's process and its process group (its own children).
-fn kill_process(child: &mut Child, pid: u32) {
-    crate::spawn::kill_group(pid);
-    let _ = child.start_kill();
 }
 
 /// Reads a crash as a resource limit at work, where the way it died fits
@@ -566,11 +573,12 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// If the process has exited (or exits before `deadline`), the failure is
 /// "exited during the handshake" with its status.
-async fn exited_during_handshake(child: &mut Child, deadline: Instant) -> Option<HandshakeFailure> {
+async fn exited_during_handshake(
+    child: &mut Process,
+    deadline: Instant,
+) -> Option<HandshakeFailure> {
     match tokio::time::timeout_at(deadline, child.wait()).await {
-        Ok(Ok(status)) => Some(HandshakeFailure::Exited {
-            status: Termination::from_status(status),
-        }),
+        Ok(Ok(status)) => Some(HandshakeFailure::Exited { status }),
         _ => None,
     }
 }

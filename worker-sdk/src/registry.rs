@@ -164,6 +164,7 @@ impl Registry {
 ///
 /// [`Worker::requests`]: crate::Worker::requests
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RequestInfo {
     /// The request's id.
     pub id: RequestId,

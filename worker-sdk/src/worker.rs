@@ -86,13 +86,37 @@ impl Worker {
     /// already gone, [`Error::Handshake`] when the handshake fails.
     pub async fn connect() -> Result<Worker, Error> {
         let std_stream = crate::fd::inherited_socket()?;
+        // As early as possible: a signal that comes during the handshake
+        // or the program's setup is held for `serve`, not fatal.
+        let signals = StopSignals::listen();
+        Worker::handshake(std_stream, signals).await
+    }
+
+    /// Connects over `socket`, a connected end of a socket pair whose
+    /// other end a supervisor holds, instead of the socket a supervisor
+    /// leaves in a worker process; listens to no signal (the process is
+    /// not the worker's own).
+    ///
+    /// This is how `drover::testing`'s in-process pools run a worker on a
+    /// thread of the test process; a worker binary uses
+    /// [`connect`](Worker::connect).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Handshake`] when the handshake fails,
+    /// [`Error::Disconnected`] when the other end closes first.
+    pub async fn connect_over(socket: std::os::unix::net::UnixStream) -> Result<Worker, Error> {
+        Worker::handshake(socket, StopSignals::none()).await
+    }
+
+    async fn handshake(
+        std_stream: std::os::unix::net::UnixStream,
+        signals: StopSignals,
+    ) -> Result<Worker, Error> {
         std_stream
             .set_nonblocking(true)
             .map_err(|e| Error::Handshake(e.into()))?;
         let stream = UnixStream::from_std(std_stream).map_err(|e| Error::Handshake(e.into()))?;
-        // As early as possible: a signal that comes during the handshake
-        // or the program's setup is held for `serve`, not fatal.
-        let signals = StopSignals::listen();
         let (read, write) = stream.into_split();
         let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::default());
         let mut writer = FramedWrite::new(write, MessageCodec::default());

@@ -37,3 +37,13 @@ pub use settings::{
     Cgroup, Sandbox, SandboxFeature, SyscallPreset, Syscalls, Violation, SYSTEM_LIBRARY_PATHS,
 };
 pub(crate) use support::check;
+
+/// What a sandboxed worker's spawn made that must live as long as the
+/// worker: its cgroup (removed when dropped) and, in a PID namespace, the
+/// worker behind its init (whose memory is read). Held by the worker's
+/// task until after the reap; empty without a sandbox.
+#[derive(Debug, Default)]
+pub(crate) struct Hold {
+    pub(crate) _cgroup: Option<CgroupDir>,
+    pub(crate) _behind_init: Option<BehindInit>,
+}

@@ -374,6 +374,9 @@ pub enum SandboxFeature {
         /// Why not.
         reason: String,
     },
+    /// The pool's workers are threads of the supervisor's process
+    /// (`drover::testing`): no sandbox applies to them.
+    InProcess,
     /// The cgroup asked for cannot be used.
     Cgroup {
         /// The parent cgroup given to [`Cgroup::under`].
@@ -396,6 +399,9 @@ impl std::fmt::Display for SandboxFeature {
             SandboxFeature::Seccomp => f.write_str("seccomp filters"),
             SandboxFeature::Namespace { kind, reason } => {
                 write!(f, "a {kind} namespace ({reason})")
+            }
+            SandboxFeature::InProcess => {
+                f.write_str("a sandbox for in-process workers (threads of this process)")
             }
             SandboxFeature::Cgroup { path, reason } => {
                 write!(f, "cgroup v2 under {}: {reason}", path.display())

@@ -16,7 +16,21 @@ use crate::error::Error;
 ///
 /// [`Error::SandboxUnsupported`] for a missing feature (unless best
 /// effort), [`Error::SandboxSetup`] for a path that cannot be used.
-pub(crate) fn check(mut sandbox: Sandbox, uid: Option<u32>) -> Result<Sandbox, Error> {
+pub(crate) fn check(
+    mut sandbox: Sandbox,
+    uid: Option<u32>,
+    in_process: bool,
+) -> Result<Sandbox, Error> {
+    if in_process {
+        // Threads of this process (`drover::testing`): nothing of the
+        // sandbox can apply, and saying so beats a silent skip.
+        let feature = SandboxFeature::InProcess;
+        if !sandbox.best_effort {
+            return Err(Error::SandboxUnsupported { feature });
+        }
+        sandbox.unenforced = vec![feature];
+        return Ok(sandbox);
+    }
     let mut missing = Vec::new();
     if let Some(fs) = &sandbox.fs {
         for path in fs.read.iter().chain(&fs.write).chain(&fs.exec) {
