@@ -182,7 +182,13 @@ pub mod queue {
     pub use drover_queue::*;
 }
 
-/// The wire protocol shared by both sides (the `drover-proto` crate).
+/// What the wire protocol shared by both sides (the `drover-proto` crate)
+/// gives users: request types tied to their answers, the encoding of
+/// values into payloads, the protocol's version and its limits. The rest
+/// of `drover-proto` is the supervisor's and the worker SDK's plumbing.
 pub mod proto {
-    pub use drover_proto::*;
+    pub use drover_proto::{
+        decode_value, encode_value, HandshakeError, ProtocolError, RemoteErrorKind, RequestId,
+        Task, ValueError, MAX_FDS_PER_FRAME, PROTOCOL_VERSION, STREAM_WINDOW,
+    };
 }

@@ -498,7 +498,11 @@ async fn hostile_worker_speaks_another_protocol_version() {
     .unwrap_err();
     let text = err.to_string();
     assert!(
-        text.contains("protocol version 99") && text.contains("this side speaks 1"),
+        text.contains("protocol version 99")
+            && text.contains(&format!(
+                "this side speaks {}",
+                drover::proto::PROTOCOL_VERSION
+            )),
         "{text}"
     );
     let Error::Handshake { pid, .. } = err else {

@@ -81,8 +81,9 @@
 //!   replaced while the restart budget holds.
 //! - **Streams and sockets.** A request may carry a byte stream (and an
 //!   answer may bring one back), multiplexed on the worker's connection as
-//!   `StreamData` frames under credit-based flow control; and open sockets,
-//!   passed as `SCM_RIGHTS` with the request's frame.
+//!   stream frames (`drover_proto::StreamFrame`) under credit-based flow
+//!   control; and open sockets, passed as `SCM_RIGHTS` with the request's
+//!   frame.
 //! - **Operations.** Recycling, resizing, rolling reloads, drains and
 //!   removed groups all retire a worker one way: route nothing new to it,
 //!   `SoftKill`, kill after the drain timeout. A memory sample (every

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use drover_proto::{encode_value, Message};
+use drover_proto::{encode_value, ToWorker};
 use serde::Serialize;
 
 use crate::builder::{Builder, Config};
@@ -383,14 +383,14 @@ impl Supervisor {
         &self,
         name: &str,
         payload: &T,
-    ) -> Result<Message, Error> {
+    ) -> Result<ToWorker, Error> {
         let payload = encode_value(payload).map_err(Error::Encode)?;
         let size = payload.len() + name.len();
         let limit = self.max_payload();
         if size > limit {
             return Err(Error::PayloadTooLarge { size, limit });
         }
-        Ok(Message::Event {
+        Ok(ToWorker::Event {
             name: name.to_owned(),
             payload: Bytes::from(payload),
         })

@@ -12,8 +12,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use drover_proto::{
-    handshake, outbox, write_loop, Chunk, FdReader, FrameReader, HandshakeError, Message,
-    MessageCodec, ProtocolError, Streams, Welcome,
+    handshake, outbox, write_loop, FdReader, FrameReader, HandshakeError, MessageCodec,
+    ProtocolError, Streams, ToSupervisor, ToWorker, Welcome,
 };
 use futures::{FutureExt, StreamExt};
 use tokio::net::unix::OwnedWriteHalf;
@@ -29,8 +29,11 @@ use crate::output::{self, Stream, Tail};
 use crate::pool::{Answer, AnswerBatch, Launch, Shared};
 use crate::process::{kill_orphans, Process};
 
-type Reader = FrameReader;
-type Writer = FramedWrite<OwnedWriteHalf, MessageCodec>;
+/// The connection's read side: what the worker says.
+type Reader = FrameReader<ToSupervisor>;
+/// The connection's write side during the handshake, before the outbox
+/// (the codec, of this side's connection, encodes either direction).
+type Writer = FramedWrite<OwnedWriteHalf, MessageCodec<ToSupervisor>>;
 
 /// How long a worker that closed its socket unasked has to exit before it
 /// is killed.
@@ -198,7 +201,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         config: spec.config.clone(),
     };
     let handshake = tokio::select! {
-        result = tokio::time::timeout_at(deadline, handshake(&mut reader, &mut writer, welcome, &shared, id, pid)) => {
+        result = tokio::time::timeout_at(deadline, handshake(&mut reader, &mut writer, welcome, &shared, &streams, id, pid)) => {
             match result {
                 Ok(result) => result,
                 Err(_) => Err(HandshakeFailure::Timeout { timeout: shared.config.start_timeout }),
@@ -238,7 +241,8 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         child.kill();
     } else if !kill.is_cancelled() {
         let parts = writer.into_parts();
-        let (tx, rx) = outbox(parts.codec, shared.config.outbox_limit());
+        let (tx, rx) =
+            outbox::<ToWorker>(parts.codec.max_frame_length(), shared.config.outbox_limit());
         let writer_kill = kill.clone();
         let writer = async move {
             match write_loop(parts.io, rx).await {
@@ -412,24 +416,6 @@ async fn serve(
     }
 }
 
-/// Hands a stream frame to the connection's streams; any other message
-/// comes back (`Err(Ok(message))`) for the pool. `Err(Err(_))` is a broken
-/// rule of flow control, a protocol violation.
-fn on_stream(streams: &Streams, message: Message) -> Result<(), Result<Message, ProtocolError>> {
-    let result = match message {
-        Message::StreamData { id, bytes } => streams.deliver(id, Chunk::Data(bytes)),
-        Message::StreamEnd { id } => streams.deliver(id, Chunk::End),
-        Message::StreamAbort { id, reason } => streams.deliver(id, Chunk::Abort(reason)),
-        Message::StreamCredit { id, bytes } => streams.credit(id, bytes),
-        Message::StreamStop { id } => {
-            streams.stop(id);
-            Ok(())
-        }
-        other => return Err(Ok(other)),
-    };
-    result.map_err(Err)
-}
-
 /// Reads a crash as a resource limit at work, where the way it died fits
 /// a limit that was set.
 fn limit_hit(
@@ -480,7 +466,7 @@ enum Verdict {
 }
 
 /// The frames of one batch: a message, an error, or the end (`None`).
-type Frames = Vec<Option<Result<Message, ProtocolError>>>;
+type Frames = Vec<Option<Result<ToSupervisor, ProtocolError>>>;
 
 /// At most this many frames are handled per batch, so that a flood of
 /// answers from one worker still lets its task's other duties run.
@@ -525,7 +511,7 @@ fn judge(
             Some(Ok(_)) if reader.get_ref().pending_fds() > 0 => {
                 Verdict::Violation("it sent descriptors, which workers never do".to_owned())
             }
-            Some(Ok(Message::Response { id, stream, result })) => {
+            Some(Ok(ToSupervisor::Response { id, stream, result })) => {
                 answers.answers.push(Answer { id, stream, result });
                 continue;
             }
@@ -534,13 +520,10 @@ fn judge(
                 // answer registers the stream that may follow it). Stream
                 // frames go to this connection's streams, never through
                 // the pool's lock.
-                match shared.on_answers(id, pid, answers).and_then(|()| {
-                    match on_stream(streams, message) {
-                        Ok(()) => Ok(()),
-                        Err(Ok(message)) => shared.on_message(id, pid, message),
-                        Err(Err(e)) => Err(e.to_string()),
-                    }
-                }) {
+                match shared
+                    .on_answers(id, pid, answers)
+                    .and_then(|()| shared.on_message(id, pid, message, streams))
+                {
                     Ok(()) => continue,
                     Err(detail) => Verdict::Violation(detail),
                 }
@@ -591,13 +574,14 @@ async fn handshake(
     writer: &mut Writer,
     welcome: Welcome,
     shared: &Arc<Shared>,
+    streams: &Streams,
     id: u64,
     pid: u32,
 ) -> Result<(), HandshakeFailure> {
-    let on_early = |message: Message| {
-        let got = message.kind();
+    let on_early = |message: ToSupervisor| {
+        let got = message.name();
         shared
-            .on_message(id, pid, message)
+            .on_message(id, pid, message, streams)
             .map_err(|_| ProtocolError::UnexpectedMessage {
                 expected: "Ready",
                 got,
@@ -606,7 +590,9 @@ async fn handshake(
     let hello = match handshake::accept(reader, writer, welcome, on_early).await {
         Ok(hello) => hello,
         Err(HandshakeError::Protocol(e)) => return Err(e.into()),
-        Err(HandshakeError::Closed) => {
+        // The connection ended (or the handshake failed in a way this
+        // crate does not know yet): the worker is going.
+        Err(_) => {
             return Err(ProtocolError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "socket closed",

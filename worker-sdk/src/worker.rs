@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use drover_proto::{
     decode_value, encode_value, handshake, outbox, write_loop, FdReader, FrameReader,
-    HandshakeError, Hello, Message, MessageCodec,
+    HandshakeError, Hello, MessageCodec, ToSupervisor, ToWorker,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::net::UnixStream;
@@ -118,12 +118,14 @@ impl Worker {
             .map_err(|e| Error::Handshake(e.into()))?;
         let stream = UnixStream::from_std(std_stream).map_err(|e| Error::Handshake(e.into()))?;
         let (read, write) = stream.into_split();
-        let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::default());
-        let mut writer = FramedWrite::new(write, MessageCodec::default());
+        let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::<ToWorker>::default());
+        let mut writer = FramedWrite::new(write, MessageCodec::<ToWorker>::default());
         let welcome = match handshake::connect(&mut reader, &mut writer, Hello::new()).await {
             Ok(welcome) => welcome,
             Err(HandshakeError::Protocol(e)) => return Err(Error::Handshake(e)),
-            Err(HandshakeError::Closed) => return Err(Error::Disconnected),
+            // The connection ended (or the handshake failed in a way this
+            // crate does not know yet): no supervisor to serve.
+            Err(_) => return Err(Error::Disconnected),
         };
         let max_frame_length = welcome.max_frame_length as usize;
         reader.decoder_mut().set_max_frame_length(max_frame_length);
@@ -131,7 +133,7 @@ impl Worker {
 
         let parts = writer.into_parts();
         // The supervisor is trusted to read: no bound on what waits for it.
-        let (out, out_rx) = outbox(parts.codec, usize::MAX);
+        let (out, out_rx) = outbox::<ToSupervisor>(parts.codec.max_frame_length(), usize::MAX);
         let tasks = TaskTracker::new();
         tasks.spawn(async move {
             if let Err(e) = write_loop(parts.io, out_rx).await {
@@ -216,7 +218,7 @@ impl Worker {
                 max: self.inner.max_payload(),
             });
         }
-        self.inner.send(Message::Event {
+        self.inner.send(ToSupervisor::Event {
             name: name.to_owned(),
             payload: Bytes::from(payload),
         })
@@ -252,7 +254,7 @@ impl Worker {
         }
         // Forgotten if this future is dropped.
         let mut asked = self.inner.queries.ask();
-        self.inner.send(Message::Query {
+        self.inner.send(ToSupervisor::Query {
             id: asked.id(),
             name: name.to_owned(),
             payload,
@@ -342,7 +344,7 @@ impl Worker {
     ///
     /// [`Error::Disconnected`] if the supervisor is gone.
     pub fn status(&self, message: impl Into<String>) -> Result<(), Error> {
-        self.inner.send(Message::Status {
+        self.inner.send(ToSupervisor::Status {
             message: message.into(),
         })
     }

@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use drover_proto::{IncomingStream, Message, Outbox, RemoteError, RequestId, Streams};
+use drover_proto::{
+    IncomingStream, Outbox, RemoteError, RequestId, Streams, ToSupervisor, ToWorker,
+};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -254,7 +256,7 @@ impl Shared {
     pub(crate) fn worker_ready(
         self: &Arc<Self>,
         id: u64,
-        tx: Outbox,
+        tx: Outbox<ToWorker>,
         initial: bool,
         rss: Option<u64>,
     ) {
@@ -341,29 +343,35 @@ impl Shared {
         self.notify();
     }
 
-    /// Handles one message from a worker after its handshake. An `Err`
-    /// names a protocol violation: the caller kills the worker.
+    /// Handles one message from a worker after its handshake (stream
+    /// frames go to the connection's `streams`, never through the pool's
+    /// lock). An `Err` names a protocol violation: the caller kills the
+    /// worker.
     pub(crate) fn on_message(
         self: &Arc<Self>,
         id: u64,
         pid: u32,
-        message: Message,
+        message: ToSupervisor,
+        streams: &Streams,
     ) -> Result<(), String> {
         let worker_id = id;
         match message {
-            Message::Response { id, stream, result } => {
+            ToSupervisor::Stream(frame) => {
+                streams.on_frame(frame).map_err(|e| e.to_string())?;
+            }
+            ToSupervisor::Response { id, stream, result } => {
                 let mut batch = AnswerBatch::default();
                 batch.answers.push(Answer { id, stream, result });
                 return self.on_answers(worker_id, pid, &mut batch);
             }
-            Message::Busy => self.change(|state, fx| {
+            ToSupervisor::Busy => self.change(|state, fx| {
                 if let Some(worker) = state.worker_mut(id) {
                     if worker.life.busy() {
                         fx.emit(worker.state_event(WorkerState::Busy));
                     }
                 }
             }),
-            Message::Ready => self.change(|state, fx| {
+            ToSupervisor::Ready => self.change(|state, fx| {
                 if let Some(worker) = state.worker_mut(id) {
                     if worker.life.unbusy() {
                         fx.emit(worker.state_event(WorkerState::Ready));
@@ -372,10 +380,10 @@ impl Shared {
                 state.dispatch(&self.config, fx);
                 fx.notify = true;
             }),
-            Message::Event { name, payload } => {
+            ToSupervisor::Event { name, payload } => {
                 self.emit(Event::Custom(CustomEvent::new(name, id, pid, payload)));
             }
-            Message::Status { message } => self.change(|state, fx| {
+            ToSupervisor::Status { message } => self.change(|state, fx| {
                 if let Some(worker) = state.worker_mut(id) {
                     worker.status = Some(message.clone());
                 }
@@ -385,7 +393,7 @@ impl Shared {
                     message,
                 });
             }),
-            Message::Query {
+            ToSupervisor::Query {
                 id: query_id,
                 name,
                 payload,
@@ -405,7 +413,7 @@ impl Shared {
                     }
                 }
             }
-            Message::Stopping { signal } => {
+            ToSupervisor::Stopping { signal } => {
                 // A signal from outside the pool: the worker drains. It
                 // gets nothing new, and its exit is that signal's doing.
                 tracing::info!(pid, signal, "worker told to stop by a signal; it drains");
@@ -425,13 +433,13 @@ impl Shared {
                     fx.notify = true;
                 });
             }
-            Message::SocketClosed { .. } => {
+            ToSupervisor::SocketClosed { .. } => {
                 let mut state = self.lock();
                 if let Some(worker) = state.worker_mut(id) {
                     worker.open_sockets = worker.open_sockets.saturating_sub(1);
                 }
             }
-            Message::Pong { seq } => {
+            ToSupervisor::Pong { seq } => {
                 let mut state = self.lock();
                 if let Some(worker) = state.worker_mut(id) {
                     if worker.ping.is_some_and(|(sent, _)| sent == seq) {
@@ -439,11 +447,8 @@ impl Shared {
                     }
                 }
             }
-            other => {
-                return Err(format!(
-                    "it sent a {} message, which workers never send",
-                    other.kind()
-                ))
+            ToSupervisor::Hello(_) => {
+                return Err("it sent a second Hello, after its handshake".to_owned());
             }
         }
         Ok(())
@@ -497,7 +502,7 @@ impl Shared {
                     (Ok(_), Some(tx)) if stream => {
                         let (incoming, chunks) = IncomingStream::new(
                             request_id,
-                            tx.clone(),
+                            tx.streams(),
                             format!("worker pid {pid}"),
                         );
                         worker.streams.receive(request_id, chunks);
@@ -589,7 +594,7 @@ impl Shared {
     }
 
     /// Sends `message` to every worker past its handshake; returns how many.
-    pub(crate) fn send_all(self: &Arc<Self>, message: &Message) -> usize {
+    pub(crate) fn send_all(self: &Arc<Self>, message: &ToWorker) -> usize {
         self.change(|state, fx| {
             let mut sent = 0;
             for worker in state.workers.iter().filter(|w| w.life.outbox().is_some()) {
@@ -604,7 +609,7 @@ impl Shared {
     pub(crate) fn send_to_worker(
         self: &Arc<Self>,
         worker_id: u64,
-        message: Message,
+        message: ToWorker,
     ) -> Result<(), Error> {
         self.change(|state, fx| match state.worker_mut(worker_id) {
             Some(worker) if worker.life.outbox().is_some() => {

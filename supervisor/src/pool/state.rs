@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use drover_proto::{new_credit, pump, Message, Outbox, Outgoing, RemoteError, RequestId, Streams};
+use drover_proto::{new_credit, pump, Outbox, Outgoing, RemoteError, RequestId, Streams, ToWorker};
 use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
 
@@ -161,11 +161,11 @@ pub(crate) struct WorkerEntry {
 impl WorkerEntry {
     /// Queues `message` on its connection (if its handshake is done); the
     /// writer is woken with `fx`.
-    pub(crate) fn send(&self, message: Message, fx: &mut Effects) {
+    pub(crate) fn send(&self, message: ToWorker, fx: &mut Effects) {
         self.queue(Outgoing::Frame(message), fx);
     }
 
-    fn queue(&self, outgoing: Outgoing, fx: &mut Effects) {
+    fn queue(&self, outgoing: Outgoing<ToWorker>, fx: &mut Effects) {
         if let Some(tx) = self.life.outbox() {
             // A closed queue means the connection is ending; its task will
             // settle whatever this worker held.
@@ -301,7 +301,7 @@ impl PoolState {
         &mut self,
         config: &Config,
         id: u64,
-        tx: Outbox,
+        tx: Outbox<ToWorker>,
         initial: bool,
         rss: Option<u64>,
         fx: &mut Effects,
@@ -386,7 +386,7 @@ impl PoolState {
                 retries,
             },
         );
-        let message = Message::Request {
+        let message = ToWorker::Request {
             id: request.id,
             created_at: request.created_at,
             fds: fds.len() as u8,
@@ -401,7 +401,7 @@ impl PoolState {
         }
         // (The outbox is cloned only for a stream: each clone is two atomic
         // operations on a line the writer's thread uses too.)
-        let streamed = stream.and_then(|source| Some((source, worker.life.outbox()?.clone())));
+        let streamed = stream.and_then(|source| Some((source, worker.life.outbox()?.streams())));
         if let Some((source, tx)) = streamed {
             let id = request.id;
             let credit = new_credit();
@@ -493,7 +493,7 @@ impl PoolState {
         for worker in &mut self.workers {
             if let Some(in_flight) = worker.in_flight.get_mut(&id) {
                 in_flight.reply = None;
-                worker.send(Message::Cancel { id }, fx);
+                worker.send(ToWorker::Cancel { id }, fx);
                 return Some(worker.id);
             }
         }
@@ -550,7 +550,7 @@ impl PoolState {
                 Some(_) => {}
                 None => {
                     worker.ping = Some((seq, now));
-                    worker.send(Message::Ping { seq }, fx);
+                    worker.send(ToWorker::Ping { seq }, fx);
                 }
             }
         }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use drover_proto::{outbox, MessageCodec, OutboxReceiver};
+use drover_proto::{outbox, OutboxReceiver, ToWorker};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -36,7 +36,7 @@ fn start(
     let mut fx = Effects::default();
     let pid = 1000 + launch.id as u32;
     state.register(launch.id, launch.index, pid, Kill::default(), None, &mut fx);
-    let (tx, rx) = outbox(MessageCodec::new(1 << 20), 1 << 20);
+    let (tx, rx) = outbox::<ToWorker>(1 << 20, 1 << 20);
     writers.push(rx);
     state.worker_ready(config, launch.id, tx, launch.initial, None, &mut fx);
     fx
@@ -312,7 +312,7 @@ fn recycling_stays_within_the_cap() {
             Some(0),
             &mut fx,
         );
-        let (tx, rx) = outbox(MessageCodec::new(1 << 20), 1 << 20);
+        let (tx, rx) = outbox::<ToWorker>(1 << 20, 1 << 20);
         writers.push(rx);
         state.worker_ready(&config, id, tx, true, None, &mut fx);
     }
