@@ -125,6 +125,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Untrusted input
+//!
+//! Workers that parse what users send can run in a [`Sandbox`]
+//! ([`Builder::sandbox`]): landlock paths, seccomp presets, network, PID
+//! and mount namespaces, cgroup v2 limits; a rule this kernel cannot
+//! enforce fails `spawn()` with [`Error::SandboxUnsupported`]. See
+//! `examples/untrusted.rs` and the README's "Sandboxing untrusted work".
+//!
 //! # Layout
 //!
 //! - `drover-supervisor` (re-exported here): pool, routing, lifecycle.

@@ -100,6 +100,8 @@ pub(crate) struct Limits {
     pub(crate) current_dir: Option<PathBuf>,
     pub(crate) env_clear: bool,
     pub(crate) no_new_privs: bool,
+    /// The sandbox, if any (checked against the kernel in `into_config`).
+    pub(crate) sandbox: Option<crate::sandbox::Sandbox>,
 }
 
 /// Builds a [`Supervisor`](crate::Supervisor): which binary, how many workers, and the pool's
@@ -464,6 +466,23 @@ impl Builder {
         self
     }
 
+    /// Runs every worker in `sandbox`: filesystem rules (landlock),
+    /// system-call filters (seccomp), namespaces, a cgroup; see
+    /// [`Sandbox`](crate::Sandbox) for what each layer stops. A sandbox
+    /// also sets `no_new_privs`, and needs the worker binary named by a
+    /// path (with a `/`), not looked up in `PATH`.
+    ///
+    /// # Errors
+    ///
+    /// `spawn` (and `start`) fail with
+    /// [`Error::SandboxUnsupported`] naming the feature when the kernel
+    /// cannot enforce a rule (unless the sandbox is best effort), and with
+    /// [`Error::SandboxSetup`] for a path that cannot be used.
+    pub fn sandbox(mut self, sandbox: crate::sandbox::Sandbox) -> Builder {
+        self.config.limits.sandbox = Some(sandbox);
+        self
+    }
+
     /// Answers the questions workers ask (`Worker::ask`): lookups the
     /// supervisor holds, shared by every worker. Each query runs `handler`
     /// in a task of its own. Without a handler, every query gets an error.
@@ -524,7 +543,22 @@ impl Builder {
             return Err(e.into());
         }
         check_program(&self.config.program)?;
-        Ok(self.config)
+        let mut config = self.config;
+        if let Some(sandbox) = config.limits.sandbox.take() {
+            let in_process = config.in_process.is_some();
+            if !in_process && config.program.components().count() == 1 {
+                return Err(Error::WorkerBinary {
+                    path: config.program,
+                    problem: BinaryProblem::NotAPath,
+                });
+            }
+            config.limits.sandbox = Some(crate::sandbox::check(
+                sandbox,
+                config.limits.uid,
+                in_process,
+            )?);
+        }
+        Ok(config)
     }
 }
 

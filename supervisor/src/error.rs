@@ -166,6 +166,25 @@ pub enum Error {
         /// The id asked for.
         worker_id: u64,
     },
+    /// The kernel (or the machine) cannot enforce a rule of the
+    /// [`Sandbox`](crate::Sandbox); nothing was started. A best-effort
+    /// sandbox runs without it instead, and reports it.
+    #[error("sandbox refused: this machine cannot enforce {feature}; no worker was started (Sandbox::best_effort runs without it, reporting it)")]
+    SandboxUnsupported {
+        /// What is missing.
+        feature: crate::sandbox::SandboxFeature,
+    },
+    /// The sandbox could not be prepared: a path to allow that does not
+    /// exist, a cgroup that could not be made, a rule the kernel refused.
+    #[error("cannot prepare the sandbox: {what} {}: {source}", path.display())]
+    SandboxSetup {
+        /// What was being prepared.
+        what: &'static str,
+        /// The path it concerns.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The supervisor was started outside a tokio runtime.
     #[error("drover needs a tokio runtime: start the supervisor from within one")]
     NoRuntime,
@@ -187,6 +206,10 @@ pub enum BinaryProblem {
     /// Its metadata could not be read.
     #[error("cannot be read: {0}")]
     Unreadable(std::io::Error),
+    /// A bare name, to be looked up in `PATH`, for a sandboxed pool:
+    /// the sandbox needs the binary's path.
+    #[error("a sandboxed worker must be named by a path (with a '/'), not looked up in PATH")]
+    NotAPath,
 }
 
 /// A pool operation, as [`Error::Operation`] names it.

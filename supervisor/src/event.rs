@@ -24,6 +24,7 @@ use crate::error::Error;
 /// {"kind":"custom","name":"progress","worker_id":3,"pid":4242,"payload":[1,2,3]}
 /// {"kind":"worker_state","worker_id":3,"pid":4242,"state":"busy"}
 /// {"kind":"worker_status","worker_id":3,"pid":4242,"message":"loading"}
+/// {"kind":"sandbox_unenforced","worker_id":3,"pid":4242,"missing":[{"feature":"landlock"}]}
 /// {"kind":"pool_failed","reason":{"kind":"restart_budget_spent","max_restarts":5,"window":{"secs":120,"nanos":0},"last":"..."}}
 /// ```
 ///
@@ -64,6 +65,16 @@ pub enum Event {
         pid: u32,
         /// The status text.
         message: String,
+    },
+    /// A worker was started without part of its best-effort
+    /// [`Sandbox`](crate::Sandbox): what this kernel cannot enforce.
+    SandboxUnenforced {
+        /// The worker's id.
+        worker_id: u64,
+        /// Its pid.
+        pid: u32,
+        /// What was not enforced.
+        missing: Vec<crate::sandbox::SandboxFeature>,
     },
     /// The pool stopped for good: restarts exhausted. Every pending request
     /// has failed.
@@ -163,6 +174,7 @@ fn signal_name(signal: i32) -> Option<&'static str> {
         15 => "SIGTERM",
         24 => "SIGXCPU",
         25 => "SIGXFSZ",
+        31 => "SIGSYS",
         _ => return None,
     })
 }
@@ -182,6 +194,7 @@ fn signal_name(signal: i32) -> Option<&'static str> {
 /// {"kind":"recycled","cause":"max_rss","rss":90000000,"limit":67108864}
 /// {"kind":"stalled","queued":134217800,"limit":134217728}
 /// {"kind":"task_failed","task":"writer","detail":"..."}
+/// {"kind":"seccomp"}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -247,6 +260,11 @@ pub enum ExitReason {
         /// The limit (`max_queued_bytes`).
         limit: usize,
     },
+    /// Its seccomp filter killed it (`SIGSYS`): it made a system call its
+    /// [`Sandbox`](crate::Sandbox) forbids. The kernel tells the
+    /// supervisor the signal, not which call it was (that goes to the
+    /// process itself, or to the audit log).
+    Seccomp,
     /// A task of the supervisor that served this worker failed (a panic),
     /// and the worker was killed so that nothing it held is left waiting.
     TaskFailed {
@@ -331,6 +349,7 @@ impl ExitReason {
             ExitReason::Signalled { .. } => "signalled",
             ExitReason::Stalled { .. } => "stalled",
             ExitReason::TaskFailed { .. } => "task_failed",
+            ExitReason::Seccomp => "seccomp",
         }
     }
 
@@ -378,6 +397,9 @@ impl fmt::Display for ExitReason {
             ExitReason::Stalled { queued, limit } => write!(
                 f,
                 "was killed for not reading its socket ({queued} bytes queued for it, over max_queued_bytes of {limit})"
+            ),
+            ExitReason::Seccomp => f.write_str(
+                "was killed by SIGSYS (seccomp): it made a system call its sandbox forbids",
             ),
             ExitReason::TaskFailed { task, detail } => {
                 write!(f, "was killed when the supervisor's {task} task for it failed: {detail}")
@@ -480,6 +502,7 @@ mod tests {
                 task: "writer",
                 detail: "panicked".into(),
             },
+            ExitReason::Seccomp,
         ]
     }
 
@@ -540,6 +563,7 @@ mod tests {
                 ExitReason::Signalled { signal: 15 },
                 json!({"kind": "signalled", "signal": 15}),
             ),
+            (ExitReason::Seccomp, json!({"kind": "seccomp"})),
         ];
         for (reason, want) in cases {
             assert_eq!(to_value(&reason).unwrap(), want);
@@ -636,6 +660,23 @@ mod tests {
                 json!({"kind": "worker_status", "worker_id": 3, "pid": 4242, "message": "loading"}),
             ),
             (
+                Event::SandboxUnenforced {
+                    worker_id: 3,
+                    pid: 4242,
+                    missing: vec![
+                        crate::sandbox::SandboxFeature::Landlock,
+                        crate::sandbox::SandboxFeature::LandlockAbi {
+                            wanted: 9,
+                            kernel: 7,
+                        },
+                    ],
+                },
+                json!({"kind": "sandbox_unenforced", "worker_id": 3, "pid": 4242, "missing": [
+                    {"feature": "landlock"},
+                    {"feature": "landlock_abi", "wanted": 9, "kernel": 7},
+                ]}),
+            ),
+            (
                 Event::PoolFailed {
                     reason: crate::error::PoolFailure::RestartBudgetSpent {
                         max_restarts: 5,
@@ -679,6 +720,7 @@ mod tests {
             served: 17,
             open_sockets: 0,
             age: Duration::from_millis(12_500),
+            unenforced: Vec::new(),
         };
         assert_eq!(
             to_value(&health).unwrap(),
@@ -693,6 +735,7 @@ mod tests {
                 "served": 17,
                 "open_sockets": 0,
                 "age": {"secs": 12, "nanos": 500_000_000},
+                "unenforced": [],
             })
         );
     }

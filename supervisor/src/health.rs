@@ -46,7 +46,7 @@ impl fmt::Display for WorkerState {
 /// [`Duration`](std::time::Duration), in JSON:
 /// `{"worker_id":3,"index":0,"pid":4242,"rss":5242880,"in_flight":1,
 /// "state":"ready","status":null,"served":17,"open_sockets":0,
-/// "age":{"secs":12,"nanos":500000000}}`.
+/// "age":{"secs":12,"nanos":500000000},"unenforced":[]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct WorkerHealth {
@@ -73,10 +73,18 @@ pub struct WorkerHealth {
     pub open_sockets: usize,
     /// How long it has been running.
     pub age: std::time::Duration,
+    /// What of the pool's best-effort [`Sandbox`](crate::Sandbox) this
+    /// kernel does not enforce (empty without a sandbox, or when all of
+    /// it is enforced).
+    pub unenforced: Vec<crate::sandbox::SandboxFeature>,
 }
 
 /// Reads the resident set size of `pid` from `/proc/<pid>/statm`, in bytes.
+///
+/// A worker in a PID namespace is read through the pid of its own
+/// process, not its init's (`sandbox::memory_pid`).
 pub(crate) fn read_rss(pid: u32) -> Option<u64> {
+    let pid = crate::sandbox::memory_pid(pid);
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(resident_pages * page_size())

@@ -41,6 +41,12 @@
 //!   replaced; a panic in any task that serves it (connection, writer,
 //!   stream, output) ends as its death ([`ExitReason::TaskFailed`]), so no
 //!   caller is left waiting.
+//! - **Sandbox.** Opt in ([`Builder::sandbox`]): landlock paths, seccomp
+//!   filters, network / PID / mount / user namespaces, a cgroup v2 per
+//!   worker. What the kernel cannot enforce fails the start
+//!   ([`Error::SandboxUnsupported`]) unless best effort was chosen; what
+//!   the child applies is made before the fork (`sandbox/`), the child
+//!   only makes system calls with it (`spawn.rs`).
 //! - **Tasks.** One task per worker owns its `Child` and reads its socket,
 //!   settling the answers of each read under one lock; a second writes to
 //!   it what senders encoded into the connection's outbox
@@ -128,6 +134,10 @@
 //! - `service.rs` (feature `tower`): `PoolService`, the pool as a
 //!   `tower::Service`.
 //! - `account.rs`: [`Account`], users and groups by id or name.
+//! - `sandbox/`: [`Sandbox`], landlock, seccomp, namespaces and cgroups
+//!   for untrusted work: checked against the kernel when the pool starts,
+//!   prepared per worker before `fork`, applied by `spawn.rs` in the
+//!   child.
 //!
 //! Dependencies between these files run one way, but for three pairs:
 //! `pool/` and `worker.rs` (a worker's task reports to the pool, and the
@@ -154,6 +164,7 @@ mod query;
 mod request;
 mod response;
 mod routing;
+mod sandbox;
 #[cfg(feature = "tower")]
 mod service;
 mod spawn;
@@ -175,6 +186,9 @@ pub use query::Query;
 pub use request::{Passable, RequestBuilder, SendFuture};
 pub use response::{ByteStream, Response};
 pub use routing::Routing;
+pub use sandbox::{
+    Cgroup, Sandbox, SandboxFeature, SyscallPreset, Syscalls, Violation, SYSTEM_LIBRARY_PATHS,
+};
 #[cfg(feature = "tower")]
 pub use service::{PoolService, ServiceFuture};
 pub use supervisor::Supervisor;

@@ -8,6 +8,14 @@
 //! and make every descriptor above it close-on-exec, so that a descriptor
 //! the application opened without `O_CLOEXEC` never reaches a worker.
 //!
+//! With a [`Sandbox`](crate::Sandbox), the child also applies what the
+//! supervisor prepared for it before the fork (`sandbox::prepare`): it
+//! joins its cgroup, unshares namespaces, writes its id maps, mounts its
+//! private `/tmp`, forks itself into a PID namespace, restricts itself
+//! with the landlock ruleset and installs the seccomp programs: raw
+//! system calls on descriptors, bytes and BPF already made, nothing
+//! allocated ([`apply_sandbox`]).
+//!
 //! Each worker leads a process group of its own: a terminal's Ctrl-C (sent
 //! to the foreground group) reaches the supervisor alone, which stops its
 //! workers in order, and [`kill_group`] takes whatever a worker started
@@ -17,6 +25,7 @@
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 
 use drover_proto::{CHILD_FD, ENV_FD, ENV_PARENT_PID};
@@ -41,6 +50,10 @@ pub(crate) struct Spawned {
     pub(crate) stdout: Option<tokio::process::ChildStdout>,
     pub(crate) pid: u32,
     pub(crate) stream: UnixStream,
+    /// What the sandbox made for this worker (its cgroup, the worker
+    /// behind a PID namespace's init): the worker task holds it until
+    /// after the reap.
+    pub(crate) sandbox: crate::sandbox::Hold,
 }
 
 type Job = (Config, oneshot::Sender<Result<Spawned, Error>>);
@@ -153,21 +166,61 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
     if config.capture_output {
         command.stdout(Stdio::piped());
     }
+    // Everything the sandbox needs in the child is made here, before the
+    // fork: the child only makes raw system calls with it.
+    let (plan, cgroup) = match &limits.sandbox {
+        Some(sandbox) => {
+            // The address of std's copy of the program path, which its
+            // `execve` gets: the one exec the ExecAfterStart filter allows.
+            // `get_program` borrows the very string std passes to
+            // `execvp`, which passes it on unchanged for a path with a
+            // '/' (the builder requires one); should std ever copy it,
+            // every start under that filter would be refused, never let
+            // through (the sandbox tests start workers under it).
+            // The fork copies the address space: the address holds in the
+            // child.
+            let exec_path = command.as_std().get_program().as_bytes().as_ptr() as u64;
+            let program = std::fs::canonicalize(&config.program).map_err(spawn_error)?;
+            let uid = limits
+                .uid
+                .unwrap_or_else(|| rustix::process::geteuid().as_raw());
+            let gid = limits
+                .gid
+                .unwrap_or_else(|| rustix::process::getegid().as_raw());
+            let (plan, cgroup) = crate::sandbox::prepare(sandbox, uid, gid, &program, exec_path)?;
+            (Some(plan), cgroup)
+        }
+        None => (None, None),
+    };
     let parent = rustix::process::getpid();
-    command.env(ENV_PARENT_PID, parent.as_raw_nonzero().to_string());
+    // In a PID namespace the worker's parent (its init) is outside it, so
+    // its parent pid reads 0: the init's own check stands for it.
+    let pid_init = plan.as_ref().is_some_and(|p| p.pid_init);
+    if !pid_init {
+        command.env(ENV_PARENT_PID, parent.as_raw_nonzero().to_string());
+    }
     let their_fd = theirs.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls (including the fallback loop of
-    // `fcntl`); it allocates nothing on its success path and touches no
-    // lock.
+    // `fcntl`, and the sandbox's, on what `prepare` made before the fork);
+    // it allocates nothing on its success path and touches no lock.
     unsafe {
-        command.pre_exec(move || child_setup(their_fd, parent, &limits));
+        command.pre_exec(move || {
+            child_setup(their_fd, parent, &limits)?;
+            match &plan {
+                Some(plan) => apply_sandbox(plan),
+                None => Ok(()),
+            }
+        });
     }
     let mut child = command.spawn().map_err(spawn_error)?;
     drop(theirs);
     let stderr = child.stderr.take();
     let stdout = child.stdout.take();
     let pid = child.id().unwrap_or(0);
+    let behind_init = pid_init
+        .then(|| crate::sandbox::BehindInit::find(pid))
+        .flatten();
 
     let std_stream = std::os::unix::net::UnixStream::from(ours);
     std_stream.set_nonblocking(true).map_err(spawn_error)?;
@@ -178,6 +231,10 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
         stdout,
         pid,
         stream,
+        sandbox: crate::sandbox::Hold {
+            _cgroup: cgroup,
+            _behind_init: behind_init,
+        },
     })
 }
 
@@ -259,7 +316,7 @@ fn child_setup(fd: RawFd, parent: Pid, limits: &Limits) -> io::Result<()> {
             )?;
         }
     }
-    if limits.no_new_privs {
+    if limits.no_new_privs || limits.sandbox.is_some() {
         rustix::thread::set_no_new_privs(true)?;
     }
     if fd == CHILD_FD {
@@ -277,6 +334,226 @@ fn child_setup(fd: RawFd, parent: Pid, limits: &Limits) -> io::Result<()> {
     }
     cloexec_above_child_fd(fd_bound);
     Ok(())
+}
+
+/// Applies the sandbox in the child, after [`child_setup`], in this order:
+/// cgroup, namespaces (and the user namespace's id maps), private `/tmp`,
+/// the PID namespace's init, landlock, seccomp (last: nothing after it
+/// but std's `execve`, which it lets through).
+///
+/// Async-signal-safe: raw system calls on what `sandbox::prepare` made
+/// in the parent before the fork (descriptors, bytes, BPF programs);
+/// nothing is allocated, no lock is touched.
+fn apply_sandbox(plan: &crate::sandbox::ChildPlan) -> io::Result<()> {
+    let check = |result: libc::c_long| {
+        if result < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(procs) = &plan.cgroup_procs {
+        // "0" moves the writing process.
+        rustix::io::write(procs, b"0")?;
+    }
+    if plan.unshare != 0 {
+        // SAFETY: a system call on flags alone.
+        check(unsafe { libc::unshare(plan.unshare) }.into())?;
+    }
+    if let Some((uid_map, gid_map)) = &plan.id_maps {
+        // A process whose ids were just changed (std's setuid, for a
+        // worker of another user) is not dumpable, which makes its /proc
+        // files root's: it could not write its own maps.
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)?;
+        write_proc(c"/proc/self/setgroups", b"deny")?;
+        write_proc(c"/proc/self/uid_map", uid_map)?;
+        write_proc(c"/proc/self/gid_map", gid_map)?;
+    }
+    if let Some(options) = &plan.tmpfs {
+        // SAFETY: static strings and the options string made in the
+        // parent; mount reads them and keeps nothing.
+        unsafe {
+            // Our mounts are ours alone: nothing propagates back out.
+            check(
+                libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                )
+                .into(),
+            )?;
+            check(
+                libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/tmp".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    options.as_ptr().cast(),
+                )
+                .into(),
+            )?;
+        }
+    }
+    if plan.pid_init {
+        pid_namespace_init()?;
+        // From here on: the worker, process 1 of its PID namespace.
+        if plan.tmpfs.is_some() {
+            // Its own /proc, showing its namespace only.
+            // SAFETY: static strings.
+            check(
+                unsafe {
+                    libc::mount(
+                        c"proc".as_ptr(),
+                        c"/proc".as_ptr(),
+                        c"proc".as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        std::ptr::null(),
+                    )
+                }
+                .into(),
+            )?;
+        }
+    }
+    if let Some(ruleset) = &plan.landlock {
+        // SAFETY: a system call on a descriptor we hold (made in the
+        // parent, inherited by the fork) and a flags word.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_landlock_restrict_self,
+                ruleset.as_raw_fd(),
+                0 as libc::c_uint,
+            )
+        })?;
+    }
+    for filter in &plan.filters {
+        let program = libc::sock_fprog {
+            len: u16::try_from(filter.len())
+                .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+            filter: filter.as_ptr().cast_mut(),
+        };
+        // SAFETY: the kernel copies the program (compiled in the parent,
+        // which the fork copied) and keeps no pointer to it.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0 as libc::c_uint,
+                &program as *const libc::sock_fprog,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to the `/proc` file `path` (the id maps).
+fn write_proc(path: &std::ffi::CStr, bytes: &[u8]) -> io::Result<()> {
+    let fd = rustix::fs::open(
+        path,
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    rustix::io::write(&fd, bytes)?;
+    Ok(())
+}
+
+/// After `unshare(CLONE_NEWPID)`, which puts the caller's *children* in
+/// the new namespace: forks the worker, which returns (as process 1 of
+/// the namespace) to go on to `exec`; this process stays behind as its
+/// init, outside the namespace, and never returns.
+///
+/// The init closes every descriptor (the worker's socket, its standard
+/// streams, std's exec-error pipe, so that the spawn sees the worker's
+/// `exec` alone), waits for the worker and exits as it did: with its
+/// code, or killed by its signal. It keeps the parent-death signal set
+/// before the fork; the worker gets its own, on the init. Killing the
+/// process group (what the pool does) kills both.
+fn pid_namespace_init() -> io::Result<()> {
+    // SAFETY: fork in the child of a fork: both sides go on with raw
+    // system calls only.
+    let worker = unsafe { libc::fork() };
+    if worker < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if worker == 0 {
+        rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+        return Ok(());
+    }
+    // SAFETY: plain system calls on numbers; the status word is ours.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            0 as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        ) != 0
+        {
+            for fd in 0..1024 {
+                libc::close(fd);
+            }
+        }
+        let mut status: libc::c_int = 0;
+        loop {
+            let reaped = libc::waitpid(worker, &mut status, 0);
+            if reaped == worker {
+                break;
+            }
+            if reaped < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        if libc::WIFEXITED(status) {
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        if libc::WIFSIGNALED(status) {
+            let signal = libc::WTERMSIG(status);
+            // Die of the same signal, without a core file.
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            libc::signal(signal, libc::SIG_DFL);
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &all, std::ptr::null_mut());
+            libc::kill(libc::getpid(), signal);
+            libc::_exit(128 + signal);
+        }
+        libc::_exit(127)
+    }
+}
+
+/// The kernel's landlock ABI version; 0 or less where it has none.
+pub(crate) fn kernel_landlock_abi() -> i32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with the VERSION flag the call reads no attribute (null, 0)
+    // and only returns the version.
+    let version = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0 as libc::size_t,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    i32::try_from(version).unwrap_or(0)
+}
+
+/// Whether the kernel takes seccomp filters that kill the process
+/// (`SECCOMP_RET_KILL_PROCESS`, Linux 4.14).
+pub(crate) fn kernel_has_seccomp_kill() -> bool {
+    let action: u32 = libc::SECCOMP_RET_KILL_PROCESS;
+    // SAFETY: the call reads the one u32 it is given.
+    unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_ACTION_AVAIL,
+            0 as libc::c_uint,
+            &action as *const u32,
+        ) == 0
+    }
 }
 
 /// Makes every descriptor above [`CHILD_FD`] close-on-exec, so that the

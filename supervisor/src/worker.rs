@@ -22,7 +22,7 @@ use tokio_util::codec::FramedWrite;
 
 use crate::builder::Limits;
 use crate::error::{Error, HandshakeFailure};
-use crate::event::{ExitReason, Termination, WorkerExit};
+use crate::event::{Event, ExitReason, Termination, WorkerExit};
 use crate::health::read_rss;
 use crate::lifecycle::{guarded, panic_message, Kill};
 use crate::output::{self, Stream, Tail};
@@ -117,7 +117,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
     let started = match &spec.in_process {
         Some(main) => main
             .start()
-            .map(|(process, stream)| (process, 0, stream, None, None))
+            .map(|(process, stream)| (process, 0, stream, None, None, Default::default()))
             .map_err(|source| Error::Spawn {
                 path: spec.program.clone(),
                 source,
@@ -128,10 +128,20 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
                 pid: spawned.pid,
             };
             let pipes = (spawned.stderr, spawned.stdout);
-            (process, spawned.pid, spawned.stream, pipes.0, pipes.1)
+            let sandbox = spawned.sandbox;
+            (
+                process,
+                spawned.pid,
+                spawned.stream,
+                pipes.0,
+                pipes.1,
+                sandbox,
+            )
         }),
     };
-    let (mut child, pid, stream, stderr, stdout) = match started {
+    // `_sandbox` (the worker's cgroup, ...) lives until this task ends,
+    // after the reap.
+    let (mut child, pid, stream, stderr, stdout, _sandbox) = match started {
         Ok(started) => started,
         Err(error) => {
             tracing::error!(worker_id = id, "{error}");
@@ -169,6 +179,14 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
     }
     let streams = shared.register(id, index, pid, kill.clone());
     registered.store(pid, Ordering::Release);
+    let missing = crate::sandbox::unenforced(&spec.limits);
+    if !missing.is_empty() {
+        shared.emit(Event::SandboxUnenforced {
+            worker_id: id,
+            pid,
+            missing,
+        });
+    }
     let (read, write) = stream.into_split();
     let max = shared.config.max_frame_length;
     let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::new(max));
@@ -303,9 +321,9 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         .drain(..)
         .collect();
     let reason = match reason {
-        ExitReason::Crashed => {
-            limit_hit(&spec.limits, termination, &stderr_tail).unwrap_or(ExitReason::Crashed)
-        }
+        ExitReason::Crashed => limit_hit(&spec.limits, termination, &stderr_tail)
+            .or_else(|| crate::sandbox::seccomp_kill(&spec.limits, termination))
+            .unwrap_or(ExitReason::Crashed),
         other => other,
     };
     shared.worker_exited(WorkerExit {

@@ -615,9 +615,14 @@ impl Shared {
 
     /// Snapshot of every worker.
     pub(crate) fn health(&self) -> Vec<WorkerHealth> {
+        let unenforced = crate::sandbox::unenforced(&self.spec().limits);
         let state = self.lock();
         let mut list: Vec<WorkerHealth> = state.workers.iter().map(WorkerEntry::health).collect();
+        drop(state);
         list.sort_by_key(|h| (h.index, h.worker_id));
+        for health in &mut list {
+            health.unenforced.clone_from(&unenforced);
+        }
         list
     }
 

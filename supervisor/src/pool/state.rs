@@ -206,6 +206,8 @@ impl WorkerEntry {
             served: self.served,
             open_sockets: self.open_sockets,
             age: self.started_at.elapsed(),
+            // Filled in by `Shared::health` from the pool's settings.
+            unenforced: Vec::new(),
         }
     }
 }
