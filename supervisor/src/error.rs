@@ -51,6 +51,15 @@ pub enum Error {
         /// What went wrong.
         reason: HandshakeFailure,
     },
+    /// A signal handler could not be installed
+    /// (`Supervisor::handle_signals`).
+    #[error("cannot handle {signal}: {source}")]
+    Signals {
+        /// The signal's name.
+        signal: &'static str,
+        /// The operating system's (or tokio's) error.
+        source: std::io::Error,
+    },
     /// The pool is shutting down (soft kill, hard kill, or the last handle
     /// dropped): the request was refused and nothing was sent.
     #[error("the pool is shutting down; request refused")]

@@ -106,6 +106,9 @@
 //! - `operate.rs`: recycling, resize, reload, drain and resume (their
 //!   choices under the lock are `PoolState` methods, in
 //!   `pool/choices.rs`).
+//! - `status.rs`: [`PoolStatus`], the snapshot `status()` returns (its
+//!   counters are kept by `pool/observe.rs`).
+//! - `signals.rs`: [`Supervisor::handle_signals`], gunicorn's signals.
 //! - `groups.rs`: [`Groups`], several named pools declared as a whole.
 //! - `batch.rs`: [`Batch`], many jobs through the pool, one report.
 //! - `output.rs`: draining workers' stdout and stderr.
@@ -146,7 +149,9 @@ mod response;
 mod routing;
 #[cfg(feature = "tower")]
 mod service;
+mod signals;
 mod spawn;
+mod status;
 mod supervisor;
 mod typed;
 mod worker;
@@ -165,5 +170,7 @@ pub use response::{ByteStream, Response};
 pub use routing::Routing;
 #[cfg(feature = "tower")]
 pub use service::{PoolService, ServiceFuture};
+pub use signals::{SignalStop, Signals, QUEUED_ACTIONS};
+pub use status::{PoolStatus, WorkerStatus};
 pub use supervisor::Supervisor;
 pub use typed::Pool;

@@ -21,10 +21,13 @@
 //!   budget), routing and the transitions that are its methods.
 //! - `choices.rs`: the choices operations make under the lock (recycle,
 //!   resize, reload, drain, resume), and the gauges' count.
+//! - `observe.rs`: the counters operators read (`status()`) and the
+//!   snapshot made of them.
 //! - `shared.rs`: [`Shared`], the lock and what is carried out around it.
 //! - `tests.rs`: the state machine driven without processes.
 
 mod choices;
+mod observe;
 mod shared;
 mod state;
 #[cfg(test)]

@@ -625,6 +625,11 @@ impl Shared {
         list
     }
 
+    /// The pool's status now (`Supervisor::status`).
+    pub(crate) fn status(&self) -> crate::status::PoolStatus {
+        self.lock().status(&self.name)
+    }
+
     /// Sends `message` to every worker past its handshake; returns how many.
     pub(crate) fn send_all(&self, message: &Message) -> usize {
         let state = self.lock();

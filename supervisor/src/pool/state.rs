@@ -228,6 +228,8 @@ pub(crate) struct PoolState {
     /// Workers that ended before they were ready (the latest few): id and
     /// why, so an operation waiting for them can say so at once.
     pub(super) failed_starts: VecDeque<(u64, String)>,
+    /// What operators read in `status()` (`observe.rs`).
+    pub(super) stats: super::observe::Stats,
 }
 
 /// Fails each of `requests` with its own `error()`, skipping callers that
@@ -258,6 +260,7 @@ impl PoolState {
             candidates: Vec::with_capacity(workers),
             restarts: VecDeque::new(),
             failed_starts: VecDeque::new(),
+            stats: super::observe::Stats::default(),
         }
     }
 
@@ -412,6 +415,7 @@ impl PoolState {
         if let Some(refusal) = self.refusal(config) {
             return Err(refusal);
         }
+        self.stats.accepted += 1;
         if self.pending.is_empty() {
             let with_socket = request.extras.as_ref().is_some_and(|e| !e.fds.is_empty());
             if let Some(index) = self.choose(config, with_socket) {
@@ -426,11 +430,14 @@ impl PoolState {
             self.left_queue = 0;
         }
         if self.pending.len() >= config.max_queue {
+            self.stats.accepted -= 1;
+            self.stats.queue_full += 1;
             return Err(Error::QueueFull {
                 limit: config.max_queue,
             });
         }
         self.pending.push_back(request);
+        self.stats.max_queued = self.stats.max_queued.max(self.pending.len());
         Ok(())
     }
 
@@ -570,6 +577,10 @@ impl PoolState {
             failures.push((reply, error));
         }
         self.dispatch(config);
+        self.stats.last_exits.insert(worker.index, exit.to_string());
+        if replace && failed_reason.is_none() {
+            self.stats.restarts += 1;
+        }
         Some(Settled {
             exit,
             failures,
