@@ -110,6 +110,7 @@
 //! - `drover-proto` ([`proto`]): messages, frame codec, handshake.
 //! - `drover-queue` (`queue`, feature `queue`): a durable job queue with
 //!   timers.
+//! - `drover-admin` (`admin`, feature `admin`): the admin endpoint.
 //!
 //! # Features
 //!
@@ -119,6 +120,10 @@
 //! - `sqlite`: the queue with [`queue::SqliteStore`] (SQLite's C code is
 //!   compiled in).
 //! - `postgres`: the queue with [`queue::PgStore`].
+//! - `admin`: the admin endpoint, [`admin`]: status as JSON and HTML,
+//!   Prometheus metrics, control actions (the `drover-ctl` tool talks
+//!   to it).
+//! - `tower`: `Supervisor::service()`, the pool as a `tower::Service`.
 //!
 //! # Platforms
 //!
@@ -140,6 +145,14 @@ pub struct ReadmeDoctests;
 /// The worker side: what a worker binary uses (the `drover-worker` crate).
 pub mod worker {
     pub use drover_worker::*;
+}
+
+#[cfg(feature = "admin")]
+/// The admin endpoint (the `drover-admin` crate): `/status` as JSON, an
+/// HTML view, `/metrics` for Prometheus, control actions, on a Unix socket
+/// or TCP.
+pub mod admin {
+    pub use drover_admin::*;
 }
 
 #[cfg(feature = "queue")]
