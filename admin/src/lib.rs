@@ -84,5 +84,6 @@ mod server;
 pub use client::{Client, Endpoint};
 pub use error::AdminError;
 pub use metrics_exporter_prometheus::PrometheusHandle;
+pub use page::human_duration;
 pub use prometheus::install_prometheus;
 pub use server::{default_socket, Admin, AdminServer, DEFAULT_MAX_WORKERS};

@@ -47,7 +47,7 @@ queue {queued} (longest {max_queued}, full {queue_full} times);
         accepted = status.accepted,
         slow = status.slow,
         restarts = status.restarts,
-        uptime = human(Duration::from_secs_f64(status.uptime_secs)),
+        uptime = human_duration(Duration::from_secs_f64(status.uptime_secs)),
     );
     let now_ms = status.started_at_ms + (status.uptime_secs * 1000.0) as u64;
     for w in &status.workers {
@@ -63,7 +63,7 @@ queue {queued} (longest {max_queued}, full {queue_full} times);
                 .unwrap_or_else(|| "-".to_owned()),
             served = w.served,
             in_flight = w.in_flight,
-            up = human(Duration::from_millis(
+            up = human_duration(Duration::from_millis(
                 now_ms.saturating_sub(w.started_at_ms)
             )),
             doing = text(w.status.as_deref().unwrap_or("")),
@@ -74,8 +74,9 @@ queue {queued} (longest {max_queued}, full {queue_full} times);
     page
 }
 
-/// `d` as a person reads it: `3d 4h`, `2h 5m`, `4m 12s`, `12s`.
-fn human(d: Duration) -> String {
+/// `d` as a person reads it: `3d 4h`, `2h 5m`, `4m 12s`, `12s` (what the
+/// HTML view and `drover-ctl status` show).
+pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..60 => format!("{s}s"),
@@ -91,9 +92,9 @@ mod tests {
 
     #[test]
     fn durations_read_as_a_person_reads_them() {
-        assert_eq!(human(Duration::from_secs(12)), "12s");
-        assert_eq!(human(Duration::from_secs(252)), "4m 12s");
-        assert_eq!(human(Duration::from_secs(7500)), "2h 5m");
-        assert_eq!(human(Duration::from_secs(273600)), "3d 4h");
+        assert_eq!(human_duration(Duration::from_secs(12)), "12s");
+        assert_eq!(human_duration(Duration::from_secs(252)), "4m 12s");
+        assert_eq!(human_duration(Duration::from_secs(7500)), "2h 5m");
+        assert_eq!(human_duration(Duration::from_secs(273600)), "3d 4h");
     }
 }
