@@ -98,7 +98,7 @@ async fn unix_socket_serves_status_page_and_metrics_and_is_removed_on_shutdown()
         metrics.contains("drover_requests_total{pool=\"admin-test\",outcome=\"ok\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("drover_request_duration_seconds_bucket{pool=\"admin-test\""));
+    assert!(metrics.contains("drover_request_run_seconds_bucket{pool=\"admin-test\""));
     assert!(metrics.contains("# TYPE drover_workers gauge"));
 
     let (code, body) = client.send("GET", "/nowhere").await.unwrap();
@@ -396,6 +396,41 @@ async fn the_html_view_in_a_real_browser_shows_every_worker() {
     }
     // What a worker says is shown as text, never as markup.
     assert!(dom.contains("&lt;b&gt;parsing&lt;/b&gt; &amp; co"), "{dom}");
+    server.shutdown().await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_queue_reports_its_depth_dead_jobs_and_start_delay() {
+    use drover::queue::{JobQueue, SqliteStore};
+    let pool = spawn(1, "admin-jobs").await;
+    let queue = JobQueue::builder(SqliteStore::in_memory().await.unwrap())
+        .max_attempts(1)
+        .build();
+    let (server, client) = on_loopback(Admin::new(pool.clone()).metrics(prometheus())).await;
+    queue.push(&Cmd::Echo("a job".into())).await.unwrap();
+    queue.push(&Cmd::Fail("no ink".into())).await.unwrap();
+    let runner = queue.start(pool.clone());
+    let mut metrics = String::new();
+    let seen = within(LIMIT, "the job metrics", async {
+        loop {
+            metrics = client.send("GET", "/metrics").await.unwrap().1;
+            if metrics.contains("drover_jobs{pool=\"admin-jobs\",state=\"dead\"} 1")
+                && metrics.contains("drover_jobs{pool=\"admin-jobs\",state=\"ready\"} 0")
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(seen, "{metrics}");
+    assert!(
+        metrics.contains("drover_job_start_delay_seconds_count{pool=\"admin-jobs\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("drover_jobs{pool=\"admin-jobs\",state=\"running\"} 0"));
+    within(LIMIT, "stop", runner.stop()).await;
     server.shutdown().await;
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }

@@ -124,3 +124,85 @@ async fn status_counts_requests_workers_queue_and_restarts() {
 fn common_millis(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
+
+/// What the process logs, from a global subscriber installed once.
+fn log() -> &'static std::sync::Mutex<Vec<u8>> {
+    use std::sync::{Mutex, OnceLock};
+    static LOG: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Writer(log))
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+        log
+    })
+}
+
+struct Writer(&'static std::sync::Mutex<Vec<u8>>);
+
+impl std::io::Write for Writer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_is_logged_once_with_its_worker_and_counted() {
+    let log = log();
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(1)
+            .slow_request_log(std::time::Duration::from_millis(200))
+            .health_interval(std::time::Duration::from_millis(50))
+            .spawn(),
+    )
+    .await
+    .unwrap();
+    within(
+        LIMIT,
+        "status",
+        pool.enqueue(&Cmd::Status("resizing cat.png".into())),
+    )
+    .await
+    .unwrap();
+    let pid = common::pids(&pool)[0];
+    let slow = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.request(&Cmd::Sleep(1200)).send().await.map(|r| r.id()) })
+    };
+    assert!(
+        eventually(LIMIT, || pool.status().slow == 1).await,
+        "{:?}",
+        pool.status()
+    );
+    let id = within(LIMIT, "the slow answer", slow)
+        .await
+        .unwrap()
+        .unwrap();
+    // A quick one is not slow; the slow one was counted once, not at
+    // every check while it ran.
+    within(LIMIT, "echo", pool.enqueue(&Cmd::Echo("quick".into())))
+        .await
+        .unwrap();
+    assert_eq!(pool.status().slow, 1);
+    let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("slow request") && l.contains(&id.to_string()))
+        .collect();
+    assert_eq!(lines.len(), 1, "logged once: {text}");
+    let line = lines[0];
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(&format!("pid={pid}")), "{line}");
+    assert!(line.contains("resizing cat.png"), "{line}");
+    assert!(line.contains("elapsed="), "{line}");
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}

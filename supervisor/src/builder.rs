@@ -49,6 +49,7 @@ pub(crate) struct Config {
     pub(crate) hold_when_drained: bool,
     pub(crate) limits: Limits,
     pub(crate) on_query: Option<crate::query::QueryHandler>,
+    pub(crate) slow_request_log: Option<Duration>,
 }
 
 /// Default bound on the bytes waiting to be written to one worker.
@@ -159,10 +160,23 @@ impl Builder {
                 hold_when_drained: true,
                 limits: Limits::default(),
                 on_query: None,
+                slow_request_log: None,
             },
             config_error: None,
             account_error: None,
         }
+    }
+
+    /// Logs a request still running `threshold` after it was sent to its
+    /// worker, once, at warn, with its id, the worker's pid, how long it
+    /// has run and the worker's last status line; and counts it
+    /// (`PoolStatus::slow`, `drover_slow_requests_total`). PHP-FPM's
+    /// `request_slowlog_timeout`. Checked at each `health_interval`, so a
+    /// request is logged up to one interval past the threshold. Off by
+    /// default.
+    pub fn slow_request_log(mut self, threshold: Duration) -> Builder {
+        self.config.slow_request_log = Some(threshold);
+        self
     }
 
     /// The pool's name, in its metrics' `pool` label and its log lines

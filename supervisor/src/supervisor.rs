@@ -519,6 +519,7 @@ async fn sample_memory(shared: Arc<Shared>) {
             })
             .collect();
         shared.record_rss(&readings);
+        shared.log_slow_requests();
         shared.maintain();
     }
 }

@@ -95,3 +95,65 @@ impl PoolState {
         }
     }
 }
+
+/// A request found running past the slow-request threshold.
+#[derive(Debug)]
+pub(crate) struct SlowRequest {
+    pub(crate) id: drover_proto::RequestId,
+    pub(crate) pid: u32,
+    pub(crate) elapsed: std::time::Duration,
+    pub(crate) status: Option<String>,
+}
+
+impl PoolState {
+    /// The requests running for `threshold` or more at `now` (microseconds
+    /// since the epoch) not yet reported; each is reported once, and
+    /// counted.
+    pub(crate) fn newly_slow(&mut self, threshold_micros: u64, now: u64) -> Vec<SlowRequest> {
+        let mut slow = Vec::new();
+        for worker in &mut self.workers {
+            for (id, in_flight) in &mut worker.in_flight {
+                let running = now.saturating_sub(in_flight.sent_at);
+                if !in_flight.slow_logged && running >= threshold_micros {
+                    in_flight.slow_logged = true;
+                    slow.push(SlowRequest {
+                        id: *id,
+                        pid: worker.pid,
+                        elapsed: std::time::Duration::from_micros(running),
+                        status: worker.status.clone(),
+                    });
+                }
+            }
+        }
+        self.stats.slow += slow.len() as u64;
+        slow
+    }
+}
+
+impl super::Shared {
+    /// Logs (once each, at warn) and counts the requests running past the
+    /// slow-request threshold, if one is set. Run at each memory sample.
+    pub(crate) fn log_slow_requests(&self) {
+        let Some(threshold) = self.config.slow_request_log else {
+            return;
+        };
+        let now = drover_proto::timestamp_micros(SystemTime::now());
+        let slow = self
+            .lock()
+            .newly_slow(threshold.as_micros().min(u64::MAX as u128) as u64, now);
+        if slow.is_empty() {
+            return;
+        }
+        self.metrics.slow(slow.len());
+        for request in slow {
+            tracing::warn!(
+                request_id = %request.id,
+                pid = request.pid,
+                elapsed = ?request.elapsed,
+                status = request.status.as_deref().unwrap_or(""),
+                "slow request: still running after {:?} (threshold {threshold:?})",
+                request.elapsed
+            );
+        }
+    }
+}

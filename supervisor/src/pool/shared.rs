@@ -524,8 +524,10 @@ impl Shared {
                 };
                 let answer = match result {
                     Ok(payload) => {
-                        self.metrics
-                            .answered(now.saturating_sub(in_flight.created_at));
+                        self.metrics.answered(
+                            in_flight.sent_at.saturating_sub(in_flight.created_at),
+                            now.saturating_sub(in_flight.sent_at),
+                        );
                         Ok(Response {
                             id: request_id,
                             created_at: in_flight.created_at,

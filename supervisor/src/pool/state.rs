@@ -115,6 +115,11 @@ pub(crate) struct InFlight {
     /// it has no retries left.
     pub(crate) payload: Bytes,
     pub(crate) retries: u32,
+    /// When it was sent to its worker, in microseconds since the Unix
+    /// epoch: its wait ends and its run starts here.
+    pub(crate) sent_at: u64,
+    /// Whether it was logged as slow (it is logged once).
+    pub(crate) slow_logged: bool,
 }
 
 /// One worker process, from spawn to reaping.
@@ -354,6 +359,8 @@ impl PoolState {
                     Bytes::new()
                 },
                 retries,
+                sent_at: drover_proto::timestamp_micros(std::time::SystemTime::now()),
+                slow_logged: false,
             },
         );
         let message = Message::Request {
