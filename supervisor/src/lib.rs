@@ -108,6 +108,9 @@
 //!   `pool/choices.rs`).
 //! - `status.rs`: [`PoolStatus`], the snapshot `status()` returns (its
 //!   counters are kept by `pool/observe.rs`).
+//! - `autoscale.rs`: [`Supervisor::autoscale`], dynamic sizing between a
+//!   minimum and a maximum, steering the pool from outside through
+//!   `status()` and `resize()`.
 //! - `signals.rs`: [`Supervisor::handle_signals`], gunicorn's signals.
 //! - `groups.rs`: [`Groups`], several named pools declared as a whole.
 //! - `batch.rs`: [`Batch`], many jobs through the pool, one report.
@@ -132,6 +135,7 @@
 //! the pool calls `maintain` after changes).
 
 mod account;
+mod autoscale;
 mod batch;
 mod builder;
 mod error;
@@ -157,6 +161,7 @@ mod typed;
 mod worker;
 
 pub use account::Account;
+pub use autoscale::{Autoscale, Autoscaling};
 pub use batch::{Batch, BatchReport};
 pub use builder::Builder;
 pub use drover_proto::{RemoteErrorKind, RequestId, Task};
