@@ -136,9 +136,10 @@
 pub use drover_supervisor::*;
 
 // The README's Rust blocks, compiled (and run unless `no_run`) by
-// `cargo test --doc`; its job-queue snippet needs both stores
-// (`cargo test --workspace` turns them on, through drover-integration).
-#[cfg(all(doctest, feature = "sqlite", feature = "postgres"))]
+// `cargo test --doc`; its job-queue snippet needs both stores, its
+// production snippet the admin endpoint (`cargo test --workspace` turns
+// them on, through drover-integration).
+#[cfg(all(doctest, feature = "sqlite", feature = "postgres", feature = "admin"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
