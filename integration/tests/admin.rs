@@ -187,7 +187,7 @@ async fn control_actions_change_the_pool_and_bad_ones_change_nothing() {
     // refused, naming the one in progress.
     let slow = {
         let pool = pool.clone();
-        tokio::spawn(async move { pool.enqueue(&Cmd::Sleep(1500)).await.map(|_| ()) })
+        tokio::spawn(async move { pool.enqueue(&Cmd::Sleep(3000)).await.map(|_| ()) })
     };
     assert!(eventually(LIMIT, || pool.status().active == 1).await);
     let drain = {

@@ -160,9 +160,7 @@ async fn hup_reloads_ttin_ttou_resize_and_term_drains_under_load() {
     // Never below one: a third is ignored, and the pool still serves.
     process.signal(Signal::TTOU);
     process.signal(Signal::TERM);
-    process
-        .until_pool("the soft kill", |phase, _| phase != "running")
-        .await;
+    // (The soft kill may be over before the next report: no wait for it.)
     let (load, stopped) = process.finish().await;
     let (ok, failed) = load_counts(&load);
     assert_eq!(failed, 0, "no request in flight was lost: {load}");
