@@ -87,14 +87,20 @@ struct Listeners {
 
 impl Supervisor {
     /// Handles `SIGTERM`, `SIGINT`, `SIGHUP`, `SIGTTIN` and `SIGTTOU` for
-    /// this pool, with gunicorn's conventions (see the table in
-    /// [`Signals`]' module, repeated here):
+    /// this pool, with gunicorn's conventions:
     ///
     /// - `SIGTERM` / `SIGINT`: [`soft_kill`](Supervisor::soft_kill); a
     ///   second one during it: [`hard_kill`](Supervisor::hard_kill).
     /// - `SIGHUP`: [`reload`](Supervisor::reload).
     /// - `SIGTTIN` / `SIGTTOU`: [`resize`](Supervisor::resize) to one worker
     ///   more / fewer (never below one).
+    ///
+    /// Reloads and resizes run one at a time, in the order their signals
+    /// came (at most [`QUEUED_ACTIONS`] wait; more are dropped with a
+    /// warning), each reading the pool's size when it starts, so three
+    /// `SIGTTIN`s a moment apart add three workers (the same signal sent
+    /// twice at once may arrive once: that is Unix's). A `SIGTERM` cuts
+    /// short the one running.
     ///
     /// The signals are listened to from this call on (a signal that comes
     /// before the future is first polled is not lost); they are acted on
