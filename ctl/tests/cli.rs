@@ -241,6 +241,23 @@ async fn a_missing_socket_is_named() {
         run.stderr
     );
     assert!(run.stdout.is_empty());
+
+    // A socket file nobody serves on (its process gone) refuses.
+    let dir = std::env::temp_dir().join(format!("drover-ctl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stale = dir.join("stale.sock");
+    let _ = std::fs::remove_file(&stale);
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let run = ctl(&["--socket", &on(&stale), "status"], &[]).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr
+            .contains(&format!("cannot connect to unix:{}", stale.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("refused"), "{}", run.stderr);
+    let _ = std::fs::remove_file(&stale);
 }
 
 async fn refusals_and_bad_arguments_are_clear() {
