@@ -141,6 +141,7 @@
 //! - `drover-queue` (`queue`, feature `queue`): a durable job queue with
 //!   timers.
 //! - [`testing`] (here): in-process pools for unit tests.
+//! - `drover-admin` (`admin`, feature `admin`): the admin endpoint.
 //!
 //! # Features
 //!
@@ -150,6 +151,10 @@
 //! - `sqlite`: the queue with [`queue::SqliteStore`] (SQLite's C code is
 //!   compiled in).
 //! - `postgres`: the queue with [`queue::PgStore`].
+//! - `admin`: the admin endpoint, [`admin`]: status as JSON and HTML,
+//!   Prometheus metrics, control actions (the `drover-ctl` tool talks
+//!   to it).
+//! - `tower`: `Supervisor::service()`, the pool as a `tower::Service`.
 //!
 //! # Platforms
 //!
@@ -162,9 +167,10 @@
 pub use drover_supervisor::*;
 
 // The README's Rust blocks, compiled (and run unless `no_run`) by
-// `cargo test --doc`; its job-queue snippet needs both stores
-// (`cargo test --workspace` turns them on, through drover-integration).
-#[cfg(all(doctest, feature = "sqlite", feature = "postgres"))]
+// `cargo test --doc`; its job-queue snippet needs both stores, its
+// production snippet the admin endpoint (`cargo test --workspace` turns
+// them on, through drover-integration).
+#[cfg(all(doctest, feature = "sqlite", feature = "postgres", feature = "admin"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
@@ -173,6 +179,14 @@ pub mod testing;
 /// The worker side: what a worker binary uses (the `drover-worker` crate).
 pub mod worker {
     pub use drover_worker::*;
+}
+
+#[cfg(feature = "admin")]
+/// The admin endpoint (the `drover-admin` crate): `/status` as JSON, an
+/// HTML view, `/metrics` for Prometheus, control actions, on a Unix socket
+/// or TCP.
+pub mod admin {
+    pub use drover_admin::*;
 }
 
 #[cfg(feature = "queue")]

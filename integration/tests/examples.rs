@@ -147,3 +147,91 @@ fn stream_hash_streams_through_a_worker_and_agrees_with_itself() {
         "{out}"
     );
 }
+
+/// Sends one GET over the Unix socket at `path`; the whole answer.
+fn get_unix(path: &std::path::Path, target: &str) -> (String, String) {
+    let mut stream = std::os::unix::net::UnixStream::connect(path).expect("the admin socket");
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    (head.to_owned(), body.to_owned())
+}
+
+#[test]
+fn the_service_example_serves_reports_and_stops_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("drover-service-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("admin.sock");
+    let mut server = KillOnDrop(
+        Command::new(example("service"))
+            .args(["--port", "0", "--workers", "2", "--max-workers", "3"])
+            .arg("--admin-socket")
+            .arg(&socket)
+            .env_remove("DROVER_ADMIN_TOKEN")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the example (built by cargo test --workspace)"),
+    );
+    let mut stdout = BufReader::new(server.0.stdout.take().unwrap());
+    let mut line = || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("a line");
+        line.trim().to_owned()
+    };
+    let listening = line();
+    let port: u16 = listening
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {listening:?}"));
+    assert_eq!(line(), format!("admin on unix:{}", socket.display()));
+    assert_eq!(line(), format!("pid {}", server.0.id()));
+
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (head, body) = get_on(stream, "/upper?text=hello");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "HELLO\n");
+
+    let (head, status) = get_unix(&socket, "/status");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let status: drover::PoolStatus = serde_json::from_str(&status).expect("a status");
+    assert_eq!(status.name, "service");
+    assert_eq!(status.workers.len(), 2);
+    assert_eq!(status.accepted, 1);
+    assert!(status
+        .workers
+        .iter()
+        .any(|w| w.status.as_deref() == Some("upper-casing 5 bytes")));
+    let (_, metrics) = get_unix(&socket, "/metrics");
+    assert!(
+        metrics.contains("drover_request_run_seconds_count{pool=\"service\"} 1"),
+        "{metrics}"
+    );
+
+    let pid = rustix::process::Pid::from_raw(server.0.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let deadline = Instant::now() + LIMIT;
+    let exit = loop {
+        if let Some(exit) = server.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the example did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit}");
+    assert_eq!(line(), "stopped by signal 15; every worker reaped");
+    assert!(!socket.exists(), "the admin socket is removed");
+    for worker in status.workers {
+        assert!(
+            !alive(worker.pid),
+            "worker {} outlived the example",
+            worker.pid
+        );
+    }
+}

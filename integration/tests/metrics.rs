@@ -128,12 +128,15 @@ async fn requests_exits_and_gauges_are_reported() {
     assert_eq!(outcome("remote_error"), 1);
     assert_eq!(outcome("worker_lost"), 1);
     assert_eq!(outcome("timeout"), 1);
-    match seen.value("drover_request_duration_seconds", &pool_label) {
-        Some(DebugValue::Histogram(samples)) => {
-            assert_eq!(samples.len(), 5);
-            assert!(samples.iter().all(|s| s.0 > 0.0 && s.0 < 30.0));
+    // Two latencies per answered request: queued, then running.
+    for name in ["drover_request_wait_seconds", "drover_request_run_seconds"] {
+        match seen.value(name, &pool_label) {
+            Some(DebugValue::Histogram(samples)) => {
+                assert_eq!(samples.len(), 5, "{name}");
+                assert!(samples.iter().all(|s| s.0 >= 0.0 && s.0 < 30.0), "{name}");
+            }
+            other => panic!("no {name} histogram: {other:?}"),
         }
-        other => panic!("no duration histogram: {other:?}"),
     }
     assert_eq!(seen.counter("drover_worker_restarts_total", &pool_label), 1);
 

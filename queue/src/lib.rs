@@ -33,6 +33,9 @@
 //! - `runner.rs`: [`JobQueue`] and its [`Runner`].
 //! - `builder.rs`: [`JobQueueBuilder`], a queue's settings.
 //! - `idle.rs`: what a runner is doing, for [`Runner::idle`].
+//! - `metrics.rs`: the queue's series through the `metrics` facade
+//!   (`drover_jobs{state}`: ready, scheduled, running, dead;
+//!   `drover_job_start_delay_seconds`: from due to started).
 //! - `store.rs`: the [`Store`] trait and its records.
 //! - `sql.rs`: the statements of each database and their one
 //!   implementation; `sqlite.rs`, `postgres.rs`: the stores.
@@ -42,6 +45,7 @@
 mod builder;
 mod error;
 mod idle;
+mod metrics;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod runner;

@@ -336,7 +336,14 @@ async fn run<S: Store>(
     let settings = inner.settings.clone();
     let slots = Arc::new(Semaphore::new(settings.max_running));
     let owner: Arc<str> = owner.into();
+    let mut metrics = crate::metrics::QueueMetrics::new(&pool.status().name);
     while !stop.is_cancelled() {
+        if metrics.sample_due() {
+            match inner.store.stats().await {
+                Ok(stats) => metrics.sample(&stats),
+                Err(e) => tracing::debug!("job queue metrics: {e}"),
+            }
+        }
         // Take only as many jobs as there is room to run.
         let free = slots.available_permits();
         let claimed = if free == 0 {
@@ -357,6 +364,7 @@ async fn run<S: Store>(
         };
         let full = free > 0 && claimed.len() == free;
         for (job, running) in claimed {
+            metrics.started(job.due_at);
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 break;
             };

@@ -39,7 +39,7 @@ pub(crate) const SQLITE: Statements = Statements {
                 SELECT id FROM drover_jobs
                 WHERE (state = 'ready' AND run_at <= ?3) OR (state = 'running' AND locked_until <= ?3)
                 ORDER BY run_at, id LIMIT ?4)
-            RETURNING id, payload, attempts",
+            RETURNING id, payload, attempts, run_at",
     complete: "DELETE FROM drover_jobs WHERE id = ?1 AND locked_by = ?2 AND state = 'running'",
     retry: "UPDATE drover_jobs
             SET state = 'ready', run_at = ?3, last_error = ?4, locked_by = NULL, locked_until = NULL
@@ -83,7 +83,7 @@ pub(crate) const POSTGRES: Statements = Statements {
                 WHERE (state = 'ready' AND run_at <= $3) OR (state = 'running' AND locked_until <= $3)
                 ORDER BY run_at, id LIMIT $4
                 FOR UPDATE SKIP LOCKED)
-            RETURNING id, payload, attempts",
+            RETURNING id, payload, attempts, run_at",
     complete: "DELETE FROM drover_jobs WHERE id = $1 AND locked_by = $2 AND state = 'running'",
     retry: "UPDATE drover_jobs
             SET state = 'ready', run_at = $3, last_error = $4, locked_by = NULL, locked_until = NULL
@@ -147,6 +147,7 @@ macro_rules! impl_store {
                             id: row.try_get(0)?,
                             payload: row.try_get(1)?,
                             attempts: row.try_get::<i64, _>(2)? as u32,
+                            due_at: $crate::store::from_micros(row.try_get::<i64, _>(3)?),
                         })
                     })
                     .collect::<Result<Vec<_>, sqlx::Error>>()

@@ -19,6 +19,8 @@ pub struct Job {
     pub payload: Vec<u8>,
     /// How many times it has been claimed, this time included.
     pub attempts: u32,
+    /// When it fell due (its timer, or its retry's back-off, ran out).
+    pub due_at: SystemTime,
 }
 
 /// A job that failed for good.

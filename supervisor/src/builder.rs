@@ -52,6 +52,7 @@ pub(crate) struct Config {
     /// Workers are threads of this process running this, not processes
     /// (`drover::testing`).
     pub(crate) in_process: Option<crate::process::InProcess>,
+    pub(crate) slow_request_log: Option<Duration>,
 }
 
 /// Default bound on the bytes waiting to be written to one worker.
@@ -166,10 +167,23 @@ impl Builder {
                 limits: Limits::default(),
                 on_query: None,
                 in_process: None,
+                slow_request_log: None,
             },
             config_error: None,
             account_error: None,
         }
+    }
+
+    /// Logs a request still running `threshold` after it was sent to its
+    /// worker, once, at warn, with its id, the worker's pid, how long it
+    /// has run and the worker's last status line; and counts it
+    /// (`PoolStatus::slow`, `drover_slow_requests_total`). PHP-FPM's
+    /// `request_slowlog_timeout`. Checked at each `health_interval`, so a
+    /// request is logged up to one interval past the threshold. Off by
+    /// default.
+    pub fn slow_request_log(mut self, threshold: Duration) -> Builder {
+        self.config.slow_request_log = Some(threshold);
+        self
     }
 
     /// The pool's name, in its metrics' `pool` label and its log lines

@@ -52,6 +52,15 @@ pub enum Error {
         /// What went wrong.
         reason: HandshakeFailure,
     },
+    /// A signal handler could not be installed
+    /// (`Supervisor::handle_signals`).
+    #[error("cannot handle {signal}: {source}")]
+    Signals {
+        /// The signal's name.
+        signal: &'static str,
+        /// The operating system's (or tokio's) error.
+        source: std::io::Error,
+    },
     /// The pool is shutting down (soft kill, hard kill, or the last handle
     /// dropped): the request was refused and nothing was sent.
     #[error("the pool is shutting down; request refused")]
@@ -227,6 +236,8 @@ pub enum Operation {
     Resume,
     /// [`Groups::set_groups`](crate::Groups::set_groups).
     SetGroups,
+    /// [`Supervisor::autoscale`](crate::Supervisor::autoscale).
+    Autoscale,
 }
 
 impl std::fmt::Display for Operation {
@@ -237,6 +248,7 @@ impl std::fmt::Display for Operation {
             Operation::Drain => "drain",
             Operation::Resume => "resume",
             Operation::SetGroups => "set groups",
+            Operation::Autoscale => "autoscale",
         })
     }
 }
@@ -309,6 +321,15 @@ pub enum OperationError {
         worker_id: u64,
         /// How it ended.
         reason: String,
+    },
+    /// Autoscaling bounds a pool cannot keep: a minimum of 0 (a running
+    /// pool keeps a worker) or above the maximum.
+    #[error("{}", if *min == 0 { "the minimum is 0: a running pool keeps at least one worker".to_owned() } else { format!("the minimum ({min}) is above the maximum ({max})") })]
+    AutoscaleBounds {
+        /// The minimum asked for.
+        min: usize,
+        /// The maximum asked for.
+        max: usize,
     },
     /// A declaration of groups names one group twice.
     #[error("group {name:?} is declared twice")]

@@ -120,6 +120,12 @@
 //! - `operate.rs`: recycling, resize, reload, drain and resume (their
 //!   choices under the lock are `PoolState` methods, in
 //!   `pool/choices.rs`).
+//! - `status.rs`: [`PoolStatus`], the snapshot `status()` returns (its
+//!   counters are kept by `pool/observe.rs`).
+//! - `autoscale.rs`: [`Supervisor::autoscale`], dynamic sizing between a
+//!   minimum and a maximum, steering the pool from outside through
+//!   `status()` and `resize()`.
+//! - `signals.rs`: [`Supervisor::handle_signals`], gunicorn's signals.
 //! - `groups.rs`: [`Groups`], several named pools declared as a whole.
 //! - `batch.rs`: [`Batch`], many jobs through the pool, one report.
 //! - `output.rs`: draining workers' stdout and stderr.
@@ -148,6 +154,7 @@
 //! `maintain` when an effect asks).
 
 mod account;
+mod autoscale;
 mod batch;
 mod builder;
 mod error;
@@ -167,12 +174,15 @@ mod routing;
 mod sandbox;
 #[cfg(feature = "tower")]
 mod service;
+mod signals;
 mod spawn;
+mod status;
 mod supervisor;
 mod typed;
 mod worker;
 
 pub use account::{Account, Kind as AccountKind, Lookup as AccountLookup};
+pub use autoscale::{Autoscale, Autoscaling};
 pub use batch::{Batch, BatchReport};
 pub use builder::Builder;
 pub use drover_proto::{RemoteErrorKind, RequestId, Task};
@@ -191,5 +201,7 @@ pub use sandbox::{
 };
 #[cfg(feature = "tower")]
 pub use service::{PoolService, ServiceFuture};
+pub use signals::{SignalStop, Signals, QUEUED_ACTIONS};
+pub use status::{PoolStatus, WorkerStatus};
 pub use supervisor::Supervisor;
 pub use typed::Pool;

@@ -8,7 +8,9 @@
 //! | name | kind | labels | what |
 //! |---|---|---|---|
 //! | `drover_requests_total` | counter | `pool`, `outcome` | requests by how they ended: `ok`, `remote_error`, `worker_lost`, `timeout`, `refused`, `other` |
-//! | `drover_request_duration_seconds` | histogram | `pool` | enqueue to answer, answered requests |
+//! | `drover_request_wait_seconds` | histogram | `pool` | time queued: from enqueue to being sent to a worker (answered requests) |
+//! | `drover_request_run_seconds` | histogram | `pool` | time running: from being sent to a worker to its answer (answered requests) |
+//! | `drover_slow_requests_total` | counter | `pool` | requests that ran past the slow-request threshold (`Builder::slow_request_log`) |
 //! | `drover_queue_depth` | gauge | `pool` | requests waiting for a worker |
 //! | `drover_requests_in_flight` | gauge | `pool` | requests held by workers |
 //! | `drover_workers` | gauge | `pool`, `state` | workers by lifecycle state |
@@ -54,7 +56,9 @@ pub(crate) struct Metrics {
     timeout: Counter,
     refused: Counter,
     other: Counter,
-    duration: Histogram,
+    wait: Histogram,
+    run: Histogram,
+    slow: Counter,
     restarts: Counter,
 }
 
@@ -62,9 +66,18 @@ impl Metrics {
     pub(crate) fn new(pool: &str) -> Metrics {
         describe_counter!("drover_requests_total", "Requests, by how they ended.");
         describe_histogram!(
-            "drover_request_duration_seconds",
+            "drover_request_wait_seconds",
             Unit::Seconds,
-            "Time from enqueue to answer, for answered requests."
+            "Time queued, from enqueue to being sent to a worker, for answered requests."
+        );
+        describe_histogram!(
+            "drover_request_run_seconds",
+            Unit::Seconds,
+            "Time running, from being sent to a worker to its answer, for answered requests."
+        );
+        describe_counter!(
+            "drover_slow_requests_total",
+            "Requests that ran past the slow-request threshold."
         );
         describe_gauge!("drover_queue_depth", "Requests waiting for a worker.");
         describe_gauge!("drover_requests_in_flight", "Requests held by workers.");
@@ -88,7 +101,9 @@ impl Metrics {
             timeout: outcome("timeout"),
             refused: outcome("refused"),
             other: outcome("other"),
-            duration: histogram!("drover_request_duration_seconds", "pool" => pool.to_owned()),
+            wait: histogram!("drover_request_wait_seconds", "pool" => pool.to_owned()),
+            run: histogram!("drover_request_run_seconds", "pool" => pool.to_owned()),
+            slow: counter!("drover_slow_requests_total", "pool" => pool.to_owned()),
             restarts: counter!("drover_worker_restarts_total", "pool" => pool.to_owned()),
         }
     }
@@ -104,10 +119,16 @@ impl Metrics {
         }
     }
 
-    /// Records the latency of an answered request: from its creation to
-    /// its answer's arrival, in microseconds.
-    pub(crate) fn answered(&self, micros: u64) {
-        self.duration.record(micros as f64 / 1e6);
+    /// Records the latencies of an answered request, in microseconds: how
+    /// long it waited in the queue, how long its worker ran it.
+    pub(crate) fn answered(&self, wait_micros: u64, run_micros: u64) {
+        self.wait.record(wait_micros as f64 / 1e6);
+        self.run.record(run_micros as f64 / 1e6);
+    }
+
+    /// Counts `n` requests newly past the slow-request threshold.
+    pub(crate) fn slow(&self, n: usize) {
+        self.slow.increment(n as u64);
     }
 
     /// Counts a request refused before it was queued.

@@ -346,6 +346,17 @@ impl Supervisor {
         self.shared().health()
     }
 
+    /// The pool's status: PHP-FPM's status page as a value (accepted
+    /// requests, active and idle workers, the queue now and at its
+    /// longest, how often it was full, slow requests, restarts) and each
+    /// worker's (pid, state, memory, requests served and held, start time,
+    /// last status line, how its slot's previous worker ended). Serialize
+    /// it (serde) to publish it; the admin endpoint (`drover-admin`)
+    /// serves it as JSON and HTML.
+    pub fn status(&self) -> crate::status::PoolStatus {
+        self.shared().status()
+    }
+
     /// Subscribes to the pool's events from now on.
     pub fn events(&self) -> Events {
         Events::new(self.shared().events.subscribe())
@@ -557,6 +568,7 @@ async fn sample_memory(shared: Arc<Shared>) {
             })
             .collect();
         shared.record_rss(&readings);
+        shared.log_slow_requests();
         shared.maintain();
     }
 }

@@ -26,11 +26,14 @@
 //! - `choices.rs`: the transitions operations make (recycle, resize,
 //!   reload, drain, resume), and the gauges' count.
 //! - `effects.rs`: [`Effects`] and [`Launch`].
+//! - `observe.rs`: the counters operators read (`status()`) and the
+//!   snapshot made of them.
 //! - `shared.rs`: [`Shared`], the lock and the carrying out.
 //! - `tests.rs`: the state machine driven without processes.
 
 mod choices;
 mod effects;
+mod observe;
 mod shared;
 mod state;
 #[cfg(test)]

@@ -544,8 +544,10 @@ impl Shared {
                 };
                 let answer = match result {
                     Ok(payload) => {
-                        self.metrics
-                            .answered(now.saturating_sub(in_flight.created_at));
+                        self.metrics.answered(
+                            in_flight.sent_at.saturating_sub(in_flight.created_at),
+                            now.saturating_sub(in_flight.sent_at),
+                        );
                         Ok(Response {
                             id: request_id,
                             created_at: in_flight.created_at,
@@ -624,6 +626,11 @@ impl Shared {
             health.unenforced.clone_from(&unenforced);
         }
         list
+    }
+
+    /// The pool's status now (`Supervisor::status`).
+    pub(crate) fn status(&self) -> crate::status::PoolStatus {
+        self.lock().status(&self.name)
     }
 
     /// Sends `message` to every worker past its handshake; returns how many.

@@ -130,6 +130,11 @@ pub(crate) struct InFlight {
     /// it has no retries left.
     pub(crate) payload: Bytes,
     pub(crate) retries: u32,
+    /// When it was sent to its worker, in microseconds since the Unix
+    /// epoch: its wait ends and its run starts here.
+    pub(crate) sent_at: u64,
+    /// Whether it was logged as slow (it is logged once).
+    pub(crate) slow_logged: bool,
 }
 
 /// One worker process, from spawn to reaping.
@@ -249,6 +254,8 @@ pub(crate) struct PoolState {
     pub(super) failed_starts: VecDeque<(u64, String)>,
     /// The id the next worker launched gets: unique for the pool's life.
     pub(super) next_worker_id: u64,
+    /// What operators read in `status()` (`observe.rs`).
+    pub(super) stats: super::observe::Stats,
 }
 
 /// Fails each of `requests` with its own `error()` (once the lock is
@@ -280,6 +287,7 @@ impl PoolState {
             restarts: VecDeque::new(),
             failed_starts: VecDeque::new(),
             next_worker_id: 1,
+            stats: super::observe::Stats::default(),
         }
     }
 
@@ -384,6 +392,8 @@ impl PoolState {
                     Bytes::new()
                 },
                 retries,
+                sent_at: drover_proto::timestamp_micros(std::time::SystemTime::now()),
+                slow_logged: false,
             },
         );
         let message = ToWorker::Request {
@@ -447,6 +457,7 @@ impl PoolState {
         if let Some(refusal) = self.refusal(config) {
             return Err(refusal);
         }
+        self.stats.accepted += 1;
         if self.pending.is_empty() {
             let with_socket = request.extras.as_ref().is_some_and(|e| !e.fds.is_empty());
             if let Some(index) = self.choose(config, with_socket) {
@@ -461,11 +472,14 @@ impl PoolState {
             self.left_queue = 0;
         }
         if self.pending.len() >= config.max_queue {
+            self.stats.accepted -= 1;
+            self.stats.queue_full += 1;
             return Err(Error::QueueFull {
                 limit: config.max_queue,
             });
         }
         self.pending.push_back(request);
+        self.stats.max_queued = self.stats.max_queued.max(self.pending.len());
         Ok(())
     }
 
@@ -675,6 +689,10 @@ impl PoolState {
                 }
             };
             fx.fail(reply, error);
+        }
+        self.stats.last_exits.insert(worker.index, exit.to_string());
+        if replace && failed_reason.is_none() {
+            self.stats.restarts += 1;
         }
         let shown = if exit.requested() {
             WorkerState::Stopped
