@@ -81,12 +81,27 @@ impl FdReader {
     }
 }
 
+/// Descriptors sent with a frame were lost on the way: the kernel
+/// truncated the ancillary data (`MSG_CTRUNC`), because the peer sent more
+/// than a frame may carry. The `io::Error` [`FdReader`] reads fail with
+/// carries this, so a reader tells it from a failing socket by its type
+/// ([`DescriptorsLost::is`]), never by its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("ancillary data truncated (MSG_CTRUNC): descriptors were lost")]
+pub struct DescriptorsLost;
+
+impl DescriptorsLost {
+    /// Whether `error` is this one.
+    pub fn is(error: &io::Error) -> bool {
+        error
+            .get_ref()
+            .is_some_and(|inner| inner.is::<DescriptorsLost>())
+    }
+}
+
 /// The error `FdReader` gives when the kernel truncated ancillary data.
 pub fn truncated_ancillary() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        "ancillary data truncated (MSG_CTRUNC): descriptors were lost",
-    )
+    io::Error::new(io::ErrorKind::InvalidData, DescriptorsLost)
 }
 
 impl AsyncRead for FdReader {
@@ -206,5 +221,23 @@ pub async fn send_with_fds(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lost descriptors are told from any other error by their type.
+    #[test]
+    fn lost_descriptors_are_recognised_by_type_not_kind() {
+        assert!(DescriptorsLost::is(&truncated_ancillary()));
+        let same_kind = io::Error::new(io::ErrorKind::InvalidData, "something else");
+        assert!(!DescriptorsLost::is(&same_kind));
+        assert!(!DescriptorsLost::is(&io::ErrorKind::InvalidData.into()));
+        assert_eq!(
+            truncated_ancillary().to_string(),
+            "ancillary data truncated (MSG_CTRUNC): descriptors were lost"
+        );
     }
 }

@@ -199,6 +199,35 @@ pub enum Error {
     NoRuntime,
 }
 
+/// How a worker broke the protocol after its handshake. It is killed; its
+/// exit reason ([`ExitReason::ProtocolViolation`](crate::ExitReason)) says
+/// this in words.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Violation {
+    /// It sent descriptors (`SCM_RIGHTS`), which workers never do.
+    #[error("it sent descriptors, which workers never do")]
+    Descriptors,
+    /// Descriptors were lost on the way: it sent more than a frame may
+    /// carry.
+    #[error("{0}")]
+    DescriptorsLost(drover_proto::fdio::DescriptorsLost),
+    /// A frame that breaks the protocol (its size, its bytes, a stream's
+    /// window or credit).
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+    /// A `Hello` after its handshake.
+    #[error("it sent a second Hello, after its handshake")]
+    SecondHello,
+    /// An answer to a request it was never given, or already answered.
+    #[error(
+        "it answered request {request_id}, which it was never given (or had already answered)"
+    )]
+    UnknownAnswer {
+        /// The request it named.
+        request_id: RequestId,
+    },
+}
+
 /// What is wrong with a worker binary ([`Error::WorkerBinary`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

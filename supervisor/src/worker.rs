@@ -12,8 +12,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use drover_proto::{
-    handshake, outbox, write_loop, FdReader, FrameReader, HandshakeError, MessageCodec,
-    ProtocolError, Streams, ToSupervisor, ToWorker, Welcome,
+    fdio::DescriptorsLost, handshake, outbox, write_loop, FdReader, FrameReader, HandshakeError,
+    MessageCodec, ProtocolError, Streams, ToSupervisor, ToWorker, Welcome,
 };
 use futures::{FutureExt, StreamExt};
 use tokio::net::unix::OwnedWriteHalf;
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedWrite;
 
 use crate::builder::Limits;
-use crate::error::{Error, HandshakeFailure};
+use crate::error::{Error, HandshakeFailure, Violation};
 use crate::event::{Event, ExitReason, Termination, WorkerExit};
 use crate::health::read_rss;
 use crate::lifecycle::{guarded, panic_message, Kill};
@@ -376,7 +376,7 @@ async fn serve(
                     };
                     if let Ok(Some(detail)) = tokio::time::timeout(CLOSED_SOCKET_GRACE, drain).await {
                         tracing::error!(pid, worker_id = id, "worker broke the protocol: {detail}");
-                        *violation = Some(ExitReason::ProtocolViolation { detail });
+                        *violation = Some(ExitReason::ProtocolViolation { detail: detail.to_string() });
                     }
                 }
                 return status;
@@ -406,7 +406,7 @@ async fn serve(
                 };
                 if let Some(detail) = detail {
                     tracing::error!(pid, worker_id = id, "worker broke the protocol: {detail}");
-                    *violation = Some(ExitReason::ProtocolViolation { detail });
+                    *violation = Some(ExitReason::ProtocolViolation { detail: detail.to_string() });
                     eof = true;
                     killing = true;
                     child.kill();
@@ -462,7 +462,7 @@ enum Verdict {
     /// The socket closed (or failed): the process is ending.
     Closed,
     /// The worker broke the protocol, as described.
-    Violation(String),
+    Violation(Violation),
 }
 
 /// The frames of one batch: a message, an error, or the end (`None`).
@@ -509,7 +509,7 @@ fn judge(
     for frame in frames.drain(..) {
         verdict = match frame {
             Some(Ok(_)) if reader.get_ref().pending_fds() > 0 => {
-                Verdict::Violation("it sent descriptors, which workers never do".to_owned())
+                Verdict::Violation(Violation::Descriptors)
             }
             Some(Ok(ToSupervisor::Response { id, stream, result })) => {
                 answers.answers.push(Answer { id, stream, result });
@@ -529,11 +529,11 @@ fn judge(
                 }
             }
             // Truncated ancillary data: descriptors were lost on the way.
-            Some(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
-                Verdict::Violation(e.to_string())
+            Some(Err(ProtocolError::Io(e))) if DescriptorsLost::is(&e) => {
+                Verdict::Violation(Violation::DescriptorsLost(DescriptorsLost))
             }
             Some(Err(ProtocolError::Io(_))) | None => Verdict::Closed,
-            Some(Err(error)) => Verdict::Violation(error.to_string()),
+            Some(Err(error)) => Verdict::Violation(error.into()),
         };
         break;
     }

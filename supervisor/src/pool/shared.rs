@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::builder::Config;
-use crate::error::{Error, PoolFailure};
+use crate::error::{Error, PoolFailure, Violation};
 use crate::event::{CustomEvent, Event, ExitReason, WorkerExit};
 use crate::health::{WorkerHealth, WorkerState};
 use crate::lifecycle::{Kill, StopOrder};
@@ -382,11 +382,11 @@ impl Shared {
         pid: u32,
         message: ToSupervisor,
         streams: &Streams,
-    ) -> Result<(), String> {
+    ) -> Result<(), Violation> {
         let worker_id = id;
         match message {
             ToSupervisor::Stream(frame) => {
-                streams.on_frame(frame).map_err(|e| e.to_string())?;
+                streams.on_frame(frame)?;
             }
             ToSupervisor::Response { id, stream, result } => {
                 let mut batch = AnswerBatch::default();
@@ -477,7 +477,7 @@ impl Shared {
                 }
             }
             ToSupervisor::Hello(_) => {
-                return Err("it sent a second Hello, after its handshake".to_owned());
+                return Err(Violation::SecondHello);
             }
         }
         Ok(())
@@ -495,7 +495,7 @@ impl Shared {
         id: u64,
         pid: u32,
         batch: &mut AnswerBatch,
-    ) -> Result<(), String> {
+    ) -> Result<(), Violation> {
         let AnswerBatch { answers, effects } = batch;
         if answers.is_empty() {
             return Ok(());
@@ -516,9 +516,7 @@ impl Shared {
             } in answers.drain(..)
             {
                 let Some(in_flight) = worker.in_flight.remove(&request_id) else {
-                    outcome = Err(format!(
-                        "it answered request {request_id}, which it was never given (or had already answered)"
-                    ));
+                    outcome = Err(Violation::UnknownAnswer { request_id });
                     break;
                 };
                 worker.served += 1;
