@@ -371,7 +371,15 @@ impl PoolState {
         pick(config.routing, with_socket, candidates, &mut self.cursor)
     }
 
-    pub(super) fn send_to(&mut self, index: usize, request: Pending, fx: &mut Effects) {
+    /// Sends `request` to worker `index`; `sent_at` is now (microseconds
+    /// since the Unix epoch), read once by the caller for all it sends.
+    pub(super) fn send_to(
+        &mut self,
+        index: usize,
+        request: Pending,
+        sent_at: u64,
+        fx: &mut Effects,
+    ) {
         let worker = &mut self.workers[index];
         let Extras { fds, stream } = request.extras.map(|e| *e).unwrap_or_default();
         // Sockets and streams cannot be sent twice: such a request is
@@ -392,7 +400,7 @@ impl PoolState {
                     Bytes::new()
                 },
                 retries,
-                sent_at: drover_proto::timestamp_micros(std::time::SystemTime::now()),
+                sent_at,
                 slow_logged: false,
             },
         );
@@ -430,6 +438,9 @@ impl PoolState {
 
     /// Moves queued requests to workers while any can take one.
     pub(crate) fn dispatch(&mut self, config: &Config, fx: &mut Effects) {
+        // One reading of the clock for all it sends (none if it sends
+        // nothing): what the requests' waits end at.
+        let mut now = None;
         while let Some(front) = self.pending.front() {
             let with_socket = front.extras.as_ref().is_some_and(|e| !e.fds.is_empty());
             let Some(index) = self.choose(config, with_socket) else {
@@ -439,7 +450,10 @@ impl PoolState {
                 // A caller that left while queued is skipped here, not
                 // searched for when it leaves.
                 if !request.reply.is_closed() {
-                    self.send_to(index, request, fx);
+                    let sent_at = *now.get_or_insert_with(|| {
+                        drover_proto::timestamp_micros(std::time::SystemTime::now())
+                    });
+                    self.send_to(index, request, sent_at, fx);
                     break;
                 }
             }
@@ -461,7 +475,10 @@ impl PoolState {
         if self.pending.is_empty() {
             let with_socket = request.extras.as_ref().is_some_and(|e| !e.fds.is_empty());
             if let Some(index) = self.choose(config, with_socket) {
-                self.send_to(index, request, fx);
+                // Straight to a worker: it waited no longer than since its
+                // clock was read, so the clock is not read again.
+                let sent_at = request.created_at;
+                self.send_to(index, request, sent_at, fx);
                 return Ok(());
             }
         }
