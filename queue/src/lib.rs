@@ -40,8 +40,12 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+mod encode;
 mod error;
+mod flush;
 mod idle;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod runner;
@@ -51,11 +55,11 @@ mod sql;
 mod sqlite;
 mod store;
 
-pub use builder::JobQueueBuilder;
+pub use builder::{JobFormat, JobQueueBuilder};
 pub use error::QueueError;
 #[cfg(feature = "postgres")]
-pub use postgres::PgStore;
-pub use runner::{JobQueue, Runner};
+pub use postgres::{PgStore, PgStoreBuilder};
+pub use runner::{JobQueue, JobValue, Runner};
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
-pub use store::{DeadJob, Job, JobId, Stats, Store};
+pub use sqlite::{SqliteStore, SqliteStoreBuilder, SqliteSynchronous};
+pub use store::{DeadJob, Job, JobId, NewJob, Payload, Stats, Store, Wakeups};

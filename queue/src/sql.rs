@@ -1,268 +1,314 @@
-//! The SQL of each store, and the one implementation of [`Store`] they
-//! share (a macro: sqlx's types differ per database, the logic does not).
+//! The SQL the stores share, and the methods of [`Store`] whose logic is
+//! the same on both databases (a macro: sqlx's types differ per database,
+//! the logic does not). What differs (adding and completing many jobs in
+//! one statement: arrays on PostgreSQL, a JSON array on SQLite) is in each
+//! store's file.
 //!
 //! [`Store`]: crate::Store
 
-/// The statements one database runs.
+/// The statements one store runs, with its tables' names filled in.
+#[derive(Debug)]
 pub(crate) struct Statements {
-    pub(crate) create: &'static [&'static str],
-    pub(crate) push: &'static str,
-    pub(crate) claim: &'static str,
-    pub(crate) complete: &'static str,
-    pub(crate) retry: &'static str,
-    pub(crate) bury: &'static str,
-    pub(crate) cancel: &'static str,
-    pub(crate) stats: &'static str,
-    pub(crate) next_due: &'static str,
-    pub(crate) dead: &'static str,
+    pub(crate) push: String,
+    pub(crate) claim: String,
+    pub(crate) reap: String,
+    pub(crate) complete: String,
+    pub(crate) retry: String,
+    pub(crate) bury: String,
+    pub(crate) cancel: String,
+    pub(crate) stats: String,
+    pub(crate) next_due: String,
+    pub(crate) dead: String,
 }
 
+/// Fills in `{t}` (the jobs table) and `{c}` (the counts table), each
+/// after `prefix` (a quoted schema and a dot, or nothing).
+fn fill(sql: &str, prefix: &str) -> String {
+    sql.replace("{t}", &format!("{prefix}drover_jobs"))
+        .replace("{c}", &format!("{prefix}drover_job_counts"))
+}
+
+// The statements with the same text on both databases (`$n` parameters
+// are SQLite's too).
+const CLAIM_FROM: &str = "SELECT id FROM {t}
+    WHERE state = 'ready' AND queue = $5 AND run_at <= $3
+    ORDER BY priority DESC, run_at, id LIMIT $4";
+const REAP: &str = "UPDATE {t} SET state = 'ready', locked_by = NULL, locked_until = NULL
+    WHERE state = 'running' AND locked_until <= $1";
+const RETRY: &str = "UPDATE {t}
+    SET state = 'ready', run_at = $3, last_error = $4, locked_by = NULL, locked_until = NULL
+    WHERE id = $1 AND locked_by = $2 AND state = 'running'";
+const BURY: &str = "UPDATE {t}
+    SET state = 'dead', last_error = $3, locked_by = NULL, locked_until = NULL
+    WHERE id = $1 AND locked_by = $2 AND state = 'running'";
+// Each count reads one index (see the migrations), never the whole table.
+const STATS: &str = "SELECT
+    (SELECT COUNT(*) FROM {t} WHERE state = 'ready' AND queue = $2 AND run_at <= $1),
+    (SELECT COUNT(*) FROM {t} WHERE state = 'ready' AND queue = $2 AND run_at > $1),
+    (SELECT COUNT(*) FROM {t} WHERE state = 'running' AND queue = $2),
+    (SELECT COUNT(*) FROM {t} WHERE state = 'dead' AND queue = $2)";
+const NEXT_DUE: &str = "SELECT MIN(run_at) FROM {t} WHERE state = 'ready' AND queue = $1";
+
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE: Statements = Statements {
-    create: &[
-        "CREATE TABLE IF NOT EXISTS drover_jobs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            payload BLOB NOT NULL,
-            run_at INTEGER NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            state TEXT NOT NULL DEFAULT 'ready',
-            locked_by TEXT,
-            locked_until INTEGER,
-            last_error TEXT,
-            created_at INTEGER NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS drover_jobs_due ON drover_jobs (state, run_at)",
-    ],
-    push: "INSERT INTO drover_jobs (payload, run_at, created_at) VALUES (?1, ?2, ?3) RETURNING id",
-    claim: "UPDATE drover_jobs
-            SET state = 'running', locked_by = ?1, locked_until = ?2, attempts = attempts + 1
-            WHERE id IN (
-                SELECT id FROM drover_jobs
-                WHERE (state = 'ready' AND run_at <= ?3) OR (state = 'running' AND locked_until <= ?3)
-                ORDER BY run_at, id LIMIT ?4)
-            RETURNING id, payload, attempts",
-    complete: "DELETE FROM drover_jobs WHERE id = ?1 AND locked_by = ?2 AND state = 'running'",
-    retry: "UPDATE drover_jobs
-            SET state = 'ready', run_at = ?3, last_error = ?4, locked_by = NULL, locked_until = NULL
-            WHERE id = ?1 AND locked_by = ?2 AND state = 'running'",
-    bury: "UPDATE drover_jobs
-           SET state = 'dead', last_error = ?3, locked_by = NULL, locked_until = NULL
-           WHERE id = ?1 AND locked_by = ?2 AND state = 'running'",
-    cancel: "DELETE FROM drover_jobs WHERE id = ?1 AND state IN ('ready', 'dead')",
-    stats: "SELECT
-                COALESCE(SUM(CASE WHEN state = 'ready' AND run_at <= ?1 THEN 1 ELSE 0 END), 0),
-                COALESCE(SUM(CASE WHEN state = 'ready' AND run_at > ?1 THEN 1 ELSE 0 END), 0),
-                COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0),
-                COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0)
-            FROM drover_jobs",
-    next_due: "SELECT MIN(run_at) FROM drover_jobs WHERE state = 'ready'",
-    dead: "SELECT id, attempts, COALESCE(last_error, ''), payload FROM drover_jobs WHERE state = 'dead' ORDER BY id",
-};
+pub(crate) fn sqlite() -> Statements {
+    let p = "";
+    Statements {
+        // One JSON array of jobs, each {"p": hex bytes} or {"a": JSON}.
+        push: fill(
+            "INSERT INTO {t} (payload, args, run_at, created_at, queue)
+             SELECT unhex(value ->> '$.p'), value -> '$.a', value ->> '$.r', $2, $3
+             FROM json_each($1) ORDER BY key
+             RETURNING id",
+            p,
+        ),
+        claim: fill(
+            &format!(
+                "UPDATE {{t}}
+                 SET state = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1
+                 WHERE id IN ({CLAIM_FROM})
+                 RETURNING id, payload, args, attempts"
+            ),
+            p,
+        ),
+        reap: fill(REAP, p),
+        complete: fill(
+            "DELETE FROM {t}
+             WHERE id IN (SELECT value FROM json_each($1)) AND locked_by = $2 AND state = 'running'
+             RETURNING id",
+            p,
+        ),
+        retry: fill(RETRY, p),
+        bury: fill(BURY, p),
+        cancel: fill(
+            "DELETE FROM {t} WHERE id = $1 AND state IN ('ready', 'dead') RETURNING queue",
+            p,
+        ),
+        stats: fill(STATS, p),
+        next_due: fill(NEXT_DUE, p),
+        dead: fill(
+            "SELECT id, attempts, COALESCE(last_error, ''), payload, args FROM {t}
+             WHERE state = 'dead' AND queue = $1 ORDER BY id",
+            p,
+        ),
+    }
+}
 
+/// The counts of finished jobs, SQLite's way (it has no statements inside
+/// a `WITH`): a second statement in the same transaction.
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_COUNT: &str = "INSERT INTO drover_job_counts (queue, completed, cancelled)
+    VALUES ($1, $2, $3)
+    ON CONFLICT (queue) DO UPDATE SET completed = completed + excluded.completed,
+                                      cancelled = cancelled + excluded.cancelled";
+
+/// PostgreSQL's statements, on the tables in `schema`.
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: Statements = Statements {
-    create: &[
-        "CREATE TABLE IF NOT EXISTS drover_jobs (
-            id BIGSERIAL PRIMARY KEY,
-            payload BYTEA NOT NULL,
-            run_at BIGINT NOT NULL,
-            attempts BIGINT NOT NULL DEFAULT 0,
-            state TEXT NOT NULL DEFAULT 'ready',
-            locked_by TEXT,
-            locked_until BIGINT,
-            last_error TEXT,
-            created_at BIGINT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS drover_jobs_due ON drover_jobs (state, run_at)",
-    ],
-    push: "INSERT INTO drover_jobs (payload, run_at, created_at) VALUES ($1, $2, $3) RETURNING id",
-    // SKIP LOCKED: runners on many machines claim from one table, none
-    // waiting for another's rows, none getting the same job.
-    claim: "UPDATE drover_jobs
-            SET state = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1
-            WHERE id IN (
-                SELECT id FROM drover_jobs
-                WHERE (state = 'ready' AND run_at <= $3) OR (state = 'running' AND locked_until <= $3)
-                ORDER BY run_at, id LIMIT $4
-                FOR UPDATE SKIP LOCKED)
-            RETURNING id, payload, attempts",
-    complete: "DELETE FROM drover_jobs WHERE id = $1 AND locked_by = $2 AND state = 'running'",
-    retry: "UPDATE drover_jobs
-            SET state = 'ready', run_at = $3, last_error = $4, locked_by = NULL, locked_until = NULL
-            WHERE id = $1 AND locked_by = $2 AND state = 'running'",
-    bury: "UPDATE drover_jobs
-           SET state = 'dead', last_error = $3, locked_by = NULL, locked_until = NULL
-           WHERE id = $1 AND locked_by = $2 AND state = 'running'",
-    cancel: "DELETE FROM drover_jobs WHERE id = $1 AND state IN ('ready', 'dead')",
-    stats: "SELECT
-                COALESCE(SUM(CASE WHEN state = 'ready' AND run_at <= $1 THEN 1 ELSE 0 END), 0)::BIGINT,
-                COALESCE(SUM(CASE WHEN state = 'ready' AND run_at > $1 THEN 1 ELSE 0 END), 0)::BIGINT,
-                COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0)::BIGINT,
-                COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0)::BIGINT
-            FROM drover_jobs",
-    next_due: "SELECT MIN(run_at) FROM drover_jobs WHERE state = 'ready'",
-    dead: "SELECT id, attempts, COALESCE(last_error, ''), payload FROM drover_jobs WHERE state = 'dead' ORDER BY id",
-};
+pub(crate) fn postgres(schema: &str) -> Statements {
+    let p = format!("\"{}\".", schema.replace('"', "\"\""));
+    let p = p.as_str();
+    Statements {
+        // Arrays, one element per job; a notification that runners
+        // listening hear once the statement's transaction commits.
+        push: fill(
+            "WITH ins AS (
+                INSERT INTO {t} (payload, args, run_at, created_at, queue)
+                SELECT j.p, j.a::jsonb, j.r, $4, $5
+                FROM UNNEST($1::bytea[], $2::text[], $3::bigint[]) WITH ORDINALITY AS j(p, a, r, n)
+                ORDER BY j.n
+                RETURNING id)
+             SELECT ins.id FROM ins CROSS JOIN (SELECT pg_notify($6, '')) AS n",
+            p,
+        ),
+        // SKIP LOCKED: runners on many machines claim from one table, none
+        // waiting for another's rows, none getting the same job.
+        claim: fill(
+            &format!(
+                "UPDATE {{t}}
+                 SET state = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1
+                 WHERE id IN ({CLAIM_FROM} FOR UPDATE SKIP LOCKED)
+                 RETURNING id, payload, args::text, attempts"
+            ),
+            p,
+        ),
+        reap: fill(REAP, p),
+        complete: fill(
+            "WITH done AS (
+                DELETE FROM {t} WHERE id = ANY($1) AND locked_by = $2 AND state = 'running'
+                RETURNING id, queue),
+             counted AS (
+                INSERT INTO {c} (queue, completed)
+                SELECT queue, COUNT(*) FROM done GROUP BY queue
+                ON CONFLICT (queue) DO UPDATE SET completed = {c}.completed + excluded.completed)
+             SELECT id FROM done",
+            p,
+        ),
+        retry: fill(RETRY, p),
+        bury: fill(BURY, p),
+        cancel: fill(
+            "WITH gone AS (
+                DELETE FROM {t} WHERE id = $1 AND state IN ('ready', 'dead') RETURNING queue),
+             counted AS (
+                INSERT INTO {c} (queue, cancelled)
+                SELECT queue, COUNT(*) FROM gone GROUP BY queue
+                ON CONFLICT (queue) DO UPDATE SET cancelled = {c}.cancelled + excluded.cancelled)
+             SELECT queue FROM gone",
+            p,
+        ),
+        stats: fill(STATS, p),
+        next_due: fill(NEXT_DUE, p),
+        dead: fill(
+            "SELECT id, attempts, COALESCE(last_error, ''), payload, args::text FROM {t}
+             WHERE state = 'dead' AND queue = $1 ORDER BY id",
+            p,
+        ),
+    }
+}
 
-/// Implements [`Store`](crate::Store) for `$store`, a struct with a
-/// `pool` field of `$pool`, running the statements `$sql`.
-macro_rules! impl_store {
-    ($store:ty, $sql:expr) => {
-        impl $crate::store::Store for $store {
-            async fn push(
-                &self,
-                payload: &[u8],
-                run_at: std::time::SystemTime,
-            ) -> Result<$crate::JobId, $crate::QueueError> {
-                use sqlx::Row;
-                let row = sqlx::query($sql.push)
-                    .bind(payload)
-                    .bind($crate::store::micros(run_at))
-                    .bind($crate::store::micros(std::time::SystemTime::now()))
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err($crate::error::db("add a job"))?;
-                row.try_get::<i64, _>(0)
-                    .map_err($crate::error::db("add a job"))
-            }
+/// A stored job from its two columns: JSON if it has any, else bytes.
+pub(crate) fn payload(bytes: Option<Vec<u8>>, json: Option<String>) -> crate::Payload {
+    match json {
+        Some(json) => crate::Payload::Json(json),
+        None => crate::Payload::Bincode(bytes.unwrap_or_default()),
+    }
+}
 
-            async fn claim(
-                &self,
-                owner: &str,
-                limit: usize,
-                lease: std::time::Duration,
-            ) -> Result<Vec<$crate::Job>, $crate::QueueError> {
-                use sqlx::Row;
-                let now = std::time::SystemTime::now();
-                let rows = sqlx::query($sql.claim)
-                    .bind(owner)
-                    .bind($crate::store::micros(now + lease))
-                    .bind($crate::store::micros(now))
-                    .bind(limit as i64)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err($crate::error::db("claim jobs"))?;
-                let mut jobs = rows
-                    .iter()
-                    .map(|row| {
-                        Ok($crate::Job {
-                            id: row.try_get(0)?,
-                            payload: row.try_get(1)?,
-                            attempts: row.try_get::<i64, _>(2)? as u32,
-                        })
+/// The [`Store`](crate::Store) methods both stores share, for a struct
+/// with a `pool` field (an sqlx pool), a `sql` field ([`Statements`]) and
+/// a `queue` field (the queue's name).
+macro_rules! shared_methods {
+    () => {
+        async fn claim(
+            &self,
+            owner: &str,
+            limit: usize,
+            lease: std::time::Duration,
+        ) -> Result<Vec<$crate::Job>, $crate::QueueError> {
+            use sqlx::Row;
+            let now = std::time::SystemTime::now();
+            let rows = sqlx::query(&self.sql.claim)
+                .bind(owner)
+                .bind($crate::store::micros(now + lease))
+                .bind($crate::store::micros(now))
+                .bind(limit as i64)
+                .bind(&*self.queue)
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::error::db("claim jobs"))?;
+            let mut jobs = rows
+                .iter()
+                .map(|row| {
+                    Ok($crate::Job {
+                        id: row.try_get(0)?,
+                        payload: $crate::sql::payload(row.try_get(1)?, row.try_get(2)?),
+                        attempts: row.try_get::<i64, _>(3)? as u32,
                     })
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-                    .map_err($crate::error::db("claim jobs"))?;
-                jobs.sort_by_key(|j| j.id);
-                Ok(jobs)
-            }
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err($crate::error::db("claim jobs"))?;
+            jobs.sort_by_key(|j| j.id);
+            Ok(jobs)
+        }
 
-            async fn complete(
-                &self,
-                id: $crate::JobId,
-                owner: &str,
-            ) -> Result<bool, $crate::QueueError> {
-                let done = sqlx::query($sql.complete)
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::error::db("complete a job"))?;
-                Ok(done.rows_affected() == 1)
-            }
+        async fn reap(&self) -> Result<u64, $crate::QueueError> {
+            let done = sqlx::query(&self.sql.reap)
+                .bind($crate::store::micros(std::time::SystemTime::now()))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::error::db("take back expired leases"))?;
+            Ok(done.rows_affected())
+        }
 
-            async fn retry(
-                &self,
-                id: $crate::JobId,
-                owner: &str,
-                run_at: std::time::SystemTime,
-                error: &str,
-            ) -> Result<bool, $crate::QueueError> {
-                let done = sqlx::query($sql.retry)
-                    .bind(id)
-                    .bind(owner)
-                    .bind($crate::store::micros(run_at))
-                    .bind(error)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::error::db("schedule a retry"))?;
-                Ok(done.rows_affected() == 1)
-            }
+        async fn retry(
+            &self,
+            id: $crate::JobId,
+            owner: &str,
+            run_at: std::time::SystemTime,
+            error: &str,
+        ) -> Result<bool, $crate::QueueError> {
+            let done = sqlx::query(&self.sql.retry)
+                .bind(id)
+                .bind(owner)
+                .bind($crate::store::micros(run_at))
+                .bind(error)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::error::db("schedule a retry"))?;
+            Ok(done.rows_affected() == 1)
+        }
 
-            async fn bury(
-                &self,
-                id: $crate::JobId,
-                owner: &str,
-                error: &str,
-            ) -> Result<bool, $crate::QueueError> {
-                let done = sqlx::query($sql.bury)
-                    .bind(id)
-                    .bind(owner)
-                    .bind(error)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::error::db("mark a job dead"))?;
-                Ok(done.rows_affected() == 1)
-            }
+        async fn bury(
+            &self,
+            id: $crate::JobId,
+            owner: &str,
+            error: &str,
+        ) -> Result<bool, $crate::QueueError> {
+            let done = sqlx::query(&self.sql.bury)
+                .bind(id)
+                .bind(owner)
+                .bind(error)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::error::db("mark a job dead"))?;
+            Ok(done.rows_affected() == 1)
+        }
 
-            async fn cancel(&self, id: $crate::JobId) -> Result<bool, $crate::QueueError> {
-                let done = sqlx::query($sql.cancel)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::error::db("cancel a job"))?;
-                Ok(done.rows_affected() == 1)
-            }
+        async fn stats(&self) -> Result<$crate::Stats, $crate::QueueError> {
+            use sqlx::Row;
+            let row = sqlx::query(&self.sql.stats)
+                .bind($crate::store::micros(std::time::SystemTime::now()))
+                .bind(&*self.queue)
+                .fetch_one(&self.pool)
+                .await
+                .map_err($crate::error::db("count jobs"))?;
+            let get = |i: usize| row.try_get::<i64, _>(i).map(|n| n as u64);
+            (|| {
+                Ok($crate::Stats {
+                    ready: get(0)?,
+                    scheduled: get(1)?,
+                    running: get(2)?,
+                    dead: get(3)?,
+                })
+            })()
+            .map_err($crate::error::db("count jobs"))
+        }
 
-            async fn stats(&self) -> Result<$crate::Stats, $crate::QueueError> {
-                use sqlx::Row;
-                let row = sqlx::query($sql.stats)
-                    .bind($crate::store::micros(std::time::SystemTime::now()))
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err($crate::error::db("count jobs"))?;
-                let get = |i: usize| row.try_get::<i64, _>(i).map(|n| n as u64);
-                (|| {
-                    Ok($crate::Stats {
-                        ready: get(0)?,
-                        scheduled: get(1)?,
-                        running: get(2)?,
-                        dead: get(3)?,
+        async fn next_due(&self) -> Result<Option<std::time::SystemTime>, $crate::QueueError> {
+            use sqlx::Row;
+            let row = sqlx::query(&self.sql.next_due)
+                .bind(&*self.queue)
+                .fetch_one(&self.pool)
+                .await
+                .map_err($crate::error::db("find the next due job"))?;
+            let at: Option<i64> = row
+                .try_get(0)
+                .map_err($crate::error::db("find the next due job"))?;
+            Ok(at.map($crate::store::from_micros))
+        }
+
+        async fn dead(&self) -> Result<Vec<$crate::DeadJob>, $crate::QueueError> {
+            use sqlx::Row;
+            let rows = sqlx::query(&self.sql.dead)
+                .bind(&*self.queue)
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::error::db("list dead jobs"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok($crate::DeadJob {
+                        id: row.try_get(0)?,
+                        attempts: row.try_get::<i64, _>(1)? as u32,
+                        last_error: row.try_get(2)?,
+                        payload: $crate::sql::payload(row.try_get(3)?, row.try_get(4)?),
                     })
-                })()
-                .map_err($crate::error::db("count jobs"))
-            }
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err($crate::error::db("list dead jobs"))
+        }
 
-            async fn next_due(&self) -> Result<Option<std::time::SystemTime>, $crate::QueueError> {
-                use sqlx::Row;
-                let row = sqlx::query($sql.next_due)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err($crate::error::db("find the next due job"))?;
-                let at: Option<i64> = row
-                    .try_get(0)
-                    .map_err($crate::error::db("find the next due job"))?;
-                Ok(at.map($crate::store::from_micros))
-            }
-
-            async fn dead(&self) -> Result<Vec<$crate::DeadJob>, $crate::QueueError> {
-                use sqlx::Row;
-                let rows = sqlx::query($sql.dead)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err($crate::error::db("list dead jobs"))?;
-                rows.iter()
-                    .map(|row| {
-                        Ok($crate::DeadJob {
-                            id: row.try_get(0)?,
-                            attempts: row.try_get::<i64, _>(1)? as u32,
-                            last_error: row.try_get(2)?,
-                            payload: row.try_get(3)?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-                    .map_err($crate::error::db("list dead jobs"))
-            }
+        fn wakeups(&self) -> $crate::Wakeups {
+            self.wake.subscribe()
         }
     };
 }
 
-pub(crate) use impl_store;
+pub(crate) use shared_methods;

@@ -3,10 +3,37 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
 use crate::error::QueueError;
 
 /// A job's id in its store.
 pub type JobId = i64;
+
+/// A job as stored: JSON text (the default, readable in SQL, tolerant of a
+/// job type that gains a field with a serde default), or the bytes a
+/// worker receives (bincode: compact, but any change to the job type
+/// strands the jobs stored before it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// The job as JSON (`serde_json`).
+    Json(String),
+    /// The job encoded exactly as a worker receives it (bincode): jobs
+    /// stored before the queue kept JSON, jobs a worker posted that do not
+    /// decode as the queue's job type, and queues built with
+    /// [`JobFormat::Bincode`](crate::JobFormat::Bincode).
+    Bincode(Vec<u8>),
+}
+
+/// A job to add to a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// The job.
+    pub payload: Payload,
+    /// When it falls due.
+    pub run_at: SystemTime,
+}
 
 /// A job claimed by a runner: it holds a lease on it until `complete`,
 /// `retry` or `bury`, or until the lease runs out (then any runner may
@@ -15,8 +42,8 @@ pub type JobId = i64;
 pub struct Job {
     /// Its id.
     pub id: JobId,
-    /// The encoded job value, exactly as a worker receives it.
-    pub payload: Vec<u8>,
+    /// The stored job.
+    pub payload: Payload,
     /// How many times it has been claimed, this time included.
     pub attempts: u32,
 }
@@ -30,8 +57,8 @@ pub struct DeadJob {
     pub attempts: u32,
     /// The error of its last run.
     pub last_error: String,
-    /// The encoded job value.
-    pub payload: Vec<u8>,
+    /// The stored job.
+    pub payload: Payload,
 }
 
 /// How many jobs are in each state.
@@ -47,22 +74,36 @@ pub struct Stats {
     pub dead: u64,
 }
 
+/// A signal that changes whenever a job may have become due: pushed in
+/// this process, or (PostgreSQL) notified by another. Runners wait on it
+/// between polls.
+pub type Wakeups = watch::Receiver<u64>;
+
 /// Durable storage for jobs. SQLite ([`SqliteStore`]) and PostgreSQL
 /// ([`PgStore`]) implement it; every method is one short transaction.
 ///
 /// [`SqliteStore`]: crate::SqliteStore
 /// [`PgStore`]: crate::PgStore
-pub trait Store: Send + Sync + 'static {
-    /// Adds a job due at `run_at`.
-    fn push(
-        &self,
-        payload: &[u8],
-        run_at: SystemTime,
-    ) -> impl Future<Output = Result<JobId, QueueError>> + Send;
+pub trait Store: Clone + Send + Sync + 'static {
+    /// The database, whose connections (and transactions, which deref to
+    /// them) [`push_in`](Store::push_in) writes through.
+    type Database: sqlx::Database;
 
-    /// Claims up to `limit` due jobs (and jobs whose lease ran out) for
-    /// `owner`, for `lease`, oldest due first. Concurrent claimers never
-    /// get the same job while its lease holds.
+    /// Adds jobs, in one statement; their ids, in order.
+    fn push(&self, jobs: &[NewJob]) -> impl Future<Output = Result<Vec<JobId>, QueueError>> + Send;
+
+    /// Adds jobs through `conn`, a connection or transaction of the
+    /// caller's own on the same database: they exist if and only if what
+    /// `conn` does commits. Runners see them once committed.
+    fn push_in<'c>(
+        &'c self,
+        conn: &'c mut <Self::Database as sqlx::Database>::Connection,
+        jobs: &'c [NewJob],
+    ) -> impl Future<Output = Result<Vec<JobId>, QueueError>> + Send + 'c;
+
+    /// Claims up to `limit` due jobs for `owner`, for `lease`, highest
+    /// priority and oldest due first. Concurrent claimers never get the
+    /// same job while its lease holds.
     fn claim(
         &self,
         owner: &str,
@@ -70,13 +111,19 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
     ) -> impl Future<Output = Result<Vec<Job>, QueueError>> + Send;
 
-    /// Removes a job `owner` ran to completion. False if `owner` no longer
-    /// held it (its lease ran out and another took it).
+    /// Makes the jobs whose lease ran out due again (their runner died,
+    /// or lost them); how many.
+    fn reap(&self) -> impl Future<Output = Result<u64, QueueError>> + Send;
+
+    /// Removes jobs `owner` ran to completion, in one statement, and
+    /// counts them as completed. Returns the ids it still held (a job
+    /// whose lease ran out and that another runner took is not among
+    /// them).
     fn complete(
         &self,
-        id: JobId,
+        ids: &[JobId],
         owner: &str,
-    ) -> impl Future<Output = Result<bool, QueueError>> + Send;
+    ) -> impl Future<Output = Result<Vec<JobId>, QueueError>> + Send;
 
     /// Puts a failed job back, due at `run_at`, recording `error`.
     fn retry(
@@ -106,6 +153,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// The jobs that failed for good, oldest first.
     fn dead(&self) -> impl Future<Output = Result<Vec<DeadJob>, QueueError>> + Send;
+
+    /// The signal that a job may have become due.
+    fn wakeups(&self) -> Wakeups;
+
+    /// Feeds [`wakeups`](Store::wakeups) from the database, until `stop`,
+    /// if the database can tell (PostgreSQL's `LISTEN`); resolves at once
+    /// if it cannot (SQLite: only pushes in this process wake runners).
+    /// A listener that fails costs latency, never jobs: runners still poll.
+    fn listen(&self, stop: CancellationToken) -> impl Future<Output = ()> + Send;
 }
 
 /// Microseconds since the Unix epoch, as the stores keep times (a time
