@@ -174,6 +174,14 @@ impl PgStore {
         }
     }
 
+    /// The store's connections, for work of the caller's own on the same
+    /// database, such as a transaction to push jobs in
+    /// ([`JobQueue::push_in`](crate::JobQueue::push_in)); its search path
+    /// is the store's schema.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// The channel this store's pushes notify (`LISTEN` on it to hear of
     /// new jobs).
     pub fn channel(&self) -> &str {

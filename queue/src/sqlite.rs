@@ -133,6 +133,16 @@ impl SqliteStore {
         })
     }
 
+    /// The store's connection (one: SQLite has one writer), for work of
+    /// the caller's own on the same database, such as a transaction to
+    /// push jobs in ([`JobQueue::push_in`]). The runners wait while it
+    /// is held: keep such transactions short.
+    ///
+    /// [`JobQueue::push_in`]: crate::JobQueue::push_in
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Adds `jobs` through `conn`, in one statement.
     async fn push_on(
         &self,
