@@ -3,6 +3,7 @@
 //! ```text
 //! drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw]
 //! drover-bench --memory
+//! drover-bench --queue pg|sqlite
 //! ```
 //!
 //! Every run prints exactly one JSON line on stdout; everything else
@@ -33,6 +34,7 @@
 //! - `worker.rs`: the drover worker side of this binary.
 //! - `raw/`: the raw ceiling, its parent side and its child side.
 //! - `memory.rs`: the memory measurements.
+//! - `queue.rs`: the job queue workload.
 //! - `stats.rs`: latency percentiles and `/proc` readings.
 //! - `report.rs`: the JSON lines. `error.rs`: [`Error`].
 
@@ -41,6 +43,7 @@ mod echo;
 mod error;
 mod memory;
 mod payload;
+mod queue;
 mod raw;
 mod report;
 mod stats;
@@ -85,6 +88,10 @@ fn run_benchmark() -> Result<(), Error> {
                 }
                 Implementation::Raw => raw::parent::run(&options)?,
             };
+            report::print(&report)
+        }
+        Command::Queue(options) => {
+            let report = supervisor_runtime(2)?.block_on(queue::run(&options))?;
             report::print(&report)
         }
         Command::Memory => {

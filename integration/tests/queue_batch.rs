@@ -59,7 +59,10 @@ fn job(n: u32) -> NewJob {
 /// whose lease ran out completes nothing of the job another took, and a
 /// batch completes exactly the jobs its owner still holds.
 async fn batches_keep_the_lease_rules<S: Store>(store: S) {
-    let ids = store.push(&(0..15).map(job).collect::<Vec<_>>()).await.unwrap();
+    let ids = store
+        .push(&(0..15).map(job).collect::<Vec<_>>())
+        .await
+        .unwrap();
     let lease = Duration::from_millis(300);
     let a = store.claim("a", 10, lease).await.unwrap();
     assert_eq!(a.len(), 10, "one claim, many jobs");
@@ -86,7 +89,10 @@ async fn batches_keep_the_lease_rules<S: Store>(store: S) {
 
     // A batch of a's (lost) and one of b's: a completes nothing.
     let mixed: Vec<i64> = a.iter().map(|j| j.id).chain([b[0].id]).collect();
-    assert_eq!(store.complete(&mixed, "a").await.unwrap(), Vec::<i64>::new());
+    assert_eq!(
+        store.complete(&mixed, "a").await.unwrap(),
+        Vec::<i64>::new()
+    );
     // b completes its own and nothing else in the same batch.
     let done = store.complete(&mixed, "b").await.unwrap();
     assert_eq!(done, vec![b[0].id]);

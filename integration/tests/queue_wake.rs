@@ -84,7 +84,10 @@ async fn a_dropped_listener_costs_latency_never_jobs() {
         // Pushed while nobody listens: found by the poll (or by the
         // listener once it is back).
         let ids = elsewhere
-            .push_many(&[Cmd::Echo(format!("{round} a")), Cmd::Echo(format!("{round} b"))])
+            .push_many(&[
+                Cmd::Echo(format!("{round} a")),
+                Cmd::Echo(format!("{round} b")),
+            ])
             .await
             .unwrap();
         assert_eq!(ids.len(), 2);
