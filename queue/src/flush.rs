@@ -32,7 +32,11 @@ pub(crate) async fn flush<S: Store, J: JobValue>(
     while answers.recv_many(&mut batch, MAX_BATCH).await > 0 {
         ids.clear();
         ids.extend(batch.iter().map(|done| done.id));
-        match inner.store.complete(&ids, &owner).await {
+        let completed = inner.store.complete(&ids, &owner).await;
+        if let Ok(held) = &completed {
+            crate::metrics::finished(inner.store.queue(), "completed", held.len() as u64);
+        }
+        match completed {
             Ok(held) if held.len() == ids.len() => {}
             Ok(held) => tracing::warn!(
                 lost = ids.len() - held.len(),

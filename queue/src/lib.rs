@@ -44,6 +44,7 @@ mod encode;
 mod error;
 mod flush;
 mod idle;
+mod metrics;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
 #[cfg(feature = "postgres")]
@@ -62,4 +63,6 @@ pub use postgres::{PgStore, PgStoreBuilder};
 pub use runner::{JobQueue, JobValue, Runner};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteStore, SqliteStoreBuilder, SqliteSynchronous};
-pub use store::{DeadJob, Job, JobId, NewJob, Payload, Stats, Store, Wakeups};
+pub use store::{
+    DeadJob, Finished, Job, JobId, JobInfo, JobState, NewJob, Payload, Stats, Store, Wakeups,
+};

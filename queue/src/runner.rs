@@ -18,7 +18,7 @@ use crate::builder::{JobQueueBuilder, Settings};
 use crate::encode;
 use crate::error::QueueError;
 use crate::idle::{ActivityTx, Claim, DueJobs, Idle, RunningJob};
-use crate::store::{DeadJob, Job, JobId, NewJob, Stats, Store};
+use crate::store::{DeadJob, Finished, Job, JobId, JobInfo, JobState, NewJob, Stats, Store};
 
 /// A durable job queue, run at least once by a drover pool.
 ///
@@ -306,6 +306,84 @@ impl<S: Store, J: JobValue> JobQueue<S, J> {
         self.inner.store.dead().await
     }
 
+    /// Up to `limit` jobs in `state`, oldest first: what an operator looks
+    /// at.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`].
+    pub async fn list(&self, state: JobState, limit: usize) -> Result<Vec<JobInfo>, QueueError> {
+        self.inner.store.list(state, limit).await
+    }
+
+    /// Makes a dead job due now, with a fresh set of attempts (its last
+    /// error kept until it runs). False if it is not dead.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`].
+    pub async fn retry_dead(&self, id: JobId) -> Result<bool, QueueError> {
+        self.inner.store.retry_dead(id).await
+    }
+
+    /// Makes a waiting job (a timer, a retry waiting out its back-off) due
+    /// now. False if it is not waiting: due already, running, dead, gone.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`].
+    pub async fn requeue(&self, id: JobId) -> Result<bool, QueueError> {
+        self.inner.store.requeue(id).await
+    }
+
+    /// Deletes every job of the queue, running ones included (their
+    /// runners' completions then find nothing), and its counts of
+    /// finished jobs: for tests and scratch queues. How many it deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`].
+    pub async fn purge(&self) -> Result<u64, QueueError> {
+        self.inner.store.purge().await
+    }
+
+    /// How many jobs have finished: completed and cancelled, apart.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`].
+    pub async fn finished(&self) -> Result<Finished, QueueError> {
+        self.inner.store.finished().await
+    }
+
+    /// Resolves once the queue holds no job that is ready, waiting or
+    /// running (dead jobs stay, and do not count), whichever runners run
+    /// it. It asks the store at each push in this process, and at least
+    /// every 50 ms (or the poll interval, if shorter).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`] if the store cannot be read.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn until_empty(&self) -> Result<(), QueueError> {
+        let mut wakeups = self.inner.store.wakeups();
+        let every = self.inner.settings.poll.min(Duration::from_millis(50));
+        loop {
+            wakeups.borrow_and_update();
+            let stats = self.inner.store.stats().await?;
+            if stats.ready == 0 && stats.scheduled == 0 && stats.running == 0 {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = wakeups.changed() => {}
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
     /// Starts running due jobs on `pool` until [`Runner::stop`]. Several
     /// runners (in this process or others, on a shared store) may run one
     /// queue, but start one per pool: the runner also stores the jobs its
@@ -457,6 +535,7 @@ async fn run<S: Store, J: JobValue>(
                 Err(e) => tracing::error!("job queue: {e}"),
             }
             reaped = Some(tokio::time::Instant::now());
+            crate::metrics::gauges(&inner.store).await;
         }
         // A push from now on wakes the wait below, even one made while
         // the claim runs.
@@ -587,7 +666,9 @@ async fn run_job<S: Store, J: JobValue>(
     };
     // End the request before the lease, so a live runner keeps its jobs.
     let timeout = settings.lease.mul_f64(0.9);
+    let sent = std::time::Instant::now();
     let outcome = pool.request_bytes(payload).timeout(timeout).send().await;
+    crate::metrics::ran(inner.store.queue(), sent.elapsed());
     let error = match outcome {
         Ok(answer) => {
             let done = Answered {
@@ -615,6 +696,7 @@ async fn run_job<S: Store, J: JobValue>(
             attempts = job.attempts,
             "job failed for good: {text}"
         );
+        crate::metrics::finished(inner.store.queue(), "dead", 1);
         inner.store.bury(job.id, owner, &text).await
     } else {
         let delay = backoff(settings, job.attempts);
@@ -624,6 +706,7 @@ async fn run_job<S: Store, J: JobValue>(
             ?delay,
             "job failed, will retry: {text}"
         );
+        crate::metrics::finished(inner.store.queue(), "retried", 1);
         inner
             .store
             .retry(job.id, owner, SystemTime::now() + delay, &text)

@@ -19,6 +19,12 @@ pub(crate) struct Statements {
     pub(crate) stats: String,
     pub(crate) next_due: String,
     pub(crate) dead: String,
+    pub(crate) list: String,
+    pub(crate) retry_dead: String,
+    pub(crate) requeue: String,
+    pub(crate) purge_jobs: String,
+    pub(crate) purge_counts: String,
+    pub(crate) finished: String,
 }
 
 /// Fills in `{t}` (the jobs table) and `{c}` (the counts table), each
@@ -47,6 +53,19 @@ const STATS: &str = "SELECT
     (SELECT COUNT(*) FROM {t} WHERE state = 'ready' AND queue = $2 AND run_at > $1),
     (SELECT COUNT(*) FROM {t} WHERE state = 'running' AND queue = $2),
     (SELECT COUNT(*) FROM {t} WHERE state = 'dead' AND queue = $2)";
+const LIST: &str = "SELECT id, state, attempts, run_at, last_error, payload, {args} FROM {t}
+    WHERE queue = $1 AND CASE $3
+        WHEN 'ready' THEN state = 'ready' AND run_at <= $4
+        WHEN 'scheduled' THEN state = 'ready' AND run_at > $4
+        ELSE state = $3 END
+    ORDER BY id LIMIT $2";
+const RETRY_DEAD: &str = "UPDATE {t} SET state = 'ready', run_at = $2, attempts = 0
+    WHERE id = $1 AND state = 'dead'";
+const REQUEUE: &str =
+    "UPDATE {t} SET run_at = $2 WHERE id = $1 AND state = 'ready' AND run_at > $2";
+const PURGE_JOBS: &str = "DELETE FROM {t} WHERE queue = $1";
+const PURGE_COUNTS: &str = "DELETE FROM {c} WHERE queue = $1";
+const FINISHED: &str = "SELECT completed, cancelled FROM {c} WHERE queue = $1";
 const NEXT_DUE: &str = "SELECT MIN(run_at) FROM {t} WHERE state = 'ready' AND queue = $1";
 
 #[cfg(feature = "sqlite")]
@@ -90,6 +109,12 @@ pub(crate) fn sqlite() -> Statements {
              WHERE state = 'dead' AND queue = $1 ORDER BY id",
             p,
         ),
+        list: fill(&LIST.replace("{args}", "args"), p),
+        retry_dead: fill(RETRY_DEAD, p),
+        requeue: fill(REQUEUE, p),
+        purge_jobs: fill(PURGE_JOBS, p),
+        purge_counts: fill(PURGE_COUNTS, p),
+        finished: fill(FINISHED, p),
     }
 }
 
@@ -161,6 +186,12 @@ pub(crate) fn postgres(schema: &str) -> Statements {
              WHERE state = 'dead' AND queue = $1 ORDER BY id",
             p,
         ),
+        list: fill(&LIST.replace("{args}", "args::text"), p),
+        retry_dead: fill(RETRY_DEAD, p),
+        requeue: fill(REQUEUE, p),
+        purge_jobs: fill(PURGE_JOBS, p),
+        purge_counts: fill(PURGE_COUNTS, p),
+        finished: fill(FINISHED, p),
     }
 }
 
@@ -303,6 +334,104 @@ macro_rules! shared_methods {
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
                 .map_err($crate::error::db("list dead jobs"))
+        }
+
+        async fn list(
+            &self,
+            state: $crate::JobState,
+            limit: usize,
+        ) -> Result<Vec<$crate::JobInfo>, $crate::QueueError> {
+            use sqlx::Row;
+            let rows = sqlx::query(&self.sql.list)
+                .bind(&*self.queue)
+                .bind(limit.min(i64::MAX as usize) as i64)
+                .bind(state.name())
+                .bind($crate::store::micros(std::time::SystemTime::now()))
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::error::db("list jobs"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok($crate::JobInfo {
+                        id: row.try_get(0)?,
+                        state,
+                        attempts: row.try_get::<i64, _>(2)? as u32,
+                        run_at: $crate::store::from_micros(row.try_get(3)?),
+                        last_error: row.try_get(4)?,
+                        payload: $crate::sql::payload(row.try_get(5)?, row.try_get(6)?),
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err($crate::error::db("list jobs"))
+        }
+
+        async fn retry_dead(&self, id: $crate::JobId) -> Result<bool, $crate::QueueError> {
+            let done = sqlx::query(&self.sql.retry_dead)
+                .bind(id)
+                .bind($crate::store::micros(std::time::SystemTime::now()))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::error::db("retry a dead job"))?;
+            if done.rows_affected() == 1 {
+                self.wake.send_modify(|n| *n += 1);
+            }
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn requeue(&self, id: $crate::JobId) -> Result<bool, $crate::QueueError> {
+            let done = sqlx::query(&self.sql.requeue)
+                .bind(id)
+                .bind($crate::store::micros(std::time::SystemTime::now()))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::error::db("requeue a job"))?;
+            if done.rows_affected() == 1 {
+                self.wake.send_modify(|n| *n += 1);
+            }
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn purge(&self) -> Result<u64, $crate::QueueError> {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err($crate::error::db("purge jobs"))?;
+            let gone = sqlx::query(&self.sql.purge_jobs)
+                .bind(&*self.queue)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::error::db("purge jobs"))?;
+            sqlx::query(&self.sql.purge_counts)
+                .bind(&*self.queue)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::error::db("purge jobs"))?;
+            tx.commit().await.map_err($crate::error::db("purge jobs"))?;
+            Ok(gone.rows_affected())
+        }
+
+        async fn finished(&self) -> Result<$crate::Finished, $crate::QueueError> {
+            use sqlx::Row;
+            let row = sqlx::query(&self.sql.finished)
+                .bind(&*self.queue)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::error::db("count finished jobs"))?;
+            let Some(row) = row else {
+                return Ok($crate::Finished::default());
+            };
+            (|| {
+                Ok($crate::Finished {
+                    completed: row.try_get::<i64, _>(0)? as u64,
+                    cancelled: row.try_get::<i64, _>(1)? as u64,
+                })
+            })()
+            .map_err($crate::error::db("count finished jobs"))
+        }
+
+        fn queue(&self) -> &str {
+            &self.queue
         }
 
         fn wakeups(&self) -> $crate::Wakeups {

@@ -74,6 +74,59 @@ pub struct Stats {
     pub dead: u64,
 }
 
+/// A job's state, as [`JobQueue::list`](crate::JobQueue::list) selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Due now, waiting for a runner.
+    Ready,
+    /// Due later (a timer, or a retry waiting out its back-off).
+    Scheduled,
+    /// Claimed by a runner.
+    Running,
+    /// Failed for good.
+    Dead,
+}
+
+impl JobState {
+    /// Its name in the store's `state` column (`scheduled` is a `ready`
+    /// job not yet due).
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Ready => "ready",
+            JobState::Scheduled => "scheduled",
+            JobState::Running => "running",
+            JobState::Dead => "dead",
+        }
+    }
+}
+
+/// A job as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInfo {
+    /// Its id.
+    pub id: JobId,
+    /// Its state.
+    pub state: JobState,
+    /// How many times it has been claimed.
+    pub attempts: u32,
+    /// When it is (or was) due.
+    pub run_at: SystemTime,
+    /// The error of its last failed run, if any.
+    pub last_error: Option<String>,
+    /// The stored job.
+    pub payload: Payload,
+}
+
+/// How many jobs of a queue have finished, since the store was made (or
+/// last purged): kept apart, since both leave the table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Finished {
+    /// Run to completion (a worker answered).
+    pub completed: u64,
+    /// Cancelled (deleted) before they ran, or deleted dead.
+    pub cancelled: u64,
+}
+
 /// A signal that changes whenever a job may have become due: pushed in
 /// this process, or (PostgreSQL) notified by another. Runners wait on it
 /// between polls.
@@ -153,6 +206,31 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// The jobs that failed for good, oldest first.
     fn dead(&self) -> impl Future<Output = Result<Vec<DeadJob>, QueueError>> + Send;
+
+    /// Up to `limit` jobs in `state`, oldest first.
+    fn list(
+        &self,
+        state: JobState,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<JobInfo>, QueueError>> + Send;
+
+    /// Makes a dead job due now, with its attempts back to 0 (its last
+    /// error kept). False if it is not dead.
+    fn retry_dead(&self, id: JobId) -> impl Future<Output = Result<bool, QueueError>> + Send;
+
+    /// Makes a waiting job (a timer, a retry in its back-off) due now.
+    /// False if it is not waiting (running, dead or gone).
+    fn requeue(&self, id: JobId) -> impl Future<Output = Result<bool, QueueError>> + Send;
+
+    /// Deletes every job of the queue, running ones too, and its counts of
+    /// finished jobs: for tests. How many jobs it deleted.
+    fn purge(&self) -> impl Future<Output = Result<u64, QueueError>> + Send;
+
+    /// How many jobs finished, completed and cancelled apart.
+    fn finished(&self) -> impl Future<Output = Result<Finished, QueueError>> + Send;
+
+    /// The name of the queue this store holds (`default`).
+    fn queue(&self) -> &str;
 
     /// The signal that a job may have become due.
     fn wakeups(&self) -> Wakeups;
