@@ -119,3 +119,65 @@ async fn postgres_batches_keep_the_lease_rules() {
     batches_keep_the_lease_rules(store).await;
     schema.drop_now().await;
 }
+
+/// A runner's process killed (SIGKILL) while it claims and completes in
+/// batches: every job is either completed or still stored (nothing
+/// lost); a second runner runs exactly the jobs left, the ones the dead
+/// runner held only once their leases ran out (nothing completed runs
+/// twice), and each job ends completed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_mid_batch_loses_nothing_and_repeats_only_expired_leases() {
+    const N: u64 = 3000;
+    let path = temp_db("batch-sigkill");
+    let queue = JobQueue::<_, Cmd>::builder(SqliteStore::open(&path).await.unwrap())
+        .poll_interval(Duration::from_millis(50))
+        .build();
+    let jobs: Vec<Cmd> = (0..N).map(|i| Cmd::SlowEcho(format!("{i}"), 1)).collect();
+    queue.push_many(&jobs).await.unwrap();
+
+    let mut first = common::KillOnDrop(
+        std::process::Command::new(common::WORKER)
+            .args(["--queue-batches", path.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let line = common::first_line(&mut first.0).await;
+    assert_eq!(line.trim(), "draining");
+    first.0.kill().unwrap(); // SIGKILL, mid-stream
+    first.0.wait().unwrap();
+
+    let stats = queue.stats().await.unwrap();
+    let done = queue.finished().await.unwrap().completed;
+    assert!(done >= N / 10, "completed before the kill: {done}");
+    assert_eq!(
+        done + stats.ready + stats.running,
+        N,
+        "every job completed or still stored: {stats:?}, {done} completed"
+    );
+    assert_eq!(stats.dead, 0);
+    assert!(stats.running > 0, "killed with no job held: {stats:?}");
+    let held = queue
+        .list(drover::queue::JobState::Running, N as usize)
+        .await
+        .unwrap();
+    assert_eq!(held.len() as u64, stats.running);
+    assert!(held.iter().all(|j| j.attempts == 1));
+
+    // A second runner: the held jobs wait out their leases, then run.
+    let pool = within(LIMIT, "spawn", pool(2).max_concurrency(8).spawn())
+        .await
+        .unwrap();
+    let runner = queue.start(pool.clone());
+    within(LIMIT, "the queue to empty", queue.until_empty())
+        .await
+        .unwrap();
+    within(LIMIT, "stop", runner.stop()).await;
+    assert_eq!(
+        served(&pool),
+        stats.ready + stats.running,
+        "only the jobs left ran: none completed before ran again"
+    );
+    assert_eq!(queue.finished().await.unwrap().completed, N);
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
