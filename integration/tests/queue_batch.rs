@@ -48,10 +48,10 @@ async fn postgres_push_many_stores_all_and_each_runs_once() {
 }
 
 fn job(n: u32) -> NewJob {
-    NewJob {
-        payload: Payload::Json(format!("{{\"Echo\":\"{n}\"}}")),
-        run_at: std::time::SystemTime::now(),
-    }
+    NewJob::new(
+        Payload::Json(format!("{{\"Echo\":\"{n}\"}}")),
+        std::time::SystemTime::now(),
+    )
 }
 
 /// Claims and completions in batches keep the lease rules: a claim takes

@@ -34,6 +34,7 @@ pub(crate) struct Settings {
     pub(crate) max_running: usize,
     pub(crate) poll: Duration,
     pub(crate) format: JobFormat,
+    pub(crate) accept_posted: bool,
 }
 
 impl Default for Settings {
@@ -46,6 +47,7 @@ impl Default for Settings {
             max_running: 64,
             poll: Duration::from_secs(1),
             format: JobFormat::Json,
+            accept_posted: true,
         }
     }
 }
@@ -150,6 +152,15 @@ impl<S: Store, J: JobValue> JobQueueBuilder<S, J> {
     /// this time.
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.settings.poll = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Whether this queue's runners store the jobs their pool's workers
+    /// post (`Worker::post_job`; default true). A pool running several
+    /// named queues should let one of them take posted jobs: each that
+    /// does stores every posted job once.
+    pub fn accept_posted(mut self, yes: bool) -> Self {
+        self.settings.accept_posted = yes;
         self
     }
 

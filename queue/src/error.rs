@@ -29,6 +29,13 @@ pub enum QueueError {
         /// How long the caller waited.
         waited: std::time::Duration,
     },
+    /// A unique key's pending job kept finishing and being replaced while
+    /// a push tried to store or find one (three times).
+    #[error("unique key {key:?}: its pending job kept changing; push again")]
+    Contended {
+        /// The key.
+        key: String,
+    },
     /// A job value would not encode for the worker (bincode).
     #[error(transparent)]
     Encode(#[from] ValueError),

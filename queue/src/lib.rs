@@ -47,6 +47,7 @@ mod idle;
 mod metrics;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
+mod options;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod runner;
@@ -58,6 +59,7 @@ mod store;
 
 pub use builder::{JobFormat, JobQueueBuilder};
 pub use error::QueueError;
+pub use options::{Enqueue, Pushed};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgStore, PgStoreBuilder};
 pub use runner::{JobQueue, JobValue, Runner};

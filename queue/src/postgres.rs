@@ -174,6 +174,16 @@ impl PgStore {
         }
     }
 
+    /// A handle on the queue named `name` in the same tables: the same
+    /// connections and wake-ups, its own jobs (a runner of one named queue
+    /// never takes another's). Queues are made by using them.
+    pub fn named(&self, name: &str) -> PgStore {
+        PgStore {
+            queue: name.into(),
+            ..self.clone()
+        }
+    }
+
     /// The store's connections, for work of the caller's own on the same
     /// database, such as a transaction to push jobs in
     /// ([`JobQueue::push_in`](crate::JobQueue::push_in)); its search path
@@ -196,7 +206,11 @@ impl PgStore {
         let mut bytes: Vec<Option<&[u8]>> = Vec::with_capacity(jobs.len());
         let mut json: Vec<Option<&str>> = Vec::with_capacity(jobs.len());
         let mut due: Vec<i64> = Vec::with_capacity(jobs.len());
+        let mut priority: Vec<i32> = Vec::with_capacity(jobs.len());
+        let mut unique: Vec<Option<&str>> = Vec::with_capacity(jobs.len());
         for job in jobs {
+            priority.push(job.priority);
+            unique.push(job.unique_key.as_deref());
             match &job.payload {
                 Payload::Json(text) => {
                     bytes.push(None);
@@ -216,6 +230,8 @@ impl PgStore {
             .bind(micros(SystemTime::now()))
             .bind(&*self.queue)
             .bind(&*self.channel)
+            .bind(priority)
+            .bind(unique)
             .fetch_all(conn)
             .await
             .map_err(db("add jobs"))?;

@@ -18,6 +18,7 @@ use crate::builder::{JobQueueBuilder, Settings};
 use crate::encode;
 use crate::error::QueueError;
 use crate::idle::{ActivityTx, Claim, DueJobs, Idle, RunningJob};
+use crate::options::{Enqueue, Pushed};
 use crate::store::{DeadJob, Finished, Job, JobId, JobInfo, JobState, NewJob, Stats, Store};
 
 /// A durable job queue, run at least once by a drover pool.
@@ -176,6 +177,39 @@ impl<S: Store, J: JobValue> JobQueue<S, J> {
         Ok(ids[0])
     }
 
+    /// Adds a job with options of its own: due time, priority, unique key
+    /// (see [`Enqueue`]); says whether it was stored or a pending job
+    /// held its key.
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](JobQueue::push).
+    pub async fn push_with(&self, job: &J, options: Enqueue) -> Result<Pushed, QueueError> {
+        let mut new = self.new_job(job, options.run_at.unwrap_or_else(SystemTime::now))?;
+        new.priority = options.priority;
+        new.unique_key = options.unique_key;
+        // A pending job with the key may finish between the insert that
+        // found it and the look for its id: then the key is free, try again.
+        for _ in 0..3 {
+            if let Some(&id) = self
+                .inner
+                .store
+                .push(std::slice::from_ref(&new))
+                .await?
+                .first()
+            {
+                return Ok(Pushed::New(id));
+            }
+            let key = new.unique_key.as_deref().unwrap_or_default();
+            if let Some(id) = self.inner.store.find_unique(key).await? {
+                return Ok(Pushed::Duplicate(id));
+            }
+        }
+        Err(QueueError::Contended {
+            key: new.unique_key.unwrap_or_default(),
+        })
+    }
+
     /// Adds `jobs`, due now, in one statement: all of them or (on an
     /// error) none. Their ids, in order.
     ///
@@ -245,10 +279,10 @@ impl<S: Store, J: JobValue> JobQueue<S, J> {
     }
 
     fn new_job(&self, job: &J, run_at: SystemTime) -> Result<NewJob, QueueError> {
-        Ok(NewJob {
-            payload: encode::store(job, self.inner.settings.format)?,
+        Ok(NewJob::new(
+            encode::store(job, self.inner.settings.format)?,
             run_at,
-        })
+        ))
     }
 
     /// Adds a job, due now, and waits up to `within` for its answer: the
@@ -394,8 +428,10 @@ impl<S: Store, J: JobValue> JobQueue<S, J> {
         let tracker = TaskTracker::new();
         let owner = format!("{}:{}", std::process::id(), uuid::Uuid::new_v4());
         let (catch_up, catch_up_rx) = mpsc::channel(16);
-        let posted = accept_posted(self.clone(), pool.events(), catch_up_rx, stop.clone());
-        tracker.spawn(posted);
+        if self.inner.settings.accept_posted {
+            let posted = accept_posted(self.clone(), pool.events(), catch_up_rx, stop.clone());
+            tracker.spawn(posted);
+        }
         let store = self.inner.store.clone();
         let listening = stop.clone();
         tracker.spawn(async move { store.listen(listening).await });
@@ -633,10 +669,7 @@ async fn accept_posted<S: Store, J: JobValue>(
         } else {
             timestamp_from_micros(due)
         };
-        let job = NewJob {
-            payload: encode::posted::<J>(job, queue.inner.settings.format),
-            run_at: at,
-        };
+        let job = NewJob::new(encode::posted::<J>(job, queue.inner.settings.format), at);
         if let Err(e) = queue.inner.store.push(std::slice::from_ref(&job)).await {
             tracing::error!(pid = posted.pid, "cannot store a job a worker posted: {e}");
         }

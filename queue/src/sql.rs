@@ -25,6 +25,7 @@ pub(crate) struct Statements {
     pub(crate) purge_jobs: String,
     pub(crate) purge_counts: String,
     pub(crate) finished: String,
+    pub(crate) find_unique: String,
 }
 
 /// Fills in `{t}` (the jobs table) and `{c}` (the counts table), each
@@ -66,17 +67,22 @@ const REQUEUE: &str =
 const PURGE_JOBS: &str = "DELETE FROM {t} WHERE queue = $1";
 const PURGE_COUNTS: &str = "DELETE FROM {c} WHERE queue = $1";
 const FINISHED: &str = "SELECT completed, cancelled FROM {c} WHERE queue = $1";
+const FIND_UNIQUE: &str = "SELECT id FROM {t}
+    WHERE queue = $1 AND unique_key = $2 AND state IN ('ready', 'running')";
 const NEXT_DUE: &str = "SELECT MIN(run_at) FROM {t} WHERE state = 'ready' AND queue = $1";
 
 #[cfg(feature = "sqlite")]
 pub(crate) fn sqlite() -> Statements {
     let p = "";
     Statements {
-        // One JSON array of jobs, each {"p": hex bytes} or {"a": JSON}.
+        // One JSON array of jobs, each {"p": hex bytes} or {"a": JSON},
+        // with its due time, priority and unique key.
         push: fill(
-            "INSERT INTO {t} (payload, args, run_at, created_at, queue)
-             SELECT unhex(value ->> '$.p'), value -> '$.a', value ->> '$.r', $2, $3
-             FROM json_each($1) ORDER BY key
+            "INSERT INTO {t} (payload, args, run_at, created_at, queue, priority, unique_key)
+             SELECT unhex(value ->> '$.p'), value -> '$.a', value ->> '$.r', $2, $3,
+                    value ->> '$.q', value ->> '$.u'
+             FROM json_each($1) WHERE true ORDER BY key
+             ON CONFLICT DO NOTHING
              RETURNING id",
             p,
         ),
@@ -115,6 +121,7 @@ pub(crate) fn sqlite() -> Statements {
         purge_jobs: fill(PURGE_JOBS, p),
         purge_counts: fill(PURGE_COUNTS, p),
         finished: fill(FINISHED, p),
+        find_unique: fill(FIND_UNIQUE, p),
     }
 }
 
@@ -136,10 +143,12 @@ pub(crate) fn postgres(schema: &str) -> Statements {
         // listening hear once the statement's transaction commits.
         push: fill(
             "WITH ins AS (
-                INSERT INTO {t} (payload, args, run_at, created_at, queue)
-                SELECT j.p, j.a::jsonb, j.r, $4, $5
-                FROM UNNEST($1::bytea[], $2::text[], $3::bigint[]) WITH ORDINALITY AS j(p, a, r, n)
+                INSERT INTO {t} (payload, args, run_at, created_at, queue, priority, unique_key)
+                SELECT j.p, j.a::jsonb, j.r, $4, $5, j.q, j.u
+                FROM UNNEST($1::bytea[], $2::text[], $3::bigint[], $7::int[], $8::text[])
+                    WITH ORDINALITY AS j(p, a, r, q, u, n)
                 ORDER BY j.n
+                ON CONFLICT DO NOTHING
                 RETURNING id)
              SELECT ins.id FROM ins CROSS JOIN (SELECT pg_notify($6, '')) AS n",
             p,
@@ -192,6 +201,7 @@ pub(crate) fn postgres(schema: &str) -> Statements {
         purge_jobs: fill(PURGE_JOBS, p),
         purge_counts: fill(PURGE_COUNTS, p),
         finished: fill(FINISHED, p),
+        find_unique: fill(FIND_UNIQUE, p),
     }
 }
 
@@ -432,6 +442,18 @@ macro_rules! shared_methods {
 
         fn queue(&self) -> &str {
             &self.queue
+        }
+
+        async fn find_unique(
+            &self,
+            key: &str,
+        ) -> Result<Option<$crate::JobId>, $crate::QueueError> {
+            sqlx::query_scalar(&self.sql.find_unique)
+                .bind(&*self.queue)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::error::db("find a unique job"))
         }
 
         fn wakeups(&self) -> $crate::Wakeups {

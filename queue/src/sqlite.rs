@@ -133,6 +133,16 @@ impl SqliteStore {
         })
     }
 
+    /// A handle on the queue named `name` in the same file: the same
+    /// connection and wake-ups, its own jobs (a runner of one named queue
+    /// never takes another's). Queues are made by using them.
+    pub fn named(&self, name: &str) -> SqliteStore {
+        SqliteStore {
+            queue: name.into(),
+            ..self.clone()
+        }
+    }
+
     /// The store's connection (one: SQLite has one writer), for work of
     /// the caller's own on the same database, such as a transaction to
     /// push jobs in ([`JobQueue::push_in`]). The runners wait while it
@@ -169,17 +179,22 @@ fn json_array(jobs: &[NewJob]) -> String {
         if i > 0 {
             out.push(',');
         }
+        let _ = write!(out, "{{\"r\":{},\"q\":{}", micros(job.run_at), job.priority);
+        if let Some(key) = &job.unique_key {
+            let key = serde_json::to_string(key).unwrap_or_default();
+            let _ = write!(out, ",\"u\":{key}");
+        }
         match &job.payload {
             // Valid JSON already: serde_json wrote it.
             Payload::Json(json) => {
-                let _ = write!(out, "{{\"a\":{json},\"r\":{}}}", micros(job.run_at));
+                let _ = write!(out, ",\"a\":{json}}}");
             }
             Payload::Bincode(bytes) => {
-                out.push_str("{\"p\":\"");
+                out.push_str(",\"p\":\"");
                 for b in bytes {
                     let _ = write!(out, "{b:02x}");
                 }
-                let _ = write!(out, "\",\"r\":{}}}", micros(job.run_at));
+                out.push_str("\"}");
             }
         }
     }

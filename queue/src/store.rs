@@ -33,6 +33,23 @@ pub struct NewJob {
     pub payload: Payload,
     /// When it falls due.
     pub run_at: SystemTime,
+    /// Higher runs first among due jobs (default 0).
+    pub priority: i32,
+    /// A key no other pending (ready, waiting or running) job of the
+    /// queue has: a push whose key is taken stores nothing.
+    pub unique_key: Option<String>,
+}
+
+impl NewJob {
+    /// A job due at `run_at`, of priority 0, with no unique key.
+    pub fn new(payload: Payload, run_at: SystemTime) -> NewJob {
+        NewJob {
+            payload,
+            run_at,
+            priority: 0,
+            unique_key: None,
+        }
+    }
 }
 
 /// A job claimed by a runner: it holds a lease on it until `complete`,
@@ -142,7 +159,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// them) [`push_in`](Store::push_in) writes through.
     type Database: sqlx::Database;
 
-    /// Adds jobs, in one statement; their ids, in order.
+    /// Adds jobs, in one statement; the ids of those stored, in order (a
+    /// job whose unique key a pending job holds is not stored).
     fn push(&self, jobs: &[NewJob]) -> impl Future<Output = Result<Vec<JobId>, QueueError>> + Send;
 
     /// Adds jobs through `conn`, a connection or transaction of the
@@ -229,8 +247,16 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// How many jobs finished, completed and cancelled apart.
     fn finished(&self) -> impl Future<Output = Result<Finished, QueueError>> + Send;
 
-    /// The name of the queue this store holds (`default`).
+    /// The name of the queue this store holds (`default`, or the name
+    /// given to the stores' `named`).
     fn queue(&self) -> &str;
+
+    /// The id of the pending (ready, waiting or running) job holding
+    /// `key`, if any.
+    fn find_unique(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<JobId>, QueueError>> + Send;
 
     /// The signal that a job may have become due.
     fn wakeups(&self) -> Wakeups;
