@@ -36,6 +36,14 @@ pub enum QueueError {
         /// The key.
         key: String,
     },
+    /// A periodic job's cron expression does not parse, or never fires.
+    #[error("cron expression {expr:?}: {reason}")]
+    Cron {
+        /// The expression.
+        expr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A job value would not encode for the worker (bincode).
     #[error(transparent)]
     Encode(#[from] ValueError),

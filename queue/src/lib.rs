@@ -48,6 +48,7 @@ mod metrics;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
 mod options;
+mod periodic;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod runner;
@@ -66,5 +67,6 @@ pub use runner::{JobQueue, JobValue, Runner};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteStore, SqliteStoreBuilder, SqliteSynchronous};
 pub use store::{
-    DeadJob, Finished, Job, JobId, JobInfo, JobState, NewJob, Payload, Stats, Store, Wakeups,
+    DeadJob, Finished, Job, JobId, JobInfo, JobState, NewJob, Payload, Periodic, Stats, Store,
+    Wakeups,
 };

@@ -38,6 +38,11 @@ pub(crate) const SQLITE: Files = &[
         "drover jobs json queues",
         include_str!("../migrations/sqlite/20261201000002_drover_jobs_json_queues.sql"),
     ),
+    (
+        20261201000003,
+        "drover periodic",
+        include_str!("../migrations/sqlite/20261201000003_drover_periodic.sql"),
+    ),
 ];
 
 #[cfg(feature = "postgres")]
@@ -51,6 +56,11 @@ pub(crate) const POSTGRES: Files = &[
         20261201000002,
         "drover jobs json queues",
         include_str!("../migrations/postgres/20261201000002_drover_jobs_json_queues.sql"),
+    ),
+    (
+        20261201000003,
+        "drover periodic",
+        include_str!("../migrations/postgres/20261201000003_drover_periodic.sql"),
     ),
 ];
 

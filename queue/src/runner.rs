@@ -19,7 +19,9 @@ use crate::encode;
 use crate::error::QueueError;
 use crate::idle::{ActivityTx, Claim, DueJobs, Idle, RunningJob};
 use crate::options::{Enqueue, Pushed};
-use crate::store::{DeadJob, Finished, Job, JobId, JobInfo, JobState, NewJob, Stats, Store};
+use crate::store::{
+    DeadJob, Finished, Job, JobId, JobInfo, JobState, NewJob, Periodic, Stats, Store,
+};
 
 /// A durable job queue, run at least once by a drover pool.
 ///
@@ -418,6 +420,60 @@ impl<S: Store, J: JobValue> JobQueue<S, J> {
         }
     }
 
+    /// Adds (or replaces) the periodic job `name`: `job` pushed at each
+    /// tick of `cron` (five fields, `min hour day month weekday`, or six
+    /// with seconds first; in UTC). Kept in the store: it survives
+    /// restarts, and however many runners share the queue, each tick
+    /// pushes one job (fired within a poll interval of its time; ticks
+    /// missed while no runner ran are fired once). Replaced with the same
+    /// expression, it keeps its next tick.
+    ///
+    /// ```no_run
+    /// # async fn run(queue: drover_queue::JobQueue<drover_queue::SqliteStore, String>) -> Result<(), drover_queue::QueueError> {
+    /// queue.schedule("nightly report", "0 3 * * *", &"report".to_string()).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Cron`] naming an expression that does not parse or
+    /// never fires; as [`push`](JobQueue::push) otherwise.
+    pub async fn schedule(&self, name: &str, cron: &str, job: &J) -> Result<(), QueueError> {
+        let parsed = crate::periodic::parse(cron)?;
+        let next_run =
+            crate::periodic::next_after(&parsed, SystemTime::now()).ok_or_else(|| {
+                QueueError::Cron {
+                    expr: cron.to_owned(),
+                    reason: "it has no tick after now".to_owned(),
+                }
+            })?;
+        let periodic = Periodic {
+            name: name.to_owned(),
+            cron: cron.to_owned(),
+            payload: encode::store(job, self.inner.settings.format)?,
+            next_run,
+        };
+        self.inner.store.schedule(&periodic).await
+    }
+
+    /// Removes the periodic job `name`; false if there was none.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`].
+    pub async fn unschedule(&self, name: &str) -> Result<bool, QueueError> {
+        self.inner.store.unschedule(name).await
+    }
+
+    /// The periodic jobs of this queue, by name.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`].
+    pub async fn periodic(&self) -> Result<Vec<Periodic>, QueueError> {
+        self.inner.store.periodic().await
+    }
+
     /// Starts running due jobs on `pool` until [`Runner::stop`]. Several
     /// runners (in this process or others, on a shared store) may run one
     /// queue, but start one per pool: the runner also stores the jobs its
@@ -571,6 +627,7 @@ async fn run<S: Store, J: JobValue>(
                 Err(e) => tracing::error!("job queue: {e}"),
             }
             reaped = Some(tokio::time::Instant::now());
+            crate::periodic::fire_due(&inner.store).await;
             crate::metrics::gauges(&inner.store).await;
         }
         // A push from now on wakes the wait below, even one made while

@@ -26,6 +26,10 @@ pub(crate) struct Statements {
     pub(crate) purge_counts: String,
     pub(crate) finished: String,
     pub(crate) find_unique: String,
+    pub(crate) schedule: String,
+    pub(crate) unschedule: String,
+    pub(crate) periodic: String,
+    pub(crate) fire: String,
 }
 
 /// Fills in `{t}` (the jobs table) and `{c}` (the counts table), each
@@ -33,6 +37,7 @@ pub(crate) struct Statements {
 fn fill(sql: &str, prefix: &str) -> String {
     sql.replace("{t}", &format!("{prefix}drover_jobs"))
         .replace("{c}", &format!("{prefix}drover_job_counts"))
+        .replace("{p}", &format!("{prefix}drover_periodic"))
 }
 
 // The statements with the same text on both databases (`$n` parameters
@@ -69,6 +74,16 @@ const PURGE_COUNTS: &str = "DELETE FROM {c} WHERE queue = $1";
 const FINISHED: &str = "SELECT completed, cancelled FROM {c} WHERE queue = $1";
 const FIND_UNIQUE: &str = "SELECT id FROM {t}
     WHERE queue = $1 AND unique_key = $2 AND state IN ('ready', 'running')";
+const SCHEDULE: &str = "INSERT INTO {p} (queue, name, cron, payload, args, next_run)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (queue, name) DO UPDATE SET
+        payload = excluded.payload, args = excluded.args,
+        next_run = CASE WHEN {p}.cron = excluded.cron THEN {p}.next_run ELSE excluded.next_run END,
+        cron = excluded.cron";
+const UNSCHEDULE: &str = "DELETE FROM {p} WHERE queue = $1 AND name = $2";
+const PERIODIC: &str =
+    "SELECT name, cron, payload, args, next_run FROM {p} WHERE queue = $1 ORDER BY name";
+const FIRE: &str = "UPDATE {p} SET next_run = $4 WHERE queue = $1 AND name = $2 AND next_run = $3";
 const NEXT_DUE: &str = "SELECT MIN(run_at) FROM {t} WHERE state = 'ready' AND queue = $1";
 
 #[cfg(feature = "sqlite")]
@@ -122,6 +137,10 @@ pub(crate) fn sqlite() -> Statements {
         purge_counts: fill(PURGE_COUNTS, p),
         finished: fill(FINISHED, p),
         find_unique: fill(FIND_UNIQUE, p),
+        schedule: fill(SCHEDULE, p),
+        unschedule: fill(UNSCHEDULE, p),
+        periodic: fill(PERIODIC, p),
+        fire: fill(FIRE, p),
     }
 }
 
@@ -202,6 +221,10 @@ pub(crate) fn postgres(schema: &str) -> Statements {
         purge_counts: fill(PURGE_COUNTS, p),
         finished: fill(FINISHED, p),
         find_unique: fill(FIND_UNIQUE, p),
+        schedule: fill(SCHEDULE, p),
+        unschedule: fill(UNSCHEDULE, p),
+        periodic: fill(PERIODIC, p),
+        fire: fill(FIRE, p),
     }
 }
 
@@ -442,6 +465,85 @@ macro_rules! shared_methods {
 
         fn queue(&self) -> &str {
             &self.queue
+        }
+
+        async fn schedule(&self, periodic: &$crate::Periodic) -> Result<(), $crate::QueueError> {
+            let (bytes, json) = match &periodic.payload {
+                $crate::Payload::Json(json) => (None, Some(json.as_str())),
+                $crate::Payload::Bincode(bytes) => (Some(bytes.as_slice()), None),
+            };
+            sqlx::query(&self.sql.schedule)
+                .bind(&*self.queue)
+                .bind(&periodic.name)
+                .bind(&periodic.cron)
+                .bind(bytes)
+                .bind(json)
+                .bind($crate::store::micros(periodic.next_run))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::error::db("schedule a periodic job"))?;
+            Ok(())
+        }
+
+        async fn unschedule(&self, name: &str) -> Result<bool, $crate::QueueError> {
+            let done = sqlx::query(&self.sql.unschedule)
+                .bind(&*self.queue)
+                .bind(name)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::error::db("unschedule a periodic job"))?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn periodic(&self) -> Result<Vec<$crate::Periodic>, $crate::QueueError> {
+            use sqlx::Row;
+            let rows = sqlx::query(&self.sql.periodic)
+                .bind(&*self.queue)
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::error::db("list periodic jobs"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok($crate::Periodic {
+                        name: row.try_get(0)?,
+                        cron: row.try_get(1)?,
+                        payload: $crate::sql::payload(row.try_get(2)?, row.try_get(3)?),
+                        next_run: $crate::store::from_micros(row.try_get(4)?),
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err($crate::error::db("list periodic jobs"))
+        }
+
+        async fn fire(
+            &self,
+            periodic: &$crate::Periodic,
+            next: std::time::SystemTime,
+        ) -> Result<bool, $crate::QueueError> {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err($crate::error::db("fire a periodic job"))?;
+            let moved = sqlx::query(&self.sql.fire)
+                .bind(&*self.queue)
+                .bind(&periodic.name)
+                .bind($crate::store::micros(periodic.next_run))
+                .bind($crate::store::micros(next))
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::error::db("fire a periodic job"))?;
+            if moved.rows_affected() != 1 {
+                // Another runner fired this tick.
+                return Ok(false);
+            }
+            let job = $crate::NewJob::new(periodic.payload.clone(), periodic.next_run);
+            self.push_on(&mut *tx, std::slice::from_ref(&job)).await?;
+            tx.commit()
+                .await
+                .map_err($crate::error::db("fire a periodic job"))?;
+            self.wake.send_modify(|n| *n += 1);
+            Ok(true)
         }
 
         async fn find_unique(

@@ -144,6 +144,19 @@ pub struct Finished {
     pub cancelled: u64,
 }
 
+/// A periodic job as stored: fired by a runner when `next_run` passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Periodic {
+    /// Its name, unique in its queue.
+    pub name: String,
+    /// Its cron expression.
+    pub cron: String,
+    /// The job each tick pushes.
+    pub payload: Payload,
+    /// When its next tick is due.
+    pub next_run: SystemTime,
+}
+
 /// A signal that changes whenever a job may have become due: pushed in
 /// this process, or (PostgreSQL) notified by another. Runners wait on it
 /// between polls.
@@ -246,6 +259,25 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// How many jobs finished, completed and cancelled apart.
     fn finished(&self) -> impl Future<Output = Result<Finished, QueueError>> + Send;
+
+    /// Adds or replaces the periodic job `periodic.name` (its next tick
+    /// kept if its expression did not change).
+    fn schedule(&self, periodic: &Periodic) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Removes a periodic job; false if there was none of that name.
+    fn unschedule(&self, name: &str) -> impl Future<Output = Result<bool, QueueError>> + Send;
+
+    /// The periodic jobs, by name.
+    fn periodic(&self) -> impl Future<Output = Result<Vec<Periodic>, QueueError>> + Send;
+
+    /// Fires `periodic`'s tick, in one transaction: pushes its job, due at
+    /// the tick, and moves its next tick to `next`, only if no other runner
+    /// did so since `periodic` was read. Whether this call fired it.
+    fn fire(
+        &self,
+        periodic: &Periodic,
+        next: SystemTime,
+    ) -> impl Future<Output = Result<bool, QueueError>> + Send;
 
     /// The name of the queue this store holds (`default`, or the name
     /// given to the stores' `named`).
