@@ -8,13 +8,14 @@ use common::{pool, temp_db, within, Cmd, LIMIT};
 use drover::queue::{JobQueue, PgStore, SqliteStore, SqliteSynchronous};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_postgres_store_with_one_connection_still_runs_its_jobs() {
+async fn a_postgres_store_with_one_connection_and_durable_runs_still_runs_its_jobs() {
     let Some(schema) = common::pg::fresh_schema("drover_pool1").await else {
         return;
     };
     let store = PgStore::builder(&schema.url)
         .schema(&schema.name)
         .max_connections(1)
+        .durable_runs(true)
         .connect()
         .await
         .unwrap();

@@ -237,8 +237,9 @@ pub(crate) fn payload(bytes: Option<Vec<u8>>, json: Option<String>) -> crate::Pa
 }
 
 /// The [`Store`](crate::Store) methods both stores share, for a struct
-/// with a `pool` field (an sqlx pool), a `sql` field ([`Statements`]) and
-/// a `queue` field (the queue's name).
+/// with a `pool` field (an sqlx pool), a `run_pool` (the pool a runner's
+/// own writes go through: claims, completions, retries), a `sql` field
+/// ([`Statements`]) and a `queue` field (the queue's name).
 macro_rules! shared_methods {
     () => {
         async fn claim(
@@ -255,7 +256,7 @@ macro_rules! shared_methods {
                 .bind($crate::store::micros(now))
                 .bind(limit as i64)
                 .bind(&*self.queue)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.run_pool)
                 .await
                 .map_err($crate::error::db("claim jobs"))?;
             let mut jobs = rows
@@ -276,7 +277,7 @@ macro_rules! shared_methods {
         async fn reap(&self) -> Result<u64, $crate::QueueError> {
             let done = sqlx::query(&self.sql.reap)
                 .bind($crate::store::micros(std::time::SystemTime::now()))
-                .execute(&self.pool)
+                .execute(&self.run_pool)
                 .await
                 .map_err($crate::error::db("take back expired leases"))?;
             Ok(done.rows_affected())
@@ -294,7 +295,7 @@ macro_rules! shared_methods {
                 .bind(owner)
                 .bind($crate::store::micros(run_at))
                 .bind(error)
-                .execute(&self.pool)
+                .execute(&self.run_pool)
                 .await
                 .map_err($crate::error::db("schedule a retry"))?;
             Ok(done.rows_affected() == 1)
@@ -310,7 +311,7 @@ macro_rules! shared_methods {
                 .bind(id)
                 .bind(owner)
                 .bind(error)
-                .execute(&self.pool)
+                .execute(&self.run_pool)
                 .await
                 .map_err($crate::error::db("mark a job dead"))?;
             Ok(done.rows_affected() == 1)

@@ -31,6 +31,8 @@ use crate::JobId;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The same connection: SQLite's durability is the file's setting.
+    run_pool: SqlitePool,
     sql: Arc<Statements>,
     queue: Arc<str>,
     wake: Arc<watch::Sender<u64>>,
@@ -126,6 +128,7 @@ impl SqliteStore {
             .await
             .map_err(|source| QueueError::Migrate { source })?;
         Ok(SqliteStore {
+            run_pool: pool.clone(),
             pool,
             sql: Arc::new(crate::sql::sqlite()),
             queue: "default".into(),
