@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Runs the echo workload for raw and for drover (its supervisor on a
-current-thread runtime, then on two threads), alternating, and prints the
-README's Performance table: medians of several runs, drover as a ratio of
-raw measured in the same runs, and the spread of raw's runs.
+"""Runs the echo workload for raw, for the hand-written tokio pool (on two
+runtime threads) and for drover (its supervisor on a current-thread
+runtime, then on two threads), alternating, and prints the README's
+Performance table: medians of several runs, drover as a ratio of raw and
+of the hand-written pool measured in the same runs, and the spread of
+raw's runs.
 
     cargo build --release -p drover-bench && python3 bench/table.py [runs]
 """
@@ -40,20 +42,24 @@ def size(n):
 
 
 print("| payload | C | cores | supervisor runtime | drover rps | raw rps (min to max) | rps ratio "
-      "| drover p50 µs | raw p50 µs | p50 ratio |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+      "| tokio pool rps | drover / tokio | drover p50 µs | raw p50 µs | p50 ratio | tokio pool p50 µs |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for payload, c, n, pinned in CONFIGS:
-    raw, drover = [], {t: [] for t in THREADS}
+    raw, tokio, drover = [], [], {t: [] for t in THREADS}
     for _ in range(RUNS):
         raw.append(run("raw", payload, c, n, pinned))
+        tokio.append(run("tokio", payload, c, n, pinned, 2))
         for t in THREADS:
             drover[t].append(run("drover", payload, c, n, pinned, t))
     rrps = statistics.median(x["rps"] for x in raw)
     rp50 = statistics.median(x["p50_us"] for x in raw)
     spread = f"{min(x['rps'] for x in raw):,.0f} to {max(x['rps'] for x in raw):,.0f}"
+    trps = statistics.median(x["rps"] for x in tokio)
+    tp50 = statistics.median(x["p50_us"] for x in tokio)
     for t in THREADS:
         drps = statistics.median(x["rps"] for x in drover[t])
         dp50 = statistics.median(x["p50_us"] for x in drover[t])
         runtime = "current-thread" if t == 1 else f"{t} threads"
         print(f"| {size(payload)} | {c} | {'1 (pinned)' if pinned else '2'} | {runtime} | {drps:,.0f} "
-              f"| {rrps:,.0f} ({spread}) | {drps / rrps:.2f} | {dp50:.0f} | {rp50:.0f} | {dp50 / rp50:.2f} |")
+              f"| {rrps:,.0f} ({spread}) | {drps / rrps:.2f} | {trps:,.0f} | {drps / trps:.2f} "
+              f"| {dp50:.0f} | {rp50:.0f} | {dp50 / rp50:.2f} | {tp50:.0f} |")

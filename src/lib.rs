@@ -103,6 +103,28 @@
 //! The check comes first in `main`, so that a worker starts nothing of the
 //! application's (listeners, files, a pool of its own).
 //!
+//! ## In a unit test, without a worker binary
+//!
+//! [`testing`] runs the same handler in-process, behind the same
+//! [`Supervisor`] API (with no isolation: see its limits):
+//!
+//! ```
+//! use drover::worker::Request;
+//!
+//! async fn upper(req: Request) -> Result<(), drover::worker::Error> {
+//!     let text: String = req.data()?;
+//!     req.respond(&text.to_uppercase())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = drover::testing::pool(upper).workers(2).spawn().await?;
+//! let answer = pool.enqueue("hello").await?;
+//! assert_eq!(answer.data::<String>()?, "HELLO");
+//! pool.soft_kill().await;
+//! # Ok(()) }
+//! ```
+//!
 //! # Layout
 //!
 //! - `drover-supervisor` (re-exported here): pool, routing, lifecycle.
@@ -110,6 +132,7 @@
 //! - `drover-proto` ([`proto`]): messages, frame codec, handshake.
 //! - `drover-queue` (`queue`, feature `queue`): a durable job queue with
 //!   timers.
+//! - [`testing`] (here): in-process pools for unit tests.
 //!
 //! # Features
 //!
@@ -137,6 +160,8 @@ pub use drover_supervisor::*;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod testing;
+
 /// The worker side: what a worker binary uses (the `drover-worker` crate).
 pub mod worker {
     pub use drover_worker::*;
@@ -149,7 +174,13 @@ pub mod queue {
     pub use drover_queue::*;
 }
 
-/// The wire protocol shared by both sides (the `drover-proto` crate).
+/// What the wire protocol shared by both sides (the `drover-proto` crate)
+/// gives users: request types tied to their answers, the encoding of
+/// values into payloads, the protocol's version and its limits. The rest
+/// of `drover-proto` is the supervisor's and the worker SDK's plumbing.
 pub mod proto {
-    pub use drover_proto::*;
+    pub use drover_proto::{
+        decode_value, encode_value, HandshakeError, ProtocolError, RemoteErrorKind, RequestId,
+        Task, ValueError, MAX_FDS_PER_FRAME, PROTOCOL_VERSION, STREAM_WINDOW,
+    };
 }

@@ -1,4 +1,4 @@
-//! Encoding and decoding one `Message::Request` through `MessageCodec`, for
+//! Encoding and decoding one `ToWorker::Request` through `MessageCodec`, for
 //! payloads from 64 B to 1 MiB; throughput is the payload's bytes.
 //!
 //! `cargo bench -p drover-bench --bench codec`
@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use drover_proto::{timestamp_micros, Message, MessageCodec};
+use drover_proto::{timestamp_micros, MessageCodec, ToWorker};
 use tokio_util::codec::{Decoder, Encoder};
 use uuid::Uuid;
 
@@ -20,8 +20,8 @@ const SIZES: [(usize, &str); 4] = [
     (1024 * 1024, "1MiB"),
 ];
 
-fn request(size: usize) -> Message {
-    Message::Request {
+fn request(size: usize) -> ToWorker {
+    ToWorker::Request {
         id: Uuid::from_u128(0x0123_4567_89ab_4def_8123_4567_89ab_cdef),
         created_at: timestamp_micros(SystemTime::now()),
         fds: 0,
@@ -45,7 +45,7 @@ fn encode(c: &mut Criterion) {
     for (size, label) in SIZES {
         group.throughput(Throughput::Bytes(size as u64));
         let message = request(size);
-        let mut codec = MessageCodec::default();
+        let mut codec = MessageCodec::<ToWorker>::default();
         let mut buf = BytesMut::with_capacity(size + 128);
         group.bench_with_input(
             BenchmarkId::from_parameter(label),
@@ -53,7 +53,7 @@ fn encode(c: &mut Criterion) {
             |b, message| {
                 b.iter(|| {
                     buf.clear();
-                    // Cloning a `Message::Request` copies its id and bumps the
+                    // Cloning a `ToWorker::Request` copies its id and bumps the
                     // payload's reference count: no payload copy.
                     codec.encode(message.clone(), &mut buf).unwrap();
                     black_box(buf.len())
@@ -68,7 +68,7 @@ fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
     for (size, label) in SIZES {
         group.throughput(Throughput::Bytes(size as u64));
-        let mut codec = MessageCodec::default();
+        let mut codec = MessageCodec::<ToWorker>::default();
         let mut frame = BytesMut::new();
         codec.encode(request(size), &mut frame).unwrap();
         group.bench_with_input(BenchmarkId::from_parameter(label), &frame, |b, frame| {
@@ -76,7 +76,7 @@ fn decode(c: &mut Criterion) {
                 || frame.clone(),
                 |buf| {
                     let message = codec.decode(buf).unwrap();
-                    assert!(matches!(message, Some(Message::Request { .. })));
+                    assert!(matches!(message, Some(ToWorker::Request { .. })));
                     message
                 },
                 batch_size(size),

@@ -7,7 +7,7 @@ use drover_proto::DEFAULT_MAX_FRAME_LENGTH;
 
 /// The help text, also shown after a usage error.
 pub const USAGE: &str = "\
-usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw] [--threads T]
+usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw|tokio] [--threads T]
        drover-bench --memory
        drover-bench --queue pg|sqlite [--workers W] [--requests N] [--concurrency C]
 
@@ -15,7 +15,9 @@ usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C]
   --requests N      requests to send (default 100000)
   --payload S       payload bytes per request (default 64)
   --concurrency C   requests in flight at most (default 256)
-  --impl drover|raw a drover pool, or the raw socket ceiling (default drover)
+  --impl drover|raw|tokio
+                    a drover pool, the raw socket ceiling, or the pool a user
+                    would write with tokio alone (default drover)
   --threads T       the supervisor's tokio runtime threads; 1 is a
                     current-thread runtime (default 1)
   --memory          measure an idle worker's RSS and the supervisor's
@@ -52,6 +54,8 @@ pub enum Implementation {
     Drover,
     /// Plain socket pairs and blocking threads: the ceiling.
     Raw,
+    /// The pool a user would write by hand with tokio alone.
+    Tokio,
 }
 
 impl Implementation {
@@ -60,6 +64,7 @@ impl Implementation {
         match self {
             Implementation::Drover => "drover",
             Implementation::Raw => "raw",
+            Implementation::Tokio => "tokio",
         }
     }
 }
@@ -242,11 +247,12 @@ where
                 options.implementation = match value.as_str() {
                     "drover" => Implementation::Drover,
                     "raw" => Implementation::Raw,
+                    "tokio" => Implementation::Tokio,
                     _ => {
                         return Err(UsageError::BadValue {
                             flag: flag.name(),
                             value,
-                            reason: "expected drover or raw".to_owned(),
+                            reason: "expected drover, raw or tokio".to_owned(),
                         })
                     }
                 }

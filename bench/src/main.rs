@@ -1,7 +1,7 @@
 //! `drover-bench`: how fast drover moves requests, and what it costs.
 //!
 //! ```text
-//! drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw]
+//! drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw|tokio]
 //! drover-bench --memory
 //! drover-bench --queue pg|sqlite
 //! ```
@@ -24,6 +24,9 @@
 //!   socket pairs to `W` children that echo length-prefixed frames, driven
 //!   by blocking threads (a writer and a reader per socket). No protocol,
 //!   no routing, no async runtime: what the kernel and the copies cost.
+//! - **Echo, tokio.** The pool a user would write by hand instead:
+//!   tokio-util's length-delimited codec, bincode through serde, a map of
+//!   pending replies (see `tokio_pool.rs`).
 //! - **Memory.** The resident memory of one idle worker, and what one
 //!   request costs the supervisor while it waits in the queue.
 //!
@@ -33,6 +36,7 @@
 //! - `echo.rs`: the echo benchmark against a drover pool.
 //! - `worker.rs`: the drover worker side of this binary.
 //! - `raw/`: the raw ceiling, its parent side and its child side.
+//! - `tokio_pool.rs`: the hand-written tokio pool, both sides.
 //! - `memory.rs`: the memory measurements.
 //! - `queue.rs`: the job queue workload.
 //! - `stats.rs`: latency percentiles and `/proc` readings.
@@ -47,6 +51,7 @@ mod queue;
 mod raw;
 mod report;
 mod stats;
+mod tokio_pool;
 mod worker;
 
 use std::process::ExitCode;
@@ -59,6 +64,8 @@ fn main() -> ExitCode {
         worker_runtime().and_then(|rt| rt.block_on(worker::run()))
     } else if let Some(fd) = raw::child_socket_env() {
         raw::child::run(&fd)
+    } else if let Some(fd) = tokio_pool::child_socket_env() {
+        tokio_pool::child(&fd)
     } else {
         run_benchmark()
     };
@@ -87,6 +94,9 @@ fn run_benchmark() -> Result<(), Error> {
                     supervisor_runtime(options.threads)?.block_on(echo::run(&options))?
                 }
                 Implementation::Raw => raw::parent::run(&options)?,
+                Implementation::Tokio => {
+                    supervisor_runtime(options.threads)?.block_on(tokio_pool::run(&options))?
+                }
             };
             report::print(&report)
         }

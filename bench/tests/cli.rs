@@ -1,7 +1,7 @@
 //! The benchmark binary as its users run it: one JSON line per run, for
-//! drover, for raw and for the memory measurements; a bad flag is a usage
-//! error. (Small runs of a debug build: these check what is printed, never
-//! how fast.)
+//! drover, for raw, for the hand-written tokio pool and for the memory
+//! measurements; a bad flag is a usage error. (Small runs of a debug build:
+//! these check what is printed, never how fast.)
 
 use std::process::Command;
 
@@ -46,7 +46,7 @@ fn check_echo(line: &Value, implementation: &str, payload: u64, concurrency: u64
 }
 
 #[test]
-fn drover_and_raw_echo_print_one_line_each() {
+fn drover_raw_and_tokio_echo_print_one_line_each() {
     for (payload, concurrency) in [("64", "16"), ("70000", "4")] {
         let args = [
             "--requests",
@@ -62,6 +62,8 @@ fn drover_and_raw_echo_print_one_line_each() {
         check_echo(&run(&threads), "drover", payload, concurrency);
         let raw: Vec<&str> = args.iter().copied().chain(["--impl", "raw"]).collect();
         check_echo(&run(&raw), "raw", payload, concurrency);
+        let tokio: Vec<&str> = args.iter().copied().chain(["--impl", "tokio"]).collect();
+        check_echo(&run(&tokio), "tokio", payload, concurrency);
     }
 }
 

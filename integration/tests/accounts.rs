@@ -13,7 +13,7 @@ async fn an_unknown_user_or_group_is_named() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::UnknownAccount { kind: "user", name, .. } if name == "no-such-user-drover"),
+        matches!(&err, Error::UnknownAccount { kind: drover::AccountKind::User, name, lookup: drover::AccountLookup::NotFound, .. } if name == "no-such-user-drover"),
         "{err:?}"
     );
     assert!(err.to_string().contains("no user of that name"), "{err}");
@@ -25,7 +25,13 @@ async fn an_unknown_user_or_group_is_named() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&err, Error::UnknownAccount { kind: "group", .. }),
+        matches!(
+            &err,
+            Error::UnknownAccount {
+                kind: drover::AccountKind::Group,
+                ..
+            }
+        ),
         "{err:?}"
     );
 }

@@ -12,14 +12,16 @@ use std::time::{Duration, Instant};
 use common::{alive, eventually, next_exit, pids, pool, still_serves, within, Cmd, LIMIT};
 use drover::{Error, ExitReason, HandshakeFailure, Supervisor};
 
-/// Variant indexes of `Message` on the wire (bincode's enum tag).
-const EVENT: u8 = 7;
-const STATUS: u8 = 10;
+/// Variant indexes of the rare `ToSupervisor` messages on the wire
+/// (bincode's enum tag, after the kind byte 0x00).
+const EVENT: u8 = 3;
+const STATUS: u8 = 5;
 
 /// A frame whose message's first field (a string) claims `claim` bytes:
-/// 4 bytes of header, the variant tag, bincode's 9-byte varint.
+/// 4 bytes of header, the kind byte (0x00: bincode), the variant tag,
+/// bincode's 9-byte varint.
 fn lying_frame(tag: u8, claim: u64) -> Vec<u8> {
-    let mut body = vec![tag, 253];
+    let mut body = vec![0x00, tag, 253];
     body.extend_from_slice(&claim.to_le_bytes());
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
@@ -30,7 +32,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A 14-byte frame claiming a terabyte (or `u64::MAX`) costs its worker:
+/// A 15-byte frame claiming a terabyte (or `u64::MAX`) costs its worker:
 /// killed for breaking the protocol, its request failed naming the pid,
 /// an exit event, a replacement; the other worker serves throughout.
 #[tokio::test]
@@ -42,7 +44,7 @@ async fn a_lying_length_after_the_handshake_costs_one_worker() {
         (EVENT, u64::MAX - 1),
     ] {
         let frame = lying_frame(tag, claim);
-        assert_eq!(frame.len(), 14);
+        assert_eq!(frame.len(), 15);
         let pool = within(LIMIT, "spawn", pool(2).spawn()).await.unwrap();
         let mut events = pool.events();
         let before = pids(&pool);
@@ -160,7 +162,8 @@ async fn resize_to_zero_is_refused() {
         matches!(
             err,
             Error::Operation {
-                operation: "resize",
+                operation: drover::Operation::Resize,
+                reason: drover::OperationError::NoWorkers,
                 ..
             }
         ),
@@ -191,7 +194,8 @@ async fn reload_onto_a_non_worker_fails_fast() {
         matches!(
             err,
             Error::Operation {
-                operation: "reload",
+                operation: drover::Operation::Reload,
+                reason: drover::OperationError::ReplacementFailed { .. },
                 ..
             }
         ),

@@ -5,6 +5,7 @@ use std::io;
 /// A way in which the bytes on a connection broke the protocol, or the
 /// connection itself failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// A frame header announced a body longer than the frame limit. Nothing
     /// was allocated for it.

@@ -24,6 +24,8 @@ use rustix::net::{
 use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
+use crate::frame::FrameTracker;
+
 /// Most descriptors one frame may carry.
 pub const MAX_FDS_PER_FRAME: usize = 8;
 
@@ -48,37 +50,6 @@ pub struct FdReader {
     frames: FrameTracker,
     /// What `recvmsg` reads into (zeroed once, when allocated).
     scratch: Box<[u8]>,
-}
-
-/// Follows the 4-byte length headers through the bytes read, to know how
-/// much of the current frame is still to come.
-#[derive(Debug, Default)]
-struct FrameTracker {
-    /// Body bytes of the current frame not yet read.
-    body_left: usize,
-    /// Bytes of a header read so far.
-    header: [u8; 4],
-    header_len: usize,
-}
-
-impl FrameTracker {
-    fn saw(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            if self.body_left > 0 {
-                let take = self.body_left.min(data.len());
-                self.body_left -= take;
-                data = &data[take..];
-            } else {
-                self.header[self.header_len] = data[0];
-                self.header_len += 1;
-                data = &data[1..];
-                if self.header_len == 4 {
-                    self.body_left = u32::from_be_bytes(self.header) as usize;
-                    self.header_len = 0;
-                }
-            }
-        }
-    }
 }
 
 impl FdReader {
@@ -132,9 +103,11 @@ impl AsyncRead for FdReader {
         // safe to use. It saves zeroing the buffer, which safe code must do
         // before `recvmsg`: a pass over every byte of a large payload.
         let remaining = buf.remaining();
-        if this.frames.header_len == 0
-            && remaining >= BULK_READ
-            && remaining <= this.frames.body_left
+        if remaining >= BULK_READ
+            && this
+                .frames
+                .inside_body()
+                .is_some_and(|body_left| remaining <= body_left)
         {
             //
             // Through `try_io` (`try_read_buf`), which forgets the socket's
@@ -233,33 +206,5 @@ pub async fn send_with_fds(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::FrameTracker;
-
-    #[test]
-    fn the_tracker_follows_frames_split_anywhere() {
-        // Three frames: bodies of 5, 0 and 300 bytes.
-        let mut stream = Vec::new();
-        for len in [5u32, 0, 300] {
-            stream.extend_from_slice(&len.to_be_bytes());
-            stream.extend(std::iter::repeat_n(7u8, len as usize));
-        }
-        for cut in 0..stream.len() {
-            let mut tracker = FrameTracker::default();
-            tracker.saw(&stream[..cut]);
-            tracker.saw(&stream[cut..]);
-            assert_eq!(
-                (tracker.body_left, tracker.header_len),
-                (0, 0),
-                "cut at {cut}"
-            );
-        }
-        let mut tracker = FrameTracker::default();
-        tracker.saw(&stream[..4 + 5 + 4 + 4 + 100]);
-        assert_eq!(tracker.body_left, 200);
     }
 }

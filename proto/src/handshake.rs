@@ -11,8 +11,9 @@
 //!   | -- Ready ------------------------>  |  accept returns the Hello
 //! ```
 //!
-//! Each side writes through whatever sink of [`Message`]s it holds at that
-//! point (both use a tokio-util `FramedWrite` over the socket's write half,
+//! The supervisor reads [`ToSupervisor`] and writes [`ToWorker`], the
+//! worker the other way round. Each side writes through whatever sink of
+//! its messages it holds at that point (both use a tokio-util `FramedWrite` over the socket's write half,
 //! before their outbox exists) and reads through its [`FrameReader`]. Time
 //! limits are the caller's: the supervisor wraps [`accept`] in its start
 //! timeout.
@@ -20,11 +21,13 @@
 use futures::{Sink, SinkExt, StreamExt};
 
 use crate::error::ProtocolError;
-use crate::message::{Hello, Message, Welcome, MAGIC, PROTOCOL_VERSION};
+use crate::message::{Hello, ToSupervisor, ToWorker, Welcome, MAGIC, PROTOCOL_VERSION};
 use crate::reader::FrameReader;
+use crate::wire::Wire;
 
 /// Why a handshake did not complete.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// The peer closed the connection, between frames, before the
     /// handshake was done (a connection cut inside a frame is
@@ -59,17 +62,17 @@ pub enum HandshakeError {
 /// Not cancel safe: dropping the future abandons the handshake at an
 /// unknown point, and the connection can only be dropped with it.
 pub async fn accept<W, F>(
-    reader: &mut FrameReader,
+    reader: &mut FrameReader<ToSupervisor>,
     writer: &mut W,
     welcome: Welcome,
     mut on_early: F,
 ) -> Result<Hello, HandshakeError>
 where
-    W: Sink<Message, Error = ProtocolError> + Unpin,
-    F: FnMut(Message) -> Result<(), ProtocolError>,
+    W: Sink<ToWorker, Error = ProtocolError> + Unpin,
+    F: FnMut(ToSupervisor) -> Result<(), ProtocolError>,
 {
     let hello = match next(reader).await? {
-        Message::Hello(hello) => hello,
+        ToSupervisor::Hello(hello) => hello,
         other => return Err(unexpected("Hello", &other)),
     };
     if hello.magic != MAGIC {
@@ -86,11 +89,11 @@ where
         }
         .into());
     }
-    writer.send(Message::Welcome(welcome)).await?;
+    writer.send(ToWorker::Welcome(welcome)).await?;
     loop {
         match next(reader).await? {
-            Message::Ready => return Ok(hello),
-            early @ (Message::Status { .. } | Message::Event { .. }) => on_early(early)?,
+            ToSupervisor::Ready => return Ok(hello),
+            early @ (ToSupervisor::Status { .. } | ToSupervisor::Event { .. }) => on_early(early)?,
             other => return Err(unexpected("Ready", &other)),
         }
     }
@@ -113,22 +116,22 @@ where
 /// Not cancel safe: dropping the future abandons the handshake at an
 /// unknown point, and the connection can only be dropped with it.
 pub async fn connect<W>(
-    reader: &mut FrameReader,
+    reader: &mut FrameReader<ToWorker>,
     writer: &mut W,
     hello: Hello,
 ) -> Result<Welcome, HandshakeError>
 where
-    W: Sink<Message, Error = ProtocolError> + Unpin,
+    W: Sink<ToSupervisor, Error = ProtocolError> + Unpin,
 {
-    writer.send(Message::Hello(hello)).await?;
+    writer.send(ToSupervisor::Hello(hello)).await?;
     match next(reader).await? {
-        Message::Welcome(welcome) => Ok(welcome),
+        ToWorker::Welcome(welcome) => Ok(welcome),
         other => Err(unexpected("Welcome", &other)),
     }
 }
 
 /// The next message; the end of the connection is [`HandshakeError::Closed`].
-async fn next(reader: &mut FrameReader) -> Result<Message, HandshakeError> {
+async fn next<M: Wire>(reader: &mut FrameReader<M>) -> Result<M, HandshakeError> {
     match reader.next().await {
         Some(Ok(message)) => Ok(message),
         Some(Err(e)) => Err(e.into()),
@@ -136,10 +139,10 @@ async fn next(reader: &mut FrameReader) -> Result<Message, HandshakeError> {
     }
 }
 
-fn unexpected(expected: &'static str, got: &Message) -> HandshakeError {
+fn unexpected<M: Wire>(expected: &'static str, got: &M) -> HandshakeError {
     ProtocolError::UnexpectedMessage {
         expected,
-        got: got.kind(),
+        got: got.name(),
     }
     .into()
 }
@@ -161,10 +164,15 @@ mod tests {
     /// Every await here is bounded: a broken handshake must fail, not hang.
     const LIMIT: Duration = Duration::from_secs(5);
 
-    type Writer = FramedWrite<OwnedWriteHalf, MessageCodec>;
+    type Writer<M> = FramedWrite<OwnedWriteHalf, MessageCodec<M>>;
+    /// The worker's end during the handshake.
+    type WorkerEnd = (FrameReader<ToWorker>, Writer<ToWorker>);
+    /// The supervisor's end during the handshake.
+    type SupervisorEnd = (FrameReader<ToSupervisor>, Writer<ToSupervisor>);
 
-    /// One end of a connection, as both sides hold it during the handshake.
-    fn end(stream: UnixStream) -> (FrameReader, Writer) {
+    /// One end of a connection, as both sides hold it during the
+    /// handshake: reading `M`, writing the other direction.
+    fn end<M: Wire>(stream: UnixStream) -> (FrameReader<M>, Writer<M>) {
         let (read, write) = stream.into_split();
         (
             FrameReader::new(FdReader::new(read), MessageCodec::default()),
@@ -173,7 +181,7 @@ mod tests {
     }
 
     /// The worker's end and the supervisor's end of a fresh socket pair.
-    fn pair() -> ((FrameReader, Writer), (FrameReader, Writer)) {
+    fn pair() -> (WorkerEnd, SupervisorEnd) {
         let (worker, supervisor) = UnixStream::pair().unwrap();
         (end(worker), end(supervisor))
     }
@@ -195,8 +203,8 @@ mod tests {
 
     /// Runs `accept` on the supervisor's end, keeping what `on_early` saw.
     async fn accept_all(
-        (mut reader, mut writer): (FrameReader, Writer),
-    ) -> (Result<Hello, HandshakeError>, Vec<Message>) {
+        (mut reader, mut writer): SupervisorEnd,
+    ) -> (Result<Hello, HandshakeError>, Vec<ToSupervisor>) {
         let mut early = Vec::new();
         let result = accept(&mut reader, &mut writer, welcome(), |m| {
             early.push(m);
@@ -217,7 +225,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got, welcome());
-        bounded(writer.send(Message::Ready)).await.unwrap();
+        bounded(writer.send(ToSupervisor::Ready)).await.unwrap();
         let (result, early) = bounded(accepted).await.unwrap();
         assert_eq!(result.unwrap(), hello);
         assert!(early.is_empty());
@@ -232,14 +240,14 @@ mod tests {
         bounded(connect(&mut reader, &mut writer, Hello::new()))
             .await
             .unwrap();
-        let event = Message::Event {
+        let event = ToSupervisor::Event {
             name: "loading".to_owned(),
             payload: Bytes::from_static(b"50%"),
         };
-        let status = Message::Status {
+        let status = ToSupervisor::Status {
             message: "model loaded".to_owned(),
         };
-        for message in [event.clone(), status.clone(), Message::Ready] {
+        for message in [event.clone(), status.clone(), ToSupervisor::Ready] {
             bounded(writer.send(message)).await.unwrap();
         }
         let (result, early) = bounded(accepted).await.unwrap();
@@ -255,7 +263,7 @@ mod tests {
             accept(&mut sreader, &mut swriter, welcome(), |m| {
                 Err(ProtocolError::UnexpectedMessage {
                     expected: "Ready",
-                    got: m.kind(),
+                    got: m.name(),
                 })
             })
             .await
@@ -263,7 +271,7 @@ mod tests {
         bounded(connect(&mut reader, &mut writer, Hello::new()))
             .await
             .unwrap();
-        let event = Message::Event {
+        let event = ToSupervisor::Event {
             name: "e".to_owned(),
             payload: Bytes::new(),
         };
@@ -337,7 +345,7 @@ mod tests {
         // Instead of `Hello`.
         let ((_, mut writer), supervisor) = pair();
         let accepted = tokio::spawn(accept_all(supervisor));
-        bounded(writer.send(Message::Busy)).await.unwrap();
+        bounded(writer.send(ToSupervisor::Busy)).await.unwrap();
         let (result, _) = bounded(accepted).await.unwrap();
         assert!(
             matches!(
@@ -356,7 +364,7 @@ mod tests {
         bounded(connect(&mut reader, &mut writer, Hello::new()))
             .await
             .unwrap();
-        bounded(writer.send(Message::Pong { seq: 1 }))
+        bounded(writer.send(ToSupervisor::Pong { seq: 1 }))
             .await
             .unwrap();
         let (result, _) = bounded(accepted).await.unwrap();
@@ -375,7 +383,7 @@ mod tests {
         let ((mut reader, mut writer), (mut sreader, mut swriter)) = pair();
         let supervisor = tokio::spawn(async move {
             let hello = sreader.next().await;
-            swriter.send(Message::SoftKill).await.unwrap();
+            swriter.send(ToWorker::SoftKill).await.unwrap();
             (hello, sreader, swriter)
         });
         let result = bounded(connect(&mut reader, &mut writer, Hello::new())).await;
@@ -390,7 +398,7 @@ mod tests {
             "{result:?}"
         );
         let (hello, _, _) = bounded(supervisor).await.unwrap();
-        assert!(matches!(hello, Some(Ok(Message::Hello(_)))));
+        assert!(matches!(hello, Some(Ok(ToSupervisor::Hello(_)))));
     }
 
     /// The connection ending mid-handshake: between frames it is
@@ -425,12 +433,12 @@ mod tests {
         assert!(matches!(result, Err(HandshakeError::Closed)), "{result:?}");
         assert!(matches!(
             bounded(supervisor).await.unwrap(),
-            Some(Ok(Message::Hello(_)))
+            Some(Ok(ToSupervisor::Hello(_)))
         ));
 
         // Inside the `Hello` frame: a header announcing 10 bytes, 3 sent.
         let (worker, supervisor) = UnixStream::pair().unwrap();
-        let accepted = tokio::spawn(accept_all(end(supervisor)));
+        let accepted = tokio::spawn(accept_all(end::<ToSupervisor>(supervisor)));
         let mut worker = worker;
         worker.write_all(&[0, 0, 0, 10, 1, 2, 3]).await.unwrap();
         drop(worker);

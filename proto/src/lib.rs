@@ -6,24 +6,51 @@
 //! bytes here, and the typed APIs on both sides encode them with
 //! [`encode_value`] and [`decode_value`].
 //!
+//! # Stable surface
+//!
+//! The items shown in these docs are the crate's public API: [`Task`],
+//! [`RequestId`], [`encode_value`], [`decode_value`] and [`ValueError`],
+//! [`RemoteErrorKind`], [`PROTOCOL_VERSION`], [`STREAM_WINDOW`],
+//! [`MAX_FDS_PER_FRAME`], the errors [`ProtocolError`] and
+//! [`HandshakeError`], [`IncomingStream`] and [`Subscription`] (which the
+//! other crates hand out), and the messages with their wire format
+//! ([`ToWorker`], [`ToSupervisor`], [`StreamFrame`], [`Hello`],
+//! [`Welcome`], [`RemoteError`]), documented here. Everything else (the
+//! codec, the reader, the outbox and its writer, the stream registry, the
+//! handshake, event names and environment variables) is hidden from these
+//! docs: it exists for `drover-supervisor` and `drover-worker` only, and
+//! may change in any release.
+//!
 //! # Layout
 //!
-//! - [`message`]: the [`Message`] enum, everything either side can say, and
-//!   the handshake messages [`Hello`] and [`Welcome`].
-//! - [`codec`]: [`MessageCodec`], the length-delimited frame codec (a
-//!   tokio-util `Decoder` and `Encoder`), with a maximum frame length that
-//!   is checked before anything is allocated.
-//! - [`reader`]: [`FrameReader`], the read side of a connection, which
-//!   reads large frames into pooled buffers.
-//! - [`value`]: encoding of user values into payload bytes.
+//! - [`message`]: the messages, typed by direction: [`ToWorker`] (what a
+//!   supervisor says) and [`ToSupervisor`] (what a worker says), the
+//!   [`StreamFrame`]s both carry, and the handshake's [`Hello`] and
+//!   [`Welcome`].
+//! - `frame`: the frame header, the frame limit, and where a reader is in
+//!   a stream of frames: the one module that reads a header, which every
+//!   reader goes through.
+//! - `wire`: the layout of each message in a frame's body (drawn below),
+//!   and the sealed `Wire` trait the two direction enums implement.
+//! - `codec`: `MessageCodec<M>`, a tokio-util decoder of one direction's
+//!   messages (and encoder of either's).
+//! - `reader`: `FrameReader<M>`, the read side of a connection, which
+//!   reads large frames into pooled buffers; `fdio`: the socket I/O under
+//!   it that carries descriptors.
+//! - `transport`: `Outbox<M>`, the sending side, which encodes frames as
+//!   they are queued and hands them to one writer task (`write_loop`) for
+//!   vectored writes; its `StreamOutbox` sends stream frames for either
+//!   side.
+//! - `stream`: byte streams with credit-based flow control, on both
+//!   sides: the registry (`Streams`), the pump, and [`IncomingStream`].
+//! - `handshake`: both halves of the handshake, `accept` (the
+//!   supervisor's) and `connect` (the worker's); [`HandshakeError`] says
+//!   why one did not complete.
+//! - [`value`]: encoding of user values into payload bytes; `bounded`:
+//!   the decoding it and the rare messages go through, which allocates
+//!   nothing a frame does not hold, whatever lengths its bytes claim.
 //! - [`task`]: [`Task`], a request type tied to its answer type, which
 //!   both sides' typed APIs use.
-//! - [`bounded`]: the decoding both of those go through, which allocates
-//!   nothing a frame does not hold, whatever lengths its bytes claim.
-//! - [`handshake`]: both halves of the handshake, [`handshake::accept`]
-//!   (the supervisor's) and [`handshake::connect`] (the worker's), so the
-//!   two sides run the same code; [`HandshakeError`] says why one did not
-//!   complete.
 //! - [`error`]: [`ProtocolError`], every way a peer can break the protocol.
 //!
 //! # Wire format
@@ -32,16 +59,118 @@
 //! per worker) is a sequence of frames:
 //!
 //! ```text
-//! +----------------+--------------------------------------------+
-//! | length: u32 BE | body: one Message, bincode 2 (serde,       |
-//! |  (body bytes)  | standard config: little-endian varints)    |
-//! +----------------+--------------------------------------------+
-//!   4 bytes          `length` bytes, at most the frame limit
+//! +----------------+---------------------------------------------+
+//! | length: u32 BE | body: `length` bytes, the first its kind    |
+//! +----------------+---------------------------------------------+
+//!   4 bytes          at most the frame limit
 //! ```
 //!
-//! The frame limit ([`DEFAULT_MAX_FRAME_LENGTH`] unless configured) is
-//! checked on the 4-byte header, before the body is buffered; an oversize
-//! header is a [`ProtocolError::FrameTooLarge`], never an allocation.
+//! The frame limit (64 MiB unless configured; the worker learns it in
+//! `Welcome`) is checked on the 4-byte header, before the body is
+//! buffered; an oversize header is a [`ProtocolError::FrameTooLarge`],
+//! never an allocation. The first byte of the body is its kind, and what
+//! follows depends on it and on the direction:
+//!
+//! ```text
+//! kind  supervisor to worker         worker to supervisor
+//! 0x00  a rare ToWorker, bincode     a rare ToSupervisor, bincode
+//! 0x01  ToWorker::Request            ToSupervisor::Response
+//! 0x02  ToWorker::Stream             ToSupervisor::Stream   (same layout)
+//! ```
+//!
+//! Offsets below are from the start of the body; "tail" is the rest of
+//! the body, whatever its length (possibly none), which is how every
+//! payload travels: after the fields, never copied to decode a large one.
+//! Integers in the fixed layouts have a fixed width, little-endian; an id
+//! ([`RequestId`], a uuid) is its 16 bytes in RFC 4122 order.
+//!
+//! ## `ToWorker::Request` (kind 0x01)
+//!
+//! ```text
+//!  0      1                  17                  25    26      27
+//! +------+------------------+-------------------+-----+-------+------------+
+//! | 0x01 | id               | created_at        | fds | flags | payload    |
+//! |      | 16 bytes         | u64 LE, micro-    | u8  | u8    | (tail)     |
+//! |      |                  | seconds since the |     |       |            |
+//! |      |                  | Unix epoch        |     |       |            |
+//! +------+------------------+-------------------+-----+-------+------------+
+//!
+//! fds:   how many descriptors came with the frame (SCM_RIGHTS, with its
+//!        first byte); at most MAX_FDS_PER_FRAME
+//! flags: bit 0  a byte stream follows (stream frames with this id)
+//!        bits 1-7  must be 0
+//! ```
+//!
+//! ## `ToSupervisor::Response` (kind 0x01)
+//!
+//! ```text
+//!  0      1                  17      18
+//! +------+------------------+-------+----------------------------------+
+//! | 0x01 | id               | flags | Ok:  payload (tail)              |
+//! |      | 16 bytes         | u8    | Err: kind u8 | message, UTF-8    |
+//! |      |                  |       |              | (tail)            |
+//! +------+------------------+-------+----------------------------------+
+//!
+//! flags: bit 0  a byte stream follows the answer
+//!        bit 1  the answer is an error (Err)
+//!        bits 2-7  must be 0
+//! kind:  0 Failed, 1 Panicked, 2 Dropped, 3 Unsendable (RemoteErrorKind)
+//! ```
+//!
+//! ## Stream frames, both directions (kind 0x02)
+//!
+//! ```text
+//!  0      1      2                  18
+//! +------+------+------------------+------------------------------+
+//! | 0x02 | sub  | id               | by sub-kind                  |
+//! |      | u8   | 16 bytes         |                              |
+//! +------+------+------------------+------------------------------+
+//!
+//! sub 0x00  Data    the bytes (tail)
+//! sub 0x01  End     nothing
+//! sub 0x02  Credit  bytes granted: u32 LE (4 bytes)
+//! sub 0x03  Abort   the reason, UTF-8 (tail)
+//! sub 0x04  Stop    nothing
+//! ```
+//!
+//! The rules of flow control (who sends which, the window) are in the
+//! `stream` module's docs: at most [`STREAM_WINDOW`] bytes sent without
+//! credit.
+//!
+//! ## Rare messages (kind 0x00)
+//!
+//! After the kind byte comes the message in bincode 2 (serde, standard
+//! configuration): the variant's index as a varint (one byte for every
+//! index here), then its fields in order, integers as little-endian
+//! varints (`i32` zigzagged), strings and byte strings as a varint length
+//! and the bytes, an id as a byte string of 16 bytes, a `Result` as the
+//! index 0 (`Ok`) or 1 (`Err`) then its value, a [`RemoteError`] as its
+//! kind's index (the order above) then its message. A payload is not among
+//! the fields: it is the tail.
+//!
+//! ```text
+//! index  ToWorker                           ToSupervisor
+//! 0      Welcome  worker_id u64, index u32, Hello     magic u32,
+//!                 max_frame_length u32,               protocol_version u16,
+//!                 config bytes                        pid u32
+//! 1      Cancel   id                        Ready
+//! 2      Event    name string; tail         Busy
+//! 3      Ping     seq u64                   Event     name string; tail
+//! 4      SoftKill                           Pong      seq u64
+//! 5      HardKill                           Status    message string
+//! 6      QueryReply id u64, Result:         Query     id u64, name string;
+//!                 Ok: tail | Err: error               tail
+//! 7      -                                  SocketClosed id
+//! 8      -                                  Stopping  signal i32
+//! ```
+//!
+//! A variant is never renumbered within a [`PROTOCOL_VERSION`].
+//!
+//! Every unknown kind, sub-kind, flag bit or variant index, every field
+//! cut short, every byte left over after a message without a tail and
+//! every string that is not UTF-8 is a [`ProtocolError::Decode`] naming
+//! what was wrong; the connection ends with it. The fixed layouts have
+//! exactly one encoding per message.
 //!
 //! # Handshake
 //!
@@ -53,11 +182,11 @@
 //!   | -- Ready ------------------------>  |   now requests may flow
 //! ```
 //!
-//! The supervisor runs [`handshake::accept`], the worker
-//! [`handshake::connect`] and then, once set up, sends `Ready` itself.
-//! While it sets up, a worker may send `Status` and `Event`: `accept`
-//! hands them to the supervisor as they come. Anything else before
-//! `Ready` is a [`ProtocolError::UnexpectedMessage`] naming what came.
+//! The supervisor runs `handshake::accept`, the worker `handshake::connect`
+//! and then, once set up, sends `Ready` itself. While it sets up, a worker
+//! may send `Status` and `Event`: `accept` hands them to the supervisor as
+//! they come. Anything else before `Ready` is a
+//! [`ProtocolError::UnexpectedMessage`] naming what came.
 //!
 //! A wrong [`MAGIC`] or a [`PROTOCOL_VERSION`] mismatch ends the connection:
 //! the supervisor reports both versions and never routes work to that
@@ -73,36 +202,68 @@ compile_error!(
      which this target does not have"
 );
 
+#[doc(hidden)]
 pub mod bounded;
+#[doc(hidden)]
 pub mod codec;
 pub mod error;
+#[doc(hidden)]
 pub mod fdio;
+#[doc(hidden)]
+pub mod frame;
+#[doc(hidden)]
 pub mod handshake;
+#[doc(hidden)]
 pub mod idhash;
 pub mod message;
+#[doc(hidden)]
 pub mod reader;
+#[doc(hidden)]
 pub mod stream;
-pub mod subscription;
+mod subscription;
 pub mod task;
+#[doc(hidden)]
 pub mod transport;
 pub mod value;
+#[doc(hidden)]
+pub mod wire;
 
-pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_LENGTH, FRAME_HEADER_LEN};
 pub use error::ProtocolError;
-pub use fdio::{FdReader, MAX_FDS_PER_FRAME};
 pub use handshake::HandshakeError;
-pub use idhash::{IdHash, IdHasher};
 pub use message::{
-    timestamp_from_micros, timestamp_micros, Hello, Message, RemoteError, RemoteErrorKind,
-    RequestId, Welcome, MAGIC, PROTOCOL_VERSION,
+    Hello, RemoteError, RemoteErrorKind, RequestId, StreamFrame, ToSupervisor, ToWorker, Welcome,
+    MAGIC, PROTOCOL_VERSION,
 };
-pub use reader::FrameReader;
-pub use stream::{new_credit, pump, Chunk, ChunkSender, IncomingStream, Streams, STREAM_WINDOW};
+pub use stream::{IncomingStream, STREAM_WINDOW};
 pub use subscription::Subscription;
 pub use task::Task;
-pub use transport::{outbox, write_loop, Closed, Outbox, OutboxReceiver, Outgoing, COPY_LIMIT};
 pub use value::{decode_value, encode_value, ValueError};
 
+pub use fdio::MAX_FDS_PER_FRAME;
+
+// The plumbing of drover-supervisor and drover-worker, not for users.
+#[doc(hidden)]
+pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_LENGTH};
+#[doc(hidden)]
+pub use fdio::FdReader;
+#[doc(hidden)]
+pub use frame::FRAME_HEADER_LEN;
+#[doc(hidden)]
+pub use idhash::{IdHash, IdHasher};
+#[doc(hidden)]
+pub use message::{timestamp_from_micros, timestamp_micros};
+#[doc(hidden)]
+pub use reader::FrameReader;
+#[doc(hidden)]
+pub use stream::{new_credit, pump, Chunk, ChunkSender, Streams};
+#[doc(hidden)]
+pub use transport::{
+    outbox, write_loop, Closed, Outbox, OutboxReceiver, Outgoing, StreamOutbox, Wake, COPY_LIMIT,
+};
+#[doc(hidden)]
+pub use wire::Wire;
+
+#[doc(hidden)]
 /// The next value of an event subscription; `None` once it is closed. A
 /// subscriber that fell behind loses the oldest values and the log says
 /// how many, rather than the sender waiting for it.
@@ -122,22 +283,27 @@ pub async fn recv_lossy<T: Clone>(rx: &mut tokio::sync::broadcast::Receiver<T>) 
     }
 }
 
+#[doc(hidden)]
 /// The name of the event by which a worker posts a job to the pool's job
 /// queue (`Worker::post_job`); its payload is `(due: u64 microseconds since
 /// the Unix epoch, 0 for now; job: Vec<u8> encoded job value)`.
 pub const EVENT_POST_JOB: &str = "drover.post_job";
 
+#[doc(hidden)]
 /// The name of the event by which a worker reports a statistic
 /// (`Worker::add_stat`); its payload is `(name: String, value: f64)`.
 pub const EVENT_STAT: &str = "drover.stat";
 
+#[doc(hidden)]
 /// Name of the environment variable that tells a worker which inherited
 /// descriptor is its end of the supervisor's socket pair.
 pub const ENV_FD: &str = "DROVER_FD";
 
+#[doc(hidden)]
 /// Name of the environment variable holding the supervisor's pid, so a worker
 /// can tell it was orphaned even if it missed the parent-death signal.
 pub const ENV_PARENT_PID: &str = "DROVER_PARENT_PID";
 
+#[doc(hidden)]
 /// The descriptor number the worker's socket is given in the child.
 pub const CHILD_FD: i32 = 3;

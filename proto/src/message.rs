@@ -1,4 +1,5 @@
-//! Every message of the protocol, in both directions.
+//! Every message of the protocol, typed by direction: [`ToWorker`] and
+//! [`ToSupervisor`], with the [`StreamFrame`]s both carry.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +11,7 @@ use uuid::Uuid;
 pub const MAGIC: u32 = 0x4452_5652;
 
 /// Version of this protocol. Both sides must speak the same one.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Identifies one request for its whole life (a uuid v4).
 pub type RequestId = Uuid;
@@ -57,8 +58,11 @@ pub struct Welcome {
     pub config: Bytes,
 }
 
-/// Why a request failed on the worker's side.
+/// Why a request failed on the worker's side. On the wire it is one byte
+/// (see the [crate docs](crate#wire-format)); a new kind comes with a new
+/// [`PROTOCOL_VERSION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum RemoteErrorKind {
     /// The handler returned an error or called `fail`.
     Failed,
@@ -80,21 +84,115 @@ pub struct RemoteError {
     pub message: String,
 }
 
-/// One message on the connection between a supervisor and a worker.
+/// A byte stream's frame, in either direction: the request's stream
+/// (supervisor to worker) or the answer's (worker to supervisor). Both
+/// directions encode it the same way, so the stream registry and the
+/// pumps send it without knowing which side they are on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamFrame {
+    /// The next bytes of the stream of request `id`. Never more than the
+    /// receiver has granted in credit.
+    Data {
+        /// The request whose stream this is.
+        id: RequestId,
+        /// The bytes (after the frame's fields on the wire).
+        bytes: Bytes,
+    },
+    /// The stream of request `id` is complete.
+    End {
+        /// The request whose stream this is.
+        id: RequestId,
+    },
+    /// From the stream's receiver: it consumed `bytes` more, which the
+    /// sender may now send.
+    Credit {
+        /// The request whose stream this is.
+        id: RequestId,
+        /// Bytes of credit granted.
+        bytes: u32,
+    },
+    /// From the stream's sender: the stream is cut short.
+    Abort {
+        /// The request whose stream this is.
+        id: RequestId,
+        /// Why.
+        reason: String,
+    },
+    /// From the stream's receiver: it wants no more of this stream.
+    Stop {
+        /// The request whose stream this is.
+        id: RequestId,
+    },
+}
+
+impl StreamFrame {
+    /// The request whose stream this frame belongs to.
+    pub fn id(&self) -> RequestId {
+        match self {
+            StreamFrame::Data { id, .. }
+            | StreamFrame::End { id }
+            | StreamFrame::Credit { id, .. }
+            | StreamFrame::Abort { id, .. }
+            | StreamFrame::Stop { id } => *id,
+        }
+    }
+
+    /// The frame's name, for error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StreamFrame::Data { .. } => "StreamData",
+            StreamFrame::End { .. } => "StreamEnd",
+            StreamFrame::Credit { .. } => "StreamCredit",
+            StreamFrame::Abort { .. } => "StreamAbort",
+            StreamFrame::Stop { .. } => "StreamStop",
+        }
+    }
+}
+
+/// Everything a supervisor says to a worker.
 ///
-/// New variants are only ever appended, so the encoding of existing ones
-/// never changes within a [`PROTOCOL_VERSION`].
+/// `Request` and `Stream` have drover's own fixed layouts on the wire; the
+/// others (the rare ones) travel as bincode, by their index in this enum
+/// (see the [crate docs](crate#wire-format)). New rare variants are only
+/// ever inserted before `Request`, and each changes the
+/// [`PROTOCOL_VERSION`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Message {
-    /// Worker to supervisor: first message, see [`Hello`].
-    Hello(Hello),
-    /// Supervisor to worker: answer to `Hello`, see [`Welcome`].
+pub enum ToWorker {
+    /// The answer to `Hello`, see [`Welcome`].
     Welcome(Welcome),
-    /// Worker to supervisor: ready for requests (again).
-    Ready,
-    /// Worker to supervisor: route no new request here until `Ready`.
-    Busy,
-    /// Supervisor to worker: a request to handle.
+    /// The caller no longer wants this request.
+    Cancel {
+        /// The request to cancel.
+        id: RequestId,
+    },
+    /// A custom event.
+    Event {
+        /// The event's name.
+        name: String,
+        /// The encoded event value (after the message on the wire).
+        #[serde(with = "tail")]
+        payload: Bytes,
+    },
+    /// Liveness probe.
+    Ping {
+        /// Echoed back in `Pong`.
+        seq: u64,
+    },
+    /// Finish what you hold, then exit.
+    SoftKill,
+    /// Exit now.
+    HardKill,
+    /// The answer to a `Query`.
+    QueryReply {
+        /// The query answered.
+        id: u64,
+        /// The encoded answer (after the message on the wire), or why there
+        /// is none.
+        #[serde(with = "tail_result")]
+        result: Result<Bytes, RemoteError>,
+    },
+    /// A request to handle (fixed layout).
+    #[serde(skip)]
     Request {
         /// The request's id.
         id: RequestId,
@@ -104,31 +202,35 @@ pub enum Message {
         /// as `SCM_RIGHTS` on the connection; the worker takes the next this
         /// many it received.
         fds: u8,
-        /// Whether a byte stream follows, as `StreamData` frames with this
-        /// request's id, ending with `StreamEnd` (or `StreamAbort`).
+        /// Whether a byte stream follows, as [`StreamFrame`]s with this
+        /// request's id, ending with `End` (or `Abort`).
         stream: bool,
-        /// The encoded request value. On the wire it follows the message
-        /// (see [`codec`](crate::codec)), so it is never copied to decode.
-        #[serde(with = "tail")]
+        /// The encoded request value. On the wire it is the rest of the
+        /// frame, so it is never copied to decode.
         payload: Bytes,
     },
-    /// Worker to supervisor: the answer to a request.
-    Response {
-        /// The request answered.
-        id: RequestId,
-        /// Whether a byte stream follows the answer, as for a request.
-        stream: bool,
-        /// The encoded answer, or the worker's error. An answer's bytes
-        /// follow the message on the wire, as a request's do.
-        #[serde(with = "tail_result")]
-        result: Result<Bytes, RemoteError>,
-    },
-    /// Supervisor to worker: the caller no longer wants this request.
-    Cancel {
-        /// The request to cancel.
-        id: RequestId,
-    },
-    /// Either direction: a custom event.
+    /// A frame of a byte stream: the request's, or credit and stops for
+    /// the answer's (fixed layout).
+    #[serde(skip)]
+    Stream(StreamFrame),
+}
+
+/// Everything a worker says to its supervisor.
+///
+/// `Response` and `Stream` have drover's own fixed layouts on the wire; the
+/// others (the rare ones) travel as bincode, by their index in this enum
+/// (see the [crate docs](crate#wire-format)). New rare variants are only
+/// ever inserted before `Response`, and each changes the
+/// [`PROTOCOL_VERSION`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToSupervisor {
+    /// First message, see [`Hello`].
+    Hello(Hello),
+    /// Ready for requests (again).
+    Ready,
+    /// Route no new request here until `Ready`.
+    Busy,
+    /// A custom event.
     Event {
         /// The event's name.
         name: String,
@@ -136,63 +238,18 @@ pub enum Message {
         #[serde(with = "tail")]
         payload: Bytes,
     },
-    /// Supervisor to worker: liveness probe.
-    Ping {
-        /// Echoed back in `Pong`.
-        seq: u64,
-    },
-    /// Worker to supervisor: answer to `Ping`.
+    /// The answer to `Ping`.
     Pong {
         /// The `seq` of the `Ping` answered.
         seq: u64,
     },
-    /// Worker to supervisor: a human-readable status line ("loading model").
+    /// A human-readable status line ("loading model").
     Status {
         /// The status text.
         message: String,
     },
-    /// Supervisor to worker: finish what you hold, then exit.
-    SoftKill,
-    /// Supervisor to worker: exit now.
-    HardKill,
-    /// Either direction: the next bytes of the stream of request `id`
-    /// (the request's stream from the supervisor, the answer's from the
-    /// worker). Never more than the receiver has granted in credit.
-    StreamData {
-        /// The request whose stream this is.
-        id: RequestId,
-        /// The bytes (after the message on the wire).
-        #[serde(with = "tail")]
-        bytes: Bytes,
-    },
-    /// Either direction: the stream of request `id` is complete.
-    StreamEnd {
-        /// The request whose stream this is.
-        id: RequestId,
-    },
-    /// Either direction, from the stream's receiver: it consumed `bytes`
-    /// more, which the sender may now send.
-    StreamCredit {
-        /// The request whose stream this is.
-        id: RequestId,
-        /// Bytes of credit granted.
-        bytes: u32,
-    },
-    /// Either direction, from the stream's sender: the stream is cut short.
-    StreamAbort {
-        /// The request whose stream this is.
-        id: RequestId,
-        /// Why.
-        reason: String,
-    },
-    /// Either direction, from the stream's receiver: it wants no more of
-    /// this stream.
-    StreamStop {
-        /// The request whose stream this is.
-        id: RequestId,
-    },
-    /// Worker to supervisor: a question for the supervisor's query handler
-    /// (`Worker::ask`), answered with `QueryReply`.
+    /// A question for the supervisor's query handler (`Worker::ask`),
+    /// answered with `QueryReply`.
     Query {
         /// Chosen by the worker, echoed in the reply.
         id: u64,
@@ -202,111 +259,109 @@ pub enum Message {
         #[serde(with = "tail")]
         payload: Bytes,
     },
-    /// Supervisor to worker: the answer to a `Query`.
-    QueryReply {
-        /// The query answered.
-        id: u64,
-        /// The encoded answer (after the message on the wire), or why there
-        /// is none.
-        #[serde(with = "tail_result")]
-        result: Result<Bytes, RemoteError>,
-    },
-    /// Worker to supervisor: it closed a socket that came with a request.
+    /// The worker closed a socket that came with a request.
     SocketClosed {
         /// The request the socket came with.
         id: RequestId,
     },
-    /// Worker to supervisor: a signal from outside the pool (SIGTERM or
-    /// SIGINT, from a service manager or a terminal) told it to stop. It
-    /// takes nothing new, finishes what it holds, then exits; the
-    /// supervisor routes nothing more to it and reports its exit as that
-    /// signal's doing, not a crash.
+    /// A signal from outside the pool (SIGTERM or SIGINT, from a service
+    /// manager or a terminal) told the worker to stop. It takes nothing
+    /// new, finishes what it holds, then exits; the supervisor routes
+    /// nothing more to it and reports its exit as that signal's doing, not
+    /// a crash.
     Stopping {
         /// The signal's number.
         signal: i32,
     },
+    /// The answer to a request (fixed layout).
+    #[serde(skip)]
+    Response {
+        /// The request answered.
+        id: RequestId,
+        /// Whether a byte stream follows the answer, as for a request.
+        stream: bool,
+        /// The encoded answer, or the worker's error. An answer's bytes
+        /// are the rest of the frame, as a request's are.
+        result: Result<Bytes, RemoteError>,
+    },
+    /// A frame of a byte stream: the answer's, or credit and stops for the
+    /// request's (fixed layout).
+    #[serde(skip)]
+    Stream(StreamFrame),
 }
 
-impl Message {
-    /// The bulk bytes this message carries after its fields on the wire.
-    pub fn tail(&self) -> Option<&Bytes> {
+impl ToWorker {
+    pub(crate) fn tail_mut(&mut self) -> Option<&mut Bytes> {
         match self {
-            Message::Request { payload, .. } | Message::Event { payload, .. } => Some(payload),
-            Message::StreamData { bytes, .. } => Some(bytes),
-            Message::Query { payload, .. } => Some(payload),
-            Message::QueryReply {
-                result: Ok(payload),
-                ..
-            } => Some(payload),
-            Message::Response {
-                result: Ok(payload),
-                ..
-            } => Some(payload),
-            _ => None,
-        }
-    }
-
-    /// Takes the bulk bytes out of the message (leaving them empty), for
-    /// a writer that sends them after the fields without a copy or a
-    /// reference count.
-    pub fn take_tail(&mut self) -> Option<Bytes> {
-        self.tail_mut().map(std::mem::take)
-    }
-
-    /// Puts the bytes that followed the message on the wire in their
-    /// field; `Err` gives them back if the message has no such field.
-    pub fn set_tail(&mut self, bytes: Bytes) -> Result<(), Bytes> {
-        match self.tail_mut() {
-            Some(tail) => *tail = bytes,
-            None if bytes.is_empty() => {}
-            None => return Err(bytes),
-        }
-        Ok(())
-    }
-
-    fn tail_mut(&mut self) -> Option<&mut Bytes> {
-        match self {
-            Message::Request { payload, .. }
-            | Message::Event { payload, .. }
-            | Message::Query { payload, .. }
-            | Message::StreamData { bytes: payload, .. }
-            | Message::QueryReply {
+            ToWorker::Request { payload, .. }
+            | ToWorker::Event { payload, .. }
+            | ToWorker::QueryReply {
                 result: Ok(payload),
                 ..
             }
-            | Message::Response {
-                result: Ok(payload),
-                ..
-            } => Some(payload),
-            _ => None,
+            | ToWorker::Stream(StreamFrame::Data { bytes: payload, .. }) => Some(payload),
+            ToWorker::Welcome(_)
+            | ToWorker::Cancel { .. }
+            | ToWorker::Ping { .. }
+            | ToWorker::SoftKill
+            | ToWorker::HardKill
+            | ToWorker::QueryReply { result: Err(_), .. }
+            | ToWorker::Stream(_) => None,
         }
     }
 
     /// The variant's name, for error messages.
-    pub fn kind(&self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
-            Message::Hello(_) => "Hello",
-            Message::Welcome(_) => "Welcome",
-            Message::Ready => "Ready",
-            Message::Busy => "Busy",
-            Message::Request { .. } => "Request",
-            Message::Response { .. } => "Response",
-            Message::Cancel { .. } => "Cancel",
-            Message::Event { .. } => "Event",
-            Message::Ping { .. } => "Ping",
-            Message::Pong { .. } => "Pong",
-            Message::Status { .. } => "Status",
-            Message::SocketClosed { .. } => "SocketClosed",
-            Message::Stopping { .. } => "Stopping",
-            Message::Query { .. } => "Query",
-            Message::QueryReply { .. } => "QueryReply",
-            Message::StreamData { .. } => "StreamData",
-            Message::StreamEnd { .. } => "StreamEnd",
-            Message::StreamCredit { .. } => "StreamCredit",
-            Message::StreamAbort { .. } => "StreamAbort",
-            Message::StreamStop { .. } => "StreamStop",
-            Message::SoftKill => "SoftKill",
-            Message::HardKill => "HardKill",
+            ToWorker::Welcome(_) => "Welcome",
+            ToWorker::Cancel { .. } => "Cancel",
+            ToWorker::Event { .. } => "Event",
+            ToWorker::Ping { .. } => "Ping",
+            ToWorker::SoftKill => "SoftKill",
+            ToWorker::HardKill => "HardKill",
+            ToWorker::QueryReply { .. } => "QueryReply",
+            ToWorker::Request { .. } => "Request",
+            ToWorker::Stream(frame) => frame.name(),
+        }
+    }
+}
+
+impl ToSupervisor {
+    pub(crate) fn tail_mut(&mut self) -> Option<&mut Bytes> {
+        match self {
+            ToSupervisor::Response {
+                result: Ok(payload),
+                ..
+            }
+            | ToSupervisor::Event { payload, .. }
+            | ToSupervisor::Query { payload, .. }
+            | ToSupervisor::Stream(StreamFrame::Data { bytes: payload, .. }) => Some(payload),
+            ToSupervisor::Hello(_)
+            | ToSupervisor::Ready
+            | ToSupervisor::Busy
+            | ToSupervisor::Pong { .. }
+            | ToSupervisor::Status { .. }
+            | ToSupervisor::SocketClosed { .. }
+            | ToSupervisor::Stopping { .. }
+            | ToSupervisor::Response { result: Err(_), .. }
+            | ToSupervisor::Stream(_) => None,
+        }
+    }
+
+    /// The variant's name, for error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ToSupervisor::Hello(_) => "Hello",
+            ToSupervisor::Ready => "Ready",
+            ToSupervisor::Busy => "Busy",
+            ToSupervisor::Event { .. } => "Event",
+            ToSupervisor::Pong { .. } => "Pong",
+            ToSupervisor::Status { .. } => "Status",
+            ToSupervisor::Query { .. } => "Query",
+            ToSupervisor::SocketClosed { .. } => "SocketClosed",
+            ToSupervisor::Stopping { .. } => "Stopping",
+            ToSupervisor::Response { .. } => "Response",
+            ToSupervisor::Stream(frame) => frame.name(),
         }
     }
 }

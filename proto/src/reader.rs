@@ -3,7 +3,7 @@
 //! [`FrameReader`] reads the socket through an [`FdReader`] and decodes
 //! with a [`MessageCodec`], as tokio-util's `FramedRead` would, with one
 //! difference that matters for large payloads: the body of a large frame
-//! is read straight into a buffer of its own, taken from a small pool of
+//! ([`frame::pooled`]) is read straight into a buffer of its own, taken from a small pool of
 //! the connection's, and handed to the receiver as `Bytes` that give the
 //! buffer back to the pool when dropped.
 //!
@@ -24,13 +24,11 @@ use futures::Stream;
 use tokio_util::codec::Decoder;
 use tokio_util::io::poll_read_buf;
 
-use crate::codec::{MessageCodec, FRAME_HEADER_LEN};
+use crate::codec::MessageCodec;
 use crate::error::ProtocolError;
 use crate::fdio::FdReader;
-use crate::message::Message;
-
-/// Frames with a body at least this large are read into a pooled buffer.
-pub const LARGE_FRAME: usize = 64 * 1024;
+use crate::frame::{self, Peek, FRAME_HEADER_LEN};
+use crate::wire::Wire;
 
 /// Room reserved for each read of small frames.
 const READ_CHUNK: usize = 64 * 1024;
@@ -43,15 +41,17 @@ const POOL_BYTES: usize = 16 * 1024 * 1024;
 /// connection that once carried a huge frame should not hold it forever.
 const POOLED_BUFFER_MAX: usize = 4 * 1024 * 1024;
 
-/// Reads frames from a connection and decodes them into [`Message`]s.
+/// Reads frames from a connection and decodes them into messages of one
+/// direction: `FrameReader<ToSupervisor>` on the supervisor's side,
+/// `FrameReader<ToWorker>` on the worker's.
 ///
-/// A `Stream` of `Result<Message, ProtocolError>`: it ends (`None`) at a
+/// A `Stream` of `Result<M, ProtocolError>`: it ends (`None`) at a
 /// clean end of input, between frames; end of input inside a frame is
 /// [`ProtocolError::Truncated`]. After an error it yields nothing more.
 #[derive(Debug)]
-pub struct FrameReader {
+pub struct FrameReader<M> {
     io: FdReader,
-    codec: MessageCodec,
+    codec: MessageCodec<M>,
     /// Bytes read and not yet decoded (small frames, and the start of a
     /// large one until it is recognised).
     buf: BytesMut,
@@ -70,9 +70,9 @@ struct LargeBody {
     len: usize,
 }
 
-impl FrameReader {
+impl<M: Wire> FrameReader<M> {
     /// Reads frames from `io`, decoding them with `codec`.
-    pub fn new(io: FdReader, codec: MessageCodec) -> FrameReader {
+    pub fn new(io: FdReader, codec: MessageCodec<M>) -> FrameReader<M> {
         FrameReader {
             io,
             codec,
@@ -95,7 +95,7 @@ impl FrameReader {
     }
 
     /// The codec (to change the frame limit).
-    pub fn decoder_mut(&mut self) -> &mut MessageCodec {
+    pub fn decoder_mut(&mut self) -> &mut MessageCodec<M> {
         &mut self.codec
     }
 
@@ -103,7 +103,7 @@ impl FrameReader {
     /// waiting. A reader that just got a message drains the rest of what
     /// one read brought with this, without a round through its task's
     /// other duties per frame.
-    pub fn next_buffered(&mut self) -> Option<Result<Message, ProtocolError>> {
+    pub fn next_buffered(&mut self) -> Option<Result<M, ProtocolError>> {
         if self.done || self.large.is_some() {
             return None;
         }
@@ -118,10 +118,7 @@ impl FrameReader {
     }
 
     /// The next message, or `Pending` after registering for more input.
-    fn poll_message(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Message, ProtocolError>>> {
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<M, ProtocolError>>> {
         loop {
             if let Some(LargeBody { body, .. }) = self.large.take_if(|l| l.body.len() == l.len) {
                 let body = Bytes::from_owner(Pooled {
@@ -149,9 +146,8 @@ impl FrameReader {
             }
             // The codec checked the header against the limit: a large
             // frame goes on in a buffer of its own.
-            if let Some(header) = self.buf.first_chunk::<FRAME_HEADER_LEN>() {
-                let len = u32::from_be_bytes(*header) as usize;
-                if len >= LARGE_FRAME {
+            if let Peek::Partial { len } = frame::peek(&self.buf, self.codec.max_frame_length())? {
+                if frame::pooled(len) {
                     let mut body = self.pool.take(len);
                     body.extend_from_slice(&self.buf[FRAME_HEADER_LEN..]);
                     self.buf.clear();
@@ -170,8 +166,8 @@ impl FrameReader {
     }
 }
 
-impl Stream for FrameReader {
-    type Item = Result<Message, ProtocolError>;
+impl<M: Wire> Stream for FrameReader<M> {
+    type Item = Result<M, ProtocolError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -240,6 +236,8 @@ impl Drop for Pooled {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::LARGE_FRAME;
+    use crate::message::ToWorker;
     use futures_util_free::next;
 
     /// `StreamExt::next` without the futures crate.
@@ -254,7 +252,7 @@ mod tests {
         }
     }
 
-    fn pair() -> (FrameReader, tokio::net::unix::OwnedWriteHalf) {
+    fn pair() -> (FrameReader<ToWorker>, tokio::net::unix::OwnedWriteHalf) {
         let (a, b) = tokio::net::UnixStream::pair().unwrap();
         let (read, _) = a.into_split();
         let (_, write) = b.into_split();
@@ -281,15 +279,15 @@ mod tests {
             0,
         ];
         let writer = tokio::spawn(async move {
-            let mut codec = MessageCodec::new(8 << 20);
+            let codec = MessageCodec::<ToWorker>::new(8 << 20);
             for round in 0..3u8 {
                 for (i, &size) in sizes.iter().enumerate() {
                     let mut frame = BytesMut::new();
-                    let message = Message::Event {
+                    let message = ToWorker::Event {
                         name: format!("{round}/{i}"),
                         payload: Bytes::from(vec![round.wrapping_add(i as u8); size]),
                     };
-                    codec.encode_message(&message, &mut frame).unwrap();
+                    codec.encode_message(message, &mut frame).unwrap();
                     write.write_all(&frame).await.unwrap();
                 }
             }
@@ -297,7 +295,7 @@ mod tests {
         for round in 0..3u8 {
             for (i, &size) in sizes.iter().enumerate() {
                 let message = next(&mut reader).await.unwrap().unwrap();
-                let Message::Event { name, payload } = message else {
+                let ToWorker::Event { name, payload } = message else {
                     panic!("not an event: {message:?}");
                 };
                 assert_eq!(name, format!("{round}/{i}"));
@@ -322,23 +320,23 @@ mod tests {
     async fn buffered_frames_come_without_a_read() {
         use tokio::io::AsyncWriteExt;
         let (mut reader, mut write) = pair();
-        let mut codec = MessageCodec::new(8 << 20);
+        let codec = MessageCodec::<ToWorker>::new(8 << 20);
         let mut frames = BytesMut::new();
         for seq in 0..3 {
             codec
-                .encode_message(&Message::Ping { seq }, &mut frames)
+                .encode_message(ToWorker::Ping { seq }, &mut frames)
                 .unwrap();
         }
         frames.put_u32(LARGE_FRAME as u32);
         write.write_all(&frames).await.unwrap();
         assert_eq!(
             next(&mut reader).await.unwrap().unwrap(),
-            Message::Ping { seq: 0 }
+            ToWorker::Ping { seq: 0 }
         );
         for seq in 1..3 {
             assert_eq!(
                 reader.next_buffered().unwrap().unwrap(),
-                Message::Ping { seq }
+                ToWorker::Ping { seq }
             );
         }
         assert!(

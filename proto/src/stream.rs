@@ -12,10 +12,10 @@
 //!
 //! ```text
 //! sender                                  receiver
-//!   | -- StreamData (<= credit) ------------> |  queued for the reader
-//!   | <------------ StreamCredit (consumed) -- |  as the reader reads
-//!   | -- StreamEnd / StreamAbort -----------> |  end of file / error
-//!   | <------------------------- StreamStop -- |  reader dropped early
+//!   | -- Data (<= credit) ------------------> |  queued for the reader
+//!   | <------------------ Credit (consumed) -- |  as the reader reads
+//!   | -- End / Abort -----------------------> |  end of file / error
+//!   | <------------------------------- Stop -- |  reader dropped early
 //! ```
 
 use std::collections::HashMap;
@@ -31,8 +31,8 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::error::ProtocolError;
 use crate::idhash::IdHasher;
-use crate::message::{Message, RequestId};
-use crate::transport::{Outbox, Outgoing};
+use crate::message::{RequestId, StreamFrame};
+use crate::transport::StreamOutbox;
 
 /// Credit a stream starts with, and the most it can have outstanding.
 pub const STREAM_WINDOW: usize = 256 * 1024;
@@ -61,7 +61,7 @@ pub enum Chunk {
 pub struct IncomingStream {
     id: RequestId,
     rx: mpsc::UnboundedReceiver<Chunk>,
-    out: Outbox,
+    out: StreamOutbox,
     current: Bytes,
     /// Bytes consumed and not yet returned as credit.
     unreturned: usize,
@@ -116,7 +116,7 @@ impl ChunkSender {
 impl IncomingStream {
     /// A stream of request `id`, and the sender the connection feeds it
     /// with; credit and `StreamStop` go out on `out`.
-    pub fn new(id: RequestId, out: Outbox, peer: String) -> (IncomingStream, ChunkSender) {
+    pub fn new(id: RequestId, out: StreamOutbox, peer: String) -> (IncomingStream, ChunkSender) {
         // Unbounded in messages, bounded in bytes: the sender's data is
         // counted against the window as it arrives (`ChunkSender::send`),
         // and empty chunks are never queued.
@@ -147,10 +147,7 @@ impl IncomingStream {
             let bytes = self.unreturned as u32;
             self.unreturned = 0;
             self.held.fetch_sub(bytes as usize, Ordering::AcqRel);
-            let _ = self.out.send(Outgoing::Frame(Message::StreamCredit {
-                id: self.id,
-                bytes,
-            }));
+            let _ = self.out.send(StreamFrame::Credit { id: self.id, bytes });
         }
     }
 }
@@ -209,9 +206,7 @@ impl AsyncRead for IncomingStream {
 impl Drop for IncomingStream {
     fn drop(&mut self) {
         if !self.finished {
-            let _ = self
-                .out
-                .send(Outgoing::Frame(Message::StreamStop { id: self.id }));
+            let _ = self.out.send(StreamFrame::Stop { id: self.id });
         }
     }
 }
@@ -228,7 +223,7 @@ impl Drop for IncomingStream {
 pub async fn pump<R: AsyncRead + Unpin>(
     mut source: R,
     id: RequestId,
-    out: Outbox,
+    out: StreamOutbox,
     credit: Arc<Semaphore>,
 ) -> io::Result<u64> {
     let gone = || {
@@ -243,10 +238,10 @@ pub async fn pump<R: AsyncRead + Unpin>(
         // Wait for some credit, then read at most that much.
         let stopped = || {
             // Tell the other side this stream is over, so it forgets it.
-            let _ = out.send(Outgoing::Frame(Message::StreamAbort {
+            let _ = out.send(StreamFrame::Abort {
                 id,
                 reason: "the receiver stopped the stream".to_owned(),
-            }));
+            });
             gone()
         };
         let available = {
@@ -268,8 +263,7 @@ pub async fn pump<R: AsyncRead + Unpin>(
         };
         match read {
             Ok(0) => {
-                out.send(Outgoing::Frame(Message::StreamEnd { id }))
-                    .map_err(|_| gone())?;
+                out.send(StreamFrame::End { id }).map_err(|_| gone())?;
                 return Ok(sent);
             }
             Ok(n) => {
@@ -277,14 +271,14 @@ pub async fn pump<R: AsyncRead + Unpin>(
                 credit.add_permits(available - n);
                 sent += n as u64;
                 let bytes = buf.split().freeze();
-                out.send(Outgoing::Frame(Message::StreamData { id, bytes }))
+                out.send(StreamFrame::Data { id, bytes })
                     .map_err(|_| gone())?;
             }
             Err(e) => {
-                let _ = out.send(Outgoing::Frame(Message::StreamAbort {
+                let _ = out.send(StreamFrame::Abort {
                     id,
                     reason: format!("the source failed: {e}"),
-                }));
+                });
                 return Err(e);
             }
         }
@@ -312,6 +306,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Streams {
+    /// Handles a stream frame from the peer: data, end and abort go to
+    /// the arriving stream they belong to, credit and stop to the stream
+    /// being sent.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::StreamWindow`] or [`ProtocolError::StreamCredit`]:
+    /// the peer broke the rules of flow control.
+    pub fn on_frame(&self, frame: StreamFrame) -> Result<(), ProtocolError> {
+        match frame {
+            StreamFrame::Data { id, bytes } => self.deliver(id, Chunk::Data(bytes)),
+            StreamFrame::End { id } => self.deliver(id, Chunk::End),
+            StreamFrame::Abort { id, reason } => self.deliver(id, Chunk::Abort(reason)),
+            StreamFrame::Credit { id, bytes } => self.credit(id, bytes),
+            StreamFrame::Stop { id } => {
+                self.stop(id);
+                Ok(())
+            }
+        }
+    }
+
     /// Registers an arriving stream, before anything of it can arrive.
     pub fn receive(&self, id: RequestId, chunks: ChunkSender) {
         lock(&self.incoming).insert(id, chunks);
@@ -391,7 +406,7 @@ impl Streams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::MessageCodec;
+    use crate::message::ToWorker;
     use crate::transport::outbox;
 
     fn id() -> RequestId {
@@ -403,9 +418,9 @@ mod tests {
     /// reader reads makes room again.
     #[tokio::test]
     async fn data_past_the_window_is_refused() {
-        let (out, _rx) = outbox(MessageCodec::default(), usize::MAX);
+        let (out, _rx) = outbox::<ToWorker>(1 << 20, usize::MAX);
         let streams = Streams::default();
-        let (mut incoming, chunks) = IncomingStream::new(id(), out, "test".into());
+        let (mut incoming, chunks) = IncomingStream::new(id(), out.streams(), "test".into());
         streams.receive(id(), chunks);
         let window = Bytes::from(vec![1u8; STREAM_WINDOW]);
         streams.deliver(id(), Chunk::Data(window)).unwrap();

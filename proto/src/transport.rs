@@ -6,23 +6,27 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::marker::PhantomData;
+
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{oneshot, Notify};
 
-use crate::codec::MessageCodec;
+use crate::codec::{encode_head, encode_message};
 use crate::error::ProtocolError;
-use crate::message::Message;
+use crate::message::StreamFrame;
+use crate::wire::Wire;
 
-/// What a connection's writer task is asked to do.
+/// What a connection's writer task is asked to do, with messages of type
+/// `M` (the direction this side sends).
 #[derive(Debug)]
-pub enum Outgoing {
+pub enum Outgoing<M> {
     /// Send this message.
-    Frame(Message),
+    Frame(M),
     /// Send this message with these descriptors attached (`SCM_RIGHTS`);
     /// they are closed on this side once sent.
-    FrameWithFds(Message, Vec<OwnedFd>),
+    FrameWithFds(M, Vec<OwnedFd>),
     /// Acknowledge once everything queued before this has been written.
     Flush(oneshot::Sender<()>),
 }
@@ -44,10 +48,34 @@ const MAX_IOVECS: usize = 64;
 /// buffer and written from it, with no copy. The writer is woken only when
 /// the queue goes from empty to not, and takes everything queued at once.
 ///
+/// It takes messages of one direction, `M`: `Outbox<ToWorker>` on the
+/// supervisor's side, `Outbox<ToSupervisor>` on the worker's. Its
+/// [`StreamOutbox`] sends stream frames only, which are the same in both
+/// directions.
+///
 /// Cheap to clone; the writer finishes (after writing what is queued) when
-/// the last clone is dropped.
+/// the last clone (of it or of its [`StreamOutbox`]es) is dropped.
+pub struct Outbox<M> {
+    streams: StreamOutbox,
+    message: PhantomData<fn(M)>,
+}
+
+impl<M> std::fmt::Debug for Outbox<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("message", &std::any::type_name::<M>())
+            .field("shared", &self.streams.shared)
+            .finish()
+    }
+}
+
+/// The sending side of a connection for [`StreamFrame`]s only, whichever
+/// direction it sends: what the stream registry, an [`IncomingStream`]
+/// and the pumps hold, so that they are the same types on both sides.
+///
+/// [`IncomingStream`]: crate::IncomingStream
 #[derive(Debug)]
-pub struct Outbox {
+pub struct StreamOutbox {
     shared: Arc<OutboxShared>,
 }
 
@@ -77,7 +105,8 @@ struct OutboxShared {
 
 #[derive(Debug)]
 struct Queue {
-    codec: MessageCodec,
+    /// The frame limit messages are encoded against.
+    max_frame_length: usize,
     /// Whole buffers to write first, in order.
     items: VecDeque<Item>,
     /// Frames encoded after `items`.
@@ -124,7 +153,7 @@ impl Queue {
     }
 
     /// Queues `outgoing`, counting its bytes against the limit.
-    fn push(&mut self, outgoing: Outgoing) -> Result<(), ProtocolError> {
+    fn push<M: Wire>(&mut self, outgoing: Outgoing<M>) -> Result<(), ProtocolError> {
         let before = self.buf.len();
         let added = self.push_unchecked(outgoing)?;
         self.queued += added + self.buf.len() - before;
@@ -146,11 +175,11 @@ impl Queue {
 
     /// Queues `outgoing`; returns the bytes it added as items of their
     /// own (what it added to `buf` the caller measures).
-    fn push_unchecked(&mut self, outgoing: Outgoing) -> Result<usize, ProtocolError> {
+    fn push_unchecked<M: Wire>(&mut self, outgoing: Outgoing<M>) -> Result<usize, ProtocolError> {
         let mut added = 0;
         match outgoing {
             Outgoing::Frame(message) => {
-                if let Some(tail) = self.codec.encode_head(message, &mut self.buf)? {
+                if let Some(tail) = encode_head(message, self.max_frame_length, &mut self.buf)? {
                     if tail.len() < COPY_LIMIT {
                         self.buf.extend_from_slice(&tail);
                     } else {
@@ -162,7 +191,7 @@ impl Queue {
             }
             Outgoing::FrameWithFds(message, fds) => {
                 let mut frame = BytesMut::new();
-                self.codec.encode_message(&message, &mut frame)?;
+                encode_message(message, self.max_frame_length, &mut frame)?;
                 added += self.cut();
                 added += frame.len();
                 self.items.push_back(Item::WithFds(frame.freeze(), fds));
@@ -176,17 +205,18 @@ impl Queue {
     }
 }
 
-/// A connection's outbox, encoding with `codec`, and its writer's end.
+/// A connection's outbox, encoding messages of type `M` against a frame
+/// limit of `max_frame_length` bytes, and its writer's end.
 ///
 /// At most `limit` bytes may wait to be written (`usize::MAX` for no
 /// bound): past it the peer is taken to have stopped reading, everything
 /// queued is dropped, and the writer stops with
 /// [`ProtocolError::Stalled`], even in the middle of a write that the
 /// peer never lets finish.
-pub fn outbox(codec: MessageCodec, limit: usize) -> (Outbox, OutboxReceiver) {
+pub fn outbox<M: Wire>(max_frame_length: usize, limit: usize) -> (Outbox<M>, OutboxReceiver) {
     let shared = Arc::new(OutboxShared {
         queue: Mutex::new(Queue {
-            codec,
+            max_frame_length,
             items: VecDeque::new(),
             buf: BytesMut::with_capacity(8 * 1024),
             closed: false,
@@ -201,13 +231,16 @@ pub fn outbox(codec: MessageCodec, limit: usize) -> (Outbox, OutboxReceiver) {
     });
     (
         Outbox {
-            shared: shared.clone(),
+            streams: StreamOutbox {
+                shared: shared.clone(),
+            },
+            message: PhantomData,
         },
         OutboxReceiver { shared },
     )
 }
 
-impl Outbox {
+impl<M: Wire> Outbox<M> {
     /// Queues `outgoing` to be written after everything queued before it.
     ///
     /// A message that cannot be encoded (over the frame limit) stops the
@@ -219,9 +252,130 @@ impl Outbox {
     ///
     /// [`Closed`] if the writer has stopped, or this message passed the
     /// limit (it is not sent).
-    pub fn send(&self, outgoing: Outgoing) -> Result<(), Closed> {
+    pub fn send(&self, outgoing: Outgoing<M>) -> Result<(), Closed> {
+        self.queue(outgoing).map(drop)
+    }
+
+    /// Queues `outgoing` as [`send`](Outbox::send) does, but leaves waking
+    /// the writer to the [`Wake`] it returns, so that a caller inside a
+    /// critical section queues its frames in order there and wakes the
+    /// writer once it is out.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Outbox::send). Passing the limit wakes the writer at
+    /// once: it must stop.
+    pub fn queue(&self, outgoing: Outgoing<M>) -> Result<Wake, Closed> {
+        self.streams.shared.queue(outgoing)
+    }
+
+    /// Queues `message`, as [`send`](Outbox::send) does
+    /// `Outgoing::Frame(message)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Outbox::send).
+    pub fn send_message(&self, message: M) -> Result<(), Closed> {
+        self.send(Outgoing::Frame(message))
+    }
+}
+
+impl<M> Outbox<M> {
+    /// The handle for stream frames on this connection.
+    pub fn streams(&self) -> StreamOutbox {
+        self.streams.clone()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.streams.queued()
+    }
+
+    /// Whether the writer has stopped.
+    pub fn is_closed(&self) -> bool {
+        self.streams.is_closed()
+    }
+}
+
+impl<M> Clone for Outbox<M> {
+    fn clone(&self) -> Self {
+        Outbox {
+            streams: self.streams.clone(),
+            message: PhantomData,
+        }
+    }
+}
+
+impl StreamOutbox {
+    /// Queues a stream frame, as [`Outbox::send`] does a message.
+    ///
+    /// # Errors
+    ///
+    /// As [`Outbox::send`].
+    pub fn send(&self, frame: StreamFrame) -> Result<(), Closed> {
+        // Stream frames have the same bytes in both directions.
+        self.shared
+            .queue(Outgoing::Frame(crate::message::ToWorker::Stream(frame)))
+            .map(drop)
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().queued
+    }
+
+    /// Whether the writer has stopped.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+}
+
+impl Clone for StreamOutbox {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        StreamOutbox {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for StreamOutbox {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+/// The wake-up a queued frame owes its writer (if the queue was empty
+/// before it): given when dropped, or by [`wake`](Wake::wake).
+#[derive(Debug)]
+#[must_use = "dropping a Wake wakes the writer at once"]
+pub struct Wake(Option<Arc<OutboxShared>>);
+
+impl Wake {
+    /// Wakes the writer now (the same as dropping this).
+    pub fn wake(self) {}
+
+    /// Whether there is a writer to wake.
+    pub fn is_needed(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Drop for Wake {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.wake.notify_one();
+        }
+    }
+}
+
+impl OutboxShared {
+    /// Queues `outgoing` (see [`Outbox::queue`]).
+    fn queue<M: Wire>(self: &Arc<Self>, outgoing: Outgoing<M>) -> Result<Wake, Closed> {
         let (was_empty, overflowed) = {
-            let mut queue = self.shared.lock();
+            let mut queue = self.lock();
             if queue.closed {
                 return Err(Closed);
             }
@@ -236,44 +390,12 @@ impl Outbox {
             }
         };
         if overflowed {
-            self.shared.overflow.notify_one();
+            self.overflow.notify_one();
             return Err(Closed);
         }
-        if was_empty {
-            self.shared.wake.notify_one();
-        }
-        Ok(())
+        Ok(Wake(was_empty.then(|| self.clone())))
     }
 
-    /// Bytes queued and not yet written.
-    pub fn queued(&self) -> usize {
-        self.shared.lock().queued
-    }
-
-    /// Whether the writer has stopped.
-    pub fn is_closed(&self) -> bool {
-        self.shared.lock().closed
-    }
-}
-
-impl Clone for Outbox {
-    fn clone(&self) -> Self {
-        self.shared.senders.fetch_add(1, Ordering::Relaxed);
-        Outbox {
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-impl Drop for Outbox {
-    fn drop(&mut self) {
-        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.wake.notify_one();
-        }
-    }
-}
-
-impl OutboxShared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // Plain data: a panic elsewhere leaves it usable.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
@@ -431,7 +553,9 @@ async fn write_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::MessageCodec;
     use crate::fdio::FdReader;
+    use crate::message::ToWorker;
     use crate::reader::FrameReader;
     use futures::StreamExt;
     use uuid::Uuid;
@@ -441,14 +565,14 @@ mod tests {
     fn connection(
         max: usize,
     ) -> (
-        Outbox,
+        Outbox<ToWorker>,
         tokio::task::JoinHandle<Result<(), ProtocolError>>,
-        FrameReader,
+        FrameReader<ToWorker>,
     ) {
         let (a, b) = tokio::net::UnixStream::pair().unwrap();
         let (_, write) = a.into_split();
         let (read, _) = b.into_split();
-        let (out, rx) = outbox(MessageCodec::new(max), usize::MAX);
+        let (out, rx) = outbox(max, usize::MAX);
         let writer = tokio::spawn(write_loop(write, rx));
         (
             out,
@@ -457,11 +581,11 @@ mod tests {
         )
     }
 
-    fn data(id: u128, bytes: Bytes) -> Outgoing {
-        Outgoing::Frame(Message::StreamData {
+    fn data(id: u128, bytes: Bytes) -> Outgoing<ToWorker> {
+        Outgoing::Frame(ToWorker::Stream(StreamFrame::Data {
             id: Uuid::from_u128(id),
             bytes,
-        })
+        }))
     }
 
     /// Small frames and large payloads from several senders: each
@@ -495,7 +619,7 @@ mod tests {
         }
         let mut next = [0u128; 4];
         while let Some(message) = reader.next().await {
-            let Message::StreamData { id, bytes } = message.unwrap() else {
+            let ToWorker::Stream(StreamFrame::Data { id, bytes }) = message.unwrap() else {
                 panic!("not a data frame");
             };
             let (sender, i) = (id.as_u128() >> 32, id.as_u128() & 0xffff_ffff);
@@ -520,7 +644,7 @@ mod tests {
         let (out, _writer, mut reader) = connection(1 << 20);
         out.send(data(1, Bytes::from_static(b"first"))).unwrap();
         let (passed, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
-        let carrying = Message::Cancel {
+        let carrying = ToWorker::Cancel {
             id: Uuid::from_u128(2),
         };
         out.send(Outgoing::FrameWithFds(
@@ -532,7 +656,7 @@ mod tests {
         out.send(Outgoing::Flush(done)).unwrap();
         flushed.await.expect("flushed");
         let first = reader.next().await.unwrap().unwrap();
-        assert!(matches!(first, Message::StreamData { .. }));
+        assert!(matches!(first, ToWorker::Stream(StreamFrame::Data { .. })));
         assert_eq!(reader.next().await.unwrap().unwrap(), carrying);
         assert_eq!(reader.get_mut().take_fds(1).map(|fds| fds.len()), Some(1));
     }
@@ -545,7 +669,7 @@ mod tests {
         let (a, _b) = tokio::net::UnixStream::pair().unwrap();
         let (_, write) = a.into_split();
         let limit = 1 << 20;
-        let (out, rx) = outbox(MessageCodec::new(1 << 20), limit);
+        let (out, rx) = outbox::<ToWorker>(1 << 20, limit);
         let writer = tokio::spawn(write_loop(write, rx));
         let chunk = Bytes::from(vec![1u8; 64 * 1024]);
         let mut sent = 0usize;
@@ -586,5 +710,25 @@ mod tests {
         }
         assert!(out.is_closed());
         assert_eq!(out.send(data(2, Bytes::new())), Err(Closed));
+    }
+
+    /// Stream frames sent through the untyped handle arrive as the
+    /// direction's stream messages; the writer lives until the last
+    /// handle of either kind is gone.
+    #[tokio::test]
+    async fn the_stream_handle_sends_stream_frames_and_keeps_the_writer() {
+        let (out, writer, mut reader) = connection(1 << 20);
+        let streams = out.streams();
+        drop(out);
+        let id = Uuid::from_u128(5);
+        streams.send(StreamFrame::Credit { id, bytes: 7 }).unwrap();
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            ToWorker::Stream(StreamFrame::Credit { id, bytes: 7 })
+        );
+        assert!(!writer.is_finished());
+        drop(streams);
+        writer.await.unwrap().unwrap();
+        assert!(reader.next().await.is_none());
     }
 }

@@ -1,15 +1,16 @@
 //! Encoding of user values (requests, answers, events, configuration).
 //!
-//! Every use of bincode in drover goes through this module and [`codec`],
+//! Every use of bincode in drover goes through this module and [`wire`],
 //! so the serialisation format can change without touching either side's
 //! API.
 //!
-//! [`codec`]: crate::codec
+//! [`wire`]: crate::wire
 
 use serde::{de::DeserializeOwned, Serialize};
 
 /// A user value that would not encode or decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ValueError {
     /// The value could not be encoded.
     #[error("cannot encode a value of type {type_name}: {reason}")]

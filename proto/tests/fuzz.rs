@@ -10,11 +10,14 @@
 //! - `socket`: a [`FrameReader`] over a real socket pair, the stream written
 //!   in pieces of 1 byte to 64 KiB, some with `SCM_RIGHTS` descriptors.
 //!
-//! Inputs are valid encodings of every [`Message`] variant (and of every
-//! value shape), mutated: bits flipped, bytes set to values that matter to
-//! bincode's varints, lying length claims inserted (`253` and a `u64` of
-//! 2^40, `u64::MAX`, ...), truncated, spliced, chunks duplicated or cut,
-//! frame headers rewritten (to the limit, one past it, 0, ...), garbage.
+//! Inputs are valid encodings of every message of both directions
+//! ([`ToWorker`] and [`ToSupervisor`], each case one direction, as each
+//! side reads one; and of every value shape), mutated: bits flipped, bytes
+//! set to values that matter to bincode's varints and to the kind, flag
+//! and sub-kind bytes of the fixed layouts, lying length claims inserted
+//! (`253` and a `u64` of 2^40, `u64::MAX`, ...), truncated, spliced, chunks
+//! duplicated or cut, frame headers rewritten (to the limit, one past it,
+//! 0, ...), garbage.
 //!
 //! Each decode runs under `catch_unwind` and a counting global allocator:
 //! no input may panic, and none may make one allocation larger than the
@@ -48,11 +51,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use drover_proto::fdio::send_with_fds;
-use drover_proto::reader::LARGE_FRAME;
+use drover_proto::frame::LARGE_FRAME;
 use drover_proto::{
-    decode_value, encode_value, FdReader, FrameReader, Hello, Message, MessageCodec, ProtocolError,
-    RemoteError, RemoteErrorKind, Welcome, DEFAULT_MAX_FRAME_LENGTH, FRAME_HEADER_LEN, MAGIC,
-    MAX_FDS_PER_FRAME, PROTOCOL_VERSION,
+    decode_value, encode_value, FdReader, FrameReader, Hello, MessageCodec, ProtocolError,
+    RemoteError, RemoteErrorKind, StreamFrame, ToSupervisor, ToWorker, Welcome, Wire,
+    DEFAULT_MAX_FRAME_LENGTH, FRAME_HEADER_LEN, MAGIC, MAX_FDS_PER_FRAME, PROTOCOL_VERSION,
 };
 use futures::Stream;
 use serde::de::DeserializeOwned;
@@ -546,130 +549,196 @@ impl Rng {
     }
 }
 
-/// How many variants [`Message`] has. [`variant`] has no wildcard, so a
-/// new variant does not compile until it has an index there and a sample
-/// in [`message`].
-const VARIANTS: usize = 22;
+/// A direction's messages, as the corpus builds them.
+trait Corpus: Wire + Clone + PartialEq + Unpin {
+    /// How many kinds of message the corpus has of this direction (each
+    /// stream frame's kind counts). [`Corpus::variant`] has no wildcard, so
+    /// a new variant does not compile until it has an index there and a
+    /// sample in [`Corpus::random`].
+    const VARIANTS: usize;
 
-fn variant(message: &Message) -> usize {
-    match message {
-        Message::Hello(_) => 0,
-        Message::Welcome(_) => 1,
-        Message::Ready => 2,
-        Message::Busy => 3,
-        Message::Request { .. } => 4,
-        Message::Response { .. } => 5,
-        Message::Cancel { .. } => 6,
-        Message::Event { .. } => 7,
-        Message::Ping { .. } => 8,
-        Message::Pong { .. } => 9,
-        Message::Status { .. } => 10,
-        Message::SoftKill => 11,
-        Message::HardKill => 12,
-        Message::StreamData { .. } => 13,
-        Message::StreamEnd { .. } => 14,
-        Message::StreamCredit { .. } => 15,
-        Message::StreamAbort { .. } => 16,
-        Message::StreamStop { .. } => 17,
-        Message::Query { .. } => 18,
-        Message::QueryReply { .. } => 19,
-        Message::SocketClosed { .. } => 20,
-        Message::Stopping { .. } => 21,
+    fn variant(&self) -> usize;
+
+    /// A random message of variant `which`, with fields across their
+    /// ranges.
+    fn random(rng: &mut Rng, which: usize, large: bool) -> Self;
+
+    /// The descriptors this message declares.
+    fn fds(&self) -> usize;
+}
+
+fn stream_variant(frame: &StreamFrame) -> usize {
+    match frame {
+        StreamFrame::Data { .. } => 0,
+        StreamFrame::End { .. } => 1,
+        StreamFrame::Credit { .. } => 2,
+        StreamFrame::Abort { .. } => 3,
+        StreamFrame::Stop { .. } => 4,
     }
 }
 
-/// A random message of variant `which`, with fields across their ranges.
-fn message(rng: &mut Rng, which: usize, large: bool) -> Message {
+const STREAM_VARIANTS: usize = 5;
+
+fn random_stream_frame(rng: &mut Rng, which: usize, large: bool) -> StreamFrame {
     match which {
-        0 => Message::Hello(Hello {
-            magic: if rng.one_in(2) { MAGIC } else { rng.number32() },
-            protocol_version: if rng.one_in(2) {
-                PROTOCOL_VERSION
-            } else {
-                rng.number() as u16
-            },
-            pid: rng.number32(),
-        }),
-        1 => Message::Welcome(Welcome {
-            worker_id: rng.number(),
-            index: rng.number32(),
-            max_frame_length: rng.number32(),
-            config: rng.payload(false).into(),
-        }),
-        2 => Message::Ready,
-        3 => Message::Busy,
-        4 => Message::Request {
-            id: rng.uuid(),
-            created_at: rng.number(),
-            fds: if rng.one_in(8) {
-                rng.number() as u8
-            } else {
-                rng.below(MAX_FDS_PER_FRAME + 1) as u8
-            },
-            stream: rng.one_in(2),
-            payload: rng.payload(large).into(),
-        },
-        5 => Message::Response {
-            id: rng.uuid(),
-            stream: rng.one_in(2),
-            result: rng.result(large),
-        },
-        6 => Message::Cancel { id: rng.uuid() },
-        7 => Message::Event {
-            name: rng.text(),
-            payload: rng.payload(large).into(),
-        },
-        8 => Message::Ping { seq: rng.number() },
-        9 => Message::Pong { seq: rng.number() },
-        10 => Message::Status {
-            message: rng.text(),
-        },
-        11 => Message::SoftKill,
-        12 => Message::HardKill,
-        13 => Message::StreamData {
+        0 => StreamFrame::Data {
             id: rng.uuid(),
             bytes: rng.payload(large).into(),
         },
-        14 => Message::StreamEnd { id: rng.uuid() },
-        15 => Message::StreamCredit {
+        1 => StreamFrame::End { id: rng.uuid() },
+        2 => StreamFrame::Credit {
             id: rng.uuid(),
             bytes: rng.number32(),
         },
-        16 => Message::StreamAbort {
+        3 => StreamFrame::Abort {
             id: rng.uuid(),
             reason: rng.text(),
         },
-        17 => Message::StreamStop { id: rng.uuid() },
-        18 => Message::Query {
-            id: rng.number(),
-            name: rng.text(),
-            payload: rng.payload(large).into(),
-        },
-        19 => Message::QueryReply {
-            id: rng.number(),
-            result: rng.result(large),
-        },
-        20 => Message::SocketClosed { id: rng.uuid() },
-        21 => Message::Stopping {
-            signal: rng.number() as i32,
-        },
-        _ => unreachable!("variant {which} of {VARIANTS}"),
+        4 => StreamFrame::Stop { id: rng.uuid() },
+        _ => unreachable!("stream frame {which} of {STREAM_VARIANTS}"),
+    }
+}
+
+impl Corpus for ToWorker {
+    const VARIANTS: usize = 8 + STREAM_VARIANTS;
+
+    fn variant(&self) -> usize {
+        match self {
+            ToWorker::Welcome(_) => 0,
+            ToWorker::Cancel { .. } => 1,
+            ToWorker::Event { .. } => 2,
+            ToWorker::Ping { .. } => 3,
+            ToWorker::SoftKill => 4,
+            ToWorker::HardKill => 5,
+            ToWorker::QueryReply { .. } => 6,
+            ToWorker::Request { .. } => 7,
+            ToWorker::Stream(frame) => 8 + stream_variant(frame),
+        }
+    }
+
+    fn random(rng: &mut Rng, which: usize, large: bool) -> Self {
+        match which {
+            0 => ToWorker::Welcome(Welcome {
+                worker_id: rng.number(),
+                index: rng.number32(),
+                max_frame_length: rng.number32(),
+                config: rng.payload(false).into(),
+            }),
+            1 => ToWorker::Cancel { id: rng.uuid() },
+            2 => ToWorker::Event {
+                name: rng.text(),
+                payload: rng.payload(large).into(),
+            },
+            3 => ToWorker::Ping { seq: rng.number() },
+            4 => ToWorker::SoftKill,
+            5 => ToWorker::HardKill,
+            6 => ToWorker::QueryReply {
+                id: rng.number(),
+                result: rng.result(large),
+            },
+            7 => ToWorker::Request {
+                id: rng.uuid(),
+                created_at: rng.number(),
+                fds: if rng.one_in(8) {
+                    rng.number() as u8
+                } else {
+                    rng.below(MAX_FDS_PER_FRAME + 1) as u8
+                },
+                stream: rng.one_in(2),
+                payload: rng.payload(large).into(),
+            },
+            n if n < Self::VARIANTS => ToWorker::Stream(random_stream_frame(rng, n - 8, large)),
+            _ => unreachable!("variant {which} of {}", Self::VARIANTS),
+        }
+    }
+
+    fn fds(&self) -> usize {
+        match self {
+            ToWorker::Request { fds, .. } => usize::from(*fds),
+            _ => 0,
+        }
+    }
+}
+
+impl Corpus for ToSupervisor {
+    const VARIANTS: usize = 10 + STREAM_VARIANTS;
+
+    fn variant(&self) -> usize {
+        match self {
+            ToSupervisor::Hello(_) => 0,
+            ToSupervisor::Ready => 1,
+            ToSupervisor::Busy => 2,
+            ToSupervisor::Event { .. } => 3,
+            ToSupervisor::Pong { .. } => 4,
+            ToSupervisor::Status { .. } => 5,
+            ToSupervisor::Query { .. } => 6,
+            ToSupervisor::SocketClosed { .. } => 7,
+            ToSupervisor::Stopping { .. } => 8,
+            ToSupervisor::Response { .. } => 9,
+            ToSupervisor::Stream(frame) => 10 + stream_variant(frame),
+        }
+    }
+
+    fn random(rng: &mut Rng, which: usize, large: bool) -> Self {
+        match which {
+            0 => ToSupervisor::Hello(Hello {
+                magic: if rng.one_in(2) { MAGIC } else { rng.number32() },
+                protocol_version: if rng.one_in(2) {
+                    PROTOCOL_VERSION
+                } else {
+                    rng.number() as u16
+                },
+                pid: rng.number32(),
+            }),
+            1 => ToSupervisor::Ready,
+            2 => ToSupervisor::Busy,
+            3 => ToSupervisor::Event {
+                name: rng.text(),
+                payload: rng.payload(large).into(),
+            },
+            4 => ToSupervisor::Pong { seq: rng.number() },
+            5 => ToSupervisor::Status {
+                message: rng.text(),
+            },
+            6 => ToSupervisor::Query {
+                id: rng.number(),
+                name: rng.text(),
+                payload: rng.payload(large).into(),
+            },
+            7 => ToSupervisor::SocketClosed { id: rng.uuid() },
+            8 => ToSupervisor::Stopping {
+                signal: rng.number() as i32,
+            },
+            9 => ToSupervisor::Response {
+                id: rng.uuid(),
+                stream: rng.one_in(2),
+                result: rng.result(large),
+            },
+            n if n < Self::VARIANTS => {
+                ToSupervisor::Stream(random_stream_frame(rng, n - 10, large))
+            }
+            _ => unreachable!("variant {which} of {}", Self::VARIANTS),
+        }
+    }
+
+    fn fds(&self) -> usize {
+        0
     }
 }
 
 /// `message` as one frame: header and body.
-fn frame_of(message: &Message) -> Vec<u8> {
+fn frame_of<M: Wire + Clone + std::fmt::Debug>(message: &M) -> Vec<u8> {
     let mut frame = BytesMut::new();
-    MessageCodec::new(u32::MAX as usize)
-        .encode_message(message, &mut frame)
+    MessageCodec::<M>::new(u32::MAX as usize)
+        .encode_message(message.clone(), &mut frame)
         .unwrap_or_else(|e| panic!("the corpus encodes: {e}: {message:?}"));
     frame.to_vec()
 }
 
 /// The body of a random message's frame.
-fn random_body(rng: &mut Rng, large: bool) -> Vec<u8> {
-    let which = rng.below(VARIANTS);
-    let mut frame = frame_of(&message(rng, which, large));
+fn random_body<M: Corpus>(rng: &mut Rng, large: bool) -> Vec<u8> {
+    let which = rng.below(M::VARIANTS);
+    let mut frame = frame_of(&M::random(rng, which, large));
     frame.drain(..FRAME_HEADER_LEN);
     frame
 }
@@ -712,8 +781,9 @@ fn length_claim(rng: &mut Rng, context: usize) -> Vec<u8> {
     out
 }
 
-/// Bytes that matter to bincode: varint markers, UTF-8 edges, 0 and 1.
-const INTERESTING: [u8; 8] = [0, 1, 0x7f, 0x80, 0xfb, 0xfc, 0xfd, 0xff];
+/// Bytes that matter to bincode (varint markers), to UTF-8 (its edges)
+/// and to the fixed layouts (kinds, sub-kinds and flags: 0 to 4).
+const INTERESTING: [u8; 11] = [0, 1, 2, 3, 4, 0x7f, 0x80, 0xfb, 0xfc, 0xfd, 0xff];
 
 /// One mutation of `data`; `donor` is another valid input to splice from.
 fn mutate(rng: &mut Rng, data: &mut Vec<u8>, donor: &[u8]) {
@@ -766,8 +836,15 @@ fn mutate(rng: &mut Rng, data: &mut Vec<u8>, donor: &[u8]) {
             let noise = rng.bytes(noise);
             data.splice(at..at, noise);
         }
-        // Another variant's index over these fields.
-        11 if len > 0 => data[0] = rng.below(VARIANTS + 4) as u8,
+        // Another kind over these fields, or (a rare message's) another
+        // variant index, or (a stream frame's) another sub-kind.
+        11 if len > 0 => {
+            if len < 2 || rng.one_in(2) {
+                data[0] = rng.below(4) as u8;
+            } else {
+                data[1] = rng.below(16) as u8;
+            }
+        }
         _ => data.push(rng.pick(&INTERESTING)),
     }
 }
@@ -786,14 +863,14 @@ fn maybe_mutate(rng: &mut Rng, data: &mut Vec<u8>, donor: &[u8]) {
 /// mutated with a chance of one in four, or of three in four; then, one
 /// time in three, the stream itself mutated: headers rewritten, cut,
 /// spliced, chunks duplicated, bytes changed, a garbage frame put in.
-fn random_stream(rng: &mut Rng, limit: usize, large: bool) -> Vec<u8> {
+fn random_stream<M: Corpus>(rng: &mut Rng, limit: usize, large: bool) -> Vec<u8> {
     let mut stream = Vec::new();
     let mut starts = Vec::new();
     let frames = 1 + rng.below(16);
     let mode = rng.below(4);
     let victim = rng.below(frames);
     for i in 0..frames {
-        let mut body = random_body(rng, large);
+        let mut body = random_body::<M>(rng, large);
         let mutated = match mode {
             0 => false,
             1 => i == victim,
@@ -801,7 +878,7 @@ fn random_stream(rng: &mut Rng, limit: usize, large: bool) -> Vec<u8> {
             _ => !rng.one_in(4),
         };
         if mutated {
-            let donor = random_body(rng, false);
+            let donor = random_body::<M>(rng, false);
             for _ in 0..1 + rng.size(3) {
                 mutate(rng, &mut body, &donor);
             }
@@ -835,7 +912,7 @@ fn random_stream(rng: &mut Rng, limit: usize, large: bool) -> Vec<u8> {
                 }
                 2 => stream.truncate(rng.below(len + 1)),
                 3 => {
-                    let donor = random_stream(rng, limit, false);
+                    let donor = random_stream::<M>(rng, limit, false);
                     let from = rng.below(donor.len() + 1);
                     stream.truncate(rng.below(len + 1));
                     stream.extend_from_slice(&donor[from..]);
@@ -865,8 +942,8 @@ fn random_stream(rng: &mut Rng, limit: usize, large: bool) -> Vec<u8> {
 /// Feeds `input` to a codec at `limit` in random pieces, decoding all it
 /// can after each (as a reader would), then `decode_eof`; stops at the
 /// first error. Returns the largest allocation of the decodes.
-fn run_codec(case: &Case, rng: &mut Rng, input: &[u8], limit: usize) -> usize {
-    let mut codec = MessageCodec::new(limit);
+fn run_codec<M: Corpus>(case: &Case, rng: &mut Rng, input: &[u8], limit: usize) -> usize {
+    let mut codec = MessageCodec::<M>::new(limit);
     // Room for the rest of any small frame, so the codec's own reservation
     // never grows the buffer: what is measured is what decoding allocates.
     let mut buf = BytesMut::with_capacity(input.len() + FRAME_HEADER_LEN + LARGE_FRAME);
@@ -916,10 +993,19 @@ fn codec_decode_survives_mutated_streams() {
         };
         let mut rng = case.rng();
         let large = rng.one_in(8);
-        let input = random_stream(&mut rng, 1 << 20, large);
+        let to_worker = rng.one_in(2);
+        let input = if to_worker {
+            random_stream::<ToWorker>(&mut rng, 1 << 20, large)
+        } else {
+            random_stream::<ToSupervisor>(&mut rng, 1 << 20, large)
+        };
         let _named = meter::case(case.path, seed, iteration, &input);
         for (stats, limit) in stats.iter_mut().zip(LIMITS) {
-            let largest = run_codec(&case, &mut rng, &input, limit);
+            let largest = if to_worker {
+                run_codec::<ToWorker>(&case, &mut rng, &input, limit)
+            } else {
+                run_codec::<ToSupervisor>(&case, &mut rng, &input, limit)
+            };
             let bound = codec_bound(limit, &input);
             stats.saw(largest, bound);
             if largest > bound {
@@ -945,7 +1031,19 @@ fn decode_body_survives_mutated_bodies() {
     let (seed, count) = config("body", 1);
     let started = Instant::now();
     let mut stats = Stats::default();
-    let codec = MessageCodec::default();
+    fn one<M: Corpus>(case: &Case, rng: &mut Rng, stats: &mut Stats) {
+        let codec = MessageCodec::<M>::default();
+        let large = rng.one_in(16);
+        let mut body = random_body::<M>(rng, large);
+        let donor = random_body::<M>(rng, false);
+        maybe_mutate(rng, &mut body, &donor);
+        let _named = meter::case(case.path, case.seed, case.iteration, &body);
+        let bytes = Bytes::from(body.clone());
+        let measured = meter::measure(|| drop(codec.decode_body(bytes)));
+        let bound = body_bound(&body);
+        stats.saw(measured.1, bound);
+        case.check(&body, "MessageCodec::decode_body", measured, bound);
+    }
     for iteration in 0..count {
         let case = Case {
             path: "body",
@@ -953,16 +1051,11 @@ fn decode_body_survives_mutated_bodies() {
             iteration,
         };
         let mut rng = case.rng();
-        let large = rng.one_in(16);
-        let mut body = random_body(&mut rng, large);
-        let donor = random_body(&mut rng, false);
-        maybe_mutate(&mut rng, &mut body, &donor);
-        let _named = meter::case(case.path, seed, iteration, &body);
-        let bytes = Bytes::from(body.clone());
-        let measured = meter::measure(|| drop(codec.decode_body(bytes)));
-        let bound = body_bound(&body);
-        stats.saw(measured.1, bound);
-        case.check(&body, "MessageCodec::decode_body", measured, bound);
+        if rng.one_in(2) {
+            one::<ToWorker>(&case, &mut rng, &mut stats);
+        } else {
+            one::<ToSupervisor>(&case, &mut rng, &mut stats);
+        }
     }
     stats.print("body", started);
 }
@@ -1100,11 +1193,11 @@ fn dev_null() -> OwnedFd {
 
 /// How reading one stream went.
 #[derive(Debug)]
-struct ReadOutcome {
+struct ReadOutcome<M> {
     /// The largest allocation of any poll of the reader.
     largest: usize,
     /// Messages decoded, then the error or `None` that ended the stream.
-    messages: Vec<Message>,
+    messages: Vec<M>,
     end: Option<ProtocolError>,
 }
 
@@ -1112,12 +1205,12 @@ struct ReadOutcome {
 /// with one to eight descriptors attached, but see [`large_bodies`]) while a [`FrameReader`] at
 /// `limit` reads it to its end, taking the descriptors each request
 /// declares, as both sides do. Every poll of the reader is measured.
-async fn read_through_socket(
+async fn read_through_socket<M: Corpus>(
     case: &Case,
     rng: &mut Rng,
     input: &[u8],
     limit: usize,
-) -> ReadOutcome {
+) -> ReadOutcome<M> {
     let (a, b) = tokio::net::UnixStream::pair().expect("socketpair");
     let (read, _) = a.into_split();
     let (_, write) = b.into_split();
@@ -1144,7 +1237,7 @@ async fn read_through_socket(
         }
         // Dropping the write half ends the stream.
     };
-    let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::new(limit));
+    let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::<M>::new(limit));
     let reader_rng = &mut *rng;
     let reading = async move {
         let mut outcome = ReadOutcome {
@@ -1152,10 +1245,8 @@ async fn read_through_socket(
             messages: Vec::new(),
             end: None,
         };
-        let take = |reader: &mut FrameReader, outcome: &mut ReadOutcome, message: Message| {
-            if let Message::Request { fds, .. } = message {
-                drop(reader.get_mut().take_fds(usize::from(fds)));
-            }
+        let take = |reader: &mut FrameReader<M>, outcome: &mut ReadOutcome<M>, message: M| {
+            drop(reader.get_mut().take_fds(message.fds()));
             outcome.messages.push(message);
         };
         loop {
@@ -1233,17 +1324,29 @@ fn frame_reader_survives_mutated_streams_over_a_socket_pair() {
                 let which = rng.below(LIMITS.len());
                 let limit = LIMITS[which];
                 let large = limit > LARGE_FRAME && rng.one_in(3);
-                let input = random_stream(&mut rng, limit, large);
+                let to_worker = rng.one_in(2);
+                let input = if to_worker {
+                    random_stream::<ToWorker>(&mut rng, limit, large)
+                } else {
+                    random_stream::<ToSupervisor>(&mut rng, limit, large)
+                };
                 let _named = meter::case(case.path, seed, iteration, &input);
-                let outcome = read_through_socket(&case, &mut rng, &input, limit).await;
+                let largest = if to_worker {
+                    read_through_socket::<ToWorker>(&case, &mut rng, &input, limit)
+                        .await
+                        .largest
+                } else {
+                    read_through_socket::<ToSupervisor>(&case, &mut rng, &input, limit)
+                        .await
+                        .largest
+                };
                 let bound = reader_bound(limit);
-                stats[which].saw(outcome.largest, bound);
-                if outcome.largest > bound {
+                stats[which].saw(largest, bound);
+                if largest > bound {
                     case.fail(
                         &input,
                         format_args!(
-                            "at limit {limit} one allocation of {} bytes (bound {bound})",
-                            outcome.largest
+                            "at limit {limit} one allocation of {largest} bytes (bound {bound})"
                         ),
                     );
                 }
@@ -1264,19 +1367,24 @@ fn frame_reader_survives_mutated_streams_over_a_socket_pair() {
 // ---------------------------------------------------------------------------
 // The corpus itself
 
-#[test]
-fn the_corpus_has_every_message_variant_and_round_trips() {
-    let mut codec = MessageCodec::new(u32::MAX as usize);
-    for which in 0..VARIANTS {
+fn corpus_round_trips<M: Corpus>() {
+    let mut codec = MessageCodec::<M>::new(u32::MAX as usize);
+    for which in 0..M::VARIANTS {
         for iteration in 0..50 {
             let mut rng = Rng::for_case(DEFAULT_SEED, "corpus", iteration);
-            let message = message(&mut rng, which, iteration % 10 == 0);
-            assert_eq!(variant(&message), which, "{message:?}");
+            let message = M::random(&mut rng, which, iteration % 10 == 0);
+            assert_eq!(message.variant(), which, "{message:?}");
             let mut frame = BytesMut::from(&frame_of(&message)[..]);
             assert_eq!(codec.decode(&mut frame).unwrap(), Some(message));
             assert!(frame.is_empty());
         }
     }
+}
+
+#[test]
+fn the_corpus_has_every_message_variant_and_round_trips() {
+    corpus_round_trips::<ToWorker>();
+    corpus_round_trips::<ToSupervisor>();
 }
 
 #[test]
@@ -1297,38 +1405,21 @@ fn the_meter_counts_what_is_allocated_while_armed_only() {
 /// length prefix replaced with the lie.
 const MARKER: &str = "\u{1}lying-length\u{1}";
 
-/// Every message with a string or byte buffer among its fields, the marker
-/// in that field.
-fn lying_targets() -> Vec<(&'static str, Message)> {
-    let id = Uuid::from_u128(0x1234);
-    let error = || RemoteError {
-        kind: RemoteErrorKind::Failed,
-        message: MARKER.into(),
-    };
+/// Every message with a length-prefixed string or byte buffer among its
+/// fields (the rare messages, in bincode: the fixed layouts have no
+/// length field to lie with), the marker in that field.
+fn lying_targets_to_worker() -> Vec<(&'static str, ToWorker)> {
     vec![
         (
-            "Status.message",
-            Message::Status {
-                message: MARKER.into(),
-            },
-        ),
-        (
             "Event.name",
-            Message::Event {
+            ToWorker::Event {
                 name: MARKER.into(),
                 payload: Bytes::from_static(b"the payload"),
             },
         ),
         (
-            "StreamAbort.reason",
-            Message::StreamAbort {
-                id,
-                reason: MARKER.into(),
-            },
-        ),
-        (
             "Welcome.config",
-            Message::Welcome(Welcome {
+            ToWorker::Welcome(Welcome {
                 worker_id: 1,
                 index: 0,
                 max_frame_length: 1 << 20,
@@ -1336,23 +1427,37 @@ fn lying_targets() -> Vec<(&'static str, Message)> {
             }),
         ),
         (
-            "Response's RemoteError.message",
-            Message::Response {
-                id,
-                stream: false,
-                result: Err(error()),
+            "QueryReply's RemoteError.message",
+            ToWorker::QueryReply {
+                id: 7,
+                result: Err(RemoteError {
+                    kind: RemoteErrorKind::Failed,
+                    message: MARKER.into(),
+                }),
+            },
+        ),
+    ]
+}
+
+/// As [`lying_targets_to_worker`], the other way.
+fn lying_targets_to_supervisor() -> Vec<(&'static str, ToSupervisor)> {
+    vec![
+        (
+            "Status.message",
+            ToSupervisor::Status {
+                message: MARKER.into(),
             },
         ),
         (
-            "QueryReply's RemoteError.message",
-            Message::QueryReply {
-                id: 7,
-                result: Err(error()),
+            "Event.name",
+            ToSupervisor::Event {
+                name: MARKER.into(),
+                payload: Bytes::from_static(b"the payload"),
             },
         ),
         (
             "Query.name",
-            Message::Query {
+            ToSupervisor::Query {
                 id: 7,
                 name: MARKER.into(),
                 payload: Bytes::new(),
@@ -1383,7 +1488,7 @@ fn lying_claims() -> Vec<(&'static str, Vec<u8>)> {
 /// (the marker's bytes stay: the claim is past them all the same), and
 /// `padding` bytes after the body (to make it a frame the codec splits off
 /// rather than decodes in place).
-fn lying_frame(message: &Message, claim: &[u8], padding: usize) -> Vec<u8> {
+fn lying_frame<M: Corpus>(message: &M, claim: &[u8], padding: usize) -> Vec<u8> {
     let frame = frame_of(message);
     let body = &frame[FRAME_HEADER_LEN..];
     let mut needle = vec![MARKER.len() as u8];
@@ -1403,43 +1508,63 @@ fn lying_frame(message: &Message, claim: &[u8], padding: usize) -> Vec<u8> {
 
 /// Valid frames to put before a lie: a hot one, a small one in place, one
 /// the codec splits off.
-fn valid_messages() -> Vec<Message> {
+fn valid_to_worker() -> Vec<ToWorker> {
     vec![
-        Message::Ping { seq: 1 },
-        Message::Request {
+        ToWorker::Ping { seq: 1 },
+        ToWorker::Request {
             id: Uuid::from_u128(9),
             created_at: 5,
             fds: 0,
             stream: false,
             payload: Bytes::from_static(b"request"),
         },
-        Message::StreamData {
+        ToWorker::Stream(StreamFrame::Data {
             id: Uuid::from_u128(9),
             bytes: Bytes::from(vec![3u8; 3000]),
+        }),
+    ]
+}
+
+/// As [`valid_to_worker`], the other way.
+fn valid_to_supervisor() -> Vec<ToSupervisor> {
+    vec![
+        ToSupervisor::Pong { seq: 1 },
+        ToSupervisor::Response {
+            id: Uuid::from_u128(9),
+            stream: false,
+            result: Ok(Bytes::from_static(b"answer")),
         },
+        ToSupervisor::Stream(StreamFrame::Data {
+            id: Uuid::from_u128(9),
+            bytes: Bytes::from(vec![3u8; 3000]),
+        }),
     ]
 }
 
 #[test]
 fn lying_lengths_fail_cleanly_first_and_after_valid_frames() {
+    lies_in_memory(valid_to_worker(), lying_targets_to_worker());
+    lies_in_memory(valid_to_supervisor(), lying_targets_to_supervisor());
+}
+
+fn lies_in_memory<M: Corpus>(valid: Vec<M>, targets: Vec<(&'static str, M)>) {
     let case = Case {
         path: "lies",
         seed: 0,
         iteration: 0,
     };
-    let valid = valid_messages();
     let mut before = Vec::new();
     for message in &valid {
         before.extend_from_slice(&frame_of(message));
     }
-    for (field, message) in lying_targets() {
+    for (field, message) in targets {
         for (claim_name, claim) in lying_claims() {
             for padding in [0, 2000] {
                 let lie = lying_frame(&message, &claim, padding);
                 let what = format!("{field} claiming {claim_name} (padding {padding})");
                 // decode_body, on the body alone.
                 let body = &lie[FRAME_HEADER_LEN..];
-                let codec = MessageCodec::default();
+                let codec = MessageCodec::<M>::default();
                 let measured = meter::measure(|| codec.decode_body(Bytes::copy_from_slice(body)));
                 let decoded = case.check(body, &what, measured, body_bound(body));
                 assert!(
@@ -1450,7 +1575,7 @@ fn lying_lengths_fail_cleanly_first_and_after_valid_frames() {
                 for prefix in [&[][..], &before[..]] {
                     let mut input = prefix.to_vec();
                     input.extend_from_slice(&lie);
-                    let mut codec = MessageCodec::new(DEFAULT_MAX_FRAME_LENGTH);
+                    let mut codec = MessageCodec::<M>::new(DEFAULT_MAX_FRAME_LENGTH);
                     let mut buf = BytesMut::from(&input[..]);
                     let measured = meter::measure(|| {
                         let mut got = Vec::new();
@@ -1483,19 +1608,42 @@ fn lying_lengths_fail_cleanly_first_and_after_valid_frames() {
 #[test]
 fn lying_lengths_fail_cleanly_over_a_socket_pair() {
     let _descriptors = DESCRIPTORS.lock().unwrap_or_else(|e| e.into_inner());
-    let case = Case {
-        path: "lies over a socket",
-        seed: 0,
-        iteration: 0,
-    };
-    let valid = valid_messages();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut rng = Rng::for_case(DEFAULT_SEED, case.path, 0);
-        for (field, message) in lying_targets() {
+        let mut rng = Rng::for_case(DEFAULT_SEED, "lies over a socket", 0);
+        lies_over_a_socket(
+            &mut rng,
+            valid_to_worker(),
+            lying_targets_to_worker(),
+            ToWorker::HardKill,
+        )
+        .await;
+        lies_over_a_socket(
+            &mut rng,
+            valid_to_supervisor(),
+            lying_targets_to_supervisor(),
+            ToSupervisor::Ready,
+        )
+        .await;
+    });
+}
+
+async fn lies_over_a_socket<M: Corpus>(
+    rng: &mut Rng,
+    valid: Vec<M>,
+    targets: Vec<(&'static str, M)>,
+    after: M,
+) {
+    let case = Case {
+        path: "lies over a socket",
+        seed: 0,
+        iteration: 0,
+    };
+    {
+        for (field, message) in targets {
             for (claim_name, claim) in lying_claims().into_iter().take(2) {
                 for after_valid in [false, true] {
                     let mut input = Vec::new();
@@ -1506,9 +1654,9 @@ fn lying_lengths_fail_cleanly_over_a_socket_pair() {
                     }
                     input.extend_from_slice(&lying_frame(&message, &claim, 0));
                     // Never read: the connection is over at the lie.
-                    input.extend_from_slice(&frame_of(&Message::Ready));
+                    input.extend_from_slice(&frame_of(&after));
                     let limit = DEFAULT_MAX_FRAME_LENGTH;
-                    let outcome = read_through_socket(&case, &mut rng, &input, limit).await;
+                    let outcome = read_through_socket::<M>(&case, rng, &input, limit).await;
                     let what = format!("{field} claiming {claim_name}");
                     let expected = if after_valid { &valid[..] } else { &[][..] };
                     assert_eq!(outcome.messages, expected, "{what}");
@@ -1528,7 +1676,7 @@ fn lying_lengths_fail_cleanly_over_a_socket_pair() {
                 }
             }
         }
-    });
+    }
 }
 
 #[test]
@@ -1591,7 +1739,7 @@ fn lying_lengths_in_user_values_fail_cleanly() {
 /// segment, with the rest of the frame still queued; tokio takes a short
 /// read for a drained socket and clears the read readiness, so nothing
 /// wakes the reader until the peer writes again.
-fn large_body_with_a_write_inside(with_fd: bool) -> Option<Message> {
+fn large_body_with_a_write_inside(with_fd: bool) -> Option<ToSupervisor> {
     let _descriptors = DESCRIPTORS.lock().unwrap_or_else(|e| e.into_inner());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1601,12 +1749,15 @@ fn large_body_with_a_write_inside(with_fd: bool) -> Option<Message> {
         let (a, b) = tokio::net::UnixStream::pair().expect("socketpair");
         let (read, _) = a.into_split();
         let (_, mut write) = b.into_split();
-        let message = Message::StreamData {
+        let message = ToSupervisor::Stream(StreamFrame::Data {
             id: Uuid::from_u128(1),
             bytes: Bytes::from(vec![7u8; 150_000]),
-        };
+        });
         let frame = frame_of(&message);
-        let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::new(1 << 20));
+        let mut reader = FrameReader::new(
+            FdReader::new(read),
+            MessageCodec::<ToSupervisor>::new(1 << 20),
+        );
         let writer = async {
             write.write_all(&frame[..70_000]).await.unwrap();
             if with_fd {

@@ -9,6 +9,7 @@ use crate::error::Error;
 /// `id` or `ls -l` would) when the builder is given it, in the supervisor,
 /// never in the child.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Account {
     /// A numeric id, used as it is.
     Id(u32),
@@ -35,9 +36,14 @@ impl From<String> for Account {
 }
 
 /// Whether an [`Account`] names a user or a group.
+/// Whether an [`Account`] names a user or a group
+/// ([`Error::UnknownAccount`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+#[non_exhaustive]
+pub enum Kind {
+    /// A user ([`Builder::user`](crate::Builder::user)).
     User,
+    /// A group ([`Builder::group`](crate::Builder::group)).
     Group,
 }
 
@@ -50,21 +56,49 @@ impl Kind {
     }
 }
 
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Lookup {
+    /// The failure, said of a `kind`: "no user of that name on this system".
+    pub(crate) fn describe(&self, kind: Kind) -> String {
+        match self {
+            Lookup::NotFound => format!("no {kind} of that name on this system"),
+            failed => failed.to_string(),
+        }
+    }
+}
+
+/// Why an account name could not be used ([`Error::UnknownAccount`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Lookup {
+    /// The system has no account of that name.
+    #[error("no account of that name on this system")]
+    NotFound,
+    /// The lookup itself failed (the system's error number).
+    #[error("the lookup failed: {}", std::io::Error::from_raw_os_error(*.0))]
+    Failed(i32),
+}
+
 /// A name that did not resolve, kept by the builder (which is `Clone`)
 /// until `spawn` reports it as [`Error::UnknownAccount`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Unresolved {
     kind: Kind,
     name: String,
-    reason: String,
+    lookup: Lookup,
 }
 
 impl From<Unresolved> for Error {
     fn from(u: Unresolved) -> Error {
         Error::UnknownAccount {
-            kind: u.kind.name(),
+            kind: u.kind,
             name: u.name,
-            reason: u.reason,
+            lookup: u.lookup,
         }
     }
 }
@@ -88,13 +122,13 @@ pub(crate) fn resolve(account: Account, kind: Kind) -> Result<u32, Unresolved> {
         Ok(Some(id)) => Ok(id),
         Ok(None) => Err(Unresolved {
             kind,
-            reason: format!("no {} of that name on this system", kind.name()),
             name,
+            lookup: Lookup::NotFound,
         }),
         Err(errno) => Err(Unresolved {
             kind,
             name,
-            reason: format!("the lookup failed: {errno}"),
+            lookup: Lookup::Failed(errno as i32),
         }),
     }
 }
@@ -115,6 +149,13 @@ mod tests {
             text.contains("user") && text.contains("no-such-user-drover"),
             "{text}"
         );
-        assert!(matches!(err, Error::UnknownAccount { kind: "user", .. }));
+        assert!(matches!(
+            err,
+            Error::UnknownAccount {
+                kind: Kind::User,
+                lookup: Lookup::NotFound,
+                ..
+            }
+        ));
     }
 }

@@ -17,11 +17,32 @@ type OnAnswer<'a> = Box<dyn FnMut(usize, &Result<Response, Error>) + Send + 'a>;
 
 /// A batch of jobs to run through a pool, from [`Supervisor::batch`].
 ///
-/// ```no_run
-/// # async fn run(pool: drover_supervisor::Supervisor) {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # // An in-process pool (what `drover::testing` makes) stands in for a
+/// # // worker binary: it upper-cases text and echoes anything else.
+/// # let pool = drover_supervisor::Supervisor::builder("upper")
+/// #     .in_process(|socket| async move {
+/// #         let worker = drover_worker::Worker::connect_over(socket).await.unwrap();
+/// #         let _ = worker
+/// #             .serve(|req: drover_worker::Request| async move {
+/// #                 match req.data::<String>() {
+/// #                     Ok(text) => req.respond(&text.to_uppercase()),
+/// #                     Err(_) => {
+/// #                         let bytes = req.payload_bytes();
+/// #                         req.respond_bytes(bytes)
+/// #                     }
+/// #                 }
+/// #             })
+/// #             .await;
+/// #     })
+/// #     .spawn()
+/// #     .await?;
 /// let report = pool.batch(1..=1000u32).concurrency(32).run().await;
 /// println!("{} ok, {} failed in {:?}", report.succeeded, report.failed.len(), report.elapsed);
-/// # }
+/// # pool.soft_kill().await;
+/// # Ok(()) }
 /// ```
 #[must_use = "a batch does nothing until it is run"]
 pub struct Batch<'a, I> {
@@ -43,6 +64,7 @@ impl<I> fmt::Debug for Batch<'_, I> {
 
 /// What a batch run did.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct BatchReport {
     /// Jobs run.
     pub total: usize,
@@ -104,8 +126,28 @@ where
     /// answers too many to keep, fold them as they come with
     /// [`on_answer`](Batch::on_answer).
     ///
-    /// ```no_run
-    /// # async fn run(pool: drover_supervisor::Supervisor) -> Result<(), drover_supervisor::Error> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # // An in-process pool (what `drover::testing` makes) stands in for a
+    /// # // worker binary: it upper-cases text and echoes anything else.
+    /// # let pool = drover_supervisor::Supervisor::builder("upper")
+    /// #     .in_process(|socket| async move {
+    /// #         let worker = drover_worker::Worker::connect_over(socket).await.unwrap();
+    /// #         let _ = worker
+    /// #             .serve(|req: drover_worker::Request| async move {
+    /// #                 match req.data::<String>() {
+    /// #                     Ok(text) => req.respond(&text.to_uppercase()),
+    /// #                     Err(_) => {
+    /// #                         let bytes = req.payload_bytes();
+    /// #                         req.respond_bytes(bytes)
+    /// #                     }
+    /// #                 }
+    /// #             })
+    /// #             .await;
+    /// #     })
+    /// #     .spawn()
+    /// #     .await?;
     /// let report = pool.batch(["a", "b", "c"]).keep_answers().run().await;
     /// for (i, answer) in report.answers.iter().enumerate() {
     ///     match answer {
@@ -113,6 +155,7 @@ where
     ///         None => println!("job {i} failed"),
     ///     }
     /// }
+    /// # pool.soft_kill().await;
     /// # Ok(()) }
     /// ```
     pub fn keep_answers(mut self) -> Self {

@@ -9,7 +9,7 @@ use drover_proto::{encode_value, DEFAULT_MAX_FRAME_LENGTH};
 use serde::Serialize;
 
 use crate::account::{resolve, Account, Kind, Unresolved};
-use crate::error::Error;
+use crate::error::{BinaryProblem, Error};
 use crate::routing::Routing;
 
 /// Everything a pool is configured with; see [`Builder`] for each setting.
@@ -49,6 +49,9 @@ pub(crate) struct Config {
     pub(crate) hold_when_drained: bool,
     pub(crate) limits: Limits,
     pub(crate) on_query: Option<crate::query::QueryHandler>,
+    /// Workers are threads of this process running this, not processes
+    /// (`drover::testing`).
+    pub(crate) in_process: Option<crate::process::InProcess>,
 }
 
 /// Default bound on the bytes waiting to be written to one worker.
@@ -74,6 +77,7 @@ impl Config {
             config: new.config,
             limits: new.limits,
             capture_output: new.capture_output,
+            in_process: new.in_process,
             ..self.clone()
         }
     }
@@ -159,6 +163,7 @@ impl Builder {
                 hold_when_drained: true,
                 limits: Limits::default(),
                 on_query: None,
+                in_process: None,
             },
             config_error: None,
             account_error: None,
@@ -482,6 +487,25 @@ impl Builder {
         self
     }
 
+    /// Runs each worker as a thread of this process instead of a process:
+    /// `main` gets the worker's end of its connection (a connected
+    /// `UnixStream`) and runs a worker on it (the worker SDK's
+    /// `Worker::connect_over`), on a tokio runtime of the worker's own.
+    ///
+    /// This is the plumbing of `drover::testing`, whose pools are made for
+    /// unit tests: use those. Settings that act on a process (limits, user
+    /// and group, environment, arguments, output capture) do not apply;
+    /// workers report pid 0 and no memory.
+    #[doc(hidden)]
+    pub fn in_process<F, Fut>(mut self, main: F) -> Builder
+    where
+        F: Fn(std::os::unix::net::UnixStream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.config.in_process = Some(crate::process::InProcess::new(main));
+        self
+    }
+
     /// A configuration value every worker receives with its handshake
     /// (`Worker::config`).
     pub fn config<T: Serialize + ?Sized>(mut self, value: &T) -> Builder {
@@ -507,26 +531,23 @@ impl Builder {
 /// Fails early, naming the path, when the binary cannot possibly start.
 fn check_program(path: &Path) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
-    let bad = |reason: &str| Error::WorkerBinary {
+    let bad = |problem: BinaryProblem| Error::WorkerBinary {
         path: path.to_path_buf(),
-        reason: reason.to_owned(),
+        problem,
     };
     // A bare name is looked up in PATH by the operating system at spawn.
     if path.components().count() == 1 && !path.exists() {
         return Ok(());
     }
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => bad("does not exist"),
-        _ => Error::WorkerBinary {
-            path: path.to_path_buf(),
-            reason: format!("cannot be read: {e}"),
-        },
+        std::io::ErrorKind::NotFound => bad(BinaryProblem::Missing),
+        _ => bad(BinaryProblem::Unreadable(e)),
     })?;
     if !meta.is_file() {
-        return Err(bad("is not a file"));
+        return Err(bad(BinaryProblem::NotAFile));
     }
     if meta.permissions().mode() & 0o111 == 0 {
-        return Err(bad("is not executable"));
+        return Err(bad(BinaryProblem::NotExecutable));
     }
     Ok(())
 }

@@ -12,26 +12,27 @@ use crate::event::WorkerExit;
 /// names what failed and to whom: the binary's path, the worker's pid, the
 /// request's id, the limit that was hit.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The worker binary cannot be used: missing, not a file, not
     /// executable.
-    #[error("worker binary {path}: {reason}")]
+    #[error("worker binary {path}: {problem}")]
     WorkerBinary {
         /// The configured path.
         path: PathBuf,
         /// What is wrong with it.
-        reason: String,
+        problem: BinaryProblem,
     },
     /// A user or group given by name to the builder does not exist (or
     /// could not be looked up).
-    #[error("{kind} {name:?}: {reason}")]
+    #[error("{kind} {name:?}: {}", lookup.describe(*kind))]
     UnknownAccount {
-        /// "user" or "group".
-        kind: &'static str,
+        /// A user or a group.
+        kind: crate::account::Kind,
         /// The name given.
         name: String,
         /// Why it could not be used.
-        reason: String,
+        lookup: crate::account::Lookup,
     },
     /// The operating system refused to start the worker process.
     #[error("cannot start worker {path}: {source}")]
@@ -58,19 +59,21 @@ pub enum Error {
     /// The pool is drained and set to refuse requests until `resume()`.
     #[error("the pool is drained; request refused until it resumes")]
     Drained,
-    /// A pool operation (resize, reload, drain, resume) cannot run now.
+    /// A pool operation (resize, reload, drain, resume, a change of
+    /// groups) could not run now, or did not complete; nothing it had not
+    /// done yet was done.
     #[error("cannot {operation}: {reason}")]
     Operation {
         /// The operation asked for.
-        operation: &'static str,
-        /// Why it cannot run.
-        reason: String,
+        operation: Operation,
+        /// Why it could not run or complete.
+        reason: OperationError,
     },
     /// The pool stopped for good.
     #[error("the pool has failed: {reason}")]
     PoolFailed {
         /// Why it stopped.
-        reason: String,
+        reason: PoolFailure,
     },
     /// The pending queue is full; the request was refused and nothing was
     /// sent.
@@ -127,11 +130,19 @@ pub enum Error {
         /// How and why the worker ended.
         exit: Box<WorkerExit>,
     },
-    /// A socket given to `RequestBuilder::socket` cannot be passed.
-    #[error("cannot pass the socket: {reason}")]
+    /// A socket given to `RequestBuilder::socket` cannot be passed: its
+    /// descriptor could not be taken (duplicated) from it.
+    #[error("cannot pass the socket: {source}")]
     Socket {
-        /// Why.
-        reason: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A request was given more sockets than one frame carries.
+    #[error("a request carries at most {max} sockets")]
+    TooManySockets {
+        /// The most one request carries
+        /// ([`MAX_FDS_PER_FRAME`](drover_proto::MAX_FDS_PER_FRAME)).
+        max: usize,
     },
     /// The request did not finish within its timeout. The worker was sent
     /// `Cancel`; if it does not finish within the kill-after grace it is
@@ -160,8 +171,160 @@ pub enum Error {
     NoRuntime,
 }
 
+/// What is wrong with a worker binary ([`Error::WorkerBinary`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BinaryProblem {
+    /// Nothing is at the path.
+    #[error("does not exist")]
+    Missing,
+    /// Something is, but not a file.
+    #[error("is not a file")]
+    NotAFile,
+    /// A file no one may execute.
+    #[error("is not executable")]
+    NotExecutable,
+    /// Its metadata could not be read.
+    #[error("cannot be read: {0}")]
+    Unreadable(std::io::Error),
+}
+
+/// A pool operation, as [`Error::Operation`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Operation {
+    /// [`Supervisor::resize`](crate::Supervisor::resize).
+    Resize,
+    /// [`Supervisor::reload`](crate::Supervisor::reload) and its variants.
+    Reload,
+    /// [`Supervisor::drain`](crate::Supervisor::drain).
+    Drain,
+    /// [`Supervisor::resume`](crate::Supervisor::resume).
+    Resume,
+    /// [`Groups::set_groups`](crate::Groups::set_groups).
+    SetGroups,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Operation::Resize => "resize",
+            Operation::Reload => "reload",
+            Operation::Drain => "drain",
+            Operation::Resume => "resume",
+            Operation::SetGroups => "set groups",
+        })
+    }
+}
+
+/// Where a pool is in its life, as errors name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PoolPhase {
+    /// Taking requests.
+    Running,
+    /// Drained: no worker runs until `resume()`.
+    Drained,
+    /// A soft kill is in progress.
+    ShuttingDown,
+    /// Stopped by a kill, or by dropping the last handle.
+    Stopped,
+    /// Stopped by itself ([`Error::PoolFailed`]).
+    Failed,
+}
+
+impl std::fmt::Display for PoolPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PoolPhase::Running => "running",
+            PoolPhase::Drained => "drained",
+            PoolPhase::ShuttingDown => "shutting down",
+            PoolPhase::Stopped => "stopped",
+            PoolPhase::Failed => "failed",
+        })
+    }
+}
+
+/// Why a pool operation could not run, or did not complete
+/// ([`Error::Operation`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OperationError {
+    /// It needs a running pool.
+    #[error("the pool is {phase}")]
+    NotRunning {
+        /// Where the pool is.
+        phase: PoolPhase,
+    },
+    /// `resume()` needs a drained pool.
+    #[error("the pool is {phase}, not drained")]
+    NotDrained {
+        /// Where the pool is.
+        phase: PoolPhase,
+    },
+    /// `resize(0)`: a running pool needs a worker.
+    #[error(
+        "a running pool needs at least one worker (drain() stops them all and holds requests until resume())"
+    )]
+    NoWorkers,
+    /// The pool did not reach the state the operation asked for in time.
+    #[error("the pool did not settle within {within:?}")]
+    DidNotSettle {
+        /// How long it was given: the start timeout, the drain timeout
+        /// and five seconds more.
+        within: Duration,
+    },
+    /// A reload's replacement worker failed to start: the old workers
+    /// keep serving.
+    #[error(
+        "replacement worker {worker_id} failed to start, so the old workers keep serving: {reason}"
+    )]
+    ReplacementFailed {
+        /// The replacement's worker id.
+        worker_id: u64,
+        /// How it ended.
+        reason: String,
+    },
+    /// A declaration of groups names one group twice.
+    #[error("group {name:?} is declared twice")]
+    DuplicateGroup {
+        /// The name.
+        name: String,
+    },
+}
+
+/// Why a pool stopped for good ([`Error::PoolFailed`],
+/// [`Event::PoolFailed`](crate::Event::PoolFailed)).
+///
+/// Serialized (serde) as an object whose `kind` names the variant, beside
+/// its fields: `{"kind":"restart_budget_spent","max_restarts":5,
+/// "window":{"secs":60,"nanos":0},"last":"worker pid 4711 ..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PoolFailure {
+    /// Workers died faster than the restart budget allows
+    /// ([`Builder::restarts`](crate::Builder::restarts)).
+    #[error("restart budget spent: {max_restarts} restarts within {window:?}; last: {last}")]
+    RestartBudgetSpent {
+        /// The budget: this many restarts...
+        max_restarts: usize,
+        /// ...within this window.
+        window: Duration,
+        /// How the last worker ended (or why it could not start).
+        last: String,
+    },
+    /// A worker of the initial set failed to start (the error
+    /// `spawn()` returned said how).
+    #[error("a worker failed to start")]
+    StartFailed,
+}
+
 /// Why a worker failed its handshake.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandshakeFailure {
     /// It sent nothing (or not all of the handshake) within the start
     /// timeout.

@@ -24,7 +24,7 @@ use crate::error::Error;
 /// {"kind":"custom","name":"progress","worker_id":3,"pid":4242,"payload":[1,2,3]}
 /// {"kind":"worker_state","worker_id":3,"pid":4242,"state":"busy"}
 /// {"kind":"worker_status","worker_id":3,"pid":4242,"message":"loading"}
-/// {"kind":"pool_failed","reason":"restart budget spent: ..."}
+/// {"kind":"pool_failed","reason":{"kind":"restart_budget_spent","max_restarts":5,"window":{"secs":120,"nanos":0},"last":"..."}}
 /// ```
 ///
 /// [`Supervisor::events`]: crate::Supervisor::events
@@ -69,7 +69,7 @@ pub enum Event {
     /// has failed.
     PoolFailed {
         /// Why.
-        reason: String,
+        reason: crate::error::PoolFailure,
     },
 }
 
@@ -80,6 +80,7 @@ pub enum Event {
 /// them), which JSON writes as an array of numbers:
 /// `{"name":"progress","worker_id":3,"pid":4242,"payload":[1,2,3]}`.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct CustomEvent {
     /// The event's name.
     pub name: String,
@@ -116,6 +117,7 @@ impl CustomEvent {
 /// Serialized (serde) as `{"code":1}` or `{"signal":9}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Termination {
     /// It exited with this code.
     Code(i32),
@@ -391,6 +393,7 @@ impl fmt::Display for ExitReason {
 /// `{"worker_id":3,"index":0,"pid":4242,"termination":{"signal":9},
 /// "reason":{"kind":"crashed"},"in_flight":["67e55044-..."],"stderr_tail":["..."]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct WorkerExit {
     /// The worker's id.
     pub worker_id: u64,
@@ -634,9 +637,18 @@ mod tests {
             ),
             (
                 Event::PoolFailed {
-                    reason: "restart budget spent".into(),
+                    reason: crate::error::PoolFailure::RestartBudgetSpent {
+                        max_restarts: 5,
+                        window: Duration::from_secs(60),
+                        last: "worker pid 7 crashed".into(),
+                    },
                 },
-                json!({"kind": "pool_failed", "reason": "restart budget spent"}),
+                json!({"kind": "pool_failed", "reason": {
+                    "kind": "restart_budget_spent",
+                    "max_restarts": 5,
+                    "window": {"secs": 60, "nanos": 0},
+                    "last": "worker pid 7 crashed",
+                }}),
             ),
         ];
         for (event, want) in cases {

@@ -33,6 +33,7 @@ impl GroupSpec {
 
 /// What [`Groups::set_groups`] changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GroupsDiff {
     /// Groups started.
     pub added: Vec<String>,
@@ -150,8 +151,8 @@ impl Groups {
         for spec in specs {
             if !seen.insert(spec.name.clone()) {
                 return Err(Error::Operation {
-                    operation: "set groups",
-                    reason: format!("group {:?} is declared twice", spec.name),
+                    operation: crate::error::Operation::SetGroups,
+                    reason: crate::error::OperationError::DuplicateGroup { name: spec.name },
                 });
             }
             // A group's pool is named after the group unless told otherwise.

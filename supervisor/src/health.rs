@@ -48,6 +48,7 @@ impl fmt::Display for WorkerState {
 /// "state":"ready","status":null,"served":17,"open_sockets":0,
 /// "age":{"secs":12,"nanos":500000000}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct WorkerHealth {
     /// The worker's id (unique for the pool's life).
     pub worker_id: u64,

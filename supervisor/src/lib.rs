@@ -49,12 +49,16 @@
 //! - **State.** One mutex guards the pool, `PoolState`: workers, the
 //!   bounded queue, the restart budget, with fields private to the `pool`
 //!   module (everything else goes through its methods; metrics read a
-//!   count made under the lock, `metrics::Gauges`). The transitions that
-//!   are its methods hand back what is left to do once the lock is
-//!   released, and are tested without processes (`pool/tests.rs`). No lock is held across an
-//!   `.await`; callers are woken after it is released. A request is routed
-//!   inside `enqueue` itself, or by the connection task whose worker just
-//!   freed a slot: no central task sits on the request path.
+//!   count made under the lock, `metrics::Gauges`). Every transition is a
+//!   method of it that wakes nobody: it queues frames on the workers'
+//!   outboxes in the order it decides them, and records everything else
+//!   (writers to wake, kills, callers' answers, events, workers to
+//!   launch) as `pool::Effects`, carried out once the lock is released.
+//!   So the transitions are tested without processes (`pool/tests.rs`).
+//!   No lock is held across an `.await`. A request is routed inside
+//!   `enqueue` itself, or by the connection task whose worker just freed
+//!   a slot: no central task sits on the request path (an owner task
+//!   would cost every request two hand-offs between threads).
 //! - **Lifecycle.** A worker's life is one enum, `lifecycle::Life`
 //!   (starting, ready, busy, stopping with the pool's `StopOrder`), with
 //!   every transition a method of it; whether a worker takes work is
@@ -71,8 +75,9 @@
 //!   replaced while the restart budget holds.
 //! - **Streams and sockets.** A request may carry a byte stream (and an
 //!   answer may bring one back), multiplexed on the worker's connection as
-//!   `StreamData` frames under credit-based flow control; and open sockets,
-//!   passed as `SCM_RIGHTS` with the request's frame.
+//!   stream frames (`drover_proto::StreamFrame`) under credit-based flow
+//!   control; and open sockets, passed as `SCM_RIGHTS` with the request's
+//!   frame.
 //! - **Operations.** Recycling, resizing, rolling reloads, drains and
 //!   removed groups all retire a worker one way: route nothing new to it,
 //!   `SoftKill`, kill after the drain timeout. A memory sample (every
@@ -92,13 +97,16 @@
 //! - `pool/`: the shared state and every change to it. `state.rs`:
 //!   `PoolState` (fields private to `pool/`), routing, the transitions that
 //!   are its methods; `choices.rs`: the choices operations make under the
-//!   lock, and the gauges' count; `shared.rs`: `Shared`, the lock and what
-//!   is carried out around it; `tests.rs`: the state machine without
-//!   processes.
+//!   lock, and the gauges' count; `effects.rs`: `Effects`, what a
+//!   transition leaves to do after the lock; `shared.rs`: `Shared`, the
+//!   lock, and `apply`, which carries the effects out; `tests.rs`: the
+//!   state machine without processes.
 //! - `lifecycle.rs`: a worker's lifecycle (`Life`), the pool's orders to
 //!   stop it (`StopOrder`) and every transition; the `Kill` token that
 //!   reaches its connection task.
 //! - `worker.rs`: the per-worker task (spawn, handshake, connection, reap).
+//! - `process.rs`: what a worker runs as (`Process`): a child process, or
+//!   a thread of this one for `drover::testing`'s in-process pools.
 //! - `spawn.rs`: starting a process (the crate's only `unsafe`, in the
 //!   child between fork and exec).
 //! - `routing.rs`: [`Routing`] and the choice of a worker.
@@ -123,10 +131,11 @@
 //!
 //! Dependencies between these files run one way, but for three pairs:
 //! `pool/` and `worker.rs` (a worker's task reports to the pool, and the
-//! pool launches workers: until launches are effects the pool hands back),
-//! `supervisor.rs` and `batch.rs` (a batch borrows the handle that makes
-//! it), and `pool/` with `operate.rs` (two halves of `Shared`'s methods:
-//! the pool calls `maintain` after changes).
+//! one place that carries out a `Launch` effect, `Shared::apply`, starts
+//! that task), `supervisor.rs` with `batch.rs` and `request.rs` (a batch
+//! and a request borrow the handle that makes them), and `pool/` with
+//! `operate.rs` (two halves of `Shared`'s methods: `apply` runs
+//! `maintain` when an effect asks).
 
 mod account;
 mod batch;
@@ -140,6 +149,7 @@ mod metrics;
 mod operate;
 mod output;
 mod pool;
+mod process;
 mod query;
 mod request;
 mod response;
@@ -151,11 +161,13 @@ mod supervisor;
 mod typed;
 mod worker;
 
-pub use account::Account;
+pub use account::{Account, Kind as AccountKind, Lookup as AccountLookup};
 pub use batch::{Batch, BatchReport};
 pub use builder::Builder;
 pub use drover_proto::{RemoteErrorKind, RequestId, Task};
-pub use error::{Error, HandshakeFailure};
+pub use error::{
+    BinaryProblem, Error, HandshakeFailure, Operation, OperationError, PoolFailure, PoolPhase,
+};
 pub use event::{CustomEvent, Event, Events, ExitReason, RecycleCause, Termination, WorkerExit};
 pub use groups::{GroupSpec, Groups, GroupsDiff};
 pub use health::{WorkerHealth, WorkerState};

@@ -26,7 +26,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use drover_proto::{Message, Outbox, RequestId};
+use drover_proto::{Outbox, RequestId, ToWorker};
 use futures::FutureExt;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
@@ -77,10 +77,10 @@ impl StopOrder {
 
     /// The message that asks a worker to carry out this order: `SoftKill`
     /// for the graceful orders of the pool, `HardKill` for the rest.
-    fn message(&self) -> Message {
+    fn message(&self) -> ToWorker {
         match self {
-            StopOrder::SoftKill | StopOrder::Recycle(_) => Message::SoftKill,
-            _ => Message::HardKill,
+            StopOrder::SoftKill | StopOrder::Recycle(_) => ToWorker::SoftKill,
+            _ => ToWorker::HardKill,
         }
     }
 }
@@ -92,7 +92,7 @@ pub(crate) enum Deliver {
     /// Nothing.
     Nothing,
     /// Send it this message (if its outbox is open).
-    Send(Message),
+    Send(ToWorker),
     /// Kill its process.
     Kill,
 }
@@ -103,13 +103,13 @@ pub(crate) enum Life {
     /// Started; its handshake is not done.
     Starting,
     /// Takes requests.
-    Ready { outbox: Outbox },
+    Ready { outbox: Outbox<ToWorker> },
     /// Said `busy()`: takes nothing new until it says `ready()`.
-    Busy { outbox: Outbox },
+    Busy { outbox: Outbox<ToWorker> },
     /// Ordered to stop; finishing what it holds, or being killed.
     Stopping {
         /// `None` while its handshake is not done.
-        outbox: Option<Outbox>,
+        outbox: Option<Outbox<ToWorker>>,
         order: StopOrder,
         /// When it is killed if it has not exited (graceful orders).
         deadline: Option<Instant>,
@@ -172,7 +172,7 @@ impl Life {
 
     /// The writer's queue, once its handshake is done.
     #[inline]
-    pub(crate) fn outbox(&self) -> Option<&Outbox> {
+    pub(crate) fn outbox(&self) -> Option<&Outbox<ToWorker>> {
         match self {
             Life::Ready { outbox } | Life::Busy { outbox } => Some(outbox),
             Life::Stopping { outbox, .. } => outbox.as_ref(),
@@ -182,7 +182,7 @@ impl Life {
 
     /// Its handshake is done: it takes work, or, ordered to stop while it
     /// started, is told so now.
-    pub(crate) fn handshake_done(&mut self, new: Outbox) -> Deliver {
+    pub(crate) fn handshake_done(&mut self, new: Outbox<ToWorker>) -> Deliver {
         match self {
             Life::Starting => {
                 *self = Life::Ready { outbox: new };
@@ -270,7 +270,7 @@ impl Life {
             Some(deadline),
             WorkerState::Stopping,
         );
-        Deliver::Send(Message::SoftKill)
+        Deliver::Send(ToWorker::SoftKill)
     }
 
     /// A signal from outside told it to stop: it drains until `deadline`
@@ -286,7 +286,7 @@ impl Life {
                 WorkerState::Stopping,
             ),
         }
-        (changed, Deliver::Send(Message::SoftKill))
+        (changed, Deliver::Send(ToWorker::SoftKill))
     }
 
     /// The pool stops (`SoftKill`, `HardKill`, or a soft kill for a
@@ -430,7 +430,7 @@ mod tests {
         // A hard kill of the pool overrides the gentler order.
         assert!(matches!(
             life.stop(StopOrder::HardKill),
-            Deliver::Send(Message::HardKill)
+            Deliver::Send(ToWorker::HardKill)
         ));
         assert_eq!(life.view(), WorkerState::Stopping);
         assert_eq!(life.exit_reason(), Some(ExitReason::HardKill));

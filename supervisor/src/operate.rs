@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::builder::Config;
-use crate::error::Error;
+use crate::error::{Error, Operation, OperationError};
 use crate::event::RecycleCause;
-use crate::health::WorkerState;
 use crate::pool::{Phase, PoolState, Shared};
 
 impl Shared {
@@ -25,30 +24,21 @@ impl Shared {
     /// memory sample and whenever a worker answers, starts or ends.
     pub(crate) fn maintain(self: &Arc<Self>) {
         let now = Instant::now();
-        let mut launches = Vec::new();
-        let mut stopping = Vec::new();
-        let mut state = self.lock();
-        state.kill_overdue(now);
-        while let Some((id, pid, index)) = state.recycle_next(&self.config, now) {
-            stopping.push((id, pid));
-            launches.push((self.next_worker_id(), index));
-        }
-        drop(state);
-        for (id, pid) in stopping {
-            self.emit_state(id, pid, WorkerState::Stopping);
-        }
-        for (id, index) in launches {
-            crate::worker::launch(self, id, index, false);
-        }
+        self.change(|state, fx| {
+            state.kill_overdue(now, fx);
+            while state.recycle_next(&self.config, now, fx) {}
+        });
     }
 
-    fn running_or(&self, operation: &'static str) -> Result<(), Error> {
+    fn running_or(&self, operation: Operation) -> Result<(), Error> {
         let state = self.lock();
         match state.phase() {
             Phase::Running => Ok(()),
             other => Err(Error::Operation {
                 operation,
-                reason: format!("the pool is {}", phase_name(other)),
+                reason: OperationError::NotRunning {
+                    phase: other.public(),
+                },
             }),
         }
     }
@@ -61,7 +51,7 @@ impl Shared {
     /// Waits until `done` holds, within the operation limit.
     async fn settle(
         &self,
-        operation: &'static str,
+        operation: Operation,
         mut done: impl FnMut(&mut PoolState) -> Option<()>,
     ) -> Result<(), Error> {
         self.settle_or_fail(operation, |state| done(state).map(Ok))
@@ -72,47 +62,39 @@ impl Shared {
     /// the operation limit.
     async fn settle_or_fail(
         &self,
-        operation: &'static str,
+        operation: Operation,
         done: impl FnMut(&mut PoolState) -> Option<Result<(), Error>>,
     ) -> Result<(), Error> {
         let limit = self.operation_limit();
         tokio::time::timeout(limit, self.wait_until(done))
             .await
-            .unwrap_or_else(|_| {
-                Err(Error::Operation {
-                    operation,
-                    reason: format!("the pool did not settle within {limit:?}"),
-                })
-            })
+            .unwrap_or(Err(Error::Operation {
+                operation,
+                reason: OperationError::DidNotSettle { within: limit },
+            }))
     }
 
     /// Grows or shrinks the pool to `n` workers; see `Supervisor::resize`.
     pub(crate) async fn resize(self: &Arc<Self>, n: usize) -> Result<(), Error> {
         let _serial = self.operations.lock().await;
-        self.running_or("resize")?;
+        self.running_or(Operation::Resize)?;
         if n == 0 {
             // A running pool with no worker would hold requests with none
             // to take them; `drain` is the way to stop every worker.
             return Err(Error::Operation {
-                operation: "resize",
-                reason: "a running pool needs at least one worker (drain() stops them all and holds requests until resume())".to_owned(),
+                operation: Operation::Resize,
+                reason: OperationError::NoWorkers,
             });
         }
-        let changes = self.lock().resize(n, self.config.drain_timeout);
-        for (id, pid) in changes.stopping {
-            self.emit_state(id, pid, WorkerState::Stopping);
-        }
-        for index in changes.launch {
-            crate::worker::launch(self, self.next_worker_id(), index, false);
-        }
-        self.settle("resize", |state| state.resized_to(n).then_some(()))
+        self.change(|state, fx| state.resize(n, self.config.drain_timeout, fx));
+        self.settle(Operation::Resize, |state| state.resized_to(n).then_some(()))
             .await
     }
 
     /// Replaces every worker, a few at a time; see `Supervisor::reload`.
     pub(crate) async fn reload(self: &Arc<Self>, spec: Option<Config>) -> Result<(), Error> {
         let _serial = self.operations.lock().await;
-        self.running_or("reload")?;
+        self.running_or(Operation::Reload)?;
         // Put back if a replacement cannot start: the old workers keep
         // serving, and replacements of any that die use what worked.
         let previous = self.spec();
@@ -134,11 +116,13 @@ impl Shared {
         let old = self.lock().active_workers();
         for batch in old.chunks(self.config.max_recycling) {
             // Replacements first; the old workers keep serving meanwhile.
-            let fresh: Vec<u64> = batch.iter().map(|_| self.next_worker_id()).collect();
-            for (&id, &(_, index)) in fresh.iter().zip(batch) {
-                crate::worker::launch(self, id, index, false);
-            }
-            self.settle_or_fail("reload", |state| {
+            let fresh: Vec<u64> = self.change(|state, fx| {
+                batch
+                    .iter()
+                    .map(|&(_, index)| state.launch(index, false, fx))
+                    .collect()
+            });
+            self.settle_or_fail(Operation::Reload, |state| {
                 // A replacement that cannot start ends the reload at once,
                 // before any old worker retires.
                 if let Some((id, why)) = fresh
@@ -146,10 +130,11 @@ impl Shared {
                     .find_map(|&id| state.start_failure(id).map(|why| (id, why)))
                 {
                     return Some(Err(Error::Operation {
-                        operation: "reload",
-                        reason: format!(
-                            "replacement worker {id} failed to start, so the old workers keep serving: {why}"
-                        ),
+                        operation: Operation::Reload,
+                        reason: OperationError::ReplacementFailed {
+                            worker_id: id,
+                            reason: why.to_owned(),
+                        },
                     }));
                 }
                 fresh
@@ -158,25 +143,21 @@ impl Shared {
                     .then_some(Ok(()))
             })
             .await?;
-            let mut stopping = Vec::new();
-            {
-                let mut state = self.lock();
+            self.change(|state, fx| {
                 for &(old_id, _) in batch {
-                    stopping.extend(state.retire_worker(
+                    state.retire_worker(
                         old_id,
                         RecycleCause::Reload,
                         self.config.drain_timeout,
-                    ));
+                        fx,
+                    );
                 }
-            }
-            for (id, pid) in stopping {
-                self.emit_state(id, pid, WorkerState::Stopping);
-            }
-            self.settle("reload", |state| {
+            });
+            self.settle(Operation::Reload, |state| {
                 (!batch.iter().any(|&(id, _)| state.has_worker(id))).then_some(())
             })
             .await?;
-            self.running_or("reload")?;
+            self.running_or(Operation::Reload)?;
         }
         Ok(())
     }
@@ -185,43 +166,30 @@ impl Shared {
     /// `Supervisor::drain`.
     pub(crate) async fn drain(self: &Arc<Self>) -> Result<(), Error> {
         let _serial = self.operations.lock().await;
-        self.running_or("drain")?;
-        let stopping = self.lock().drain(self.config.drain_timeout);
-        for (id, pid) in stopping {
-            self.emit_state(id, pid, WorkerState::Stopping);
-        }
-        self.notify();
-        self.settle("drain", |state| state.no_workers().then_some(()))
+        self.running_or(Operation::Drain)?;
+        self.change(|state, fx| state.drain(self.config.drain_timeout, fx));
+        self.settle(Operation::Drain, |state| state.no_workers().then_some(()))
             .await
     }
 
     /// Starts workers again after a drain; see `Supervisor::resume`.
     pub(crate) async fn resume(self: &Arc<Self>) -> Result<(), Error> {
         let _serial = self.operations.lock().await;
-        let target = {
-            let mut state = self.lock();
-            let Some(target) = state.resume() else {
-                return Err(Error::Operation {
-                    operation: "resume",
-                    reason: format!("the pool is {}, not drained", phase_name(state.phase())),
-                });
-            };
-            target
-        };
-        for index in 0..target {
-            crate::worker::launch(self, self.next_worker_id(), index as u32, false);
-        }
-        self.settle("resume", |state| state.back_to_target().then_some(()))
-            .await
-    }
-}
-
-fn phase_name(phase: &Phase) -> &'static str {
-    match phase {
-        Phase::Running => "running",
-        Phase::Drained => "drained",
-        Phase::SoftKilling => "shutting down",
-        Phase::Stopped => "stopped",
-        Phase::Failed(_) => "failed",
+        self.change(|state, fx| {
+            if state.resume(fx) {
+                Ok(())
+            } else {
+                Err(Error::Operation {
+                    operation: Operation::Resume,
+                    reason: OperationError::NotDrained {
+                        phase: state.phase().public(),
+                    },
+                })
+            }
+        })?;
+        self.settle(Operation::Resume, |state| {
+            state.back_to_target().then_some(())
+        })
+        .await
     }
 }

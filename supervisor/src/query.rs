@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use drover_proto::{encode_value, Message, Outbox, Outgoing, RemoteError, RemoteErrorKind};
+use drover_proto::{encode_value, Outbox, RemoteError, RemoteErrorKind, ToWorker};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -54,7 +54,7 @@ pub struct Query {
     payload: Bytes,
     pid: u32,
     worker_id: u64,
-    out: Option<Outbox>,
+    out: Option<Outbox<ToWorker>>,
     /// The largest answer that fits a frame.
     max_payload: usize,
 }
@@ -76,7 +76,7 @@ impl Query {
         payload: Bytes,
         pid: u32,
         worker_id: u64,
-        out: Outbox,
+        out: Outbox<ToWorker>,
         max_payload: usize,
     ) -> Query {
         Query {
@@ -154,10 +154,10 @@ impl Query {
                 message,
             });
             // The worker may be gone; then nobody is waiting.
-            let _ = out.send(Outgoing::Frame(Message::QueryReply {
+            let _ = out.send_message(ToWorker::QueryReply {
                 id: self.id,
                 result,
-            }));
+            });
         }
     }
 }

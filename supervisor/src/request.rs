@@ -89,19 +89,14 @@ impl<'a> RequestBuilder<'a> {
                 if fds.len() < drover_proto::MAX_FDS_PER_FRAME {
                     fds.push(fd);
                 } else if self.payload.is_ok() {
-                    self.payload = Err(Box::new(Error::Socket {
-                        reason: format!(
-                            "a request carries at most {} descriptors",
-                            drover_proto::MAX_FDS_PER_FRAME
-                        ),
+                    self.payload = Err(Box::new(Error::TooManySockets {
+                        max: drover_proto::MAX_FDS_PER_FRAME,
                     }));
                 }
             }
             Err(e) => {
                 if self.payload.is_ok() {
-                    self.payload = Err(Box::new(Error::Socket {
-                        reason: e.to_string(),
-                    }));
+                    self.payload = Err(Box::new(Error::Socket { source: e }));
                 }
             }
         }
@@ -236,6 +231,7 @@ impl Future for SendFuture<'_> {
                         ready!(Pin::new(answer).poll(cx)).unwrap_or(Err(Error::ShuttingDown));
                     guard.armed = false;
                     guard.shared.metrics.request(&result);
+                    trace_outcome(guard.id, &result);
                     self.state = SendState::Done;
                     return Poll::Ready(result);
                 }
@@ -308,6 +304,7 @@ async fn wait_or_time_out(
         guard.armed = false;
         let result = result.unwrap_or(Err(Error::ShuttingDown));
         guard.shared.metrics.request(&result);
+        trace_outcome(guard.id, &result);
         return result;
     }
     guard.armed = false;
@@ -331,7 +328,36 @@ async fn wait_or_time_out(
         after,
     });
     shared.metrics.request(&timed_out);
+    trace_outcome(id, &timed_out);
     timed_out
+}
+
+/// Logs how request `id` ended (at debug level) in a span named
+/// `drover.request` with its id and the pid of the worker that had it, the
+/// names the worker SDK's span for the same request uses: a request's
+/// lines on both sides are found by its id. Nothing is stored per request
+/// for it, and with no subscriber listening at debug level it costs one
+/// check.
+fn trace_outcome(id: RequestId, result: &Result<Response, Error>) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let pid = match result {
+        Ok(response) => Some(response.pid()),
+        Err(Error::Remote { pid, .. }) | Err(Error::Decode { pid, .. }) => Some(*pid),
+        Err(Error::WorkerLost { exit, .. }) => Some(exit.pid),
+        Err(_) => None,
+    };
+    let span = tracing::debug_span!("drover.request", id = %id, pid);
+    let _entered = span.enter();
+    match result {
+        Ok(response) => {
+            let micros = drover_proto::timestamp_micros(SystemTime::now())
+                .saturating_sub(response.created_at);
+            tracing::debug!(micros, "answered");
+        }
+        Err(error) => tracing::debug!("failed: {error}"),
+    }
 }
 
 /// Cancels the request if `enqueue`'s future is dropped before its answer.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use drover_proto::{encode_value, Message};
+use drover_proto::{encode_value, ToWorker};
 use serde::Serialize;
 
 use crate::builder::{Builder, Config};
@@ -137,9 +137,11 @@ impl Supervisor {
             source,
         })?;
         let shared = Arc::new(Shared::new(config, runtime, spawner));
-        for index in 0..shared.config.workers {
-            crate::worker::launch(&shared, shared.next_worker_id(), index as u32, true);
-        }
+        shared.change(|state, fx| {
+            for index in 0..shared.config.workers {
+                state.launch(index as u32, true, fx);
+            }
+        });
         let sampler = sample_memory(shared.clone());
         shared.tracker.spawn_on(sampler, &shared.runtime);
         let pinger = ping_workers(shared.clone());
@@ -185,11 +187,32 @@ impl Supervisor {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// # async fn run(pool: drover_supervisor::Supervisor) -> Result<(), drover_supervisor::Error> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # // An in-process pool (what `drover::testing` makes) stands in for a
+    /// # // worker binary: it upper-cases text and echoes anything else.
+    /// # let pool = drover_supervisor::Supervisor::builder("upper")
+    /// #     .in_process(|socket| async move {
+    /// #         let worker = drover_worker::Worker::connect_over(socket).await.unwrap();
+    /// #         let _ = worker
+    /// #             .serve(|req: drover_worker::Request| async move {
+    /// #                 match req.data::<String>() {
+    /// #                     Ok(text) => req.respond(&text.to_uppercase()),
+    /// #                     Err(_) => {
+    /// #                         let bytes = req.payload_bytes();
+    /// #                         req.respond_bytes(bytes)
+    /// #                     }
+    /// #                 }
+    /// #             })
+    /// #             .await;
+    /// #     })
+    /// #     .spawn()
+    /// #     .await?;
     /// // Replace the workers in a quiet moment.
     /// pool.idle().await;
     /// pool.reload().await?;
+    /// # pool.soft_kill().await;
     /// # Ok(()) }
     /// ```
     ///
@@ -251,8 +274,28 @@ impl Supervisor {
 
     /// A request with options of its own: timeout, retries.
     ///
-    /// ```no_run
-    /// # async fn run(pool: drover_supervisor::Supervisor) -> Result<(), drover_supervisor::Error> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # // An in-process pool (what `drover::testing` makes) stands in for a
+    /// # // worker binary: it upper-cases text and echoes anything else.
+    /// # let pool = drover_supervisor::Supervisor::builder("upper")
+    /// #     .in_process(|socket| async move {
+    /// #         let worker = drover_worker::Worker::connect_over(socket).await.unwrap();
+    /// #         let _ = worker
+    /// #             .serve(|req: drover_worker::Request| async move {
+    /// #                 match req.data::<String>() {
+    /// #                     Ok(text) => req.respond(&text.to_uppercase()),
+    /// #                     Err(_) => {
+    /// #                         let bytes = req.payload_bytes();
+    /// #                         req.respond_bytes(bytes)
+    /// #                     }
+    /// #                 }
+    /// #             })
+    /// #             .await;
+    /// #     })
+    /// #     .spawn()
+    /// #     .await?;
     /// use std::time::Duration;
     /// let answer = pool
     ///     .request("render this")
@@ -260,6 +303,7 @@ impl Supervisor {
     ///     .retries(1)
     ///     .send()
     ///     .await?;
+    /// # pool.soft_kill().await;
     /// # Ok(()) }
     /// ```
     pub fn request<T: Serialize + ?Sized>(&self, payload: &T) -> RequestBuilder<'_> {
@@ -339,14 +383,14 @@ impl Supervisor {
         &self,
         name: &str,
         payload: &T,
-    ) -> Result<Message, Error> {
+    ) -> Result<ToWorker, Error> {
         let payload = encode_value(payload).map_err(Error::Encode)?;
         let size = payload.len() + name.len();
         let limit = self.max_payload();
         if size > limit {
             return Err(Error::PayloadTooLarge { size, limit });
         }
-        Ok(Message::Event {
+        Ok(ToWorker::Event {
             name: name.to_owned(),
             payload: Bytes::from(payload),
         })
@@ -452,9 +496,11 @@ impl Supervisor {
             tracing::warn!("soft kill: queued requests not done within the grace; failing them");
         }
         // Whatever could not run (grace over, or no worker left) fails now.
-        let queued = shared.lock().take_pending();
-        crate::pool::fail_all(queued, || Error::ShuttingDown);
-        shared.notify();
+        shared.change(|state, fx| {
+            let queued = state.take_pending();
+            crate::pool::fail_all(queued, || Error::ShuttingDown, fx);
+            fx.notify = true;
+        });
         shared.ask_workers_to_stop(&order);
         let gone = tokio::time::timeout_at(deadline, self.all_reaped()).await;
         if gone.is_err() {

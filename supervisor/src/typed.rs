@@ -15,7 +15,7 @@ impl Supervisor {
     /// [`Response::data`](crate::Response::data) in one, with the answer's
     /// type named once, by the task.
     ///
-    /// ```no_run
+    /// ```
     /// use drover_supervisor::{Supervisor, Task};
     /// use serde::{Deserialize, Serialize};
     ///
@@ -27,8 +27,30 @@ impl Supervisor {
     ///     type Output = String;
     /// }
     ///
-    /// # async fn run(pool: Supervisor) -> Result<(), drover_supervisor::Error> {
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # // An in-process pool (what `drover::testing` makes) stands in for a
+    /// # // worker binary: it upper-cases text and echoes anything else.
+    /// # let pool = drover_supervisor::Supervisor::builder("upper")
+    /// #     .in_process(|socket| async move {
+    /// #         let worker = drover_worker::Worker::connect_over(socket).await.unwrap();
+    /// #         let _ = worker
+    /// #             .serve(|req: drover_worker::Request| async move {
+    /// #                 match req.data::<String>() {
+    /// #                     Ok(text) => req.respond(&text.to_uppercase()),
+    /// #                     Err(_) => {
+    /// #                         let bytes = req.payload_bytes();
+    /// #                         req.respond_bytes(bytes)
+    /// #                     }
+    /// #                 }
+    /// #             })
+    /// #             .await;
+    /// #     })
+    /// #     .spawn()
+    /// #     .await?;
     /// let shout: String = pool.call(&Upper("hello".into())).await?;
+    /// assert_eq!(shout, "HELLO");
+    /// # pool.soft_kill().await;
     /// # Ok(()) }
     /// ```
     ///

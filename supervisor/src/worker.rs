@@ -12,12 +12,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use drover_proto::{
-    handshake, outbox, write_loop, Chunk, FdReader, FrameReader, HandshakeError, Message,
-    MessageCodec, ProtocolError, Streams, Welcome,
+    handshake, outbox, write_loop, FdReader, FrameReader, HandshakeError, MessageCodec,
+    ProtocolError, Streams, ToSupervisor, ToWorker, Welcome,
 };
 use futures::{FutureExt, StreamExt};
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::process::Child;
 use tokio::time::Instant;
 use tokio_util::codec::FramedWrite;
 
@@ -27,10 +26,14 @@ use crate::event::{ExitReason, Termination, WorkerExit};
 use crate::health::read_rss;
 use crate::lifecycle::{guarded, panic_message, Kill};
 use crate::output::{self, Stream, Tail};
-use crate::pool::{Answer, AnswerBatch, Shared};
+use crate::pool::{Answer, AnswerBatch, Launch, Shared};
+use crate::process::{kill_orphans, Process};
 
-type Reader = FrameReader;
-type Writer = FramedWrite<OwnedWriteHalf, MessageCodec>;
+/// The connection's read side: what the worker says.
+type Reader = FrameReader<ToSupervisor>;
+/// The connection's write side during the handshake, before the outbox
+/// (the codec, of this side's connection, encodes either direction).
+type Writer = FramedWrite<OwnedWriteHalf, MessageCodec<ToSupervisor>>;
 
 /// How long a worker that closed its socket unasked has to exit before it
 /// is killed.
@@ -45,8 +48,8 @@ const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 /// Whatever happens inside it, the pool hears of the end: a panic of the
 /// connection task kills the process (and its group) and settles the
 /// worker as any death is settled.
-pub(crate) fn launch(shared: &Arc<Shared>, id: u64, index: u32, initial: bool) {
-    shared.lock().begin_launch();
+pub(crate) fn launch(shared: &Arc<Shared>, launch: Launch) {
+    let Launch { id, index, initial } = launch;
     // The pid, once the process is registered with the pool.
     let registered = Arc::new(AtomicU32::new(0));
     let task = AssertUnwindSafe(run(shared.clone(), id, index, initial, registered.clone()));
@@ -111,21 +114,36 @@ fn connection_panicked(
 async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered: Arc<AtomicU32>) {
     // The settings at launch: a reload may replace them meanwhile.
     let spec = shared.spec();
-    let spawned = match shared.spawner.spawn(&spec).await {
-        Ok(spawned) => spawned,
+    let started = match &spec.in_process {
+        Some(main) => main
+            .start()
+            .map(|(process, stream)| (process, 0, stream, None, None))
+            .map_err(|source| Error::Spawn {
+                path: spec.program.clone(),
+                source,
+            }),
+        None => shared.spawner.spawn(&spec).await.map(|spawned| {
+            let process = Process::Os {
+                child: spawned.child,
+                pid: spawned.pid,
+            };
+            let pipes = (spawned.stderr, spawned.stdout);
+            (process, spawned.pid, spawned.stream, pipes.0, pipes.1)
+        }),
+    };
+    let (mut child, pid, stream, stderr, stdout) = match started {
+        Ok(started) => started,
         Err(error) => {
             tracing::error!(worker_id = id, "{error}");
             shared.spawn_failed(id, index, initial, error);
             return;
         }
     };
-    let pid = spawned.pid;
-    let mut child = spawned.child;
     let kill = Kill::default();
     let tail: Tail = Arc::default();
     let capture = shared.config.capture_output;
     let mut drains = Vec::new();
-    if let Some(stderr) = spawned.stderr {
+    if let Some(stderr) = stderr {
         let task = output::drain(
             stderr,
             Stream::Stderr,
@@ -137,7 +155,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         let task = guarded(kill.clone(), "output", task);
         drains.push(shared.tracker.spawn_on(task, &shared.runtime));
     }
-    if let Some(stdout) = spawned.stdout {
+    if let Some(stdout) = stdout {
         let task = output::drain(
             stdout,
             Stream::Stdout,
@@ -151,7 +169,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
     }
     let streams = shared.register(id, index, pid, kill.clone());
     registered.store(pid, Ordering::Release);
-    let (read, write) = spawned.stream.into_split();
+    let (read, write) = stream.into_split();
     let max = shared.config.max_frame_length;
     let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::new(max));
     let mut writer = FramedWrite::new(write, MessageCodec::new(max));
@@ -165,7 +183,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         config: spec.config.clone(),
     };
     let handshake = tokio::select! {
-        result = tokio::time::timeout_at(deadline, handshake(&mut reader, &mut writer, welcome, &shared, id, pid)) => {
+        result = tokio::time::timeout_at(deadline, handshake(&mut reader, &mut writer, welcome, &shared, &streams, id, pid)) => {
             match result {
                 Ok(result) => result,
                 Err(_) => Err(HandshakeFailure::Timeout { timeout: shared.config.start_timeout }),
@@ -202,10 +220,11 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
                 "replacement worker failed its handshake: {failure}"
             );
         }
-        crate::spawn::kill_group(pid);
+        child.kill();
     } else if !kill.is_cancelled() {
         let parts = writer.into_parts();
-        let (tx, rx) = outbox(parts.codec, shared.config.outbox_limit());
+        let (tx, rx) =
+            outbox::<ToWorker>(parts.codec.max_frame_length(), shared.config.outbox_limit());
         let writer_kill = kill.clone();
         let writer = async move {
             match write_loop(parts.io, rx).await {
@@ -241,7 +260,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
             .spawn_on(guarded(kill.clone(), "writer", writer), &shared.runtime);
         // Its handshake is done (whatever it set up is resident): sampled
         // now, no lock held, so its first `health()` is real.
-        let rss = read_rss(pid);
+        let rss = (pid != 0).then(|| read_rss(pid)).flatten();
         shared.worker_ready(id, tx, initial, rss);
     }
 
@@ -261,14 +280,14 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         .await
     };
     let termination = match status {
-        Ok(status) => Termination::from_status(status),
+        Ok(termination) => termination,
         Err(e) => {
             tracing::error!(pid, "cannot reap worker: {e}");
             Termination::Code(-1)
         }
     };
     // Grandchildren die with it: its process group goes too.
-    kill_orphans(pid);
+    child.kill_orphans();
     let reason = violation
         .or_else(|| kill.take_fault())
         .or_else(|| shared.stop_reason(id))
@@ -308,12 +327,12 @@ async fn serve(
     shared: &Arc<Shared>,
     id: u64,
     pid: u32,
-    child: &mut Child,
+    child: &mut Process,
     reader: &mut Reader,
     streams: &Streams,
     kill: &Kill,
     violation: &mut Option<ExitReason>,
-) -> std::io::Result<std::process::ExitStatus> {
+) -> std::io::Result<Termination> {
     let mut killing = false;
     let mut eof = false;
     // Reused from one read to the next.
@@ -346,11 +365,11 @@ async fn serve(
             }
             _ = kill.cancelled(), if !killing => {
                 killing = true;
-                kill_process(child, pid);
+                child.kill();
             }
             _ = sleep_until(kill_at), if !killing && kill_at.is_some() => {
                 killing = true;
-                kill_process(child, pid);
+                child.kill();
             }
             () = next_batch(reader, &mut frames), if !eof => {
                 let detail = match judge(&mut frames, reader, streams, shared, id, pid, &mut answers) {
@@ -372,47 +391,11 @@ async fn serve(
                     *violation = Some(ExitReason::ProtocolViolation { detail });
                     eof = true;
                     killing = true;
-                    kill_process(child, pid);
+                    child.kill();
                 }
             }
         }
     }
-}
-
-/// Hands a stream frame to the connection's streams; any other message
-/// comes back (`Err(Ok(message))`) for the pool. `Err(Err(_))` is a broken
-/// rule of flow control, a protocol violation.
-fn on_stream(streams: &Streams, message: Message) -> Result<(), Result<Message, ProtocolError>> {
-    let result = match message {
-        Message::StreamData { id, bytes } => streams.deliver(id, Chunk::Data(bytes)),
-        Message::StreamEnd { id } => streams.deliver(id, Chunk::End),
-        Message::StreamAbort { id, reason } => streams.deliver(id, Chunk::Abort(reason)),
-        Message::StreamCredit { id, bytes } => streams.credit(id, bytes),
-        Message::StreamStop { id } => {
-            streams.stop(id);
-            Ok(())
-        }
-        other => return Err(Ok(other)),
-    };
-    result.map_err(Err)
-}
-
-/// Kills what is left of a reaped worker's process group (the children
-/// it left behind): the group only, since the pid itself may already be
-/// another process's.
-fn kill_orphans(pid: u32) {
-    if let Some(group) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-    }
-}
-
-/// Kills the worker's process and its process group (its own children).
-fn kill_process(child: &mut Child, pid: u32) {
-    crate::spawn::kill_group(pid);
-    let _ = child.start_kill();
 }
 
 /// Reads a crash as a resource limit at work, where the way it died fits
@@ -465,7 +448,7 @@ enum Verdict {
 }
 
 /// The frames of one batch: a message, an error, or the end (`None`).
-type Frames = Vec<Option<Result<Message, ProtocolError>>>;
+type Frames = Vec<Option<Result<ToSupervisor, ProtocolError>>>;
 
 /// At most this many frames are handled per batch, so that a flood of
 /// answers from one worker still lets its task's other duties run.
@@ -510,7 +493,7 @@ fn judge(
             Some(Ok(_)) if reader.get_ref().pending_fds() > 0 => {
                 Verdict::Violation("it sent descriptors, which workers never do".to_owned())
             }
-            Some(Ok(Message::Response { id, stream, result })) => {
+            Some(Ok(ToSupervisor::Response { id, stream, result })) => {
                 answers.answers.push(Answer { id, stream, result });
                 continue;
             }
@@ -519,13 +502,10 @@ fn judge(
                 // answer registers the stream that may follow it). Stream
                 // frames go to this connection's streams, never through
                 // the pool's lock.
-                match shared.on_answers(id, pid, answers).and_then(|()| {
-                    match on_stream(streams, message) {
-                        Ok(()) => Ok(()),
-                        Err(Ok(message)) => shared.on_message(id, pid, message),
-                        Err(Err(e)) => Err(e.to_string()),
-                    }
-                }) {
+                match shared
+                    .on_answers(id, pid, answers)
+                    .and_then(|()| shared.on_message(id, pid, message, streams))
+                {
                     Ok(()) => continue,
                     Err(detail) => Verdict::Violation(detail),
                 }
@@ -558,11 +538,12 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// If the process has exited (or exits before `deadline`), the failure is
 /// "exited during the handshake" with its status.
-async fn exited_during_handshake(child: &mut Child, deadline: Instant) -> Option<HandshakeFailure> {
+async fn exited_during_handshake(
+    child: &mut Process,
+    deadline: Instant,
+) -> Option<HandshakeFailure> {
     match tokio::time::timeout_at(deadline, child.wait()).await {
-        Ok(Ok(status)) => Some(HandshakeFailure::Exited {
-            status: Termination::from_status(status),
-        }),
+        Ok(Ok(status)) => Some(HandshakeFailure::Exited { status }),
         _ => None,
     }
 }
@@ -575,13 +556,14 @@ async fn handshake(
     writer: &mut Writer,
     welcome: Welcome,
     shared: &Arc<Shared>,
+    streams: &Streams,
     id: u64,
     pid: u32,
 ) -> Result<(), HandshakeFailure> {
-    let on_early = |message: Message| {
-        let got = message.kind();
+    let on_early = |message: ToSupervisor| {
+        let got = message.name();
         shared
-            .on_message(id, pid, message)
+            .on_message(id, pid, message, streams)
             .map_err(|_| ProtocolError::UnexpectedMessage {
                 expected: "Ready",
                 got,
@@ -590,7 +572,9 @@ async fn handshake(
     let hello = match handshake::accept(reader, writer, welcome, on_early).await {
         Ok(hello) => hello,
         Err(HandshakeError::Protocol(e)) => return Err(e.into()),
-        Err(HandshakeError::Closed) => {
+        // The connection ended (or the handshake failed in a way this
+        // crate does not know yet): the worker is going.
+        Err(_) => {
             return Err(ProtocolError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "socket closed",

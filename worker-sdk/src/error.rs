@@ -5,6 +5,7 @@ use drover_proto::{ProtocolError, ValueError};
 
 /// Everything that can go wrong on the worker's side.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The process was not started by a drover supervisor (no usable
     /// inherited socket).

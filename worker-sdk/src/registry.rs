@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use drover_proto::{IdHasher, Message, RemoteError, RequestId};
+use drover_proto::{IdHasher, RemoteError, RequestId, ToSupervisor};
 use tokio::sync::Notify;
 
 /// What the SDK knows of a request in flight; shared by the [`Request`],
@@ -164,6 +164,7 @@ impl Registry {
 ///
 /// [`Worker::requests`]: crate::Worker::requests
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RequestInfo {
     /// The request's id.
     pub id: RequestId,
@@ -174,8 +175,8 @@ pub struct RequestInfo {
 }
 
 /// The answer to request `id`, with no stream after it.
-pub(crate) fn response(id: RequestId, result: Result<Bytes, RemoteError>) -> Message {
-    Message::Response {
+pub(crate) fn response(id: RequestId, result: Result<Bytes, RemoteError>) -> ToSupervisor {
+    ToSupervisor::Response {
         id,
         stream: false,
         result,

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use drover_proto::{
-    timestamp_from_micros, Chunk, FrameReader, IncomingStream, Message, ProtocolError, RemoteError,
-    RemoteErrorKind, RequestId,
+    timestamp_from_micros, FrameReader, IncomingStream, ProtocolError, RemoteError,
+    RemoteErrorKind, RequestId, ToSupervisor, ToWorker,
 };
 use futures::{FutureExt, StreamExt};
 
@@ -63,7 +63,7 @@ pub(crate) async fn serve<H: Handler>(
 async fn serve_loop<H: Handler>(
     shared: &Arc<Shared>,
     inline_first_poll: bool,
-    reader: &mut FrameReader,
+    reader: &mut FrameReader<ToWorker>,
     signals: &mut StopSignals,
     handler: Arc<H>,
 ) -> Result<(), Error> {
@@ -84,7 +84,7 @@ async fn serve_loop<H: Handler>(
                         Some(Ok(message)) => message,
                     };
                     match message {
-                        Message::Request { id, created_at, fds, stream, payload } => {
+                        ToWorker::Request { id, created_at, fds, stream, payload } => {
                             let fds = match reader.get_mut().take_fds(usize::from(fds)) {
                                 Some(fds) => fds,
                                 None => {
@@ -99,32 +99,28 @@ async fn serve_loop<H: Handler>(
                             let started = Started { id, created_at, payload, fds, stream };
                             start_request(shared, inline_first_poll, started, &handler).await;
                         }
-                        Message::StreamData { id, bytes } => shared.streams.deliver(id, Chunk::Data(bytes)).map_err(Error::Protocol)?,
-                        Message::StreamEnd { id } => shared.streams.deliver(id, Chunk::End).map_err(Error::Protocol)?,
-                        Message::StreamAbort { id, reason } => shared.streams.deliver(id, Chunk::Abort(reason)).map_err(Error::Protocol)?,
-                        Message::StreamCredit { id, bytes } => shared.streams.credit(id, bytes).map_err(Error::Protocol)?,
-                        Message::StreamStop { id } => shared.streams.stop(id),
-                        Message::QueryReply { id, result } => shared.queries.answer(id, result),
-                        Message::Cancel { id } => shared.registry.cancel(id),
-                        Message::Event { name, payload } => {
+                        ToWorker::Stream(frame) => shared.streams.on_frame(frame).map_err(Error::Protocol)?,
+                        ToWorker::QueryReply { id, result } => shared.queries.answer(id, result),
+                        ToWorker::Cancel { id } => shared.registry.cancel(id),
+                        ToWorker::Event { name, payload } => {
                             // No subscriber is fine: the event is simply not wanted.
                             let _ = shared.events.send(Event::new(name, payload));
                         }
-                        Message::Ping { seq } => shared.send(Message::Pong { seq })?,
-                        Message::SoftKill => {
+                        ToWorker::Ping { seq } => shared.send(ToSupervisor::Pong { seq })?,
+                        ToWorker::SoftKill => {
                             drain.confirmed = true;
                             drain.start(&shared.stop, shared.tasks());
                         }
-                        Message::HardKill => {
+                        ToWorker::HardKill => {
                             if let Some(hook) = shared.stop.take_hard_kill_hook() {
                                 hook();
                             }
                             return Ok(());
                         }
-                        other => {
+                        ToWorker::Welcome(_) => {
                             return Err(Error::Protocol(ProtocolError::UnexpectedMessage {
-                                expected: "a supervisor message",
-                                got: other.kind(),
+                                expected: "a message after the handshake",
+                                got: "Welcome",
                             }))
                         }
                     }
@@ -140,7 +136,7 @@ async fn serve_loop<H: Handler>(
                 // then drain. Later ones are absorbed.
                 drain.signalled = true;
                 tracing::info!(signal, "told to stop by a signal; draining");
-                shared.send(Message::Stopping { signal })?;
+                shared.send(ToSupervisor::Stopping { signal })?;
                 drain.start(&shared.stop, shared.tasks());
             }
             () = shared.stop.changed(), if drain.started => {}

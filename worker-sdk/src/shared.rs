@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use drover_proto::codec::max_payload;
 use drover_proto::{
-    new_credit, pump, FrameReader, IncomingStream, Message, Outbox, Outgoing, RemoteError,
-    RequestId, Streams, Welcome,
+    new_credit, pump, FrameReader, IncomingStream, Outbox, Outgoing, RemoteError, RequestId,
+    Streams, ToSupervisor, ToWorker, Welcome,
 };
 use tokio::io::AsyncRead;
 use tokio::sync::{broadcast, oneshot};
@@ -31,7 +31,7 @@ use crate::signals::StopSignals;
 /// signals listened to since `connect`.
 #[derive(Debug)]
 pub(crate) struct Serving {
-    pub(crate) reader: FrameReader,
+    pub(crate) reader: FrameReader<ToWorker>,
     pub(crate) signals: StopSignals,
 }
 
@@ -40,7 +40,7 @@ pub(crate) struct Serving {
 #[derive(Debug)]
 pub(crate) struct Shared {
     welcome: Welcome,
-    out: Outbox,
+    out: Outbox<ToSupervisor>,
     /// Every task the worker starts: the writer, handlers that wait,
     /// answer streams, the soft-kill hook.
     tasks: TaskTracker,
@@ -60,7 +60,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         welcome: Welcome,
-        out: Outbox,
+        out: Outbox<ToSupervisor>,
         tasks: TaskTracker,
         serving: Serving,
     ) -> Shared {
@@ -105,7 +105,7 @@ impl Shared {
     }
 
     /// Queues `message` for the supervisor.
-    pub(crate) fn send(&self, message: Message) -> Result<(), Error> {
+    pub(crate) fn send(&self, message: ToSupervisor) -> Result<(), Error> {
         self.out
             .send(Outgoing::Frame(message))
             .map_err(|_| Error::Disconnected)
@@ -124,7 +124,7 @@ impl Shared {
     /// re-checks.
     pub(crate) fn ready(&self) -> Result<(), Error> {
         self.stop.set_busy(false);
-        let sent = self.send(Message::Ready);
+        let sent = self.send(ToSupervisor::Ready);
         self.stop.wake();
         sent
     }
@@ -132,13 +132,13 @@ impl Shared {
     /// Says `Busy`.
     pub(crate) fn busy(&self) -> Result<(), Error> {
         self.stop.set_busy(true);
-        self.send(Message::Busy)
+        self.send(ToSupervisor::Busy)
     }
 
     /// Registers the incoming stream of request `id`.
     pub(crate) fn incoming_stream(&self, id: RequestId) -> IncomingStream {
         let (stream, chunks) =
-            IncomingStream::new(id, self.out.clone(), "the supervisor".to_owned());
+            IncomingStream::new(id, self.out.streams(), "the supervisor".to_owned());
         self.streams.receive(id, chunks);
         stream
     }
@@ -171,14 +171,14 @@ impl Shared {
         // sees neither the request nor its stream.
         let shared = self.clone();
         let pump = self.stop.hold(async move {
-            if let Err(e) = pump(source, id, shared.out.clone(), credit).await {
+            if let Err(e) = pump(source, id, shared.out.streams(), credit).await {
                 tracing::debug!(%id, "answer stream ended early: {e}");
             }
             shared.streams.stop(id);
         });
         self.answer(
             tracked,
-            Message::Response {
+            ToSupervisor::Response {
                 id,
                 stream: true,
                 result: Ok(payload),
@@ -188,7 +188,7 @@ impl Shared {
         Ok(())
     }
 
-    fn answer(&self, tracked: &Tracked, message: Message) -> Result<(), Error> {
+    fn answer(&self, tracked: &Tracked, message: ToSupervisor) -> Result<(), Error> {
         // Queue the answer before the request leaves the registry: a soft
         // kill waiting for the registry to empty then flushes after it.
         let sent = self.send(message);

@@ -31,6 +31,14 @@ impl StopSignals {
         }
     }
 
+    /// Listens to nothing: no signal ever comes.
+    pub(crate) fn none() -> StopSignals {
+        StopSignals {
+            term: None,
+            int: None,
+        }
+    }
+
     /// The number of the next signal to arrive (one that arrived since
     /// `listen` counts).
     ///

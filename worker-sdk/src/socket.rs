@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use drover_proto::{Message, RequestId};
+use drover_proto::{RequestId, ToSupervisor};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::shared::Shared;
@@ -23,7 +23,7 @@ struct ClosedOnDrop {
 impl Drop for ClosedOnDrop {
     fn drop(&mut self) {
         // The supervisor gone means nobody counts any more.
-        let _ = self.worker.send(Message::SocketClosed { id: self.id });
+        let _ = self.worker.send(ToSupervisor::SocketClosed { id: self.id });
     }
 }
 

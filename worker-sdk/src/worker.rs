@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use drover_proto::{
     decode_value, encode_value, handshake, outbox, write_loop, FdReader, FrameReader,
-    HandshakeError, Hello, Message, MessageCodec,
+    HandshakeError, Hello, MessageCodec, ToSupervisor, ToWorker,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::net::UnixStream;
@@ -86,20 +86,46 @@ impl Worker {
     /// already gone, [`Error::Handshake`] when the handshake fails.
     pub async fn connect() -> Result<Worker, Error> {
         let std_stream = crate::fd::inherited_socket()?;
+        // As early as possible: a signal that comes during the handshake
+        // or the program's setup is held for `serve`, not fatal.
+        let signals = StopSignals::listen();
+        Worker::handshake(std_stream, signals).await
+    }
+
+    /// Connects over `socket`, a connected end of a socket pair whose
+    /// other end a supervisor holds, instead of the socket a supervisor
+    /// leaves in a worker process; listens to no signal (the process is
+    /// not the worker's own).
+    ///
+    /// This is how `drover::testing`'s in-process pools run a worker on a
+    /// thread of the test process; a worker binary uses
+    /// [`connect`](Worker::connect).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Handshake`] when the handshake fails,
+    /// [`Error::Disconnected`] when the other end closes first.
+    pub async fn connect_over(socket: std::os::unix::net::UnixStream) -> Result<Worker, Error> {
+        Worker::handshake(socket, StopSignals::none()).await
+    }
+
+    async fn handshake(
+        std_stream: std::os::unix::net::UnixStream,
+        signals: StopSignals,
+    ) -> Result<Worker, Error> {
         std_stream
             .set_nonblocking(true)
             .map_err(|e| Error::Handshake(e.into()))?;
         let stream = UnixStream::from_std(std_stream).map_err(|e| Error::Handshake(e.into()))?;
-        // As early as possible: a signal that comes during the handshake
-        // or the program's setup is held for `serve`, not fatal.
-        let signals = StopSignals::listen();
         let (read, write) = stream.into_split();
-        let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::default());
-        let mut writer = FramedWrite::new(write, MessageCodec::default());
+        let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::<ToWorker>::default());
+        let mut writer = FramedWrite::new(write, MessageCodec::<ToWorker>::default());
         let welcome = match handshake::connect(&mut reader, &mut writer, Hello::new()).await {
             Ok(welcome) => welcome,
             Err(HandshakeError::Protocol(e)) => return Err(Error::Handshake(e)),
-            Err(HandshakeError::Closed) => return Err(Error::Disconnected),
+            // The connection ended (or the handshake failed in a way this
+            // crate does not know yet): no supervisor to serve.
+            Err(_) => return Err(Error::Disconnected),
         };
         let max_frame_length = welcome.max_frame_length as usize;
         reader.decoder_mut().set_max_frame_length(max_frame_length);
@@ -107,7 +133,7 @@ impl Worker {
 
         let parts = writer.into_parts();
         // The supervisor is trusted to read: no bound on what waits for it.
-        let (out, out_rx) = outbox(parts.codec, usize::MAX);
+        let (out, out_rx) = outbox::<ToSupervisor>(parts.codec.max_frame_length(), usize::MAX);
         let tasks = TaskTracker::new();
         tasks.spawn(async move {
             if let Err(e) = write_loop(parts.io, out_rx).await {
@@ -192,7 +218,7 @@ impl Worker {
                 max: self.inner.max_payload(),
             });
         }
-        self.inner.send(Message::Event {
+        self.inner.send(ToSupervisor::Event {
             name: name.to_owned(),
             payload: Bytes::from(payload),
         })
@@ -228,7 +254,7 @@ impl Worker {
         }
         // Forgotten if this future is dropped.
         let mut asked = self.inner.queries.ask();
-        self.inner.send(Message::Query {
+        self.inner.send(ToSupervisor::Query {
             id: asked.id(),
             name: name.to_owned(),
             payload,
@@ -318,7 +344,7 @@ impl Worker {
     ///
     /// [`Error::Disconnected`] if the supervisor is gone.
     pub fn status(&self, message: impl Into<String>) -> Result<(), Error> {
-        self.inner.send(Message::Status {
+        self.inner.send(ToSupervisor::Status {
             message: message.into(),
         })
     }

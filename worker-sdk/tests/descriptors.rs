@@ -9,16 +9,16 @@ use std::os::fd::IntoRawFd;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use drover_proto::{Message, MessageCodec, ProtocolError, Welcome};
+use drover_proto::{MessageCodec, ProtocolError, ToSupervisor, ToWorker, Welcome};
 use drover_worker::{Error, Request, Worker};
 use futures::{SinkExt, StreamExt};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn frame(message: &Message) -> Bytes {
+fn frame(message: ToWorker) -> Bytes {
     let mut buf = BytesMut::new();
-    MessageCodec::default()
+    MessageCodec::<ToSupervisor>::default()
         .encode_message(message, &mut buf)
         .unwrap();
     buf.freeze()
@@ -40,7 +40,7 @@ async fn descriptors_nobody_takes_are_closed_and_missing_ones_are_a_violation() 
     let (read, write) = tokio::net::UnixStream::from_std(supervisor)
         .unwrap()
         .into_split();
-    let mut from_worker = FramedRead::new(read, MessageCodec::default());
+    let mut from_worker = FramedRead::new(read, MessageCodec::<ToSupervisor>::default());
 
     let worker = tokio::spawn(async move {
         let worker = Worker::connect().await?;
@@ -53,10 +53,10 @@ async fn descriptors_nobody_takes_are_closed_and_missing_ones_are_a_violation() 
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(hello.kind(), "Hello");
-    let mut to_worker = FramedWrite::new(write, MessageCodec::default());
+    assert_eq!(hello.name(), "Hello");
+    let mut to_worker = FramedWrite::new(write, MessageCodec::<ToSupervisor>::default());
     to_worker
-        .send(Message::Welcome(Welcome {
+        .send(ToWorker::Welcome(Welcome {
             worker_id: 1,
             index: 0,
             max_frame_length: 1 << 20,
@@ -69,13 +69,13 @@ async fn descriptors_nobody_takes_are_closed_and_missing_ones_are_a_violation() 
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(ready.kind(), "Ready");
+    assert_eq!(ready.name(), "Ready");
     let write = to_worker.into_inner();
 
     // A request with a socket the handler never takes.
     let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     let id = uuid::Uuid::new_v4();
-    let request = frame(&Message::Request {
+    let request = frame(ToWorker::Request {
         id,
         created_at: 0,
         fds: 1,
@@ -95,9 +95,9 @@ async fn descriptors_nobody_takes_are_closed_and_missing_ones_are_a_violation() 
             .unwrap()
             .unwrap();
         match message {
-            Message::Response { id: answered, .. } if answered == id => saw_answer = true,
-            Message::SocketClosed { id: closed } if closed == id => saw_closed = true,
-            other => panic!("unexpected {}", other.kind()),
+            ToSupervisor::Response { id: answered, .. } if answered == id => saw_answer = true,
+            ToSupervisor::SocketClosed { id: closed } if closed == id => saw_closed = true,
+            other => panic!("unexpected {}", other.name()),
         }
     }
     // The worker's copy is closed: our end reads end of file.
@@ -106,7 +106,7 @@ async fn descriptors_nobody_takes_are_closed_and_missing_ones_are_a_violation() 
     assert_eq!(ours.read_to_end(&mut rest).unwrap(), 0);
 
     // A request that declares a descriptor that never comes.
-    let lying = frame(&Message::Request {
+    let lying = frame(ToWorker::Request {
         id: uuid::Uuid::new_v4(),
         created_at: 0,
         fds: 1,

@@ -26,8 +26,9 @@ pub fn run(fd_number: &str) -> Result<(), Error> {
     echo(stream).map_err(Error::raw("child echo"))
 }
 
-/// Takes ownership of the inherited socket.
-fn claim(fd_number: &str) -> Result<UnixStream, Error> {
+/// Takes ownership of the inherited socket (the hand-written tokio
+/// pool's children claim theirs the same way).
+pub(crate) fn claim(fd_number: &str) -> Result<UnixStream, Error> {
     let bad = || Error::RawChildSocket {
         value: fd_number.to_owned(),
     };

@@ -207,7 +207,7 @@ async fn run() -> Result<(), drover_worker::Error> {
                     }
                     Cmd::AnswerUnknown => {
                         let mut raw = raw.expect("raw socket");
-                        let frame = frame(&drover_proto::Message::Response {
+                        let frame = frame(drover_proto::ToSupervisor::Response {
                             id: drover_proto::RequestId::from_u128(42),
                             stream: false,
                             result: Ok(bytes::Bytes::from_static(b"surprise")),
@@ -301,7 +301,7 @@ async fn run() -> Result<(), drover_worker::Error> {
                         raw.set_nonblocking(true).expect("nonblocking");
                         let stream = tokio::net::UnixStream::from_std(raw).expect("tokio stream");
                         let (_read, write) = stream.into_split();
-                        let frame = frame(&drover_proto::Message::Status {
+                        let frame = frame(drover_proto::ToSupervisor::Status {
                             message: "with a gift".into(),
                         });
                         let gift = std::fs::File::open("/dev/null").expect("open");
@@ -352,7 +352,7 @@ async fn run() -> Result<(), drover_worker::Error> {
                     Cmd::SendManyFds => {
                         use std::os::fd::AsFd;
                         let raw = raw.expect("raw socket");
-                        let frame = frame(&drover_proto::Message::Status {
+                        let frame = frame(drover_proto::ToSupervisor::Status {
                             message: "gifts".into(),
                         });
                         let files: Vec<std::fs::File> = (0..32)
@@ -497,15 +497,17 @@ async fn run() -> Result<(), drover_worker::Error> {
                     Cmd::PushUncredited(total) => {
                         let mut raw = raw.expect("raw socket");
                         let id = req.id();
-                        let head = frame(&drover_proto::Message::Response {
+                        let head = frame(drover_proto::ToSupervisor::Response {
                             id,
                             stream: true,
                             result: Ok(bytes::Bytes::new()),
                         });
-                        let data = frame(&drover_proto::Message::StreamData {
-                            id,
-                            bytes: bytes::Bytes::from(vec![7u8; 64 * 1024]),
-                        });
+                        let data = frame(drover_proto::ToSupervisor::Stream(
+                            drover_proto::StreamFrame::Data {
+                                id,
+                                bytes: bytes::Bytes::from(vec![7u8; 64 * 1024]),
+                            },
+                        ));
                         tokio::task::spawn_blocking(move || {
                             let mut pushed = 0;
                             let mut result = write_all_waiting(&mut raw, &head);
@@ -548,7 +550,7 @@ fn bad_version_handshake(mut raw: std::os::unix::net::UnixStream) {
         protocol_version: 99,
         ..drover_proto::Hello::new()
     };
-    raw.write_all(&frame(&drover_proto::Message::Hello(hello)))
+    raw.write_all(&frame(drover_proto::ToSupervisor::Hello(hello)))
         .expect("write");
     std::thread::sleep(Duration::from_secs(60));
 }
@@ -618,9 +620,9 @@ fn write_all_waiting(
 
 /// One message as a frame, for the commands that write to the socket
 /// behind the SDK's back.
-fn frame(message: &drover_proto::Message) -> bytes::BytesMut {
+fn frame(message: drover_proto::ToSupervisor) -> bytes::BytesMut {
     let mut frame = bytes::BytesMut::new();
-    drover_proto::MessageCodec::default()
+    drover_proto::MessageCodec::<drover_proto::ToWorker>::default()
         .encode_message(message, &mut frame)
         .expect("encode");
     frame

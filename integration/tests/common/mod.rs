@@ -144,7 +144,7 @@ pub async fn next_custom(events: &mut drover::Events, name: &str) -> drover::Cus
 }
 
 /// Waits (bounded) for the pool to fail; returns the reason.
-pub async fn next_pool_failure(events: &mut drover::Events) -> String {
+pub async fn next_pool_failure(events: &mut drover::Events) -> drover::PoolFailure {
     within(LIMIT, "the pool to fail", async {
         loop {
             match events.recv().await {

@@ -5,21 +5,14 @@
 use std::time::{Duration, Instant};
 
 use crate::builder::Config;
-use crate::error::Error;
+use crate::error::{Error, PoolFailure};
 use crate::event::RecycleCause;
 use crate::health::WorkerState;
 use crate::lifecycle::StopOrder;
 use crate::metrics::Gauges;
 
+use super::effects::Effects;
 use super::state::{Phase, PoolState, Startup, WorkerEntry};
-
-/// What operations ask of the state: the workers they take out of
-/// service (id, pid), and the slots they start workers in.
-#[derive(Debug, Default)]
-pub(crate) struct Changes {
-    pub(crate) stopping: Vec<(u64, u32)>,
-    pub(crate) launch: Vec<u32>,
-}
 
 /// The operations' choices (`operate.rs` runs them): which workers retire,
 /// which slots fill, when an operation is over.
@@ -45,11 +38,9 @@ impl PoolState {
     pub(crate) fn startup_outcome(&mut self) -> Option<Result<(), Error>> {
         match &mut self.startup {
             Startup::Online => Some(Ok(())),
-            Startup::Failed(error) => {
-                Some(Err(error.take().unwrap_or_else(|| Error::PoolFailed {
-                    reason: "a worker failed to start".to_owned(),
-                })))
-            }
+            Startup::Failed(error) => Some(Err(error.take().unwrap_or(Error::PoolFailed {
+                reason: PoolFailure::StartFailed,
+            }))),
             Startup::Waiting(_) if self.phase != Phase::Running => Some(Err(Error::ShuttingDown)),
             Startup::Waiting(_) => None,
         }
@@ -61,12 +52,14 @@ impl PoolState {
         i: usize,
         cause: RecycleCause,
         drain_timeout: Duration,
-    ) -> (u64, u32) {
+        fx: &mut Effects,
+    ) {
         let worker = &mut self.workers[i];
         // A worker still in its handshake gets the message once ready.
         let delivery = worker.life.retire(cause, Instant::now() + drain_timeout);
-        worker.deliver(delivery);
-        (worker.id, worker.pid)
+        worker.deliver(delivery, fx);
+        fx.emit(worker.state_event(WorkerState::Stopping));
+        fx.notify = true;
     }
 
     /// Workers out of service because of recycling or a reload, counting
@@ -91,52 +84,53 @@ impl PoolState {
 
     /// Has the connection tasks kill the retiring workers past their
     /// drain deadline.
-    pub(crate) fn kill_overdue(&mut self, now: Instant) {
+    pub(crate) fn kill_overdue(&mut self, now: Instant, fx: &mut Effects) {
         for worker in &mut self.workers {
             if worker.life.overdue(now) {
                 tracing::warn!(
                     pid = worker.pid,
                     "worker did not finish within the drain timeout; killing it"
                 );
-                worker.kill.cancel();
+                fx.kill(&worker.kill);
             }
         }
     }
 
     /// Retires the next worker due for recycling, within the recycling
-    /// cap, while the pool runs: its id, pid, and the slot a replacement
-    /// fills.
-    pub(crate) fn recycle_next(
-        &mut self,
-        config: &Config,
-        now: Instant,
-    ) -> Option<(u64, u32, u32)> {
+    /// cap, while the pool runs, and launches its replacement in its slot;
+    /// `false` if none is due (or the cap is reached).
+    pub(crate) fn recycle_next(&mut self, config: &Config, now: Instant, fx: &mut Effects) -> bool {
         if self.phase != Phase::Running || self.out_of_service() >= config.max_recycling {
-            return None;
+            return false;
         }
-        let (i, cause) = self.workers.iter().enumerate().find_map(|(i, w)| {
+        let due = self.workers.iter().enumerate().find_map(|(i, w)| {
             w.life
                 .in_service()
                 .then(|| recycle_cause(config, w, now))
                 .flatten()
                 .map(|c| (i, c))
-        })?;
+        });
+        let Some((i, cause)) = due else {
+            return false;
+        };
         let index = self.workers[i].index;
         tracing::info!(pid = self.workers[i].pid, "recycling worker: {cause}");
-        let (id, pid) = self.retire(i, cause, config.drain_timeout);
-        Some((id, pid, index))
+        self.retire(i, cause, config.drain_timeout, fx);
+        self.launch(index, false, fx);
+        true
     }
 
-    /// Keeps `n` workers from now: the slots to fill, and the workers
-    /// retired (idle ones first, then the least loaded; starting ones
-    /// before any that serve).
-    pub(crate) fn resize(&mut self, n: usize, drain_timeout: Duration) -> Changes {
-        let mut changes = Changes::default();
+    /// Keeps `n` workers from now: launches workers in the free slots, or
+    /// retires workers (idle ones first, then the least loaded; starting
+    /// ones before any that serve).
+    pub(crate) fn resize(&mut self, n: usize, drain_timeout: Duration, fx: &mut Effects) {
         self.target = n;
         let active = self.active();
+        let mut taken = Vec::new();
         for _ in active..n {
-            let index = self.free_index(&changes.launch);
-            changes.launch.push(index);
+            let index = self.free_index(&taken);
+            taken.push(index);
+            self.launch(index, false, fx);
         }
         if active > n {
             let mut order: Vec<usize> = (0..self.workers.len())
@@ -151,12 +145,9 @@ impl PoolState {
                 )
             });
             for i in order.into_iter().take(active - n) {
-                changes
-                    .stopping
-                    .push(self.retire(i, RecycleCause::Resize, drain_timeout));
+                self.retire(i, RecycleCause::Resize, drain_timeout, fx);
             }
         }
-        changes
     }
 
     /// Whether a resize to `n` is done: `n` workers in service, none
@@ -205,41 +196,48 @@ impl PoolState {
         self.workers.iter().any(|w| w.id == id)
     }
 
-    /// Retires worker `id` for `cause`, if it is active.
+    /// Retires worker `id` for `cause`, if it is active; whether it was.
     pub(crate) fn retire_worker(
         &mut self,
         id: u64,
         cause: RecycleCause,
         drain_timeout: Duration,
-    ) -> Option<(u64, u32)> {
-        let i = self
+        fx: &mut Effects,
+    ) -> bool {
+        let Some(i) = self
             .workers
             .iter()
-            .position(|w| w.id == id && !w.life.is_stopping())?;
-        Some(self.retire(i, cause, drain_timeout))
+            .position(|w| w.id == id && !w.life.is_stopping())
+        else {
+            return false;
+        };
+        self.retire(i, cause, drain_timeout, fx);
+        true
     }
 
     /// Drains the pool: every active worker retires; requests are held
     /// (or refused) until `resume`.
-    pub(crate) fn drain(&mut self, drain_timeout: Duration) -> Vec<(u64, u32)> {
+    pub(crate) fn drain(&mut self, drain_timeout: Duration, fx: &mut Effects) {
         self.phase = Phase::Drained;
-        let mut stopping = Vec::new();
         for i in 0..self.workers.len() {
             if !self.workers[i].life.is_stopping() {
-                stopping.push(self.retire(i, RecycleCause::Drain, drain_timeout));
+                self.retire(i, RecycleCause::Drain, drain_timeout, fx);
             }
         }
-        stopping
+        fx.notify = true;
     }
 
-    /// Runs a drained pool again; returns how many workers it keeps, or
-    /// `None` if it was not drained.
-    pub(crate) fn resume(&mut self) -> Option<usize> {
+    /// Runs a drained pool again, launching its target count of workers;
+    /// `false` if it was not drained.
+    pub(crate) fn resume(&mut self, fx: &mut Effects) -> bool {
         if self.phase != Phase::Drained {
-            return None;
+            return false;
         }
         self.phase = Phase::Running;
-        Some(self.target)
+        for index in 0..self.target {
+            self.launch(index as u32, false, fx);
+        }
+        true
     }
 
     /// Whether a resumed pool is back: at least its target in service,

@@ -1,27 +1,27 @@
 //! What the pool's handles and tasks share: the lock around
 //! [`PoolState`], and everything carried out once it is released.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use drover_proto::{IncomingStream, Message, Outbox, RemoteError, RequestId, Streams};
+use drover_proto::{
+    IncomingStream, Outbox, RemoteError, RequestId, Streams, ToSupervisor, ToWorker,
+};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::builder::Config;
-use crate::error::Error;
+use crate::error::{Error, PoolFailure};
 use crate::event::{CustomEvent, Event, ExitReason, WorkerExit};
 use crate::health::{WorkerHealth, WorkerState};
 use crate::lifecycle::{Kill, StopOrder};
 use crate::query::Query;
 use crate::response::Response;
 
+use super::effects::Effects;
 use super::state::{
-    fail_all, Answer, AnswerBatch, Pending, Phase, PoolState, RssReading, Settled, Startup,
-    WorkerEntry,
+    fail_all, Answer, AnswerBatch, Pending, Phase, PoolState, RssReading, Startup, WorkerEntry,
 };
 
 /// How long to wait before trying again to start a worker whose process
@@ -43,7 +43,6 @@ pub(crate) struct Shared {
     /// Bumped after every change a waiter might care about (a worker
     /// ready or gone, the queue emptied, startup done).
     changed: watch::Sender<u64>,
-    next_worker_id: AtomicU64,
     /// What workers are started with: the builder's settings, those a
     /// reload replaces taken from the reload's (`Config::reloaded_with`).
     /// Its worker count is the initial one: the count the pool keeps is
@@ -79,12 +78,11 @@ impl Shared {
             spec: Mutex::new(Arc::new(config.clone())),
             operations: tokio::sync::Mutex::new(()),
             config,
-            state: Mutex::new(PoolState::new(workers, tracker.clone())),
+            state: Mutex::new(PoolState::new(workers)),
             events,
             tracker,
             shutdown: CancellationToken::new(),
             changed: watch::channel(0).0,
-            next_worker_id: AtomicU64::new(1),
             runtime,
             spawner,
             metrics,
@@ -122,21 +120,59 @@ impl Shared {
         settings
     }
 
-    pub(crate) fn next_worker_id(&self) -> u64 {
-        self.next_worker_id.fetch_add(1, Ordering::Relaxed)
+    /// Runs `change` on the state under the lock, then carries out what
+    /// it left to do.
+    pub(crate) fn change<T>(
+        self: &Arc<Self>,
+        change: impl FnOnce(&mut PoolState, &mut Effects) -> T,
+    ) -> T {
+        let mut fx = Effects::default();
+        let value = change(&mut self.lock(), &mut fx);
+        self.apply(&mut fx);
+        value
+    }
+
+    /// Carries out (and empties) `fx`, with the lock released: writers
+    /// woken, kills told, streams cut, tasks started, callers answered,
+    /// events sent, the pool failed, workers launched, then `maintain`
+    /// and waiters told.
+    pub(crate) fn apply(self: &Arc<Self>, fx: &mut Effects) {
+        // Dropping a `Wake` wakes its writer.
+        fx.wake = None;
+        fx.more_wakes.clear();
+        for kill in fx.kills.drain(..) {
+            kill.cancel();
+        }
+        for (streams, why) in fx.cuts.drain(..) {
+            streams.cut(&why);
+        }
+        for task in fx.tasks.drain(..) {
+            self.tracker.spawn_on(task, &self.runtime);
+        }
+        for (reply, answer) in fx.replies.drain(..) {
+            // The caller may have just left; then nobody wants it.
+            let _ = reply.send(answer);
+        }
+        for event in fx.events.drain(..) {
+            self.emit(event);
+        }
+        if let Some(reason) = fx.failed.take() {
+            self.fail(reason);
+        }
+        for launch in fx.launches.drain(..) {
+            crate::worker::launch(self, launch);
+        }
+        if std::mem::take(&mut fx.maintain) {
+            self.maintain();
+        }
+        if std::mem::take(&mut fx.notify) {
+            self.notify();
+        }
     }
 
     pub(crate) fn emit(&self, event: Event) {
         // No subscriber is fine: nobody is listening.
         let _ = self.events.send(event);
-    }
-
-    pub(crate) fn emit_state(&self, worker_id: u64, pid: u32, state: WorkerState) {
-        self.emit(Event::WorkerState {
-            worker_id,
-            pid,
-            state,
-        });
     }
 
     pub(crate) fn notify(&self) {
@@ -165,68 +201,42 @@ impl Shared {
     }
 
     /// Accepts a request: straight to a worker if one is free, else queued.
-    pub(crate) fn submit(&self, request: Pending) -> Result<(), Error> {
-        self.lock().submit(&self.config, request)
+    #[inline]
+    pub(crate) fn submit(self: &Arc<Self>, request: Pending) -> Result<(), Error> {
+        let mut fx = Effects::default();
+        let result = self.lock().submit(&self.config, request, &mut fx);
+        self.apply(&mut fx);
+        result
     }
 
     /// The caller of request `id` went away: forget it if queued, tell its
     /// worker if running. Its answer, if one comes, is dropped.
     ///
     /// Returns the id of the worker that holds it, if one does.
-    pub(crate) fn cancel(&self, id: RequestId) -> Option<u64> {
-        let holder = self.lock().cancel(id);
-        if holder.is_none() {
-            // The queue may hold nothing live any more (`idle()`).
-            self.notify();
-        }
-        holder
+    pub(crate) fn cancel(self: &Arc<Self>, id: RequestId) -> Option<u64> {
+        self.change(|state, fx| state.cancel(id, fx))
     }
 
     /// Kills worker `worker_id` if it still holds the timed-out request.
-    pub(crate) fn kill_if_still_holding(&self, worker_id: u64, request_id: RequestId) {
-        let mut state = self.lock();
-        if let Some(worker) = state.worker_mut(worker_id) {
-            if worker.in_flight.contains_key(&request_id) && !worker.life.is_stopping() {
-                tracing::warn!(
-                    pid = worker.pid,
-                    %request_id,
-                    "worker still holds a timed-out request after the kill-after grace; killing it"
-                );
-                let kill = worker.life.kill(StopOrder::TimedOut { request_id });
-                worker.deliver(kill);
-            }
-        }
+    pub(crate) fn kill_if_still_holding(self: &Arc<Self>, worker_id: u64, request_id: RequestId) {
+        self.change(|state, fx| state.kill_if_still_holding(worker_id, request_id, fx));
     }
 
     /// One round of health checks: kill workers whose ping went
     /// unanswered too long, ping the others.
-    pub(crate) fn health_check(&self, seq: u64) {
-        let now = Instant::now();
+    pub(crate) fn health_check(self: &Arc<Self>, seq: u64) {
         let timeout = self.config.ping_timeout;
-        let mut state = self.lock();
-        for worker in state.workers.iter_mut().filter(|w| w.life.in_service()) {
-            match worker.ping {
-                Some((_, sent)) if now.duration_since(sent) > timeout => {
-                    let unanswered_for = now.duration_since(sent);
-                    tracing::warn!(
-                        pid = worker.pid,
-                        ?unanswered_for,
-                        "worker failed its health check; killing it"
-                    );
-                    let kill = worker.life.kill(StopOrder::HealthCheck { unanswered_for });
-                    worker.deliver(kill);
-                }
-                Some(_) => {}
-                None => {
-                    worker.ping = Some((seq, now));
-                    worker.send(Message::Ping { seq });
-                }
-            }
-        }
+        self.change(|state, fx| state.health_check(seq, Instant::now(), timeout, fx));
     }
 
     /// Records a newly started worker process.
-    pub(crate) fn register(&self, id: u64, index: u32, pid: u32, kill: Kill) -> Arc<Streams> {
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        id: u64,
+        index: u32,
+        pid: u32,
+        kill: Kill,
+    ) -> Arc<Streams> {
         let recycle_at = self.config.max_requests.map(|(n, jitter)| {
             // Any uniform randomness will do; a v4 uuid is 122 random bits.
             let random = uuid::Uuid::new_v4().as_u128() as u64;
@@ -236,13 +246,7 @@ impl Shared {
                 random % (jitter + 1)
             }
         });
-        let streams = self.lock().register(id, index, pid, kill, recycle_at);
-        self.emit(Event::WorkerSpawned {
-            worker_id: id,
-            index,
-            pid,
-        });
-        streams
+        self.change(|state, fx| state.register(id, index, pid, kill, recycle_at, fx))
     }
 
     /// A worker finished its handshake: it may take requests. `rss` is its
@@ -252,25 +256,19 @@ impl Shared {
     pub(crate) fn worker_ready(
         self: &Arc<Self>,
         id: u64,
-        tx: Outbox,
+        tx: Outbox<ToWorker>,
         initial: bool,
         rss: Option<u64>,
     ) {
+        let mut fx = Effects::default();
         let mut state = self.lock();
-        let (pid, online) = state.worker_ready(&self.config, id, tx, initial, rss);
+        state.worker_ready(&self.config, id, tx, initial, rss, &mut fx);
         let gauges = rss.is_some().then(|| state.gauges());
         drop(state);
         if let Some(gauges) = gauges {
             self.metrics.sample(&gauges);
         }
-        if let Some((pid, worker_state)) = pid {
-            self.emit_state(id, pid, worker_state);
-        }
-        if online {
-            self.emit(Event::Online);
-        }
-        self.maintain();
-        self.notify();
+        self.apply(&mut fx);
     }
 
     /// A worker process could not even be started. The initial set fails
@@ -298,8 +296,10 @@ impl Shared {
                 let retry = async move {
                     tokio::select! {
                         _ = tokio::time::sleep(SPAWN_RETRY_DELAY) => {
-                            shared.lock().launching -= 1;
-                            crate::worker::launch(&shared, shared.next_worker_id(), index, false);
+                            shared.change(|state, fx| {
+                                state.launching -= 1;
+                                state.launch(index, false, fx);
+                            });
                         }
                         _ = shared.shutdown.cancelled() => {}
                     }
@@ -315,21 +315,22 @@ impl Shared {
 
     /// Fails the pool for good: queued requests fail, every worker is
     /// killed, events say why.
-    pub(crate) fn fail(&self, reason: String) {
-        let mut state = self.lock();
-        state.phase = Phase::Failed(reason.clone());
-        let queued = state.take_pending();
-        for worker in &mut state.workers {
-            let kill = worker.life.kill(StopOrder::PoolFailed);
-            worker.deliver(kill);
-        }
-        drop(state);
-        fail_all(queued, || Error::PoolFailed {
-            reason: reason.clone(),
-        });
+    pub(crate) fn fail(self: &Arc<Self>, reason: PoolFailure) {
         tracing::error!("pool failed: {reason}");
-        self.emit(Event::PoolFailed { reason });
-        self.notify();
+        self.change(|state, fx| {
+            state.phase = Phase::Failed(reason.clone());
+            let queued = state.take_pending();
+            fail_all(
+                queued,
+                || Error::PoolFailed {
+                    reason: reason.clone(),
+                },
+                fx,
+            );
+            state.kill_all(StopOrder::PoolFailed, fx);
+            fx.emit(Event::PoolFailed { reason });
+            fx.notify = true;
+        });
     }
 
     /// A worker of the initial set failed to start.
@@ -342,61 +343,57 @@ impl Shared {
         self.notify();
     }
 
-    /// Handles one message from a worker after its handshake. An `Err`
-    /// names a protocol violation: the caller kills the worker.
+    /// Handles one message from a worker after its handshake (stream
+    /// frames go to the connection's `streams`, never through the pool's
+    /// lock). An `Err` names a protocol violation: the caller kills the
+    /// worker.
     pub(crate) fn on_message(
         self: &Arc<Self>,
         id: u64,
         pid: u32,
-        message: Message,
+        message: ToSupervisor,
+        streams: &Streams,
     ) -> Result<(), String> {
         let worker_id = id;
         match message {
-            Message::Response { id, stream, result } => {
+            ToSupervisor::Stream(frame) => {
+                streams.on_frame(frame).map_err(|e| e.to_string())?;
+            }
+            ToSupervisor::Response { id, stream, result } => {
                 let mut batch = AnswerBatch::default();
                 batch.answers.push(Answer { id, stream, result });
                 return self.on_answers(worker_id, pid, &mut batch);
             }
-            Message::Busy => {
-                let mut state = self.lock();
-                let mut changed = false;
+            ToSupervisor::Busy => self.change(|state, fx| {
                 if let Some(worker) = state.worker_mut(id) {
-                    changed = worker.life.busy();
+                    if worker.life.busy() {
+                        fx.emit(worker.state_event(WorkerState::Busy));
+                    }
                 }
-                drop(state);
-                if changed {
-                    self.emit_state(id, pid, WorkerState::Busy);
-                }
-            }
-            Message::Ready => {
-                let mut state = self.lock();
-                let mut changed = false;
+            }),
+            ToSupervisor::Ready => self.change(|state, fx| {
                 if let Some(worker) = state.worker_mut(id) {
-                    changed = worker.life.unbusy();
+                    if worker.life.unbusy() {
+                        fx.emit(worker.state_event(WorkerState::Ready));
+                    }
                 }
-                state.dispatch(&self.config);
-                drop(state);
-                if changed {
-                    self.emit_state(id, pid, WorkerState::Ready);
-                }
-                self.notify();
-            }
-            Message::Event { name, payload } => {
+                state.dispatch(&self.config, fx);
+                fx.notify = true;
+            }),
+            ToSupervisor::Event { name, payload } => {
                 self.emit(Event::Custom(CustomEvent::new(name, id, pid, payload)));
             }
-            Message::Status { message } => {
-                let mut state = self.lock();
+            ToSupervisor::Status { message } => self.change(|state, fx| {
                 if let Some(worker) = state.worker_mut(id) {
                     worker.status = Some(message.clone());
                 }
-                drop(state);
-                self.emit(Event::WorkerStatus {
+                fx.emit(Event::WorkerStatus {
                     worker_id: id,
                     pid,
                     message,
                 });
-            }
-            Message::Query {
+            }),
+            ToSupervisor::Query {
                 id: query_id,
                 name,
                 payload,
@@ -416,35 +413,33 @@ impl Shared {
                     }
                 }
             }
-            Message::Stopping { signal } => {
+            ToSupervisor::Stopping { signal } => {
                 // A signal from outside the pool: the worker drains. It
                 // gets nothing new, and its exit is that signal's doing.
-                let mut state = self.lock();
-                let mut changed = false;
-                if let Some(worker) = state.worker_mut(id) {
-                    let deadline = Instant::now() + self.config.drain_timeout;
-                    // The answer it waits for before it exits (`SoftKill`):
-                    // queued after every request routed to it, so it reads
-                    // them all.
-                    let delivery;
-                    (changed, delivery) = worker.life.signalled(signal, deadline);
-                    worker.deliver(delivery);
-                }
-                drop(state);
                 tracing::info!(pid, signal, "worker told to stop by a signal; it drains");
-                if changed {
-                    self.emit_state(id, pid, WorkerState::Stopping);
-                }
-                self.maintain();
-                self.notify();
+                let deadline = Instant::now() + self.config.drain_timeout;
+                self.change(|state, fx| {
+                    if let Some(worker) = state.worker_mut(id) {
+                        // The answer it waits for before it exits
+                        // (`SoftKill`): queued after every request routed
+                        // to it, so it reads them all.
+                        let (changed, delivery) = worker.life.signalled(signal, deadline);
+                        worker.deliver(delivery, fx);
+                        if changed {
+                            fx.emit(worker.state_event(WorkerState::Stopping));
+                        }
+                    }
+                    fx.maintain = true;
+                    fx.notify = true;
+                });
             }
-            Message::SocketClosed { .. } => {
+            ToSupervisor::SocketClosed { .. } => {
                 let mut state = self.lock();
                 if let Some(worker) = state.worker_mut(id) {
                     worker.open_sockets = worker.open_sockets.saturating_sub(1);
                 }
             }
-            Message::Pong { seq } => {
+            ToSupervisor::Pong { seq } => {
                 let mut state = self.lock();
                 if let Some(worker) = state.worker_mut(id) {
                     if worker.ping.is_some_and(|(sent, _)| sent == seq) {
@@ -452,11 +447,8 @@ impl Shared {
                     }
                 }
             }
-            other => {
-                return Err(format!(
-                    "it sent a {} message, which workers never send",
-                    other.kind()
-                ))
+            ToSupervisor::Hello(_) => {
+                return Err("it sent a second Hello, after its handshake".to_owned());
             }
         }
         Ok(())
@@ -475,12 +467,11 @@ impl Shared {
         pid: u32,
         batch: &mut AnswerBatch,
     ) -> Result<(), String> {
-        let AnswerBatch { answers, replies } = batch;
+        let AnswerBatch { answers, effects } = batch;
         if answers.is_empty() {
             return Ok(());
         }
         let mut outcome = Ok(());
-        let mut due = false;
         // One reading of the clock for the batch's latencies.
         let now = drover_proto::timestamp_micros(SystemTime::now());
         {
@@ -502,7 +493,7 @@ impl Shared {
                     break;
                 };
                 worker.served += 1;
-                due |= worker
+                effects.maintain |= worker
                     .recycle_at
                     .is_some_and(|quota| worker.served >= quota);
                 // An answer stream is registered before anything of it can
@@ -511,7 +502,7 @@ impl Shared {
                     (Ok(_), Some(tx)) if stream => {
                         let (incoming, chunks) = IncomingStream::new(
                             request_id,
-                            tx.clone(),
+                            tx.streams(),
                             format!("worker pid {pid}"),
                         );
                         worker.streams.receive(request_id, chunks);
@@ -542,20 +533,14 @@ impl Shared {
                         message,
                     }),
                 };
-                replies.push((reply, answer));
+                effects.replies.push((reply, answer));
             }
             // After a violation the rest are dropped with the connection.
             answers.clear();
-            state.dispatch(&self.config);
+            state.dispatch(&self.config, effects);
         }
-        if due {
-            self.maintain();
-        }
-        for (reply, answer) in replies.drain(..) {
-            // The caller may have just left; then nobody wants it.
-            let _ = reply.send(answer);
-        }
-        self.notify();
+        effects.notify = true;
+        self.apply(effects);
         outcome
     }
 
@@ -570,20 +555,10 @@ impl Shared {
     /// or fail each request), report it, and replace it if it was not
     /// asked to stop.
     pub(crate) fn worker_exited(self: &Arc<Self>, exit: WorkerExit) {
-        let Some(Settled {
-            exit,
-            failures,
-            failed_reason,
-            replace,
-        }) = self.lock().worker_exited(&self.config, exit)
-        else {
+        let mut fx = Effects::default();
+        let Some(exit) = self.lock().worker_exited(&self.config, exit, &mut fx) else {
             return;
         };
-        let replacement = replace.map(|index| (self.next_worker_id(), index));
-        for (reply, error) in failures {
-            // The caller may have just left; then nobody wants it.
-            let _ = reply.send(Err(error));
-        }
         if exit.requested() {
             tracing::debug!(
                 pid = exit.pid,
@@ -599,22 +574,10 @@ impl Shared {
             );
         }
         self.metrics.worker_exit(&exit.reason);
-        let final_state = if exit.requested() {
-            WorkerState::Stopped
-        } else {
-            WorkerState::Crashed
-        };
-        self.emit_state(exit.worker_id, exit.pid, final_state);
-        self.emit(Event::WorkerExited(exit));
-        if let Some(reason) = failed_reason {
-            self.fail(reason);
-        }
-        if let Some((id, index)) = replacement {
+        if !fx.launches.is_empty() {
             self.metrics.restart();
-            crate::worker::launch(self, id, index, false);
         }
-        self.maintain();
-        self.notify();
+        self.apply(&mut fx);
     }
 
     /// Snapshot of every worker.
@@ -626,70 +589,70 @@ impl Shared {
     }
 
     /// Sends `message` to every worker past its handshake; returns how many.
-    pub(crate) fn send_all(&self, message: &Message) -> usize {
-        let state = self.lock();
-        let mut sent = 0;
-        for worker in state.workers.iter().filter(|w| w.life.outbox().is_some()) {
-            worker.send(message.clone());
-            sent += 1;
-        }
-        sent
+    pub(crate) fn send_all(self: &Arc<Self>, message: &ToWorker) -> usize {
+        self.change(|state, fx| {
+            let mut sent = 0;
+            for worker in state.workers.iter().filter(|w| w.life.outbox().is_some()) {
+                worker.send(message.clone(), fx);
+                sent += 1;
+            }
+            sent
+        })
     }
 
     /// Sends `message` to one worker.
-    pub(crate) fn send_to_worker(&self, worker_id: u64, message: Message) -> Result<(), Error> {
-        let mut state = self.lock();
-        match state.worker_mut(worker_id) {
+    pub(crate) fn send_to_worker(
+        self: &Arc<Self>,
+        worker_id: u64,
+        message: ToWorker,
+    ) -> Result<(), Error> {
+        self.change(|state, fx| match state.worker_mut(worker_id) {
             Some(worker) if worker.life.outbox().is_some() => {
-                worker.send(message);
+                worker.send(message, fx);
                 Ok(())
             }
             _ => Err(Error::NoSuchWorker { worker_id }),
-        }
+        })
     }
 
     /// Stops taking requests for a soft kill (`StopOrder::SoftKill`: what
     /// is accepted still runs) or a hard one (any other order: what is
     /// queued fails). The workers are told by `ask_workers_to_stop`.
-    pub(crate) fn begin_stop(&self, order: &StopOrder) {
-        let mut state = self.lock();
-        let mut queued = VecDeque::new();
-        match order {
-            StopOrder::SoftKill => {
-                if matches!(state.phase, Phase::Running | Phase::Drained) {
-                    state.phase = Phase::SoftKilling;
+    pub(crate) fn begin_stop(self: &Arc<Self>, order: &StopOrder) {
+        self.change(|state, fx| {
+            match order {
+                StopOrder::SoftKill => {
+                    if matches!(state.phase, Phase::Running | Phase::Drained) {
+                        state.phase = Phase::SoftKilling;
+                    }
+                }
+                _ => {
+                    if !matches!(state.phase, Phase::Failed(_)) {
+                        state.phase = Phase::Stopped;
+                    }
+                    let queued = state.take_pending();
+                    fail_all(queued, || Error::ShuttingDown, fx);
                 }
             }
-            _ => {
-                if !matches!(state.phase, Phase::Failed(_)) {
-                    state.phase = Phase::Stopped;
-                }
-                queued = state.take_pending();
-            }
-        }
-        drop(state);
-        fail_all(queued, || Error::ShuttingDown);
-        self.notify();
+            fx.notify = true;
+        });
     }
 
     /// Gives `order` to every worker not yet stopping (a hard kill to
     /// every worker not yet hard-killed) and tells them.
-    pub(crate) fn ask_workers_to_stop(&self, order: &StopOrder) {
-        let mut state = self.lock();
-        for worker in &mut state.workers {
-            let delivery = worker.life.stop(order.clone());
-            worker.deliver(delivery);
-        }
+    pub(crate) fn ask_workers_to_stop(self: &Arc<Self>, order: &StopOrder) {
+        self.change(|state, fx| {
+            for worker in &mut state.workers {
+                let delivery = worker.life.stop(order.clone());
+                worker.deliver(delivery, fx);
+            }
+        });
     }
 
     /// Kills every worker still running, with `order` for those the pool
     /// had not yet ordered to stop.
-    pub(crate) fn kill_all(&self, order: StopOrder) {
-        let mut state = self.lock();
-        for worker in &mut state.workers {
-            let kill = worker.life.kill(order.clone());
-            worker.deliver(kill);
-        }
+    pub(crate) fn kill_all(self: &Arc<Self>, order: StopOrder) {
+        self.change(|state, fx| state.kill_all(order, fx));
     }
 
     /// Records fresh memory readings, and refreshes the gauges.

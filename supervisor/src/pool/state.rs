@@ -3,23 +3,24 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use drover_proto::{new_credit, pump, Message, Outbox, Outgoing, RemoteError, RequestId, Streams};
+use drover_proto::{new_credit, pump, Outbox, Outgoing, RemoteError, RequestId, Streams, ToWorker};
 use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
-use tokio_util::task::TaskTracker;
 
 use drover_proto::IdHasher;
 
 use crate::builder::Config;
-use crate::error::Error;
-use crate::event::{ExitReason, WorkerExit};
+use crate::error::{Error, PoolFailure, PoolPhase};
+use crate::event::{Event, ExitReason, WorkerExit};
 use crate::health::{WorkerHealth, WorkerState};
-use crate::lifecycle::{guarded, Deliver, Kill, Life};
+use crate::lifecycle::{guarded, Deliver, Kill, Life, StopOrder};
 use crate::response::Response;
 use crate::routing::{pick, Candidate};
+
+use super::effects::{Effects, Launch};
 
 /// What a request may carry besides its payload: descriptors and a byte
 /// stream (boxed in the queue entry, so an entry without any costs one
@@ -67,8 +68,9 @@ pub(crate) struct Answer {
 #[derive(Debug, Default)]
 pub(crate) struct AnswerBatch {
     pub(crate) answers: Vec<Answer>,
-    /// The callers' answers, handed over once the lock is released.
-    pub(super) replies: Vec<(Reply, Result<Response, Error>)>,
+    /// What settling them leaves to do (the callers' answers first),
+    /// carried out once the lock is released.
+    pub(super) effects: Effects,
 }
 
 /// The pool as a whole.
@@ -84,7 +86,20 @@ pub(crate) enum Phase {
     /// Stopped by a kill or by dropping the last handle.
     Stopped,
     /// Stopped by itself (restart budget spent).
-    Failed(String),
+    Failed(PoolFailure),
+}
+
+impl Phase {
+    /// The phase as errors and snapshots name it.
+    pub(crate) fn public(&self) -> PoolPhase {
+        match self {
+            Phase::Running => PoolPhase::Running,
+            Phase::Drained => PoolPhase::Drained,
+            Phase::SoftKilling => PoolPhase::ShuttingDown,
+            Phase::Stopped => PoolPhase::Stopped,
+            Phase::Failed(_) => PoolPhase::Failed,
+        }
+    }
 }
 
 /// A request waiting for a worker.
@@ -144,20 +159,38 @@ pub(crate) struct WorkerEntry {
 }
 
 impl WorkerEntry {
-    pub(crate) fn send(&self, message: Message) {
+    /// Queues `message` on its connection (if its handshake is done); the
+    /// writer is woken with `fx`.
+    pub(crate) fn send(&self, message: ToWorker, fx: &mut Effects) {
+        self.queue(Outgoing::Frame(message), fx);
+    }
+
+    fn queue(&self, outgoing: Outgoing<ToWorker>, fx: &mut Effects) {
         if let Some(tx) = self.life.outbox() {
             // A closed queue means the connection is ending; its task will
             // settle whatever this worker held.
-            let _ = tx.send(Outgoing::Frame(message));
+            if let Ok(wake) = tx.queue(outgoing) {
+                fx.wake(wake);
+            }
         }
     }
 
-    /// Carries out what a transition of its [`Life`] asks.
-    pub(crate) fn deliver(&self, delivery: Deliver) {
+    /// Carries out what a transition of its [`Life`] asks: the frame is
+    /// queued now, in order; the wake-up or the kill waits in `fx`.
+    pub(crate) fn deliver(&self, delivery: Deliver, fx: &mut Effects) {
         match delivery {
             Deliver::Nothing => {}
-            Deliver::Send(message) => self.send(message),
-            Deliver::Kill => self.kill.cancel(),
+            Deliver::Send(message) => self.send(message, fx),
+            Deliver::Kill => fx.kill(&self.kill),
+        }
+    }
+
+    /// The event saying it now shows `state`.
+    pub(super) fn state_event(&self, state: WorkerState) -> Event {
+        Event::WorkerState {
+            worker_id: self.id,
+            pid: self.pid,
+            state,
         }
     }
 
@@ -188,20 +221,6 @@ pub(crate) enum Startup {
     Failed(Option<Error>),
 }
 
-/// What is left to do once a worker has ended, with the lock released
-/// (the effects of [`PoolState::worker_exited`]).
-#[derive(Debug)]
-pub(crate) struct Settled {
-    /// Its exit, with the requests it held.
-    pub(crate) exit: WorkerExit,
-    /// The callers to fail, each with its own error.
-    pub(crate) failures: Vec<(Reply, Error)>,
-    /// Why the pool fails now (its restart budget is spent), if it does.
-    pub(crate) failed_reason: Option<String>,
-    /// The slot its replacement fills, if one is started.
-    pub(crate) replace: Option<u32>,
-}
-
 /// Everything the mutex guards.
 #[derive(Debug)]
 pub(crate) struct PoolState {
@@ -214,8 +233,6 @@ pub(crate) struct PoolState {
     /// Workers launched and not yet registered (their process is being
     /// started): counted with the active ones against `target`.
     pub(super) launching: usize,
-    /// Where the tasks that send request streams are tracked.
-    pub(super) tracker: TaskTracker,
     /// Callers that left while (possibly) queued since the queue was last
     /// swept.
     pub(super) left_queue: usize,
@@ -228,13 +245,17 @@ pub(crate) struct PoolState {
     /// Workers that ended before they were ready (the latest few): id and
     /// why, so an operation waiting for them can say so at once.
     pub(super) failed_starts: VecDeque<(u64, String)>,
+    /// The id the next worker launched gets: unique for the pool's life.
+    pub(super) next_worker_id: u64,
 }
 
-/// Fails each of `requests` with its own `error()`, skipping callers that
-/// already left. Called with the pool's lock released.
-pub(crate) fn fail_all(requests: VecDeque<Pending>, error: impl Fn() -> Error) {
+/// Fails each of `requests` with its own `error()` (once the lock is
+/// released, through `fx`), skipping callers that already left.
+pub(crate) fn fail_all(requests: VecDeque<Pending>, error: impl Fn() -> Error, fx: &mut Effects) {
     for request in requests {
-        let _ = request.reply.send(Err(error()));
+        if !request.reply.is_closed() {
+            fx.fail(request.reply, error());
+        }
     }
 }
 
@@ -242,9 +263,8 @@ pub(crate) fn fail_all(requests: VecDeque<Pending>, error: impl Fn() -> Error) {
 const FAILED_STARTS_KEPT: usize = 16;
 
 impl PoolState {
-    /// The state of a pool that is to run `workers` workers; request
-    /// streams are pumped by tasks on `tracker`.
-    pub(crate) fn new(workers: usize, tracker: TaskTracker) -> PoolState {
+    /// The state of a pool that is to run `workers` workers.
+    pub(crate) fn new(workers: usize) -> PoolState {
         PoolState {
             phase: Phase::Running,
             startup: Startup::Waiting(workers),
@@ -252,48 +272,59 @@ impl PoolState {
             pending: VecDeque::new(),
             target: workers,
             launching: 0,
-            tracker,
             left_queue: 0,
             cursor: 0,
             candidates: Vec::with_capacity(workers),
             restarts: VecDeque::new(),
             failed_starts: VecDeque::new(),
+            next_worker_id: 1,
         }
+    }
+
+    /// Starts a worker in slot `index` (once the lock is released): it
+    /// counts against the target from now on. Returns its id.
+    pub(crate) fn launch(&mut self, index: u32, initial: bool, fx: &mut Effects) -> u64 {
+        let id = self.next_worker_id;
+        self.next_worker_id += 1;
+        self.launching += 1;
+        fx.launches.push(Launch { id, index, initial });
+        id
     }
 
     /// Worker `id` finished its handshake (`rss`: its memory read just
     /// now): it takes work (or is told its stop order), and the queue is
-    /// dispatched. Returns its pid and the state it shows, if it is known,
-    /// and whether the initial set is now online.
+    /// dispatched. The events say the state it shows and, if it was the
+    /// last of the initial set, that the pool is online.
     pub(crate) fn worker_ready(
         &mut self,
         config: &Config,
         id: u64,
-        tx: Outbox,
+        tx: Outbox<ToWorker>,
         initial: bool,
         rss: Option<u64>,
-    ) -> (Option<(u32, WorkerState)>, bool) {
-        let mut online = false;
+        fx: &mut Effects,
+    ) {
         if let Some(worker) = self.worker_mut(id) {
             if rss.is_some() {
                 worker.rss = rss;
             }
             // Asked to stop while starting: the order is passed on now.
             let delivery = worker.life.handshake_done(tx);
-            worker.deliver(delivery);
+            worker.deliver(delivery, fx);
+            fx.emit(worker.state_event(worker.life.view()));
         }
         if initial {
             if let Startup::Waiting(n) = &mut self.startup {
                 *n -= 1;
                 if *n == 0 {
                     self.startup = Startup::Online;
-                    online = true;
+                    fx.emit(Event::Online);
                 }
             }
         }
-        let shown = self.worker_mut(id).map(|w| (w.pid, w.life.view()));
-        self.dispatch(config);
-        (shown, online)
+        self.dispatch(config, fx);
+        fx.maintain = true;
+        fx.notify = true;
     }
 
     /// Records that worker `id` ended before it was ready.
@@ -330,7 +361,7 @@ impl PoolState {
         pick(config.routing, with_socket, candidates, &mut self.cursor)
     }
 
-    pub(super) fn send_to(&mut self, index: usize, request: Pending) {
+    pub(super) fn send_to(&mut self, index: usize, request: Pending, fx: &mut Effects) {
         let worker = &mut self.workers[index];
         let Extras { fds, stream } = request.extras.map(|e| *e).unwrap_or_default();
         // Sockets and streams cannot be sent twice: such a request is
@@ -353,7 +384,7 @@ impl PoolState {
                 retries,
             },
         );
-        let message = Message::Request {
+        let message = ToWorker::Request {
             id: request.id,
             created_at: request.created_at,
             fds: fds.len() as u8,
@@ -361,16 +392,14 @@ impl PoolState {
             payload: request.payload,
         };
         if fds.is_empty() {
-            worker.send(message);
+            worker.send(message, fx);
         } else {
             worker.open_sockets += fds.len();
-            if let Some(tx) = worker.life.outbox() {
-                let _ = tx.send(Outgoing::FrameWithFds(message, fds));
-            }
+            worker.queue(Outgoing::FrameWithFds(message, fds), fx);
         }
         // (The outbox is cloned only for a stream: each clone is two atomic
         // operations on a line the writer's thread uses too.)
-        let streamed = stream.and_then(|source| Some((source, worker.life.outbox()?.clone())));
+        let streamed = stream.and_then(|source| Some((source, worker.life.outbox()?.streams())));
         if let Some((source, tx)) = streamed {
             let id = request.id;
             let credit = new_credit();
@@ -378,18 +407,17 @@ impl PoolState {
             let streams = worker.streams.clone();
             // The caller's reader runs in this task: if it panics, the
             // worker waiting for the stream's end is killed, not left.
-            self.tracker
-                .spawn(guarded(worker.kill.clone(), "stream", async move {
-                    if let Err(e) = pump(source, id, tx, credit).await {
-                        tracing::debug!(%id, "request stream ended early: {e}");
-                    }
-                    streams.stop(id);
-                }));
+            fx.spawn(guarded(worker.kill.clone(), "stream", async move {
+                if let Err(e) = pump(source, id, tx, credit).await {
+                    tracing::debug!(%id, "request stream ended early: {e}");
+                }
+                streams.stop(id);
+            }));
         }
     }
 
     /// Moves queued requests to workers while any can take one.
-    pub(crate) fn dispatch(&mut self, config: &Config) {
+    pub(crate) fn dispatch(&mut self, config: &Config, fx: &mut Effects) {
         while let Some(front) = self.pending.front() {
             let with_socket = front.extras.as_ref().is_some_and(|e| !e.fds.is_empty());
             let Some(index) = self.choose(config, with_socket) else {
@@ -399,7 +427,7 @@ impl PoolState {
                 // A caller that left while queued is skipped here, not
                 // searched for when it leaves.
                 if !request.reply.is_closed() {
-                    self.send_to(index, request);
+                    self.send_to(index, request, fx);
                     break;
                 }
             }
@@ -408,14 +436,19 @@ impl PoolState {
 
     /// Accepts a request: straight to a worker if one is free, else queued.
     #[inline]
-    pub(crate) fn submit(&mut self, config: &Config, request: Pending) -> Result<(), Error> {
+    pub(crate) fn submit(
+        &mut self,
+        config: &Config,
+        request: Pending,
+        fx: &mut Effects,
+    ) -> Result<(), Error> {
         if let Some(refusal) = self.refusal(config) {
             return Err(refusal);
         }
         if self.pending.is_empty() {
             let with_socket = request.extras.as_ref().is_some_and(|e| !e.fds.is_empty());
             if let Some(index) = self.choose(config, with_socket) {
-                self.send_to(index, request);
+                self.send_to(index, request, fx);
                 return Ok(());
             }
         }
@@ -454,11 +487,11 @@ impl PoolState {
     /// worker (`Cancel`) if running. Its answer, if one comes, is dropped.
     ///
     /// Returns the id of the worker that holds it, if one does.
-    pub(crate) fn cancel(&mut self, id: RequestId) -> Option<u64> {
+    pub(crate) fn cancel(&mut self, id: RequestId, fx: &mut Effects) -> Option<u64> {
         for worker in &mut self.workers {
             if let Some(in_flight) = worker.in_flight.get_mut(&id) {
                 in_flight.reply = None;
-                worker.send(Message::Cancel { id });
+                worker.send(ToWorker::Cancel { id }, fx);
                 return Some(worker.id);
             }
         }
@@ -466,7 +499,68 @@ impl PoolState {
         // it comes up, since its caller's receiver is gone. No search: a
         // wave of cancellations in a long queue stays linear.
         self.left_queue += 1;
+        // The queue may hold nothing live any more (`idle()`).
+        fx.notify = true;
         None
+    }
+
+    /// Kills worker `worker_id` if it still holds the timed-out request.
+    pub(crate) fn kill_if_still_holding(
+        &mut self,
+        worker_id: u64,
+        request_id: RequestId,
+        fx: &mut Effects,
+    ) {
+        if let Some(worker) = self.worker_mut(worker_id) {
+            if worker.in_flight.contains_key(&request_id) && !worker.life.is_stopping() {
+                tracing::warn!(
+                    pid = worker.pid,
+                    %request_id,
+                    "worker still holds a timed-out request after the kill-after grace; killing it"
+                );
+                let kill = worker.life.kill(StopOrder::TimedOut { request_id });
+                worker.deliver(kill, fx);
+            }
+        }
+    }
+
+    /// One round of health checks at `now`: kills the workers whose ping
+    /// went unanswered for over `timeout`, pings the others (with `seq`).
+    pub(crate) fn health_check(
+        &mut self,
+        seq: u64,
+        now: Instant,
+        timeout: Duration,
+        fx: &mut Effects,
+    ) {
+        for worker in self.workers.iter_mut().filter(|w| w.life.in_service()) {
+            match worker.ping {
+                Some((_, sent)) if now.duration_since(sent) > timeout => {
+                    let unanswered_for = now.duration_since(sent);
+                    tracing::warn!(
+                        pid = worker.pid,
+                        ?unanswered_for,
+                        "worker failed its health check; killing it"
+                    );
+                    let kill = worker.life.kill(StopOrder::HealthCheck { unanswered_for });
+                    worker.deliver(kill, fx);
+                }
+                Some(_) => {}
+                None => {
+                    worker.ping = Some((seq, now));
+                    worker.send(ToWorker::Ping { seq }, fx);
+                }
+            }
+        }
+    }
+
+    /// Kills every worker still running, with `order` for those the pool
+    /// had not yet ordered to stop.
+    pub(crate) fn kill_all(&mut self, order: StopOrder, fx: &mut Effects) {
+        for worker in &mut self.workers {
+            let kill = worker.life.kill(order.clone());
+            worker.deliver(kill, fx);
+        }
     }
 
     /// Records a newly started worker process (killed at once if the pool
@@ -480,6 +574,7 @@ impl PoolState {
         pid: u32,
         kill: Kill,
         recycle_at: Option<u64>,
+        fx: &mut Effects,
     ) -> Arc<Streams> {
         self.launching = self.launching.saturating_sub(1);
         let (life, delivery) = match self.phase {
@@ -503,20 +598,31 @@ impl PoolState {
             started_at: Instant::now(),
             recycle_at,
         };
-        worker.deliver(delivery);
+        worker.deliver(delivery, fx);
+        fx.emit(Event::WorkerSpawned {
+            worker_id: id,
+            index,
+            pid,
+        });
         let streams = worker.streams.clone();
         self.workers.push(worker);
         streams
     }
 
     /// Worker `exit.worker_id` ended and was reaped: it leaves the pool,
-    /// the requests it held are re-queued (retries left, and a replacement
-    /// coming) or failed, and the restart budget pays for its replacement.
-    /// `None` if the pool did not know it.
-    pub(crate) fn worker_exited(&mut self, config: &Config, exit: WorkerExit) -> Option<Settled> {
+    /// its streams end, the requests it held are re-queued (retries left,
+    /// and a replacement coming) or failed, and the restart budget pays
+    /// for its replacement (or, spent, fails the pool). Returns its exit
+    /// with the requests it held; `None` if the pool did not know it.
+    pub(crate) fn worker_exited(
+        &mut self,
+        config: &Config,
+        exit: WorkerExit,
+        fx: &mut Effects,
+    ) -> Option<WorkerExit> {
         let pos = self.workers.iter().position(|w| w.id == exit.worker_id)?;
         let worker = self.workers.remove(pos);
-        worker.streams.cut(&exit.to_string());
+        fx.cuts.push((worker.streams.clone(), exit.to_string()));
         if worker.life.outbox().is_none() {
             // It never got past its handshake.
             self.start_failed(worker.id, exit.to_string());
@@ -539,7 +645,6 @@ impl PoolState {
         // Settle the requests it held: re-queue (at the front, in order of
         // arrival) those with retries left, fail the rest.
         let exit_box = Box::new(exit.clone());
-        let mut failures = Vec::new();
         let mut held: Vec<(RequestId, InFlight)> = worker.in_flight.into_iter().collect();
         held.sort_by_key(|(_, f)| f.created_at);
         for (request_id, in_flight) in held.into_iter().rev() {
@@ -567,26 +672,36 @@ impl PoolState {
                     exit: exit_box.clone(),
                 }
             };
-            failures.push((reply, error));
+            fx.fail(reply, error);
         }
-        self.dispatch(config);
-        Some(Settled {
-            exit,
-            failures,
-            failed_reason: failed_reason.clone(),
-            replace: (replace && failed_reason.is_none()).then_some(worker.index),
-        })
+        let shown = if exit.requested() {
+            WorkerState::Stopped
+        } else {
+            WorkerState::Crashed
+        };
+        fx.emit(Event::WorkerState {
+            worker_id: exit.worker_id,
+            pid: exit.pid,
+            state: shown,
+        });
+        fx.emit(Event::WorkerExited(exit.clone()));
+        match failed_reason {
+            Some(reason) => fx.failed = Some(reason),
+            None if replace => {
+                self.launch(worker.index, false, fx);
+            }
+            None => {}
+        }
+        self.dispatch(config, fx);
+        fx.maintain = true;
+        fx.notify = true;
+        Some(exit)
     }
 
     /// Takes every queued request out of the queue, to be failed once the
     /// lock is released ([`fail_all`]): no caller is woken under the lock.
     pub(crate) fn take_pending(&mut self) -> VecDeque<Pending> {
         std::mem::take(&mut self.pending)
-    }
-
-    /// Counts a worker launched and not yet registered.
-    pub(crate) fn begin_launch(&mut self) {
-        self.launching += 1;
     }
 
     /// Workers not asked to stop (starting, ready or busy).
@@ -613,7 +728,7 @@ impl PoolState {
 
     /// Takes one restart from the budget (`max_restarts` within
     /// `restart_window`); `Err` says the budget is spent, and why.
-    pub(crate) fn spend_restart(&mut self, config: &Config, last: &str) -> Result<(), String> {
+    pub(crate) fn spend_restart(&mut self, config: &Config, last: &str) -> Result<(), PoolFailure> {
         let now = Instant::now();
         while let Some(&t) = self.restarts.front() {
             if now.duration_since(t) > config.restart_window {
@@ -626,10 +741,11 @@ impl PoolState {
             self.restarts.push_back(now);
             Ok(())
         } else {
-            Err(format!(
-                "restart budget spent: {} restarts within {:?}; last: {last}",
-                config.max_restarts, config.restart_window
-            ))
+            Err(PoolFailure::RestartBudgetSpent {
+                max_restarts: config.max_restarts,
+                window: config.restart_window,
+                last: last.to_owned(),
+            })
         }
     }
 
