@@ -61,9 +61,11 @@ impl PgStoreBuilder {
         self
     }
 
-    /// How many connections the store keeps to PostgreSQL (default 4; at
-    /// least 1). Pushes, claims, completions (flushed together) and stats
-    /// share them; each running runner also holds one more, to listen.
+    /// How many connections the store keeps to PostgreSQL for pushes,
+    /// stats and operators' calls (default 4; at least 1). Besides them,
+    /// runners' own writes (claims and completions, in batches) go over 2
+    /// more, opened when first needed, and each running runner holds one
+    /// to listen.
     /// More lets more of those run at once (many tasks pushing, many
     /// runners in one process) at the cost of server memory and of
     /// connections `max_connections` on the server must allow for; a
