@@ -9,6 +9,7 @@ use drover_proto::DEFAULT_MAX_FRAME_LENGTH;
 pub const USAGE: &str = "\
 usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw|tokio] [--threads T]
        drover-bench --memory
+       drover-bench --queue pg|sqlite [--workers W] [--requests N] [--concurrency C]
 
   --workers W       worker processes (default 2)
   --requests N      requests to send (default 100000)
@@ -21,6 +22,11 @@ usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C]
                     current-thread runtime (default 1)
   --memory          measure an idle worker's RSS and the supervisor's
                     memory per queued request, instead of the echo run
+  --queue pg|sqlite the job queue workload instead: N no-op jobs (default
+                    20000) pushed one at a time, drained, pushed with
+                    push_many, drained; then push-to-start latency; C is
+                    the runner's max_running (default 256); pg reads
+                    DROVER_BENCH_DATABASE_URL or DROVER_TEST_DATABASE_URL
   --help            this text
 
 Prints one JSON line on stdout; everything else goes to stderr.";
@@ -35,6 +41,8 @@ pub enum Command {
     Echo(EchoOptions),
     /// The memory measurements (`--memory`).
     Memory,
+    /// The job queue workload (`--queue`).
+    Queue(crate::queue::QueueOptions),
     /// Print the help text.
     Help,
 }
@@ -141,6 +149,7 @@ enum Flag {
     Concurrency,
     Impl,
     Threads,
+    Queue,
 }
 
 impl Flag {
@@ -152,6 +161,7 @@ impl Flag {
             "--concurrency" => Flag::Concurrency,
             "--impl" => Flag::Impl,
             "--threads" => Flag::Threads,
+            "--queue" => Flag::Queue,
             _ => return None,
         })
     }
@@ -164,6 +174,7 @@ impl Flag {
             Flag::Concurrency => "--concurrency",
             Flag::Impl => "--impl",
             Flag::Threads => "--threads",
+            Flag::Queue => "--queue",
         }
     }
 }
@@ -181,6 +192,8 @@ where
     let mut options = EchoOptions::default();
     let mut memory = false;
     let mut first_echo_flag: Option<Flag> = None;
+    let mut queue = None;
+    let (mut jobs_given, mut running_given) = (false, false);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let arg = arg.into_string().map_err(UsageError::NotUnicode)?;
@@ -208,7 +221,23 @@ where
                 .map_err(UsageError::NotUnicode)?,
         };
         first_echo_flag.get_or_insert(flag);
+        jobs_given |= matches!(flag, Flag::Requests);
+        running_given |= matches!(flag, Flag::Concurrency);
         match flag {
+            Flag::Queue => {
+                use crate::queue::QueueStore;
+                queue = Some(match value.as_str() {
+                    "pg" => QueueStore::Postgres,
+                    "sqlite" => QueueStore::Sqlite,
+                    _ => {
+                        return Err(UsageError::BadValue {
+                            flag: flag.name(),
+                            value,
+                            reason: "expected pg or sqlite".to_owned(),
+                        })
+                    }
+                })
+            }
             Flag::Workers => options.workers = count(flag, &value, 1, 1024)?,
             Flag::Requests => options.requests = count(flag, &value, 1, u32::MAX as usize)?,
             Flag::Payload => options.payload = count(flag, &value, 0, MAX_PAYLOAD)?,
@@ -229,6 +258,19 @@ where
                 }
             }
         }
+    }
+    if let (Some(store), false) = (queue, memory) {
+        return Ok(Command::Queue(crate::queue::QueueOptions {
+            store,
+            workers: options.workers,
+            jobs: if jobs_given { options.requests } else { 20_000 },
+            max_running: if running_given {
+                options.concurrency
+            } else {
+                256
+            },
+            samples: 200,
+        }));
     }
     match (memory, first_echo_flag) {
         (true, Some(flag)) => Err(UsageError::MemoryWithEchoFlag { flag: flag.name() }),

@@ -72,6 +72,12 @@ pub enum Error {
     /// have stayed queued.
     #[error("memory: {0}")]
     NotQueued(String),
+    /// The job queue failed.
+    #[error("job queue: {0}")]
+    Queue(#[from] drover_queue::QueueError),
+    /// The queue workload could not run or found jobs missing.
+    #[error("queue benchmark: {0}")]
+    QueueBench(String),
     /// The JSON line would not encode.
     #[error("cannot write the report: {0}")]
     Report(#[from] serde_json::Error),

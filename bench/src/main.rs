@@ -3,6 +3,7 @@
 //! ```text
 //! drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw|tokio]
 //! drover-bench --memory
+//! drover-bench --queue pg|sqlite
 //! ```
 //!
 //! Every run prints exactly one JSON line on stdout; everything else
@@ -37,6 +38,7 @@
 //! - `raw/`: the raw ceiling, its parent side and its child side.
 //! - `tokio_pool.rs`: the hand-written tokio pool, both sides.
 //! - `memory.rs`: the memory measurements.
+//! - `queue.rs`: the job queue workload.
 //! - `stats.rs`: latency percentiles and `/proc` readings.
 //! - `report.rs`: the JSON lines. `error.rs`: [`Error`].
 
@@ -45,6 +47,7 @@ mod echo;
 mod error;
 mod memory;
 mod payload;
+mod queue;
 mod raw;
 mod report;
 mod stats;
@@ -95,6 +98,10 @@ fn run_benchmark() -> Result<(), Error> {
                     supervisor_runtime(options.threads)?.block_on(tokio_pool::run(&options))?
                 }
             };
+            report::print(&report)
+        }
+        Command::Queue(options) => {
+            let report = supervisor_runtime(2)?.block_on(queue::run(&options))?;
             report::print(&report)
         }
         Command::Memory => {

@@ -22,6 +22,9 @@ pub const PAUSE: &[u8] = b"pause";
 /// [`Error::Worker`] if the connection or the handshake fails.
 pub async fn run() -> Result<(), Error> {
     let worker = Worker::connect().await?;
+    if std::env::var_os(crate::queue::STAMP_ENV).is_some() {
+        return stamp(worker).await;
+    }
     let pausable = std::env::var_os(PAUSE_ENV)
         .is_some()
         .then(|| worker.clone());
@@ -39,6 +42,24 @@ pub async fn run() -> Result<(), Error> {
                 // back, with no copy.
                 let answer = req.take_payload();
                 req.respond_bytes(answer)
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+/// The queue workload's latency worker: reports when each job (its push
+/// time) starts, in an event, and acknowledges it.
+async fn stamp(worker: Worker) -> Result<(), Error> {
+    let events = worker.clone();
+    worker
+        .serve(move |req: Request| {
+            let events = events.clone();
+            async move {
+                let started = crate::queue::micros_now();
+                let pushed: u64 = req.data()?;
+                events.emit(crate::queue::STARTED, &(pushed, started))?;
+                req.ack()
             }
         })
         .await?;

@@ -415,8 +415,8 @@ async fn the_job_queue_reports_its_depth_dead_jobs_and_start_delay() {
     let seen = within(LIMIT, "the job metrics", async {
         loop {
             metrics = client.send("GET", "/metrics").await.unwrap().1;
-            if metrics.contains("drover_jobs{pool=\"admin-jobs\",state=\"dead\"} 1")
-                && metrics.contains("drover_jobs{pool=\"admin-jobs\",state=\"ready\"} 0")
+            if metrics.contains("drover_jobs{queue=\"default\",state=\"dead\"} 1")
+                && metrics.contains("drover_jobs{queue=\"default\",state=\"ready\"} 0")
             {
                 return true;
             }
@@ -426,10 +426,10 @@ async fn the_job_queue_reports_its_depth_dead_jobs_and_start_delay() {
     .await;
     assert!(seen, "{metrics}");
     assert!(
-        metrics.contains("drover_job_start_delay_seconds_count{pool=\"admin-jobs\"} 2"),
+        metrics.contains("drover_job_start_delay_seconds_count{queue=\"default\"} 2"),
         "{metrics}"
     );
-    assert!(metrics.contains("drover_jobs{pool=\"admin-jobs\",state=\"running\"} 0"));
+    assert!(metrics.contains("drover_jobs{queue=\"default\",state=\"running\"} 0"));
     within(LIMIT, "stop", runner.stop()).await;
     server.shutdown().await;
     within(LIMIT, "soft kill", pool.soft_kill()).await;

@@ -136,7 +136,7 @@ async fn a_runner_is_idle_only_once_every_due_job_has_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_is_not_idle_while_jobs_pushed_elsewhere_are_due() {
     let path = temp_db("idle-elsewhere");
-    let queue = JobQueue::builder(SqliteStore::open(&path).await.unwrap())
+    let queue = JobQueue::<_, Cmd>::builder(SqliteStore::open(&path).await.unwrap())
         .poll_interval(Duration::from_millis(500))
         .build();
     // Another handle on the file, as another process would push: the

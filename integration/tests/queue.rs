@@ -5,28 +5,15 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use common::queue::settled;
 use common::{eventually, pool, within, Cmd, LIMIT};
-use drover::queue::{JobQueue, PgStore, SqliteStore, Stats, Store};
+use drover::queue::{JobQueue, SqliteStore, Stats};
 
 fn temp_db(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("drover-queue-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir.join("jobs.db")
-}
-
-async fn settled<S: Store>(queue: &JobQueue<S>, want: Stats) -> bool {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if queue.stats().await.unwrap() == want {
-            return true;
-        }
-        if Instant::now() > deadline {
-            eprintln!("stats: {:?}", queue.stats().await.unwrap());
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +115,7 @@ async fn jobs_of_a_runner_that_died_run_again() {
     first.0.wait().unwrap();
 
     // Second life, on the same file: the leases run out, the jobs run.
-    let queue = JobQueue::builder(SqliteStore::open(&path).await.unwrap())
+    let queue = JobQueue::<_, Cmd>::builder(SqliteStore::open(&path).await.unwrap())
         .poll_interval(Duration::from_millis(50))
         .build();
     assert_eq!(
@@ -192,45 +179,9 @@ async fn a_job_answered_in_this_session_reaches_its_waiter() {
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 
-/// The machine's PostgreSQL, from `DROVER_TEST_DATABASE_URL` (set by
-/// `.ci/run`), in a schema of this test's own.
-async fn pg_store(schema: &str) -> Option<(PgStore, DropSchema)> {
-    let Ok(url) = std::env::var("DROVER_TEST_DATABASE_URL") else {
-        eprintln!("DROVER_TEST_DATABASE_URL is not set: skipping the PostgreSQL test");
-        return None;
-    };
-    let schema = format!("{schema}_{}", std::process::id());
-    let store = PgStore::connect_in_schema(&url, &schema)
-        .await
-        .expect("the test database");
-    Some((store, DropSchema { url, schema }))
-}
-
-/// Drops a test's schema when the test is done with it.
-struct DropSchema {
-    url: String,
-    schema: String,
-}
-
-impl DropSchema {
-    async fn drop_now(self) {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&self.url)
-            .await
-            .expect("the test database");
-        sqlx::query(&format!(
-            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-            self.schema
-        ))
-        .execute(&mut conn)
-        .await
-        .expect("drop the test schema");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runners_share_a_postgres_queue_and_run_each_job_once() {
-    let Some((store, schema)) = pg_store("drover_share").await else {
+    let Some((store, schema)) = common::pg::store("drover_share").await else {
         return;
     };
     let queue = JobQueue::builder(store)
@@ -268,7 +219,7 @@ async fn two_runners_share_a_postgres_queue_and_run_each_job_once() {
 
 #[tokio::test]
 async fn postgres_timers_and_dead_jobs() {
-    let Some((store, schema)) = pg_store("drover_timers").await else {
+    let Some((store, schema)) = common::pg::store("drover_timers").await else {
         return;
     };
     let queue = JobQueue::builder(store)

@@ -1,10 +1,28 @@
 //! A queue's settings, chosen before the queue exists.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::time::Duration;
 
-use crate::runner::JobQueue;
+use crate::runner::{JobQueue, JobValue};
 use crate::store::Store;
+
+/// How a queue stores its jobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JobFormat {
+    /// As JSON (`serde_json`), the default: an operator reads (and
+    /// queries) the jobs in SQL, and a job type may gain a field with a
+    /// serde default without stranding the jobs stored before. A job is
+    /// decoded as the queue's job type when it runs, and sent to the
+    /// worker in drover's own encoding.
+    #[default]
+    Json,
+    /// In drover's own encoding (bincode), exactly as a worker receives
+    /// it: smaller, and any serde value stores (JSON refuses a map whose
+    /// keys are not strings), but unreadable in SQL, and a change to the
+    /// job type leaves the jobs stored before it undecodable.
+    Bincode,
+}
 
 /// Settings of a queue; see [`JobQueueBuilder`] for each.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +33,8 @@ pub(crate) struct Settings {
     pub(crate) lease: Duration,
     pub(crate) max_running: usize,
     pub(crate) poll: Duration,
+    pub(crate) format: JobFormat,
+    pub(crate) accept_posted: bool,
 }
 
 impl Default for Settings {
@@ -26,6 +46,8 @@ impl Default for Settings {
             lease: Duration::from_secs(300),
             max_running: 64,
             poll: Duration::from_secs(1),
+            format: JobFormat::Json,
+            accept_posted: true,
         }
     }
 }
@@ -46,7 +68,7 @@ impl Default for Settings {
 /// use drover_queue::{JobQueue, SqliteStore};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let queue = JobQueue::builder(SqliteStore::open("jobs.db").await?)
+/// let queue = JobQueue::<_, String>::builder(SqliteStore::open("jobs.db").await?)
 ///     .max_attempts(3)
 ///     .backoff(Duration::from_millis(100), Duration::from_secs(10))
 ///     .lease(Duration::from_secs(60))
@@ -54,14 +76,24 @@ impl Default for Settings {
 /// let handle = queue.clone(); // same queue, same settings
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
 #[must_use = "a builder does nothing until `build()`"]
-pub struct JobQueueBuilder<S> {
+pub struct JobQueueBuilder<S, J> {
     store: S,
     settings: Settings,
+    jobs: PhantomData<fn() -> J>,
 }
 
-impl<S> fmt::Debug for JobQueueBuilder<S> {
+impl<S: Clone, J> Clone for JobQueueBuilder<S, J> {
+    fn clone(&self) -> Self {
+        JobQueueBuilder {
+            store: self.store.clone(),
+            settings: self.settings.clone(),
+            jobs: PhantomData,
+        }
+    }
+}
+
+impl<S, J> fmt::Debug for JobQueueBuilder<S, J> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JobQueueBuilder")
             .field("settings", &self.settings)
@@ -69,12 +101,20 @@ impl<S> fmt::Debug for JobQueueBuilder<S> {
     }
 }
 
-impl<S: Store> JobQueueBuilder<S> {
-    pub(crate) fn new(store: S) -> JobQueueBuilder<S> {
+impl<S: Store, J: JobValue> JobQueueBuilder<S, J> {
+    pub(crate) fn new(store: S) -> JobQueueBuilder<S, J> {
         JobQueueBuilder {
             store,
             settings: Settings::default(),
+            jobs: PhantomData,
         }
+    }
+
+    /// How jobs are stored (default [`JobFormat::Json`]). Jobs already
+    /// stored run whatever their format.
+    pub fn format(mut self, format: JobFormat) -> Self {
+        self.settings.format = format;
+        self
     }
 
     /// How many times a job runs before it is dead (default 5; at least 1).
@@ -115,8 +155,17 @@ impl<S: Store> JobQueueBuilder<S> {
         self
     }
 
+    /// Whether this queue's runners store the jobs their pool's workers
+    /// post (`Worker::post_job`; default true). A pool running several
+    /// named queues should let one of them take posted jobs: each that
+    /// does stores every posted job once.
+    pub fn accept_posted(mut self, yes: bool) -> Self {
+        self.settings.accept_posted = yes;
+        self
+    }
+
     /// The queue, over the store, with these settings.
-    pub fn build(self) -> JobQueue<S> {
+    pub fn build(self) -> JobQueue<S, J> {
         JobQueue::with_settings(self.store, self.settings)
     }
 }
@@ -131,10 +180,10 @@ mod tests {
     #[tokio::test]
     async fn settings_are_set_on_the_builder_and_kept_by_every_clone() {
         let store = SqliteStore::in_memory().await.unwrap();
-        let defaults = JobQueue::new(store.clone());
+        let defaults = JobQueue::<_, String>::new(store.clone());
         assert_eq!(*defaults.settings(), Settings::default());
 
-        let base = JobQueue::builder(store).max_attempts(2);
+        let base = JobQueue::<_, String>::builder(store).max_attempts(2);
         // A clone of the builder is a builder of its own.
         let other = base.clone().lease(Duration::from_secs(7)).max_running(3);
         let queue = base
@@ -168,7 +217,7 @@ mod tests {
         );
         // A queue built, cloned and shared: more queues can still be built
         // (nothing panics); each keeps its own settings.
-        let again = JobQueue::builder(SqliteStore::in_memory().await.unwrap())
+        let again = JobQueue::<_, String>::builder(SqliteStore::in_memory().await.unwrap())
             .max_attempts(0)
             .lease(Duration::ZERO)
             .max_running(0)

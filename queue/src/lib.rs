@@ -1,51 +1,74 @@
 //! A durable, at-least-once job queue with timers, run by a drover pool.
 //!
-//! Jobs are serde values kept in a database until a worker has run them.
-//! [`JobQueue::start`] runs them on a [`Supervisor`](drover_supervisor::Supervisor)
-//! as ordinary requests: the worker side is any drover worker, which reads
-//! a job with `Request::data`.
+//! Jobs are values of one serde type, kept in a database until a worker
+//! has run them. [`JobQueue::start`] runs them on a
+//! [`Supervisor`](drover_supervisor::Supervisor) as ordinary requests: the
+//! worker side is any drover worker, which reads a job with
+//! `Request::data`.
 //!
 //! # Theory of operation
 //!
-//! - **Storage.** One table, `drover_jobs`, behind the [`Store`] trait:
-//!   [`SqliteStore`] (a file, one machine) or [`PgStore`] (PostgreSQL, any
-//!   number of supervisors on any number of machines).
+//! - **Storage.** Tables `drover_jobs`, `drover_job_counts` and
+//!   `drover_periodic` behind the [`Store`] trait: [`SqliteStore`] (a file,
+//!   one machine) or [`PgStore`] (PostgreSQL, any number of supervisors on
+//!   any number of machines). Jobs are JSON by default ([`JobFormat`]),
+//!   decoded as the job type when they run and sent to the worker in
+//!   drover's own encoding. The schema is versioned migrations compiled in
+//!   (`migrations/`), run by sqlx's migrator when a store opens.
+//! - **Pushing.** One statement for any number of jobs ([`JobQueue::push_many`]),
+//!   through the store's connections or the caller's own transaction
+//!   ([`JobQueue::push_in`]). Each push wakes runners: in this process at
+//!   once, on PostgreSQL everywhere (`NOTIFY`, heard by a connection each
+//!   runner listens on). Runners also poll, so a lost notification costs
+//!   latency, never a job.
 //! - **Claiming.** A runner claims due jobs in one statement that marks
 //!   them running under its name with a lease (`FOR UPDATE SKIP LOCKED` on
-//!   PostgreSQL, so runners never wait for each other or share a job). It
-//!   claims no more than it has room to run.
+//!   PostgreSQL, so runners never wait for each other or share a job),
+//!   highest priority first, then oldest due. It claims no more than it has
+//!   room to run; with a backlog it waits briefly for room for a batch.
+//!   Once per poll interval it makes jobs whose lease ran out due again,
+//!   fires the periodic jobs whose tick came, and sets its gauges.
 //! - **At least once.** A job leaves the table only when a worker answered
-//!   it. A runner that dies loses its leases; once they run out, the jobs
-//!   run again elsewhere. Handlers should be idempotent.
+//!   it: answered jobs are completed together, in one statement per batch,
+//!   by the runner's flusher. A runner that dies loses its leases; once
+//!   they run out, the jobs run again elsewhere. Handlers should be
+//!   idempotent.
 //! - **Failures.** A failed job is put back with exponential back-off,
 //!   until `max_attempts`; then it is kept as dead with its last error
-//!   ([`JobQueue::dead`]). A pool that refuses a job (shutting down, queue
-//!   full) does not count against it.
+//!   ([`JobQueue::dead`], [`JobQueue::list`]). A pool that refuses a job
+//!   (shutting down, queue full) does not count against it; a stored job
+//!   that does not decode as the job type is dead at once.
 //! - **Timers.** A timer is a job due later. The runner sleeps until the
-//!   next job is due, a job is pushed in this process, or the poll interval
-//!   passes (jobs pushed by other processes).
+//!   next job is due, a job is pushed, or the poll interval passes.
 //! - **Idle.** [`Runner::idle`] resolves when the runner holds no job and
 //!   the store holds none due: a due job not yet claimed is work not yet
 //!   started, a timer not yet due is not.
 //!
 //! # Layout
 //!
-//! - `runner.rs`: [`JobQueue`] and its [`Runner`].
-//! - `builder.rs`: [`JobQueueBuilder`], a queue's settings.
+//! - `runner.rs`: [`JobQueue`] and its [`Runner`]'s loop; `flush.rs`: the
+//!   completions, together.
+//! - `builder.rs`: [`JobQueueBuilder`], a queue's settings, and
+//!   [`JobFormat`]; `options.rs`: [`Enqueue`] and [`Pushed`], one push's.
+//! - `encode.rs`: jobs between the caller, the store and the worker.
 //! - `idle.rs`: what a runner is doing, for [`Runner::idle`].
-//! - `metrics.rs`: the queue's series through the `metrics` facade
-//!   (`drover_jobs{state}`: ready, scheduled, running, dead;
-//!   `drover_job_start_delay_seconds`: from due to started).
+//! - `periodic.rs`: cron ticks; `metrics.rs`: the metrics.
 //! - `store.rs`: the [`Store`] trait and its records.
-//! - `sql.rs`: the statements of each database and their one
-//!   implementation; `sqlite.rs`, `postgres.rs`: the stores.
+//! - `sql.rs`: the statements and the methods both stores share;
+//!   `sqlite.rs`, `postgres.rs`: the stores; `migrate.rs`: the schemas.
 //! - `error.rs`: [`QueueError`].
 #![forbid(unsafe_code)]
 
 mod builder;
+mod encode;
 mod error;
+mod flush;
 mod idle;
 mod metrics;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrate;
+mod options;
+mod periodic;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod runner;
@@ -55,11 +78,15 @@ mod sql;
 mod sqlite;
 mod store;
 
-pub use builder::JobQueueBuilder;
+pub use builder::{JobFormat, JobQueueBuilder};
 pub use error::QueueError;
+pub use options::{Enqueue, Pushed};
 #[cfg(feature = "postgres")]
-pub use postgres::PgStore;
-pub use runner::{JobQueue, Runner};
+pub use postgres::{PgStore, PgStoreBuilder};
+pub use runner::{JobQueue, JobValue, Runner};
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
-pub use store::{DeadJob, Job, JobId, Stats, Store};
+pub use sqlite::{SqliteStore, SqliteStoreBuilder, SqliteSynchronous};
+pub use store::{
+    DeadJob, Finished, Job, JobId, JobInfo, JobState, NewJob, Payload, Periodic, Stats, Store,
+    Wakeups,
+};

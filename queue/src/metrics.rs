@@ -1,72 +1,54 @@
-//! What the job queue reports through the `metrics` facade, under the
-//! pool's naming rules (Prometheus conventions, a `pool` label: the name
-//! of the pool that runs the jobs).
+//! The queue's metrics, through the `metrics` facade (the application
+//! installs the exporter; with none, these cost next to nothing).
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
-//! | `drover_jobs` | gauge | `pool`, `state` | jobs in the store by state: `ready` (due, waiting: the queue's depth), `scheduled` (due later), `running`, `dead` |
-//! | `drover_job_start_delay_seconds` | histogram | `pool` | from when a job fell due to when a runner started it |
-//!
-//! The gauges are the store's counts (`JobQueue::stats`), read by the
-//! runner at most once every [`SAMPLE_EVERY`]; they are the whole store's,
-//! so runners of one PostgreSQL queue on many machines report the same.
+//! | `drover_jobs` | gauge | `queue`, `state` | jobs `ready`, `scheduled`, `running`, `dead`; set by each runner once per poll interval |
+//! | `drover_jobs_finished_total` | counter | `queue`, `outcome` | jobs `completed`, `retried` (failed, to run again), `dead` (failed for good) |
+//! | `drover_job_duration_seconds` | histogram | `queue` | from a job's request sent to its answer (or failure) |
+//! | `drover_job_start_delay_seconds` | histogram | `queue` | from a job falling due (its timer, or its retry's back-off, ran out) to its start |
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use metrics::{describe_gauge, describe_histogram, gauge, histogram, Histogram, Unit};
+use metrics::{counter, gauge, histogram};
 
-use crate::store::Stats;
+use crate::store::Store;
 
-/// The least time between two readings of the store's counts.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-
-/// A runner's metric handles.
-#[derive(Debug)]
-pub(crate) struct QueueMetrics {
-    pool: String,
-    start_delay: Histogram,
-    last_sample: Option<Instant>,
+/// Sets the `drover_jobs` gauges from the store's counts.
+pub(crate) async fn gauges<S: Store>(store: &S) {
+    let Ok(stats) = store.stats().await else {
+        return;
+    };
+    let queue = store.queue().to_owned();
+    for (state, n) in [
+        ("ready", stats.ready),
+        ("scheduled", stats.scheduled),
+        ("running", stats.running),
+        ("dead", stats.dead),
+    ] {
+        gauge!("drover_jobs", "queue" => queue.clone(), "state" => state).set(n as f64);
+    }
 }
 
-impl QueueMetrics {
-    pub(crate) fn new(pool: &str) -> QueueMetrics {
-        describe_gauge!("drover_jobs", "Jobs in the store, by state.");
-        describe_histogram!(
-            "drover_job_start_delay_seconds",
-            Unit::Seconds,
-            "Time from a job falling due to a runner starting it."
-        );
-        QueueMetrics {
-            pool: pool.to_owned(),
-            start_delay: histogram!("drover_job_start_delay_seconds", "pool" => pool.to_owned()),
-            last_sample: None,
-        }
+/// Counts `n` jobs that ended a run with `outcome`.
+pub(crate) fn finished(queue: &str, outcome: &'static str, n: u64) {
+    if n > 0 {
+        counter!("drover_jobs_finished_total", "queue" => queue.to_owned(), "outcome" => outcome)
+            .increment(n);
     }
+}
 
-    /// Records that a job due at `due` starts now.
-    pub(crate) fn started(&self, due: SystemTime) {
-        let delay = SystemTime::now()
-            .duration_since(due)
-            .unwrap_or(Duration::ZERO);
-        self.start_delay.record(delay.as_secs_f64());
-    }
+/// Records that a job due at `due` starts now.
+pub(crate) fn started(queue: &str, due: SystemTime) {
+    let delay = SystemTime::now()
+        .duration_since(due)
+        .unwrap_or(Duration::ZERO);
+    histogram!("drover_job_start_delay_seconds", "queue" => queue.to_owned())
+        .record(delay.as_secs_f64());
+}
 
-    /// Whether the counts are due to be read again.
-    pub(crate) fn sample_due(&self) -> bool {
-        self.last_sample
-            .is_none_or(|at| at.elapsed() >= SAMPLE_EVERY)
-    }
-
-    /// Sets the gauges from the store's counts.
-    pub(crate) fn sample(&mut self, stats: &Stats) {
-        self.last_sample = Some(Instant::now());
-        for (state, n) in [
-            ("ready", stats.ready),
-            ("scheduled", stats.scheduled),
-            ("running", stats.running),
-            ("dead", stats.dead),
-        ] {
-            gauge!("drover_jobs", "pool" => self.pool.clone(), "state" => state).set(n as f64);
-        }
-    }
+/// Records how long a job's run took.
+pub(crate) fn ran(queue: &str, took: Duration) {
+    histogram!("drover_job_duration_seconds", "queue" => queue.to_owned())
+        .record(took.as_secs_f64());
 }

@@ -2,29 +2,172 @@
 //! queue.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{db, QueueError};
-use crate::sql::{impl_store, POSTGRES};
+use crate::sql::{shared_methods, Statements};
+use crate::store::{micros, NewJob, Payload};
+use crate::JobId;
 
-/// Jobs in a PostgreSQL table (`drover_jobs`, created if missing).
+/// Jobs in PostgreSQL tables (`drover_jobs`, `drover_job_counts`, in the
+/// connection's schema or one of the store's own), created or brought up
+/// to date by versioned migrations when the store connects.
+///
 /// Runners claim with `FOR UPDATE SKIP LOCKED`, so any number of them, on
 /// any number of machines, share the queue without handing a job to two.
+/// Each push notifies (`NOTIFY`, delivered when its transaction commits),
+/// and each runner listens on a connection of its own, so a job pushed
+/// anywhere starts without waiting for a poll; polling stays, so a lost
+/// listening connection costs latency, never jobs.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// A runner's own writes (claims, completions, retries): committed
+    /// without waiting for the disk unless `durable_runs` (see
+    /// [`PgStoreBuilder::durable_runs`]).
+    run_pool: PgPool,
+    sql: Arc<Statements>,
+    queue: Arc<str>,
+    wake: Arc<watch::Sender<u64>>,
+    /// The notification channel of this schema's queue.
+    channel: Arc<str>,
+    /// How a runner's listening connection connects.
+    listen_options: PgConnectOptions,
 }
 
-impl PgStore {
-    /// Connects to `url` (`postgres://user@host:port/database`).
+/// Settings of a [`PgStore`], from [`PgStore::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `connect()`"]
+pub struct PgStoreBuilder {
+    /// The options, or why the URL did not parse.
+    options: Result<PgConnectOptions, String>,
+    schema: Option<String>,
+    max_connections: u32,
+    durable_runs: bool,
+}
+
+impl PgStoreBuilder {
+    /// Keeps the tables in `schema`, created if missing: separate queues
+    /// in one database, and a migration history apart from the
+    /// application's own.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// How many connections the store keeps to PostgreSQL for pushes,
+    /// stats and operators' calls (default 4; at least 1). Besides them,
+    /// runners' own writes (claims and completions, in batches) go over 2
+    /// more, opened when first needed, and each running runner holds one
+    /// to listen.
+    /// More lets more of those run at once (many tasks pushing, many
+    /// runners in one process) at the cost of server memory and of
+    /// connections `max_connections` on the server must allow for; a
+    /// runner alone needs few, since it claims and completes in batches.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Whether a runner's own writes (claims, completions, retries, dead
+    /// jobs) wait for the disk at commit, as pushes always do (default
+    /// false: they commit with `synchronous_commit = off`, over connections
+    /// of their own, 2 more).
+    ///
+    /// Off, a crash of the PostgreSQL server (not of a runner) may forget
+    /// the last fraction of a second of them, never of pushes: a forgotten
+    /// completion or claim makes its job run again (at least once still
+    /// holds; a job whose claim was forgotten may run again before its
+    /// lease runs out). In exchange a runner does not wait for a disk
+    /// flush per batch: where commits are slow, it drains several times
+    /// faster. On, every recorded outcome survives a server crash.
+    pub fn durable_runs(mut self, yes: bool) -> Self {
+        self.durable_runs = yes;
+        self
+    }
+
+    /// Connects, and brings the schema up to date.
     ///
     /// # Errors
     ///
-    /// [`QueueError::Database`] if it cannot connect or make its table.
+    /// [`QueueError::Database`] if the URL does not parse or it cannot
+    /// connect or make its schema; [`QueueError::Migrate`] if the schema
+    /// cannot be brought up to date.
+    pub async fn connect(self) -> Result<PgStore, QueueError> {
+        let mut options = self.options.map_err(|e| QueueError::Database {
+            operation: "parse the database URL",
+            source: sqlx::Error::Configuration(e.into()),
+        })?;
+        if let Some(schema) = &self.schema {
+            // Create the schema first, over a connection of its own.
+            let setup = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await
+                .map_err(db("connect"))?;
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)))
+                .execute(&setup)
+                .await
+                .map_err(db("create the schema"))?;
+            setup.close().await;
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .connect_with(options.clone())
+            .await
+            .map_err(db("connect"))?;
+        let run_options = if self.durable_runs {
+            options.clone()
+        } else {
+            options.clone().options([("synchronous_commit", "off")])
+        };
+        let run_pool = PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .connect_lazy_with(run_options);
+        let schema: String = match self.schema {
+            Some(schema) => schema,
+            None => sqlx::query_scalar("SELECT current_schema()")
+                .fetch_one(&pool)
+                .await
+                .map_err(db("find the current schema"))?,
+        };
+        crate::migrate::migrator(crate::migrate::POSTGRES)
+            .await?
+            .run(&pool)
+            .await
+            .map_err(|source| QueueError::Migrate { source })?;
+        let listen_options =
+            options.application_name(&truncate(&format!("drover-queue listener {schema}"), 63));
+        Ok(PgStore {
+            pool,
+            run_pool,
+            sql: Arc::new(crate::sql::postgres(&schema)),
+            queue: "default".into(),
+            wake: Arc::new(watch::channel(0).0),
+            // Channel names are identifiers: at most 63 bytes.
+            channel: truncate(&format!("drover_jobs.{schema}"), 63).into(),
+            listen_options,
+        })
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/database`), with
+    /// every default: the connection's own schema, 4 connections.
+    ///
+    /// # Errors
+    ///
+    /// As [`PgStoreBuilder::connect`].
     pub async fn connect(url: &str) -> Result<PgStore, QueueError> {
-        let options = PgConnectOptions::from_str(url).map_err(db("parse the database URL"))?;
-        PgStore::connect_with(options).await
+        PgStore::builder(url).connect().await
     }
 
     /// Connects to `url` and keeps the jobs in `schema` (created if
@@ -32,43 +175,231 @@ impl PgStore {
     ///
     /// # Errors
     ///
-    /// As [`connect`](PgStore::connect).
+    /// As [`PgStoreBuilder::connect`].
     pub async fn connect_in_schema(url: &str, schema: &str) -> Result<PgStore, QueueError> {
-        let options = PgConnectOptions::from_str(url).map_err(db("parse the database URL"))?;
-        // Create the schema first, over a connection of its own.
-        let setup = PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(db("connect"))?;
-        let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
-        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))
-            .execute(&setup)
-            .await
-            .map_err(db("create the schema"))?;
-        setup.close().await;
-        PgStore::connect_with(options.options([("search_path", schema)])).await
+        PgStore::builder(url).schema(schema).connect().await
     }
 
-    /// Connects with `options`.
+    /// Connects with `options`, with every other default.
     ///
     /// # Errors
     ///
-    /// As [`connect`](PgStore::connect).
+    /// As [`PgStoreBuilder::connect`].
     pub async fn connect_with(options: PgConnectOptions) -> Result<PgStore, QueueError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(db("connect"))?;
-        for statement in POSTGRES.create {
-            sqlx::query(statement)
-                .execute(&pool)
-                .await
-                .map_err(db("create the jobs table"))?;
+        PgStore::builder_with(options).connect().await
+    }
+
+    /// Settings for a store on `url`: schema, pool size. A URL that does
+    /// not parse fails `connect`, naming it.
+    pub fn builder(url: &str) -> PgStoreBuilder {
+        PgStoreBuilder {
+            options: PgConnectOptions::from_str(url).map_err(|e| e.to_string()),
+            schema: None,
+            max_connections: 4,
+            durable_runs: false,
         }
-        Ok(PgStore { pool })
+    }
+
+    /// Settings for a store connecting with `options`.
+    pub fn builder_with(options: PgConnectOptions) -> PgStoreBuilder {
+        PgStoreBuilder {
+            options: Ok(options),
+            schema: None,
+            max_connections: 4,
+            durable_runs: false,
+        }
+    }
+
+    /// A handle on the queue named `name` in the same tables: the same
+    /// connections and wake-ups, its own jobs (a runner of one named queue
+    /// never takes another's). Queues are made by using them.
+    pub fn named(&self, name: &str) -> PgStore {
+        PgStore {
+            queue: name.into(),
+            ..self.clone()
+        }
+    }
+
+    /// The store's connections, for work of the caller's own on the same
+    /// database, such as a transaction to push jobs in
+    /// ([`JobQueue::push_in`](crate::JobQueue::push_in)); its search path
+    /// is the store's schema.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The channel this store's pushes notify (`LISTEN` on it to hear of
+    /// new jobs).
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    async fn push_on(
+        &self,
+        conn: &mut PgConnection,
+        jobs: &[NewJob],
+    ) -> Result<Vec<JobId>, QueueError> {
+        let mut bytes: Vec<Option<&[u8]>> = Vec::with_capacity(jobs.len());
+        let mut json: Vec<Option<&str>> = Vec::with_capacity(jobs.len());
+        let mut due: Vec<i64> = Vec::with_capacity(jobs.len());
+        let mut priority: Vec<i32> = Vec::with_capacity(jobs.len());
+        let mut unique: Vec<Option<&str>> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            priority.push(job.priority);
+            unique.push(job.unique_key.as_deref());
+            match &job.payload {
+                Payload::Json(text) => {
+                    bytes.push(None);
+                    json.push(Some(text));
+                }
+                Payload::Bincode(b) => {
+                    bytes.push(Some(b));
+                    json.push(None);
+                }
+            }
+            due.push(micros(job.run_at));
+        }
+        let rows = sqlx::query(&self.sql.push)
+            .bind(bytes)
+            .bind(json)
+            .bind(due)
+            .bind(micros(SystemTime::now()))
+            .bind(&*self.queue)
+            .bind(&*self.channel)
+            .bind(priority)
+            .bind(unique)
+            .fetch_all(conn)
+            .await
+            .map_err(db("add jobs"))?;
+        let mut ids = rows
+            .iter()
+            .map(|row| row.try_get::<i64, _>(0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db("add jobs"))?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Listens until `stop`, or until the connection fails.
+    async fn listen_once(&self, stop: &CancellationToken) -> Result<(), sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(self.listen_options.clone());
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.ignore_pool_close_event(true);
+        // Reconnecting is this loop's work: an error ends this listener.
+        listener.eager_reconnect(false);
+        listener.listen(&self.channel).await?;
+        // Jobs pushed while nobody listened.
+        self.wake.send_modify(|n| *n += 1);
+        let result = loop {
+            let heard = tokio::select! {
+                _ = stop.cancelled() => break Ok(()),
+                heard = listener.try_recv() => heard,
+            };
+            match heard {
+                Ok(Some(_)) => self.wake.send_modify(|n| *n += 1),
+                Ok(None) => {
+                    break Err(sqlx::Error::Protocol(
+                        "the listening connection closed".into(),
+                    ))
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        drop(listener);
+        pool.close().await;
+        result
     }
 }
 
-impl_store!(PgStore, POSTGRES);
+impl crate::store::Store for PgStore {
+    type Database = Postgres;
+
+    async fn push(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, QueueError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.acquire().await.map_err(db("add jobs"))?;
+        let ids = self.push_on(&mut conn, jobs).await?;
+        // Runners in this process need not wait for the notification.
+        self.wake.send_modify(|n| *n += 1);
+        Ok(ids)
+    }
+
+    async fn push_in<'c>(
+        &'c self,
+        conn: &'c mut PgConnection,
+        jobs: &'c [NewJob],
+    ) -> Result<Vec<JobId>, QueueError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The notification goes out when the caller's transaction commits.
+        self.push_on(conn, jobs).await
+    }
+
+    async fn complete(&self, ids: &[JobId], owner: &str) -> Result<Vec<JobId>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&self.sql.complete)
+            .bind(ids)
+            .bind(owner)
+            .fetch_all(&self.run_pool)
+            .await
+            .map_err(db("complete jobs"))?;
+        rows.iter()
+            .map(|row| row.try_get::<i64, _>(0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db("complete jobs"))
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<bool, QueueError> {
+        let gone = sqlx::query(&self.sql.cancel)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("cancel a job"))?;
+        Ok(gone.is_some())
+    }
+
+    async fn listen(&self, stop: CancellationToken) {
+        let mut pause = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            match self.listen_once(&stop).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(
+                        "job queue: listening for new jobs failed ({e}); polling meanwhile, \
+                         listening again in {pause:?}"
+                    );
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    shared_methods!();
+}
+
+/// `name` as a quoted identifier.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

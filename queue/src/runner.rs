@@ -2,24 +2,32 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use drover_proto::{encode_value, timestamp_from_micros, EVENT_POST_JOB};
+use drover_proto::{timestamp_from_micros, EVENT_POST_JOB};
 use drover_supervisor::{Error, Event, Events, Response, Supervisor};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::builder::{JobQueueBuilder, Settings};
+use crate::encode;
 use crate::error::QueueError;
-use crate::idle::{ActivityTx, Claim, DueJobs, Idle};
-use crate::store::{DeadJob, Job, JobId, Stats, Store};
+use crate::idle::{ActivityTx, Claim, DueJobs, Idle, RunningJob};
+use crate::options::{Enqueue, Pushed};
+use crate::store::{
+    DeadJob, Finished, Job, JobId, JobInfo, JobState, NewJob, Periodic, Stats, Store,
+};
 
 /// A durable job queue, run at least once by a drover pool.
 ///
-/// Jobs are serde values kept in a [`Store`] (SQLite or PostgreSQL) until
+/// Jobs are values of one serde type `J` (often an enum of every kind of
+/// job), kept in a [`Store`] (SQLite or PostgreSQL; as JSON by default,
+/// see [`JobFormat`](crate::JobFormat)) until
 /// a worker has run them: a job is claimed with a lease, sent to the pool
 /// as an ordinary request, and deleted only once a worker answered it. If
 /// the process dies meanwhile, the lease runs out and the job runs again
@@ -36,33 +44,45 @@ use crate::store::{DeadJob, Job, JobId, Stats, Store};
 /// use drover_queue::{JobQueue, SqliteStore};
 /// use drover_supervisor::Supervisor;
 ///
+/// /// The jobs; the workers read them with `req.data::<Mail>()`.
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// enum Mail {
+///     Welcome(String),
+///     Reminder(String),
+/// }
+///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let queue = JobQueue::new(SqliteStore::open("jobs.db").await?);
 /// let pool = Supervisor::builder("target/release/mailer").workers(4).spawn().await?;
 /// let runner = queue.start(pool.clone());
-/// queue.push(&("welcome", "ada@example.com")).await?;
-/// queue.push_after(Duration::from_secs(3600), &("reminder", "ada@example.com")).await?;
+/// queue.push(&Mail::Welcome("ada@example.com".into())).await?;
+/// queue.push_after(Duration::from_secs(3600), &Mail::Reminder("ada@example.com".into())).await?;
 /// // ...
 /// runner.stop().await;
 /// # Ok(()) }
 /// ```
-pub struct JobQueue<S> {
-    inner: Arc<Inner<S>>,
+pub struct JobQueue<S, J> {
+    inner: Arc<Inner<S, J>>,
 }
 
-struct Inner<S> {
-    store: S,
-    settings: Settings,
-    /// Woken when a job is pushed from this process.
-    pushed: Notify,
+/// What a job may be: a serde value the queue can store and send, and the
+/// worker can read (`req.data::<J>()`). Every such type is one.
+pub trait JobValue: Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> JobValue for T {}
+
+pub(crate) struct Inner<S, J> {
+    pub(crate) store: S,
+    pub(crate) settings: Settings,
     /// Callers of `push_and_wait`, by job id: told the answer if a runner
     /// in this process completes the job.
     /// (An async lock: `push_and_wait` holds it across the insert of its
     /// job, so a runner that finishes the job at once still finds it.)
-    waiting: tokio::sync::Mutex<HashMap<JobId, oneshot::Sender<Response>>>,
+    pub(crate) waiting: tokio::sync::Mutex<HashMap<JobId, oneshot::Sender<Response>>>,
+    jobs: PhantomData<fn() -> J>,
 }
 
-impl<S> Clone for JobQueue<S> {
+impl<S, J> Clone for JobQueue<S, J> {
     fn clone(&self) -> Self {
         JobQueue {
             inner: self.inner.clone(),
@@ -70,7 +90,7 @@ impl<S> Clone for JobQueue<S> {
     }
 }
 
-impl<S> fmt::Debug for JobQueue<S> {
+impl<S, J> fmt::Debug for JobQueue<S, J> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JobQueue")
             .field("settings", &self.inner.settings)
@@ -78,18 +98,20 @@ impl<S> fmt::Debug for JobQueue<S> {
     }
 }
 
-impl<S: Store> JobQueue<S> {
-    /// A queue over `store`, with default settings: 5 attempts, back-off
-    /// from 1 s doubling up to 5 min, leases of 5 min, 64 jobs running at
-    /// once, and a look at the store at least every second. For other
-    /// settings, [`builder`](JobQueue::builder).
-    pub fn new(store: S) -> JobQueue<S> {
+impl<S: Store, J: JobValue> JobQueue<S, J> {
+    /// A queue of `J` jobs over `store`, with default settings: 5
+    /// attempts, back-off from 1 s doubling up to 5 min, leases of 5 min,
+    /// 64 jobs running at once, a look at the store at least every second,
+    /// jobs stored as JSON. For other settings,
+    /// [`builder`](JobQueue::builder).
+    pub fn new(store: S) -> JobQueue<S, J> {
         JobQueue::builder(store).build()
     }
 
     /// A queue over `store` with settings of its own: attempts, back-off,
-    /// lease, jobs running at once, poll interval; see [`JobQueueBuilder`].
-    /// They are fixed once it is built, for every clone of the queue.
+    /// lease, jobs running at once, poll interval, format; see
+    /// [`JobQueueBuilder`]. They are fixed once it is built, for every
+    /// clone of the queue.
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -99,19 +121,20 @@ impl<S: Store> JobQueue<S> {
     ///     .max_attempts(3)
     ///     .lease(Duration::from_secs(60))
     ///     .build();
+    /// queue.push(&"a job".to_string()).await?;
     /// # Ok(()) }
     /// ```
-    pub fn builder(store: S) -> JobQueueBuilder<S> {
+    pub fn builder(store: S) -> JobQueueBuilder<S, J> {
         JobQueueBuilder::new(store)
     }
 
-    pub(crate) fn with_settings(store: S, settings: Settings) -> JobQueue<S> {
+    pub(crate) fn with_settings(store: S, settings: Settings) -> JobQueue<S, J> {
         JobQueue {
             inner: Arc::new(Inner {
                 store,
                 settings,
-                pushed: Notify::new(),
                 waiting: tokio::sync::Mutex::new(HashMap::new()),
+                jobs: PhantomData,
             }),
         }
     }
@@ -121,12 +144,18 @@ impl<S: Store> JobQueue<S> {
         &self.inner.settings
     }
 
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
     /// Adds a job, due now.
     ///
     /// # Errors
     ///
-    /// [`QueueError::Encode`], [`QueueError::Database`].
-    pub async fn push<T: Serialize + ?Sized>(&self, job: &T) -> Result<JobId, QueueError> {
+    /// [`QueueError::Json`] or [`QueueError::Encode`] if it does not
+    /// encode; [`QueueError::Database`].
+    pub async fn push(&self, job: &J) -> Result<JobId, QueueError> {
         self.push_at(SystemTime::now(), job).await
     }
 
@@ -135,11 +164,7 @@ impl<S: Store> JobQueue<S> {
     /// # Errors
     ///
     /// As [`push`](JobQueue::push).
-    pub async fn push_after<T: Serialize + ?Sized>(
-        &self,
-        delay: Duration,
-        job: &T,
-    ) -> Result<JobId, QueueError> {
+    pub async fn push_after(&self, delay: Duration, job: &J) -> Result<JobId, QueueError> {
         self.push_at(SystemTime::now() + delay, job).await
     }
 
@@ -148,15 +173,118 @@ impl<S: Store> JobQueue<S> {
     /// # Errors
     ///
     /// As [`push`](JobQueue::push).
-    pub async fn push_at<T: Serialize + ?Sized>(
+    pub async fn push_at(&self, at: SystemTime, job: &J) -> Result<JobId, QueueError> {
+        let job = self.new_job(job, at)?;
+        let ids = self.inner.store.push(std::slice::from_ref(&job)).await?;
+        Ok(ids[0])
+    }
+
+    /// Adds a job with options of its own: due time, priority, unique key
+    /// (see [`Enqueue`]); says whether it was stored or a pending job
+    /// held its key.
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](JobQueue::push).
+    pub async fn push_with(&self, job: &J, options: Enqueue) -> Result<Pushed, QueueError> {
+        let mut new = self.new_job(job, options.run_at.unwrap_or_else(SystemTime::now))?;
+        new.priority = options.priority;
+        new.unique_key = options.unique_key;
+        // A pending job with the key may finish between the insert that
+        // found it and the look for its id: then the key is free, try again.
+        for _ in 0..3 {
+            if let Some(&id) = self
+                .inner
+                .store
+                .push(std::slice::from_ref(&new))
+                .await?
+                .first()
+            {
+                return Ok(Pushed::New(id));
+            }
+            let key = new.unique_key.as_deref().unwrap_or_default();
+            if let Some(id) = self.inner.store.find_unique(key).await? {
+                return Ok(Pushed::Duplicate(id));
+            }
+        }
+        Err(QueueError::Contended {
+            key: new.unique_key.unwrap_or_default(),
+        })
+    }
+
+    /// Adds `jobs`, due now, in one statement: all of them or (on an
+    /// error) none. Their ids, in order.
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](JobQueue::push); nothing is stored if one job does not
+    /// encode.
+    pub async fn push_many(&self, jobs: &[J]) -> Result<Vec<JobId>, QueueError> {
+        let now = SystemTime::now();
+        let jobs = jobs
+            .iter()
+            .map(|job| self.new_job(job, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.inner.store.push(&jobs).await
+    }
+
+    /// Adds a job, due now, through `conn`: a connection of the caller's
+    /// own on the store's database, typically a transaction
+    /// (`&mut *tx`). The job exists if and only if the transaction
+    /// commits: rolled back, it never runs; committed, it runs like any
+    /// other. On PostgreSQL runners hear of it when it commits; on SQLite
+    /// they find it at their next poll.
+    ///
+    /// ```no_run
+    /// # async fn run(queue: drover_queue::JobQueue<drover_queue::PgStore, String>, db: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = db.begin().await?;
+    /// sqlx::query("INSERT INTO users (name) VALUES ('ada')").execute(&mut *tx).await?;
+    /// queue.push_in(&mut *tx, &"welcome ada".to_string()).await?;
+    /// tx.commit().await?; // the user and the job, or neither
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](JobQueue::push).
+    pub async fn push_in(
         &self,
-        at: SystemTime,
-        job: &T,
+        conn: &mut <S::Database as sqlx::Database>::Connection,
+        job: &J,
     ) -> Result<JobId, QueueError> {
-        let payload = encode_value(job)?;
-        let id = self.inner.store.push(&payload, at).await?;
-        self.inner.pushed.notify_waiters();
-        Ok(id)
+        let job = self.new_job(job, SystemTime::now())?;
+        let ids = self
+            .inner
+            .store
+            .push_in(conn, std::slice::from_ref(&job))
+            .await?;
+        Ok(ids[0])
+    }
+
+    /// As [`push_many`](JobQueue::push_many), through `conn` (see
+    /// [`push_in`](JobQueue::push_in)).
+    ///
+    /// # Errors
+    ///
+    /// As [`push_many`](JobQueue::push_many).
+    pub async fn push_many_in(
+        &self,
+        conn: &mut <S::Database as sqlx::Database>::Connection,
+        jobs: &[J],
+    ) -> Result<Vec<JobId>, QueueError> {
+        let now = SystemTime::now();
+        let jobs = jobs
+            .iter()
+            .map(|job| self.new_job(job, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.inner.store.push_in(conn, &jobs).await
+    }
+
+    fn new_job(&self, job: &J, run_at: SystemTime) -> Result<NewJob, QueueError> {
+        Ok(NewJob::new(
+            encode::store(job, self.inner.settings.format)?,
+            run_at,
+        ))
     }
 
     /// Adds a job, due now, and waits up to `within` for its answer: the
@@ -168,22 +296,17 @@ impl<S: Store> JobQueue<S> {
     ///
     /// As [`push`](JobQueue::push); [`QueueError::NoAnswer`] if no answer
     /// came within `within` (the job itself still runs, at least once).
-    pub async fn push_and_wait<T: Serialize + ?Sized>(
-        &self,
-        job: &T,
-        within: Duration,
-    ) -> Result<Response, QueueError> {
-        let payload = encode_value(job)?;
+    pub async fn push_and_wait(&self, job: &J, within: Duration) -> Result<Response, QueueError> {
+        let job = self.new_job(job, SystemTime::now())?;
         let (tx, rx) = oneshot::channel();
         let id = {
             // Held across the insert: a runner that completes the job
             // before we register waits for the lock, then finds us.
             let mut waiting = self.inner.waiting.lock().await;
-            let id = self.inner.store.push(&payload, SystemTime::now()).await?;
+            let id = self.inner.store.push(std::slice::from_ref(&job)).await?[0];
             waiting.insert(id, tx);
             id
         };
-        self.inner.pushed.notify_waiters();
         let answer = tokio::time::timeout(within, rx).await;
         self.inner.waiting.lock().await.remove(&id);
         match answer {
@@ -219,6 +342,138 @@ impl<S: Store> JobQueue<S> {
         self.inner.store.dead().await
     }
 
+    /// Up to `limit` jobs in `state`, oldest first: what an operator looks
+    /// at.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`].
+    pub async fn list(&self, state: JobState, limit: usize) -> Result<Vec<JobInfo>, QueueError> {
+        self.inner.store.list(state, limit).await
+    }
+
+    /// Makes a dead job due now, with a fresh set of attempts (its last
+    /// error kept until it runs). False if it is not dead.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`].
+    pub async fn retry_dead(&self, id: JobId) -> Result<bool, QueueError> {
+        self.inner.store.retry_dead(id).await
+    }
+
+    /// Makes a waiting job (a timer, a retry waiting out its back-off) due
+    /// now. False if it is not waiting: due already, running, dead, gone.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`].
+    pub async fn requeue(&self, id: JobId) -> Result<bool, QueueError> {
+        self.inner.store.requeue(id).await
+    }
+
+    /// Deletes every job of the queue, running ones included (their
+    /// runners' completions then find nothing), and its counts of
+    /// finished jobs: for tests and scratch queues. How many it deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`].
+    pub async fn purge(&self) -> Result<u64, QueueError> {
+        self.inner.store.purge().await
+    }
+
+    /// How many jobs have finished: completed and cancelled, apart.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`].
+    pub async fn finished(&self) -> Result<Finished, QueueError> {
+        self.inner.store.finished().await
+    }
+
+    /// Resolves once the queue holds no job that is ready, waiting or
+    /// running (dead jobs stay, and do not count), whichever runners run
+    /// it. It asks the store at each push in this process, and at least
+    /// every 50 ms (or the poll interval, if shorter).
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`] if the store cannot be read.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn until_empty(&self) -> Result<(), QueueError> {
+        let mut wakeups = self.inner.store.wakeups();
+        let every = self.inner.settings.poll.min(Duration::from_millis(50));
+        loop {
+            wakeups.borrow_and_update();
+            let stats = self.inner.store.stats().await?;
+            if stats.ready == 0 && stats.scheduled == 0 && stats.running == 0 {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = wakeups.changed() => {}
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// Adds (or replaces) the periodic job `name`: `job` pushed at each
+    /// tick of `cron` (five fields, `min hour day month weekday`, or six
+    /// with seconds first; in UTC). Kept in the store: it survives
+    /// restarts, and however many runners share the queue, each tick
+    /// pushes one job (fired within a poll interval of its time; ticks
+    /// missed while no runner ran are fired once). Replaced with the same
+    /// expression, it keeps its next tick.
+    ///
+    /// ```no_run
+    /// # async fn run(queue: drover_queue::JobQueue<drover_queue::SqliteStore, String>) -> Result<(), drover_queue::QueueError> {
+    /// queue.schedule("nightly report", "0 3 * * *", &"report".to_string()).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Cron`] naming an expression that does not parse or
+    /// never fires; as [`push`](JobQueue::push) otherwise.
+    pub async fn schedule(&self, name: &str, cron: &str, job: &J) -> Result<(), QueueError> {
+        let parsed = crate::periodic::parse(cron)?;
+        let next_run =
+            crate::periodic::next_after(&parsed, SystemTime::now()).ok_or_else(|| {
+                QueueError::Cron {
+                    expr: cron.to_owned(),
+                    reason: "it has no tick after now".to_owned(),
+                }
+            })?;
+        let periodic = Periodic {
+            name: name.to_owned(),
+            cron: cron.to_owned(),
+            payload: encode::store(job, self.inner.settings.format)?,
+            next_run,
+        };
+        self.inner.store.schedule(&periodic).await
+    }
+
+    /// Removes the periodic job `name`; false if there was none.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`].
+    pub async fn unschedule(&self, name: &str) -> Result<bool, QueueError> {
+        self.inner.store.unschedule(name).await
+    }
+
+    /// The periodic jobs of this queue, by name.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`].
+    pub async fn periodic(&self) -> Result<Vec<Periodic>, QueueError> {
+        self.inner.store.periodic().await
+    }
+
     /// Starts running due jobs on `pool` until [`Runner::stop`]. Several
     /// runners (in this process or others, on a shared store) may run one
     /// queue, but start one per pool: the runner also stores the jobs its
@@ -229,8 +484,13 @@ impl<S: Store> JobQueue<S> {
         let tracker = TaskTracker::new();
         let owner = format!("{}:{}", std::process::id(), uuid::Uuid::new_v4());
         let (catch_up, catch_up_rx) = mpsc::channel(16);
-        let posted = accept_posted(self.clone(), pool.events(), catch_up_rx, stop.clone());
-        tracker.spawn(posted);
+        if self.inner.settings.accept_posted {
+            let posted = accept_posted(self.clone(), pool.events(), catch_up_rx, stop.clone());
+            tracker.spawn(posted);
+        }
+        let store = self.inner.store.clone();
+        let listening = stop.clone();
+        tracker.spawn(async move { store.listen(listening).await });
         let (activity, activity_rx) = crate::idle::activity();
         let run = run(
             self.inner.clone(),
@@ -290,7 +550,7 @@ impl Runner {
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn run(queue: drover_queue::JobQueue<drover_queue::SqliteStore>, pool: drover_supervisor::Supervisor) -> Result<(), drover_queue::QueueError> {
+    /// # async fn run(queue: drover_queue::JobQueue<drover_queue::SqliteStore, u32>, pool: drover_supervisor::Supervisor) -> Result<(), drover_queue::QueueError> {
     /// let runner = queue.start(pool);
     /// for n in 0..100u32 {
     ///     queue.push(&n).await?;
@@ -325,8 +585,8 @@ impl Drop for Runner {
     }
 }
 
-async fn run<S: Store>(
-    inner: Arc<Inner<S>>,
+async fn run<S: Store, J: JobValue>(
+    inner: Arc<Inner<S, J>>,
     pool: Supervisor,
     owner: String,
     activity: ActivityTx,
@@ -336,14 +596,43 @@ async fn run<S: Store>(
     let settings = inner.settings.clone();
     let slots = Arc::new(Semaphore::new(settings.max_running));
     let owner: Arc<str> = owner.into();
-    let mut metrics = crate::metrics::QueueMetrics::new(&pool.status().name);
+    // With a backlog, claim in batches of at least this many.
+    let batch = (settings.max_running / 2).max(1);
+    let mut wakeups = inner.store.wakeups();
+    // Answered jobs, completed together by the flusher. Bounded: at most
+    // `max_running` jobs are claimed and unrecorded at once.
+    let (answered, answers) = mpsc::channel(settings.max_running);
+    tracker.spawn(crate::flush::flush(inner.clone(), owner.clone(), answers));
+    let mut reaped = None::<tokio::time::Instant>;
+    let mut backlog = false;
     while !stop.is_cancelled() {
-        if metrics.sample_due() {
-            match inner.store.stats().await {
-                Ok(stats) => metrics.sample(&stats),
-                Err(e) => tracing::debug!("job queue metrics: {e}"),
+        if backlog && slots.available_permits() < batch {
+            // More is due: wait for room for one job, however long that
+            // takes, then briefly for room for a batch.
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                slot = slots.acquire() => drop(slot),
+            }
+            let room = slots.acquire_many(batch as u32);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::timeout(Duration::from_millis(5), room) => {}
             }
         }
+        if reaped.is_none_or(|at| at.elapsed() >= settings.poll) {
+            // Jobs whose runner died (or lost them) become due again.
+            match inner.store.reap().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("job queue: {n} jobs whose lease ran out are due again"),
+                Err(e) => tracing::error!("job queue: {e}"),
+            }
+            reaped = Some(tokio::time::Instant::now());
+            crate::periodic::fire_due(&inner.store).await;
+            crate::metrics::gauges(&inner.store).await;
+        }
+        // A push from now on wakes the wait below, even one made while
+        // the claim runs.
+        wakeups.borrow_and_update();
         // Take only as many jobs as there is room to run.
         let free = slots.available_permits();
         let claimed = if free == 0 {
@@ -362,24 +651,23 @@ async fn run<S: Store>(
             let running = claim.took(jobs.len());
             jobs.into_iter().zip(running).collect()
         };
-        let full = free > 0 && claimed.len() == free;
+        backlog = free == 0 || claimed.len() == free;
         for (job, running) in claimed {
-            metrics.started(job.due_at);
+            crate::metrics::started(inner.store.queue(), job.due_at);
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let (inner, pool, owner) = (inner.clone(), pool.clone(), owner.clone());
+            let (inner, pool, owner, answered) =
+                (inner.clone(), pool.clone(), owner.clone(), answered.clone());
             tracker.spawn(async move {
-                run_job(&inner, &pool, &owner, job).await;
-                drop(slot);
-                drop(running);
+                run_job(&inner, &pool, &owner, job, slot, running, answered).await;
             });
         }
-        if full {
+        if backlog {
             continue;
         }
-        // Nothing more due: sleep until a job is pushed here, the next
-        // one falls due, a slot frees up, or the poll interval passes.
+        // Nothing more due: sleep until a job is pushed (here, or heard
+        // of), the next one falls due, or the poll interval passes.
         let mut wait = settings.poll;
         if let Ok(Some(due)) = inner.store.next_due().await {
             wait = wait.min(
@@ -387,12 +675,10 @@ async fn run<S: Store>(
                     .unwrap_or(Duration::ZERO),
             );
         }
-        let pushed = inner.pushed.notified();
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = pushed => {}
+            _ = wakeups.changed() => {}
             _ = tokio::time::sleep(wait) => {}
-            slot = slots.acquire(), if free == 0 => drop(slot),
         }
     }
 }
@@ -402,8 +688,8 @@ async fn run<S: Store>(
 /// A request on `catch_up` is answered once every event the pool reported
 /// before it has been handled (`Runner::idle` asks before it reads the
 /// store): events come first.
-async fn accept_posted<S: Store>(
-    queue: JobQueue<S>,
+async fn accept_posted<S: Store, J: JobValue>(
+    queue: JobQueue<S, J>,
     mut events: Events,
     mut catch_up: mpsc::Receiver<oneshot::Sender<()>>,
     stop: CancellationToken,
@@ -441,76 +727,109 @@ async fn accept_posted<S: Store>(
         } else {
             timestamp_from_micros(due)
         };
-        match queue.inner.store.push(&job, at).await {
-            Ok(_) => queue.inner.pushed.notify_waiters(),
-            Err(e) => tracing::error!(pid = posted.pid, "cannot store a job a worker posted: {e}"),
+        let job = NewJob::new(encode::posted::<J>(job, queue.inner.settings.format), at);
+        if let Err(e) = queue.inner.store.push(std::slice::from_ref(&job)).await {
+            tracing::error!(pid = posted.pid, "cannot store a job a worker posted: {e}");
         }
     }
 }
 
-/// Runs one job on the pool and records how it went.
-async fn run_job<S: Store>(inner: &Inner<S>, pool: &Supervisor, owner: &str, job: Job) {
+/// Runs one job on the pool and records how it went: an answer goes to
+/// the flusher (completed with others), a failure is recorded here.
+async fn run_job<S: Store, J: JobValue>(
+    inner: &Inner<S, J>,
+    pool: &Supervisor,
+    owner: &str,
+    job: Job,
+    slot: OwnedSemaphorePermit,
+    running: RunningJob,
+    answered: mpsc::Sender<Answered>,
+) {
     let settings = &inner.settings;
-    // End the request before the lease, so a live runner keeps its jobs.
-    let timeout = settings.lease.mul_f64(0.9);
-    let outcome = pool
-        .request_bytes(job.payload)
-        .timeout(timeout)
-        .send()
-        .await;
-    let recorded = match outcome {
-        Ok(answer) => {
-            let done = inner.store.complete(job.id, owner).await;
-            let waiter = inner.waiting.lock().await.remove(&job.id);
-            if let Some(waiter) = waiter {
-                // The caller may have stopped waiting.
-                let _ = waiter.send(answer);
-            }
-            done
-        }
-        Err(error) => {
-            let text = error.to_string();
-            // A pool that refused the job did not run it: not the job's fault.
-            let refused = matches!(
-                error,
-                Error::ShuttingDown
-                    | Error::QueueFull { .. }
-                    | Error::Drained
-                    | Error::PoolFailed { .. }
-            );
-            if !refused && job.attempts >= settings.max_attempts {
-                tracing::warn!(
-                    id = job.id,
-                    attempts = job.attempts,
-                    "job failed for good: {text}"
-                );
-                inner.store.bury(job.id, owner, &text).await
-            } else {
-                let delay = backoff(settings, job.attempts);
-                tracing::debug!(
-                    id = job.id,
-                    attempts = job.attempts,
-                    ?delay,
-                    "job failed, will retry: {text}"
-                );
-                inner
-                    .store
-                    .retry(job.id, owner, SystemTime::now() + delay, &text)
-                    .await
-            }
+    let payload = match encode::wire::<J>(job.payload) {
+        Ok(payload) => payload,
+        Err(text) => {
+            // It never will decode: dead at once, with the reason.
+            tracing::warn!(id = job.id, "job failed for good: {text}");
+            report(job.id, inner.store.bury(job.id, owner, &text).await);
+            return;
         }
     };
+    // End the request before the lease, so a live runner keeps its jobs.
+    let timeout = settings.lease.mul_f64(0.9);
+    let sent = std::time::Instant::now();
+    let outcome = pool.request_bytes(payload).timeout(timeout).send().await;
+    crate::metrics::ran(inner.store.queue(), sent.elapsed());
+    let error = match outcome {
+        Ok(answer) => {
+            let done = Answered {
+                id: job.id,
+                answer,
+                _slot: slot,
+                _running: running,
+            };
+            // The flusher outlives every sender; a closed channel would
+            // mean the runner's tasks are gone, and the lease runs out.
+            let _ = answered.send(done).await;
+            return;
+        }
+        Err(error) => error,
+    };
+    let text = error.to_string();
+    // A pool that refused the job did not run it: not the job's fault.
+    let refused = matches!(
+        error,
+        Error::ShuttingDown | Error::QueueFull { .. } | Error::Drained | Error::PoolFailed { .. }
+    );
+    let recorded = if !refused && job.attempts >= settings.max_attempts {
+        tracing::warn!(
+            id = job.id,
+            attempts = job.attempts,
+            "job failed for good: {text}"
+        );
+        crate::metrics::finished(inner.store.queue(), "dead", 1);
+        inner.store.bury(job.id, owner, &text).await
+    } else {
+        let delay = backoff(settings, job.attempts);
+        tracing::debug!(
+            id = job.id,
+            attempts = job.attempts,
+            ?delay,
+            "job failed, will retry: {text}"
+        );
+        crate::metrics::finished(inner.store.queue(), "retried", 1);
+        inner
+            .store
+            .retry(job.id, owner, SystemTime::now() + delay, &text)
+            .await
+    };
+    report(job.id, recorded);
+    drop((slot, running));
+}
+
+/// A job a worker answered, on its way to be completed.
+pub(crate) struct Answered {
+    pub(crate) id: JobId,
+    pub(crate) answer: Response,
+    /// Its room in the runner, and its count for `Runner::idle`: both
+    /// held until it is recorded.
+    pub(crate) _slot: OwnedSemaphorePermit,
+    pub(crate) _running: RunningJob,
+}
+
+/// Logs how recording a job's outcome went.
+fn report(id: JobId, recorded: Result<bool, QueueError>) {
     match recorded {
         Ok(true) => {}
         Ok(false) => tracing::warn!(
-            id = job.id,
+            id,
             "job's lease ran out before it finished; another runner has it"
         ),
-        Err(e) => tracing::error!(id = job.id, "job queue: {e}"),
+        Err(e) => tracing::error!(id, "job queue: {e}"),
     }
 }
 
-impl<S: Store> DueJobs for Inner<S> {
+impl<S: Store, J: JobValue> DueJobs for Inner<S, J> {
     fn due_now(
         &self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, QueueError>> + Send + '_>>

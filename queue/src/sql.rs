@@ -1,269 +1,569 @@
-//! The SQL of each store, and the one implementation of [`Store`] they
-//! share (a macro: sqlx's types differ per database, the logic does not).
+//! The SQL the stores share, and the methods of [`Store`] whose logic is
+//! the same on both databases (a macro: sqlx's types differ per database,
+//! the logic does not). What differs (adding and completing many jobs in
+//! one statement: arrays on PostgreSQL, a JSON array on SQLite) is in each
+//! store's file.
 //!
 //! [`Store`]: crate::Store
 
-/// The statements one database runs.
+/// The statements one store runs, with its tables' names filled in.
+#[derive(Debug)]
 pub(crate) struct Statements {
-    pub(crate) create: &'static [&'static str],
-    pub(crate) push: &'static str,
-    pub(crate) claim: &'static str,
-    pub(crate) complete: &'static str,
-    pub(crate) retry: &'static str,
-    pub(crate) bury: &'static str,
-    pub(crate) cancel: &'static str,
-    pub(crate) stats: &'static str,
-    pub(crate) next_due: &'static str,
-    pub(crate) dead: &'static str,
+    pub(crate) push: String,
+    pub(crate) claim: String,
+    pub(crate) reap: String,
+    pub(crate) complete: String,
+    pub(crate) retry: String,
+    pub(crate) bury: String,
+    pub(crate) cancel: String,
+    pub(crate) stats: String,
+    pub(crate) next_due: String,
+    pub(crate) dead: String,
+    pub(crate) list: String,
+    pub(crate) retry_dead: String,
+    pub(crate) requeue: String,
+    pub(crate) purge_jobs: String,
+    pub(crate) purge_counts: String,
+    pub(crate) finished: String,
+    pub(crate) find_unique: String,
+    pub(crate) schedule: String,
+    pub(crate) unschedule: String,
+    pub(crate) periodic: String,
+    pub(crate) fire: String,
 }
 
+/// Fills in `{t}` (the jobs table) and `{c}` (the counts table), each
+/// after `prefix` (a quoted schema and a dot, or nothing).
+fn fill(sql: &str, prefix: &str) -> String {
+    sql.replace("{t}", &format!("{prefix}drover_jobs"))
+        .replace("{c}", &format!("{prefix}drover_job_counts"))
+        .replace("{p}", &format!("{prefix}drover_periodic"))
+}
+
+// The statements with the same text on both databases (`$n` parameters
+// are SQLite's too).
+const CLAIM_FROM: &str = "SELECT id FROM {t}
+    WHERE state = 'ready' AND queue = $5 AND run_at <= $3
+    ORDER BY priority DESC, run_at, id LIMIT $4";
+const REAP: &str = "UPDATE {t} SET state = 'ready', locked_by = NULL, locked_until = NULL
+    WHERE state = 'running' AND locked_until <= $1";
+const RETRY: &str = "UPDATE {t}
+    SET state = 'ready', run_at = $3, last_error = $4, locked_by = NULL, locked_until = NULL
+    WHERE id = $1 AND locked_by = $2 AND state = 'running'";
+const BURY: &str = "UPDATE {t}
+    SET state = 'dead', last_error = $3, locked_by = NULL, locked_until = NULL
+    WHERE id = $1 AND locked_by = $2 AND state = 'running'";
+// Each count reads one index (see the migrations), never the whole table.
+const STATS: &str = "SELECT
+    (SELECT COUNT(*) FROM {t} WHERE state = 'ready' AND queue = $2 AND run_at <= $1),
+    (SELECT COUNT(*) FROM {t} WHERE state = 'ready' AND queue = $2 AND run_at > $1),
+    (SELECT COUNT(*) FROM {t} WHERE state = 'running' AND queue = $2),
+    (SELECT COUNT(*) FROM {t} WHERE state = 'dead' AND queue = $2)";
+const LIST: &str = "SELECT id, state, attempts, run_at, last_error, payload, {args} FROM {t}
+    WHERE queue = $1 AND CASE $3
+        WHEN 'ready' THEN state = 'ready' AND run_at <= $4
+        WHEN 'scheduled' THEN state = 'ready' AND run_at > $4
+        ELSE state = $3 END
+    ORDER BY id LIMIT $2";
+const RETRY_DEAD: &str = "UPDATE {t} SET state = 'ready', run_at = $2, attempts = 0
+    WHERE id = $1 AND state = 'dead'";
+const REQUEUE: &str =
+    "UPDATE {t} SET run_at = $2 WHERE id = $1 AND state = 'ready' AND run_at > $2";
+const PURGE_JOBS: &str = "DELETE FROM {t} WHERE queue = $1";
+const PURGE_COUNTS: &str = "DELETE FROM {c} WHERE queue = $1";
+const FINISHED: &str = "SELECT completed, cancelled FROM {c} WHERE queue = $1";
+const FIND_UNIQUE: &str = "SELECT id FROM {t}
+    WHERE queue = $1 AND unique_key = $2 AND state IN ('ready', 'running')";
+const SCHEDULE: &str = "INSERT INTO {p} (queue, name, cron, payload, args, next_run)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (queue, name) DO UPDATE SET
+        payload = excluded.payload, args = excluded.args,
+        next_run = CASE WHEN {p}.cron = excluded.cron THEN {p}.next_run ELSE excluded.next_run END,
+        cron = excluded.cron";
+const UNSCHEDULE: &str = "DELETE FROM {p} WHERE queue = $1 AND name = $2";
+const PERIODIC: &str =
+    "SELECT name, cron, payload, args, next_run FROM {p} WHERE queue = $1 ORDER BY name";
+const FIRE: &str = "UPDATE {p} SET next_run = $4 WHERE queue = $1 AND name = $2 AND next_run = $3";
+const NEXT_DUE: &str = "SELECT MIN(run_at) FROM {t} WHERE state = 'ready' AND queue = $1";
+
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE: Statements = Statements {
-    create: &[
-        "CREATE TABLE IF NOT EXISTS drover_jobs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            payload BLOB NOT NULL,
-            run_at INTEGER NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            state TEXT NOT NULL DEFAULT 'ready',
-            locked_by TEXT,
-            locked_until INTEGER,
-            last_error TEXT,
-            created_at INTEGER NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS drover_jobs_due ON drover_jobs (state, run_at)",
-    ],
-    push: "INSERT INTO drover_jobs (payload, run_at, created_at) VALUES (?1, ?2, ?3) RETURNING id",
-    claim: "UPDATE drover_jobs
-            SET state = 'running', locked_by = ?1, locked_until = ?2, attempts = attempts + 1
-            WHERE id IN (
-                SELECT id FROM drover_jobs
-                WHERE (state = 'ready' AND run_at <= ?3) OR (state = 'running' AND locked_until <= ?3)
-                ORDER BY run_at, id LIMIT ?4)
-            RETURNING id, payload, attempts, run_at",
-    complete: "DELETE FROM drover_jobs WHERE id = ?1 AND locked_by = ?2 AND state = 'running'",
-    retry: "UPDATE drover_jobs
-            SET state = 'ready', run_at = ?3, last_error = ?4, locked_by = NULL, locked_until = NULL
-            WHERE id = ?1 AND locked_by = ?2 AND state = 'running'",
-    bury: "UPDATE drover_jobs
-           SET state = 'dead', last_error = ?3, locked_by = NULL, locked_until = NULL
-           WHERE id = ?1 AND locked_by = ?2 AND state = 'running'",
-    cancel: "DELETE FROM drover_jobs WHERE id = ?1 AND state IN ('ready', 'dead')",
-    stats: "SELECT
-                COALESCE(SUM(CASE WHEN state = 'ready' AND run_at <= ?1 THEN 1 ELSE 0 END), 0),
-                COALESCE(SUM(CASE WHEN state = 'ready' AND run_at > ?1 THEN 1 ELSE 0 END), 0),
-                COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0),
-                COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0)
-            FROM drover_jobs",
-    next_due: "SELECT MIN(run_at) FROM drover_jobs WHERE state = 'ready'",
-    dead: "SELECT id, attempts, COALESCE(last_error, ''), payload FROM drover_jobs WHERE state = 'dead' ORDER BY id",
-};
+pub(crate) fn sqlite() -> Statements {
+    let p = "";
+    Statements {
+        // One JSON array of jobs, each {"p": hex bytes} or {"a": JSON},
+        // with its due time, priority and unique key.
+        push: fill(
+            "INSERT INTO {t} (payload, args, run_at, created_at, queue, priority, unique_key)
+             SELECT unhex(value ->> '$.p'), value -> '$.a', value ->> '$.r', $2, $3,
+                    value ->> '$.q', value ->> '$.u'
+             FROM json_each($1) WHERE true ORDER BY key
+             ON CONFLICT DO NOTHING
+             RETURNING id",
+            p,
+        ),
+        claim: fill(
+            &format!(
+                "UPDATE {{t}}
+                 SET state = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1
+                 WHERE id IN ({CLAIM_FROM})
+                 RETURNING id, payload, args, attempts, run_at"
+            ),
+            p,
+        ),
+        reap: fill(REAP, p),
+        complete: fill(
+            "DELETE FROM {t}
+             WHERE id IN (SELECT value FROM json_each($1)) AND locked_by = $2 AND state = 'running'
+             RETURNING id",
+            p,
+        ),
+        retry: fill(RETRY, p),
+        bury: fill(BURY, p),
+        cancel: fill(
+            "DELETE FROM {t} WHERE id = $1 AND state IN ('ready', 'dead') RETURNING queue",
+            p,
+        ),
+        stats: fill(STATS, p),
+        next_due: fill(NEXT_DUE, p),
+        dead: fill(
+            "SELECT id, attempts, COALESCE(last_error, ''), payload, args FROM {t}
+             WHERE state = 'dead' AND queue = $1 ORDER BY id",
+            p,
+        ),
+        list: fill(&LIST.replace("{args}", "args"), p),
+        retry_dead: fill(RETRY_DEAD, p),
+        requeue: fill(REQUEUE, p),
+        purge_jobs: fill(PURGE_JOBS, p),
+        purge_counts: fill(PURGE_COUNTS, p),
+        finished: fill(FINISHED, p),
+        find_unique: fill(FIND_UNIQUE, p),
+        schedule: fill(SCHEDULE, p),
+        unschedule: fill(UNSCHEDULE, p),
+        periodic: fill(PERIODIC, p),
+        fire: fill(FIRE, p),
+    }
+}
 
+/// The counts of finished jobs, SQLite's way (it has no statements inside
+/// a `WITH`): a second statement in the same transaction.
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_COUNT: &str = "INSERT INTO drover_job_counts (queue, completed, cancelled)
+    VALUES ($1, $2, $3)
+    ON CONFLICT (queue) DO UPDATE SET completed = completed + excluded.completed,
+                                      cancelled = cancelled + excluded.cancelled";
+
+/// PostgreSQL's statements, on the tables in `schema`.
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: Statements = Statements {
-    create: &[
-        "CREATE TABLE IF NOT EXISTS drover_jobs (
-            id BIGSERIAL PRIMARY KEY,
-            payload BYTEA NOT NULL,
-            run_at BIGINT NOT NULL,
-            attempts BIGINT NOT NULL DEFAULT 0,
-            state TEXT NOT NULL DEFAULT 'ready',
-            locked_by TEXT,
-            locked_until BIGINT,
-            last_error TEXT,
-            created_at BIGINT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS drover_jobs_due ON drover_jobs (state, run_at)",
-    ],
-    push: "INSERT INTO drover_jobs (payload, run_at, created_at) VALUES ($1, $2, $3) RETURNING id",
-    // SKIP LOCKED: runners on many machines claim from one table, none
-    // waiting for another's rows, none getting the same job.
-    claim: "UPDATE drover_jobs
-            SET state = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1
-            WHERE id IN (
-                SELECT id FROM drover_jobs
-                WHERE (state = 'ready' AND run_at <= $3) OR (state = 'running' AND locked_until <= $3)
-                ORDER BY run_at, id LIMIT $4
-                FOR UPDATE SKIP LOCKED)
-            RETURNING id, payload, attempts, run_at",
-    complete: "DELETE FROM drover_jobs WHERE id = $1 AND locked_by = $2 AND state = 'running'",
-    retry: "UPDATE drover_jobs
-            SET state = 'ready', run_at = $3, last_error = $4, locked_by = NULL, locked_until = NULL
-            WHERE id = $1 AND locked_by = $2 AND state = 'running'",
-    bury: "UPDATE drover_jobs
-           SET state = 'dead', last_error = $3, locked_by = NULL, locked_until = NULL
-           WHERE id = $1 AND locked_by = $2 AND state = 'running'",
-    cancel: "DELETE FROM drover_jobs WHERE id = $1 AND state IN ('ready', 'dead')",
-    stats: "SELECT
-                COALESCE(SUM(CASE WHEN state = 'ready' AND run_at <= $1 THEN 1 ELSE 0 END), 0)::BIGINT,
-                COALESCE(SUM(CASE WHEN state = 'ready' AND run_at > $1 THEN 1 ELSE 0 END), 0)::BIGINT,
-                COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0)::BIGINT,
-                COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0)::BIGINT
-            FROM drover_jobs",
-    next_due: "SELECT MIN(run_at) FROM drover_jobs WHERE state = 'ready'",
-    dead: "SELECT id, attempts, COALESCE(last_error, ''), payload FROM drover_jobs WHERE state = 'dead' ORDER BY id",
-};
+pub(crate) fn postgres(schema: &str) -> Statements {
+    let p = format!("\"{}\".", schema.replace('"', "\"\""));
+    let p = p.as_str();
+    Statements {
+        // Arrays, one element per job; a notification that runners
+        // listening hear once the statement's transaction commits.
+        push: fill(
+            "WITH ins AS (
+                INSERT INTO {t} (payload, args, run_at, created_at, queue, priority, unique_key)
+                SELECT j.p, j.a::jsonb, j.r, $4, $5, j.q, j.u
+                FROM UNNEST($1::bytea[], $2::text[], $3::bigint[], $7::int[], $8::text[])
+                    WITH ORDINALITY AS j(p, a, r, q, u, n)
+                ORDER BY j.n
+                ON CONFLICT DO NOTHING
+                RETURNING id)
+             SELECT ins.id FROM ins CROSS JOIN (SELECT pg_notify($6, '')) AS n",
+            p,
+        ),
+        // SKIP LOCKED: runners on many machines claim from one table, none
+        // waiting for another's rows, none getting the same job.
+        claim: fill(
+            &format!(
+                "UPDATE {{t}}
+                 SET state = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1
+                 WHERE id IN ({CLAIM_FROM} FOR UPDATE SKIP LOCKED)
+                 RETURNING id, payload, args::text, attempts, run_at"
+            ),
+            p,
+        ),
+        reap: fill(REAP, p),
+        complete: fill(
+            "WITH done AS (
+                DELETE FROM {t} WHERE id = ANY($1) AND locked_by = $2 AND state = 'running'
+                RETURNING id, queue),
+             counted AS (
+                INSERT INTO {c} (queue, completed)
+                SELECT queue, COUNT(*) FROM done GROUP BY queue
+                ON CONFLICT (queue) DO UPDATE SET completed = {c}.completed + excluded.completed)
+             SELECT id FROM done",
+            p,
+        ),
+        retry: fill(RETRY, p),
+        bury: fill(BURY, p),
+        cancel: fill(
+            "WITH gone AS (
+                DELETE FROM {t} WHERE id = $1 AND state IN ('ready', 'dead') RETURNING queue),
+             counted AS (
+                INSERT INTO {c} (queue, cancelled)
+                SELECT queue, COUNT(*) FROM gone GROUP BY queue
+                ON CONFLICT (queue) DO UPDATE SET cancelled = {c}.cancelled + excluded.cancelled)
+             SELECT queue FROM gone",
+            p,
+        ),
+        stats: fill(STATS, p),
+        next_due: fill(NEXT_DUE, p),
+        dead: fill(
+            "SELECT id, attempts, COALESCE(last_error, ''), payload, args::text FROM {t}
+             WHERE state = 'dead' AND queue = $1 ORDER BY id",
+            p,
+        ),
+        list: fill(&LIST.replace("{args}", "args::text"), p),
+        retry_dead: fill(RETRY_DEAD, p),
+        requeue: fill(REQUEUE, p),
+        purge_jobs: fill(PURGE_JOBS, p),
+        purge_counts: fill(PURGE_COUNTS, p),
+        finished: fill(FINISHED, p),
+        find_unique: fill(FIND_UNIQUE, p),
+        schedule: fill(SCHEDULE, p),
+        unschedule: fill(UNSCHEDULE, p),
+        periodic: fill(PERIODIC, p),
+        fire: fill(FIRE, p),
+    }
+}
 
-/// Implements [`Store`](crate::Store) for `$store`, a struct with a
-/// `pool` field of `$pool`, running the statements `$sql`.
-macro_rules! impl_store {
-    ($store:ty, $sql:expr) => {
-        impl $crate::store::Store for $store {
-            async fn push(
-                &self,
-                payload: &[u8],
-                run_at: std::time::SystemTime,
-            ) -> Result<$crate::JobId, $crate::QueueError> {
-                use sqlx::Row;
-                let row = sqlx::query($sql.push)
-                    .bind(payload)
-                    .bind($crate::store::micros(run_at))
-                    .bind($crate::store::micros(std::time::SystemTime::now()))
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err($crate::error::db("add a job"))?;
-                row.try_get::<i64, _>(0)
-                    .map_err($crate::error::db("add a job"))
-            }
+/// A stored job from its two columns: JSON if it has any, else bytes.
+pub(crate) fn payload(bytes: Option<Vec<u8>>, json: Option<String>) -> crate::Payload {
+    match json {
+        Some(json) => crate::Payload::Json(json),
+        None => crate::Payload::Bincode(bytes.unwrap_or_default()),
+    }
+}
 
-            async fn claim(
-                &self,
-                owner: &str,
-                limit: usize,
-                lease: std::time::Duration,
-            ) -> Result<Vec<$crate::Job>, $crate::QueueError> {
-                use sqlx::Row;
-                let now = std::time::SystemTime::now();
-                let rows = sqlx::query($sql.claim)
-                    .bind(owner)
-                    .bind($crate::store::micros(now + lease))
-                    .bind($crate::store::micros(now))
-                    .bind(limit as i64)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err($crate::error::db("claim jobs"))?;
-                let mut jobs = rows
-                    .iter()
-                    .map(|row| {
-                        Ok($crate::Job {
-                            id: row.try_get(0)?,
-                            payload: row.try_get(1)?,
-                            attempts: row.try_get::<i64, _>(2)? as u32,
-                            due_at: $crate::store::from_micros(row.try_get::<i64, _>(3)?),
-                        })
+/// The [`Store`](crate::Store) methods both stores share, for a struct
+/// with a `pool` field (an sqlx pool), a `run_pool` (the pool a runner's
+/// own writes go through: claims, completions, retries), a `sql` field
+/// ([`Statements`]) and a `queue` field (the queue's name).
+macro_rules! shared_methods {
+    () => {
+        async fn claim(
+            &self,
+            owner: &str,
+            limit: usize,
+            lease: std::time::Duration,
+        ) -> Result<Vec<$crate::Job>, $crate::QueueError> {
+            use sqlx::Row;
+            let now = std::time::SystemTime::now();
+            let rows = sqlx::query(&self.sql.claim)
+                .bind(owner)
+                .bind($crate::store::micros(now + lease))
+                .bind($crate::store::micros(now))
+                .bind(limit as i64)
+                .bind(&*self.queue)
+                .fetch_all(&self.run_pool)
+                .await
+                .map_err($crate::error::db("claim jobs"))?;
+            let mut jobs = rows
+                .iter()
+                .map(|row| {
+                    Ok($crate::Job {
+                        id: row.try_get(0)?,
+                        payload: $crate::sql::payload(row.try_get(1)?, row.try_get(2)?),
+                        attempts: row.try_get::<i64, _>(3)? as u32,
+                        due_at: $crate::store::from_micros(row.try_get(4)?),
                     })
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-                    .map_err($crate::error::db("claim jobs"))?;
-                jobs.sort_by_key(|j| j.id);
-                Ok(jobs)
-            }
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err($crate::error::db("claim jobs"))?;
+            jobs.sort_by_key(|j| j.id);
+            Ok(jobs)
+        }
 
-            async fn complete(
-                &self,
-                id: $crate::JobId,
-                owner: &str,
-            ) -> Result<bool, $crate::QueueError> {
-                let done = sqlx::query($sql.complete)
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::error::db("complete a job"))?;
-                Ok(done.rows_affected() == 1)
-            }
+        async fn reap(&self) -> Result<u64, $crate::QueueError> {
+            let done = sqlx::query(&self.sql.reap)
+                .bind($crate::store::micros(std::time::SystemTime::now()))
+                .execute(&self.run_pool)
+                .await
+                .map_err($crate::error::db("take back expired leases"))?;
+            Ok(done.rows_affected())
+        }
 
-            async fn retry(
-                &self,
-                id: $crate::JobId,
-                owner: &str,
-                run_at: std::time::SystemTime,
-                error: &str,
-            ) -> Result<bool, $crate::QueueError> {
-                let done = sqlx::query($sql.retry)
-                    .bind(id)
-                    .bind(owner)
-                    .bind($crate::store::micros(run_at))
-                    .bind(error)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::error::db("schedule a retry"))?;
-                Ok(done.rows_affected() == 1)
-            }
+        async fn retry(
+            &self,
+            id: $crate::JobId,
+            owner: &str,
+            run_at: std::time::SystemTime,
+            error: &str,
+        ) -> Result<bool, $crate::QueueError> {
+            let done = sqlx::query(&self.sql.retry)
+                .bind(id)
+                .bind(owner)
+                .bind($crate::store::micros(run_at))
+                .bind(error)
+                .execute(&self.run_pool)
+                .await
+                .map_err($crate::error::db("schedule a retry"))?;
+            Ok(done.rows_affected() == 1)
+        }
 
-            async fn bury(
-                &self,
-                id: $crate::JobId,
-                owner: &str,
-                error: &str,
-            ) -> Result<bool, $crate::QueueError> {
-                let done = sqlx::query($sql.bury)
-                    .bind(id)
-                    .bind(owner)
-                    .bind(error)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::error::db("mark a job dead"))?;
-                Ok(done.rows_affected() == 1)
-            }
+        async fn bury(
+            &self,
+            id: $crate::JobId,
+            owner: &str,
+            error: &str,
+        ) -> Result<bool, $crate::QueueError> {
+            let done = sqlx::query(&self.sql.bury)
+                .bind(id)
+                .bind(owner)
+                .bind(error)
+                .execute(&self.run_pool)
+                .await
+                .map_err($crate::error::db("mark a job dead"))?;
+            Ok(done.rows_affected() == 1)
+        }
 
-            async fn cancel(&self, id: $crate::JobId) -> Result<bool, $crate::QueueError> {
-                let done = sqlx::query($sql.cancel)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::error::db("cancel a job"))?;
-                Ok(done.rows_affected() == 1)
-            }
+        async fn stats(&self) -> Result<$crate::Stats, $crate::QueueError> {
+            use sqlx::Row;
+            let row = sqlx::query(&self.sql.stats)
+                .bind($crate::store::micros(std::time::SystemTime::now()))
+                .bind(&*self.queue)
+                .fetch_one(&self.pool)
+                .await
+                .map_err($crate::error::db("count jobs"))?;
+            let get = |i: usize| row.try_get::<i64, _>(i).map(|n| n as u64);
+            (|| {
+                Ok($crate::Stats {
+                    ready: get(0)?,
+                    scheduled: get(1)?,
+                    running: get(2)?,
+                    dead: get(3)?,
+                })
+            })()
+            .map_err($crate::error::db("count jobs"))
+        }
 
-            async fn stats(&self) -> Result<$crate::Stats, $crate::QueueError> {
-                use sqlx::Row;
-                let row = sqlx::query($sql.stats)
-                    .bind($crate::store::micros(std::time::SystemTime::now()))
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err($crate::error::db("count jobs"))?;
-                let get = |i: usize| row.try_get::<i64, _>(i).map(|n| n as u64);
-                (|| {
-                    Ok($crate::Stats {
-                        ready: get(0)?,
-                        scheduled: get(1)?,
-                        running: get(2)?,
-                        dead: get(3)?,
+        async fn next_due(&self) -> Result<Option<std::time::SystemTime>, $crate::QueueError> {
+            use sqlx::Row;
+            let row = sqlx::query(&self.sql.next_due)
+                .bind(&*self.queue)
+                .fetch_one(&self.pool)
+                .await
+                .map_err($crate::error::db("find the next due job"))?;
+            let at: Option<i64> = row
+                .try_get(0)
+                .map_err($crate::error::db("find the next due job"))?;
+            Ok(at.map($crate::store::from_micros))
+        }
+
+        async fn dead(&self) -> Result<Vec<$crate::DeadJob>, $crate::QueueError> {
+            use sqlx::Row;
+            let rows = sqlx::query(&self.sql.dead)
+                .bind(&*self.queue)
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::error::db("list dead jobs"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok($crate::DeadJob {
+                        id: row.try_get(0)?,
+                        attempts: row.try_get::<i64, _>(1)? as u32,
+                        last_error: row.try_get(2)?,
+                        payload: $crate::sql::payload(row.try_get(3)?, row.try_get(4)?),
                     })
-                })()
-                .map_err($crate::error::db("count jobs"))
-            }
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err($crate::error::db("list dead jobs"))
+        }
 
-            async fn next_due(&self) -> Result<Option<std::time::SystemTime>, $crate::QueueError> {
-                use sqlx::Row;
-                let row = sqlx::query($sql.next_due)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err($crate::error::db("find the next due job"))?;
-                let at: Option<i64> = row
-                    .try_get(0)
-                    .map_err($crate::error::db("find the next due job"))?;
-                Ok(at.map($crate::store::from_micros))
-            }
-
-            async fn dead(&self) -> Result<Vec<$crate::DeadJob>, $crate::QueueError> {
-                use sqlx::Row;
-                let rows = sqlx::query($sql.dead)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err($crate::error::db("list dead jobs"))?;
-                rows.iter()
-                    .map(|row| {
-                        Ok($crate::DeadJob {
-                            id: row.try_get(0)?,
-                            attempts: row.try_get::<i64, _>(1)? as u32,
-                            last_error: row.try_get(2)?,
-                            payload: row.try_get(3)?,
-                        })
+        async fn list(
+            &self,
+            state: $crate::JobState,
+            limit: usize,
+        ) -> Result<Vec<$crate::JobInfo>, $crate::QueueError> {
+            use sqlx::Row;
+            let rows = sqlx::query(&self.sql.list)
+                .bind(&*self.queue)
+                .bind(limit.min(i64::MAX as usize) as i64)
+                .bind(state.name())
+                .bind($crate::store::micros(std::time::SystemTime::now()))
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::error::db("list jobs"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok($crate::JobInfo {
+                        id: row.try_get(0)?,
+                        state,
+                        attempts: row.try_get::<i64, _>(2)? as u32,
+                        run_at: $crate::store::from_micros(row.try_get(3)?),
+                        last_error: row.try_get(4)?,
+                        payload: $crate::sql::payload(row.try_get(5)?, row.try_get(6)?),
                     })
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-                    .map_err($crate::error::db("list dead jobs"))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err($crate::error::db("list jobs"))
+        }
+
+        async fn retry_dead(&self, id: $crate::JobId) -> Result<bool, $crate::QueueError> {
+            let done = sqlx::query(&self.sql.retry_dead)
+                .bind(id)
+                .bind($crate::store::micros(std::time::SystemTime::now()))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::error::db("retry a dead job"))?;
+            if done.rows_affected() == 1 {
+                self.wake.send_modify(|n| *n += 1);
             }
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn requeue(&self, id: $crate::JobId) -> Result<bool, $crate::QueueError> {
+            let done = sqlx::query(&self.sql.requeue)
+                .bind(id)
+                .bind($crate::store::micros(std::time::SystemTime::now()))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::error::db("requeue a job"))?;
+            if done.rows_affected() == 1 {
+                self.wake.send_modify(|n| *n += 1);
+            }
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn purge(&self) -> Result<u64, $crate::QueueError> {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err($crate::error::db("purge jobs"))?;
+            let gone = sqlx::query(&self.sql.purge_jobs)
+                .bind(&*self.queue)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::error::db("purge jobs"))?;
+            sqlx::query(&self.sql.purge_counts)
+                .bind(&*self.queue)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::error::db("purge jobs"))?;
+            tx.commit().await.map_err($crate::error::db("purge jobs"))?;
+            Ok(gone.rows_affected())
+        }
+
+        async fn finished(&self) -> Result<$crate::Finished, $crate::QueueError> {
+            use sqlx::Row;
+            let row = sqlx::query(&self.sql.finished)
+                .bind(&*self.queue)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::error::db("count finished jobs"))?;
+            let Some(row) = row else {
+                return Ok($crate::Finished::default());
+            };
+            (|| {
+                Ok($crate::Finished {
+                    completed: row.try_get::<i64, _>(0)? as u64,
+                    cancelled: row.try_get::<i64, _>(1)? as u64,
+                })
+            })()
+            .map_err($crate::error::db("count finished jobs"))
+        }
+
+        fn queue(&self) -> &str {
+            &self.queue
+        }
+
+        async fn schedule(&self, periodic: &$crate::Periodic) -> Result<(), $crate::QueueError> {
+            let (bytes, json) = match &periodic.payload {
+                $crate::Payload::Json(json) => (None, Some(json.as_str())),
+                $crate::Payload::Bincode(bytes) => (Some(bytes.as_slice()), None),
+            };
+            sqlx::query(&self.sql.schedule)
+                .bind(&*self.queue)
+                .bind(&periodic.name)
+                .bind(&periodic.cron)
+                .bind(bytes)
+                .bind(json)
+                .bind($crate::store::micros(periodic.next_run))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::error::db("schedule a periodic job"))?;
+            Ok(())
+        }
+
+        async fn unschedule(&self, name: &str) -> Result<bool, $crate::QueueError> {
+            let done = sqlx::query(&self.sql.unschedule)
+                .bind(&*self.queue)
+                .bind(name)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::error::db("unschedule a periodic job"))?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn periodic(&self) -> Result<Vec<$crate::Periodic>, $crate::QueueError> {
+            use sqlx::Row;
+            let rows = sqlx::query(&self.sql.periodic)
+                .bind(&*self.queue)
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::error::db("list periodic jobs"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok($crate::Periodic {
+                        name: row.try_get(0)?,
+                        cron: row.try_get(1)?,
+                        payload: $crate::sql::payload(row.try_get(2)?, row.try_get(3)?),
+                        next_run: $crate::store::from_micros(row.try_get(4)?),
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err($crate::error::db("list periodic jobs"))
+        }
+
+        async fn fire(
+            &self,
+            periodic: &$crate::Periodic,
+            next: std::time::SystemTime,
+        ) -> Result<bool, $crate::QueueError> {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err($crate::error::db("fire a periodic job"))?;
+            let moved = sqlx::query(&self.sql.fire)
+                .bind(&*self.queue)
+                .bind(&periodic.name)
+                .bind($crate::store::micros(periodic.next_run))
+                .bind($crate::store::micros(next))
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::error::db("fire a periodic job"))?;
+            if moved.rows_affected() != 1 {
+                // Another runner fired this tick.
+                return Ok(false);
+            }
+            let job = $crate::NewJob::new(periodic.payload.clone(), periodic.next_run);
+            self.push_on(&mut *tx, std::slice::from_ref(&job)).await?;
+            tx.commit()
+                .await
+                .map_err($crate::error::db("fire a periodic job"))?;
+            self.wake.send_modify(|n| *n += 1);
+            Ok(true)
+        }
+
+        async fn find_unique(
+            &self,
+            key: &str,
+        ) -> Result<Option<$crate::JobId>, $crate::QueueError> {
+            sqlx::query_scalar(&self.sql.find_unique)
+                .bind(&*self.queue)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::error::db("find a unique job"))
+        }
+
+        fn wakeups(&self) -> $crate::Wakeups {
+            self.wake.subscribe()
         }
     };
 }
 
-pub(crate) use impl_store;
+pub(crate) use shared_methods;

@@ -38,6 +38,10 @@ async fn run() -> Result<(), drover_worker::Error> {
         supervise().await;
         return Ok(());
     }
+    if std::env::args().nth(1).as_deref() == Some("--queue-batches") {
+        queue_batches_until_killed(std::env::args().nth(2).expect("a database path")).await;
+        return Ok(());
+    }
     if std::env::args().nth(1).as_deref() == Some("--queue-crash") {
         queue_until_killed(std::env::args().nth(2).expect("a database path")).await;
         return Ok(());
@@ -570,6 +574,28 @@ async fn queue_until_killed(path: String) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     println!("running");
+    std::future::pending::<()>().await;
+}
+
+/// Drains a queue in `path` (jobs pushed by the test) in batches, with
+/// one-second leases; says "draining" once a tenth of them completed,
+/// and goes on until killed: the queue tests' SIGKILL mid-batch.
+async fn queue_batches_until_killed(path: String) {
+    use drover::queue::{JobQueue, SqliteStore};
+    let store = SqliteStore::open(&path)
+        .await
+        .expect("the queue's database");
+    let queue = JobQueue::<_, Cmd>::builder(store)
+        .lease(Duration::from_secs(1))
+        .max_running(64)
+        .build();
+    let total = queue.stats().await.expect("stats").ready;
+    let pool = pool_of_self().await;
+    let _runner = queue.start(pool.clone());
+    while queue.finished().await.expect("finished").completed < total / 10 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("draining");
     std::future::pending::<()>().await;
 }
 

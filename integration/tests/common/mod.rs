@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod cmd;
+pub mod pg;
+pub mod queue;
 
 use std::future::Future;
 use std::time::Duration;
