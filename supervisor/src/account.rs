@@ -1,7 +1,5 @@
 //! Users and groups the workers run as: by number or by name.
 
-use crate::error::Error;
-
 /// A user or a group, by numeric id or by name; what
 /// [`Builder::user`](crate::Builder::user) and
 /// [`Builder::group`](crate::Builder::group) take. A name is looked up in
@@ -88,19 +86,9 @@ pub enum Lookup {
 /// until `spawn` reports it as [`Error::UnknownAccount`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Unresolved {
-    kind: Kind,
-    name: String,
-    lookup: Lookup,
-}
-
-impl From<Unresolved> for Error {
-    fn from(u: Unresolved) -> Error {
-        Error::UnknownAccount {
-            kind: u.kind,
-            name: u.name,
-            lookup: u.lookup,
-        }
-    }
+    pub(crate) kind: Kind,
+    pub(crate) name: String,
+    pub(crate) lookup: Lookup,
 }
 
 /// The numeric id of `account`.
@@ -136,6 +124,7 @@ pub(crate) fn resolve(account: Account, kind: Kind) -> Result<u32, Unresolved> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     #[test]
     fn names_and_ids_resolve_and_unknown_names_are_named() {

@@ -228,6 +228,16 @@ pub(crate) enum Violation {
     },
 }
 
+impl From<crate::account::Unresolved> for Error {
+    fn from(u: crate::account::Unresolved) -> Error {
+        Error::UnknownAccount {
+            kind: u.kind,
+            name: u.name,
+            lookup: u.lookup,
+        }
+    }
+}
+
 /// What is wrong with a worker binary ([`Error::WorkerBinary`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

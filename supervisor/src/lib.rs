@@ -145,13 +145,24 @@
 //!   prepared per worker before `fork`, applied by `spawn.rs` in the
 //!   child.
 //!
-//! Dependencies between these files run one way, but for three pairs:
-//! `pool/` and `worker.rs` (a worker's task reports to the pool, and the
-//! one place that carries out a `Launch` effect, `Shared::apply`, starts
-//! that task), `supervisor.rs` with `batch.rs` and `request.rs` (a batch
-//! and a request borrow the handle that makes them), and `pool/` with
-//! `operate.rs` (two halves of `Shared`'s methods: `apply` runs
-//! `maintain` when an effect asks).
+//! Dependencies between these files run one way, but for these pairs,
+//! each two halves of one concern:
+//! - `pool/` and `worker.rs`: a worker's task reports to the pool, and the
+//!   one place that carries out a `Launch` effect, `Shared::apply`, starts
+//!   that task;
+//! - `pool/` and `operate.rs`: two halves of `Shared`'s methods (`apply`
+//!   runs `maintain` when an effect asks);
+//! - `supervisor.rs` with `batch.rs` and `request.rs`: a batch and a
+//!   request borrow the handle that makes them;
+//! - `error.rs` and `event.rs`: an error carries the exit that caused it
+//!   (`Error::WorkerLost`), an event decodes its payload into the error
+//!   type and names a `PoolFailure`;
+//! - `pool/state.rs` and `pool/observe.rs`: the state holds the counters
+//!   operators read, and `observe.rs` makes the snapshot of the state;
+//! - `spawn.rs` and `sandbox/`: the sandbox is prepared in the parent by
+//!   `sandbox/` and applied between fork and exec by `spawn.rs`, which
+//!   also holds the kernel probes `sandbox/` asks (raw system calls: the
+//!   `unsafe` stays in `spawn.rs`).
 
 mod account;
 mod autoscale;

@@ -140,7 +140,7 @@ impl Process {
     pub(crate) fn kill(&mut self) {
         match self {
             Process::Os { child, pid } => {
-                crate::spawn::kill_group(*pid);
+                kill_group(*pid);
                 let _ = child.start_kill();
             }
             Process::Thread { kill, .. } => {
@@ -171,5 +171,101 @@ pub(crate) fn kill_orphans(pid: u32) {
         .and_then(rustix::process::Pid::from_raw)
     {
         let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
+}
+
+/// Kills worker `pid` and its process group with `SIGKILL`.
+///
+/// Every worker leads a group of its own (its group id is its pid), so
+/// this also kills whatever it started and left in the group: the
+/// grandchildren a crashing worker would otherwise leave running. The
+/// process itself is signalled too, in case it left its group (`setsid`,
+/// `setpgid`). A group or process already gone (`ESRCH`) is not an error;
+/// other failures are logged at debug level.
+///
+/// Call it only for a worker not yet reaped: until then its pid names it
+/// and nothing else. After the reap, kill the group alone
+/// (`kill_process_group`), right away: the kernel hands out no pid still
+/// in use as a group id, so while anything of the group lives the group
+/// kill reaches exactly that, whereas the bare pid may already be another
+/// process's.
+pub(crate) fn kill_group(pid: u32) {
+    // 0 would name our own group; a pid over i32::MAX is no pid.
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    for result in [
+        rustix::process::kill_process_group(pid, rustix::process::Signal::KILL),
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL),
+    ] {
+        if let Err(e) = result {
+            if e != rustix::io::Errno::SRCH {
+                tracing::debug!(
+                    pid = pid.as_raw_nonzero().get(),
+                    "cannot kill worker or its group: {e}"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    use super::kill_group;
+
+    /// Whether `pid` is a live (not zombie) process.
+    fn alive(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => {
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next())
+                    != Some("Z")
+            }
+            Err(_) => false,
+        }
+    }
+
+    #[test]
+    fn kill_group_takes_the_grandchildren() {
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "sleep 1000 </dev/null >/dev/null 2>&1 & echo $!; wait",
+            ])
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("sh runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("the grandchild's pid");
+        let grandchild: u32 = line.trim().parse().expect("a pid");
+        assert!(alive(grandchild));
+        kill_group(child.id());
+        child.wait().expect("reaped");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while alive(grandchild) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            !alive(grandchild),
+            "the grandchild {grandchild} outlived kill_group"
+        );
+    }
+
+    #[test]
+    fn kill_group_of_nothing_does_nothing() {
+        // Pid 0 would be our own group: never signalled.
+        kill_group(0);
+        kill_group(u32::MAX);
     }
 }

@@ -18,7 +18,7 @@
 //!
 //! Each worker leads a process group of its own: a terminal's Ctrl-C (sent
 //! to the foreground group) reaches the supervisor alone, which stops its
-//! workers in order, and [`kill_group`] takes whatever a worker started
+//! workers in order, and [`kill_group`](crate::process::kill_group) takes whatever a worker started
 //! with it.
 #![allow(unsafe_code)]
 
@@ -236,41 +236,6 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
             _behind_init: behind_init,
         },
     })
-}
-
-/// Kills worker `pid` and its process group with `SIGKILL`.
-///
-/// Every worker leads a group of its own (its group id is its pid), so
-/// this also kills whatever it started and left in the group: the
-/// grandchildren a crashing worker would otherwise leave running. The
-/// process itself is signalled too, in case it left its group (`setsid`,
-/// `setpgid`). A group or process already gone (`ESRCH`) is not an error;
-/// other failures are logged at debug level.
-///
-/// Call it only for a worker not yet reaped: until then its pid names it
-/// and nothing else. After the reap, kill the group alone
-/// (`kill_process_group`), right away: the kernel hands out no pid still
-/// in use as a group id, so while anything of the group lives the group
-/// kill reaches exactly that, whereas the bare pid may already be another
-/// process's.
-pub(crate) fn kill_group(pid: u32) {
-    // 0 would name our own group; a pid over i32::MAX is no pid.
-    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
-        return;
-    };
-    for result in [
-        rustix::process::kill_process_group(pid, Signal::KILL),
-        rustix::process::kill_process(pid, Signal::KILL),
-    ] {
-        if let Err(e) = result {
-            if e != Errno::SRCH {
-                tracing::debug!(
-                    pid = pid.as_raw_nonzero().get(),
-                    "cannot kill worker or its group: {e}"
-                );
-            }
-        }
-    }
 }
 
 /// The first descriptor made close-on-exec in the child: the one after
@@ -599,7 +564,6 @@ fn cloexec_loop(first: RawFd, bound: u64) {
 
 #[cfg(test)]
 mod tests {
-    use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
 
@@ -688,54 +652,5 @@ mod tests {
         }
         let error = command.spawn().expect_err("no such binary");
         assert_eq!(error.kind(), io::ErrorKind::NotFound);
-    }
-
-    /// Whether `pid` is a live (not zombie) process.
-    fn alive(pid: u32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => {
-                stat.rsplit(')')
-                    .next()
-                    .and_then(|r| r.split_whitespace().next())
-                    != Some("Z")
-            }
-            Err(_) => false,
-        }
-    }
-
-    #[test]
-    fn kill_group_takes_the_grandchildren() {
-        let mut child = Command::new("sh")
-            .args([
-                "-c",
-                "sleep 1000 </dev/null >/dev/null 2>&1 & echo $!; wait",
-            ])
-            .stdout(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("sh runs");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("the grandchild's pid");
-        let grandchild: u32 = line.trim().parse().expect("a pid");
-        assert!(alive(grandchild));
-        kill_group(child.id());
-        child.wait().expect("reaped");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while alive(grandchild) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert!(
-            !alive(grandchild),
-            "the grandchild {grandchild} outlived kill_group"
-        );
-    }
-
-    #[test]
-    fn kill_group_of_nothing_does_nothing() {
-        // Pid 0 would be our own group: never signalled.
-        kill_group(0);
-        kill_group(u32::MAX);
     }
 }

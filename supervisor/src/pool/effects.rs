@@ -24,7 +24,8 @@ use crate::event::Event;
 use crate::lifecycle::Kill;
 use crate::response::Response;
 
-use super::state::Reply;
+/// Where a caller's answer goes.
+pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<Response, Error>>;
 
 /// A task to start.
 pub(super) type Task = Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use drover_proto::{new_credit, pump, Outbox, Outgoing, RemoteError, RequestId, Streams, ToWorker};
 use tokio::io::AsyncRead;
-use tokio::sync::oneshot;
 
 use drover_proto::IdHasher;
 
@@ -17,9 +16,9 @@ use crate::error::{Error, PoolFailure, PoolPhase};
 use crate::event::{Event, ExitReason, WorkerExit};
 use crate::health::{WorkerHealth, WorkerState};
 use crate::lifecycle::{guarded, Deliver, Kill, Life, StopOrder};
-use crate::response::Response;
 use crate::routing::{pick, Candidate};
 
+pub(crate) use super::effects::Reply;
 use super::effects::{Effects, Launch};
 
 /// What a request may carry besides its payload: descriptors and a byte
@@ -49,9 +48,6 @@ pub(crate) struct RssReading {
     /// `None` if it could not be read.
     pub(crate) rss: Option<u64>,
 }
-
-/// Where a caller's answer goes.
-pub(crate) type Reply = oneshot::Sender<Result<Response, Error>>;
 
 /// A worker's answer to one request, as read off its connection.
 #[derive(Debug)]
