@@ -360,6 +360,36 @@ fn apply_sandbox(plan: &crate::sandbox::ChildPlan) -> io::Result<()> {
                 .into(),
             )?;
         }
+        if let Some(keep) = &plan.keep_program {
+            // The worker binary lived under /tmp: its path is made again
+            // in the new tmpfs and the binary (held open since before the
+            // fork) bound onto it, so `exec` finds it where it was.
+            // SAFETY: strings made in the parent; each call reads them and
+            // keeps nothing; the descriptor opened is closed at once.
+            unsafe {
+                for dir in &keep.dirs {
+                    // Made just now, in an empty tmpfs: EEXIST cannot be.
+                    check(libc::mkdir(dir.as_ptr(), 0o755).into())?;
+                }
+                let file = libc::open(
+                    keep.target.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o755,
+                );
+                check(file.into())?;
+                libc::close(file);
+                check(
+                    libc::mount(
+                        keep.source.as_ptr(),
+                        keep.target.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    )
+                    .into(),
+                )?;
+            }
+        }
     }
     if plan.pid_init {
         pid_namespace_init()?;

@@ -41,12 +41,63 @@ pub(crate) struct ChildPlan {
     pub(crate) id_maps: Option<(Vec<u8>, Vec<u8>)>,
     /// The tmpfs options for a private `/tmp`.
     pub(crate) tmpfs: Option<CString>,
+    /// A worker binary under `/tmp`, kept reachable through the private
+    /// `/tmp` (bound back in at its path).
+    pub(crate) keep_program: Option<KeepProgram>,
     /// Fork the worker into the PID namespace, behind a waiting init.
     pub(crate) pid_init: bool,
     /// The landlock ruleset.
     pub(crate) landlock: Option<OwnedFd>,
     /// The seccomp programs, installed in order.
     pub(crate) filters: Vec<Vec<libc::sock_filter>>,
+}
+
+/// How a worker binary under `/tmp` stays where the private tmpfs on
+/// `/tmp` would hide it: the child makes its directories and an empty file
+/// at its path in the new tmpfs and binds the binary (held open here, as
+/// `source` names it) onto that file, before `exec`.
+#[derive(Debug)]
+pub(crate) struct KeepProgram {
+    /// The binary, opened `O_PATH` before the fork (inherited by it).
+    _binary: OwnedFd,
+    /// `/proc/self/fd/N` of that descriptor.
+    pub(crate) source: CString,
+    /// The directories from `/tmp` down to the binary's, in order.
+    pub(crate) dirs: Vec<CString>,
+    /// The binary's path.
+    pub(crate) target: CString,
+}
+
+impl KeepProgram {
+    fn new(program: &Path) -> Result<KeepProgram, Error> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let binary = rustix::fs::open(
+            program,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| Error::SandboxSetup {
+            what: "the worker binary kept through the private /tmp",
+            path: program.to_path_buf(),
+            source: e.into(),
+        })?;
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("a path holds no NUL");
+        let mut dirs: Vec<CString> = program
+            .ancestors()
+            .skip(1)
+            .take_while(|dir| dir.starts_with("/tmp") && *dir != Path::new("/tmp"))
+            .map(c)
+            .collect();
+        dirs.reverse();
+        Ok(KeepProgram {
+            source: CString::new(format!("/proc/self/fd/{}", binary.as_raw_fd()))
+                .expect("digits hold no NUL"),
+            _binary: binary,
+            dirs,
+            target: c(program),
+        })
+    }
 }
 
 /// A worker's own cgroup directory, removed when dropped (after the
@@ -107,6 +158,9 @@ pub(crate) fn prepare(
             flags |= libc::CLONE_NEWNS;
             plan.tmpfs =
                 Some(CString::new(format!("mode=1777,size={size}")).expect("digits hold no NUL"));
+            if program.is_absolute() && program.starts_with("/tmp") {
+                plan.keep_program = Some(KeepProgram::new(program)?);
+            }
         }
     }
     if (sandbox.user || (flags != 0 && worker_uid != 0)) && ns_on("user") {
