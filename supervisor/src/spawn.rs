@@ -334,6 +334,19 @@ fn apply_sandbox(plan: &crate::sandbox::ChildPlan) -> io::Result<()> {
         write_proc(c"/proc/self/uid_map", uid_map)?;
         write_proc(c"/proc/self/gid_map", gid_map)?;
     }
+    if let Some(keep) = &plan.keep_program {
+        // The binary, opened in this mount namespace (before the tmpfs
+        // hides it) onto the number reserved for it.
+        // SAFETY: a path made in the parent; the descriptor opened is
+        // moved onto the reserved number (the child's copy of a
+        // descriptor it owns) and closed.
+        unsafe {
+            let binary = libc::open(keep.target.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+            check(binary.into())?;
+            check(libc::dup3(binary, keep.reserved(), libc::O_CLOEXEC).into())?;
+            libc::close(binary);
+        }
+    }
     if let Some(options) = &plan.tmpfs {
         // SAFETY: static strings and the options string made in the
         // parent; mount reads them and keeps nothing.
@@ -362,8 +375,8 @@ fn apply_sandbox(plan: &crate::sandbox::ChildPlan) -> io::Result<()> {
         }
         if let Some(keep) = &plan.keep_program {
             // The worker binary lived under /tmp: its path is made again
-            // in the new tmpfs and the binary (held open since before the
-            // fork) bound onto it, so `exec` finds it where it was.
+            // in the new tmpfs and the binary (opened just above) bound
+            // onto it, so `exec` finds it where it was.
             // SAFETY: strings made in the parent; each call reads them and
             // keeps nothing; the descriptor opened is closed at once.
             unsafe {

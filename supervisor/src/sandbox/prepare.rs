@@ -53,14 +53,17 @@ pub(crate) struct ChildPlan {
 }
 
 /// How a worker binary under `/tmp` stays where the private tmpfs on
-/// `/tmp` would hide it: the child makes its directories and an empty file
-/// at its path in the new tmpfs and binds the binary (held open here, as
-/// `source` names it) onto that file, before `exec`.
+/// `/tmp` would hide it: in its new mount namespace, before the tmpfs is
+/// mounted, the child opens the binary again (a bind mount's source must
+/// be in the caller's namespace) onto the descriptor number reserved here;
+/// then makes its directories and an empty file at its path in the new
+/// tmpfs and binds the binary onto that file, before `exec`.
 #[derive(Debug)]
 pub(crate) struct KeepProgram {
-    /// The binary, opened `O_PATH` before the fork (inherited by it).
-    _binary: OwnedFd,
-    /// `/proc/self/fd/N` of that descriptor.
+    /// The binary, opened `O_PATH` before the fork: its number is the
+    /// child's to reuse (`reserved`).
+    binary: OwnedFd,
+    /// `/proc/self/fd/N` of that number.
     pub(crate) source: CString,
     /// The directories from `/tmp` down to the binary's, in order.
     pub(crate) dirs: Vec<CString>,
@@ -69,6 +72,12 @@ pub(crate) struct KeepProgram {
 }
 
 impl KeepProgram {
+    /// The descriptor number the child opens the binary onto.
+    pub(crate) fn reserved(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.binary.as_raw_fd()
+    }
+
     fn new(program: &Path) -> Result<KeepProgram, Error> {
         use std::os::fd::AsRawFd;
         use std::os::unix::ffi::OsStrExt;
@@ -93,7 +102,7 @@ impl KeepProgram {
         Ok(KeepProgram {
             source: CString::new(format!("/proc/self/fd/{}", binary.as_raw_fd()))
                 .expect("digits hold no NUL"),
-            _binary: binary,
+            binary,
             dirs,
             target: c(program),
         })
