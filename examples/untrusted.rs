@@ -65,9 +65,15 @@ async fn parse(req: Request) -> Result<(), drover::worker::Error> {
 }
 
 async fn supervisor() -> Result<(), Box<dyn std::error::Error>> {
-    // Not under /tmp: the workers' private /tmp hides the host's.
-    let spool =
-        std::env::current_exe()?.with_file_name(format!("untrusted-spool-{}", std::process::id()));
+    // Not under /tmp: the workers' private /tmp hides the host's (and a
+    // program that itself lives under /tmp keeps its spool in /var/tmp).
+    let exe = std::env::current_exe()?;
+    let name = format!("untrusted-spool-{}", std::process::id());
+    let spool = if exe.starts_with("/tmp") {
+        std::path::Path::new("/var/tmp").join(name)
+    } else {
+        exe.with_file_name(name)
+    };
     std::fs::create_dir_all(&spool)?;
     let uploads = [
         ("report.txt", "quarterly figures, all in order"),

@@ -64,8 +64,15 @@ struct Files {
 
 impl Files {
     fn new(tag: &str) -> Files {
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("drover-sandbox-{tag}-{}", std::process::id()));
+        // (A checkout under /tmp has its target directory there too: then
+        // /var/tmp, which no private /tmp touches.)
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let base = if base.starts_with("/tmp") {
+            PathBuf::from("/var/tmp")
+        } else {
+            base
+        };
+        let root = base.join(format!("drover-sandbox-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("inside")).unwrap();
         std::fs::write(root.join("inside/allowed.txt"), "inside").unwrap();
@@ -664,4 +671,23 @@ async fn an_in_process_pool_refuses_a_sandbox() {
     .unwrap();
     assert_eq!(pool.health()[0].unenforced, [SandboxFeature::InProcess]);
     within(LIMIT, "hard kill", pool.hard_kill()).await;
+}
+
+/// A path under /tmp allowed to a worker whose /tmp is private would be
+/// hidden from it: `spawn()` says so at once instead.
+#[tokio::test]
+async fn a_path_under_tmp_with_a_private_tmp_is_refused() {
+    // It exists (a missing path is refused for that reason first).
+    let uploads = PathBuf::from(format!("/tmp/drover-uploads-{}", std::process::id()));
+    std::fs::create_dir_all(&uploads).unwrap();
+    let sandbox = Sandbox::new().read(&uploads).private_tmp();
+    let err = within(LIMIT, "spawn", pool(Some(sandbox)).spawn())
+        .await
+        .unwrap_err();
+    let _ = std::fs::remove_dir_all(&uploads);
+    assert!(
+        matches!(&err, Error::SandboxSetup { path, .. } if *path == uploads),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("private_tmp"), "{err}");
 }

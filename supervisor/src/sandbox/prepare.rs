@@ -170,6 +170,26 @@ pub(crate) fn prepare(
             if program.is_absolute() && program.starts_with("/tmp") {
                 plan.keep_program = Some(KeepProgram::new(program)?);
             }
+            // A path the worker is to reach under /tmp would be hidden by
+            // its private /tmp: said now, not found missing by the worker.
+            if let Some(fs) = &sandbox.fs {
+                let hidden = fs
+                    .read
+                    .iter()
+                    .chain(&fs.write)
+                    .chain(&fs.exec)
+                    .find(|path| path.starts_with("/tmp") && *path != Path::new("/tmp"));
+                if let Some(path) = hidden {
+                    return Err(Error::SandboxSetup {
+                        what: "the allowed path",
+                        path: path.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            "private_tmp gives the worker an empty /tmp of its own, which hides it; keep what the worker reads or writes outside /tmp",
+                        ),
+                    });
+                }
+            }
         }
     }
     if (sandbox.user || (flags != 0 && worker_uid != 0)) && ns_on("user") {
