@@ -35,7 +35,7 @@ impl From<String> for Account {
 
 /// Whether an [`Account`] names a user or a group.
 /// Whether an [`Account`] names a user or a group
-/// ([`Error::UnknownAccount`]).
+/// ([`Error::UnknownAccount`](crate::Error::UnknownAccount)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Kind {
@@ -70,7 +70,7 @@ impl Lookup {
     }
 }
 
-/// Why an account name could not be used ([`Error::UnknownAccount`]).
+/// Why an account name could not be used ([`Error::UnknownAccount`](crate::Error::UnknownAccount)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Lookup {

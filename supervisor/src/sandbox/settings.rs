@@ -186,9 +186,14 @@ impl Sandbox {
     }
 
     /// Gives each worker a mount namespace of its own with a fresh tmpfs
-    /// of at most `max_bytes` on `/tmp`, writable by the worker (through
-    /// the filesystem layer too), seen by no other process and gone with
-    /// it.
+    /// of 64 MiB at most on `/tmp`, writable by the worker (through the
+    /// filesystem layer too), seen by no other process and gone with it.
+    ///
+    /// A worker binary under `/tmp` stays reachable: it is bound back in
+    /// at its path. A path under `/tmp` given to [`read`](Sandbox::read),
+    /// [`write`](Sandbox::write) or [`exec`](Sandbox::exec) makes `spawn()`
+    /// fail with [`Error::SandboxSetup`](crate::Error::SandboxSetup) naming
+    /// it: the worker could never see it.
     pub fn private_tmp(self) -> Sandbox {
         self.private_tmp_size(64 * 1024 * 1024)
     }
