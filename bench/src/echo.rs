@@ -56,9 +56,37 @@ pub async fn run(options: &EchoOptions) -> Result<EchoReport, Error> {
     EchoReport::new(options, startup, elapsed, latencies)
 }
 
-/// Runs the requests: `C` tasks, each taking the next request number from
-/// a shared counter until all `N` are taken.
+/// What carries one echo request: a drover pool, or the hand-written
+/// pool. Each driving task holds a clone and borrows it per request (no
+/// reference count touched per request).
+pub(crate) trait Echo: Clone + Send + Sync + 'static {
+    /// Sends request `index` with `payload`; the length of the echo.
+    fn call(
+        &self,
+        index: usize,
+        payload: Bytes,
+    ) -> impl std::future::Future<Output = Result<usize, Error>> + Send;
+}
+
+impl Echo for Supervisor {
+    async fn call(&self, _index: usize, payload: Bytes) -> Result<usize, Error> {
+        Ok(self.enqueue_bytes(payload).await?.bytes().len())
+    }
+}
+
+/// Runs the requests through `pool`.
 async fn drive(pool: &Supervisor, options: &EchoOptions) -> Result<(Duration, Latencies), Error> {
+    drive_with(options, pool.clone()).await
+}
+
+/// The echo traffic, whatever carries it: `C` tasks, each taking the next
+/// request number from a shared counter until all `N` are taken, sending
+/// it through `echo` and recording its latency. Shared by drover and the
+/// hand-written pool.
+pub(crate) async fn drive_with<E: Echo>(
+    options: &EchoOptions,
+    echo: E,
+) -> Result<(Duration, Latencies), Error> {
     let payload = Bytes::from(crate::payload::random(options.payload));
     let next = Arc::new(AtomicUsize::new(0));
     let tasks = options.concurrency.min(options.requests);
@@ -66,7 +94,7 @@ async fn drive(pool: &Supervisor, options: &EchoOptions) -> Result<(Duration, La
     let started = Instant::now();
     let mut set = JoinSet::new();
     for _ in 0..tasks {
-        let pool = pool.clone();
+        let echo = echo.clone();
         let payload = payload.clone();
         let next = next.clone();
         let total = options.requests;
@@ -78,9 +106,8 @@ async fn drive(pool: &Supervisor, options: &EchoOptions) -> Result<(Duration, La
                     return Ok::<_, Error>(latencies);
                 }
                 let sent = Instant::now();
-                let answer = pool.enqueue_bytes(payload.clone()).await?;
+                let got = echo.call(index, payload.clone()).await?;
                 latencies.record(sent.elapsed());
-                let got = answer.bytes().len();
                 if got != payload.len() {
                     return Err(Error::WrongAnswer {
                         index,

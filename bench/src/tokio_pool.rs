@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -215,52 +215,30 @@ async fn call(connection: &Connection, ids: &AtomicU64, payload: Bytes) -> Resul
     answer.await.map_err(|_| closed())
 }
 
-/// `C` tasks taking request numbers from one counter, each request to the
+/// The hand-written pool's side of the echo traffic: each request to the
 /// next child in turn.
+#[derive(Clone)]
+struct Children {
+    connections: Arc<Vec<Connection>>,
+    ids: Arc<AtomicU64>,
+}
+
+impl crate::echo::Echo for Children {
+    async fn call(&self, index: usize, payload: Bytes) -> Result<usize, Error> {
+        let connection = &self.connections[index % self.connections.len()];
+        Ok(call(connection, &self.ids, payload).await?.len())
+    }
+}
+
+/// The echo traffic (`echo::drive_with`) over the children.
 async fn drive(
     connections: &Arc<Vec<Connection>>,
     ids: &Arc<AtomicU64>,
     options: &EchoOptions,
 ) -> Result<(Duration, Latencies), Error> {
-    let payload = Bytes::from(crate::payload::random(options.payload));
-    let next = Arc::new(AtomicUsize::new(0));
-    let tasks = options.concurrency.min(options.requests);
-    let per_task = options.requests.div_ceil(tasks);
-    let started = Instant::now();
-    let mut set = JoinSet::new();
-    for _ in 0..tasks {
-        let connections = connections.clone();
-        let ids = ids.clone();
-        let payload = payload.clone();
-        let next = next.clone();
-        let total = options.requests;
-        set.spawn(async move {
-            let mut latencies = Latencies::with_capacity(per_task);
-            loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                if index >= total {
-                    return Ok::<_, Error>(latencies);
-                }
-                let connection = &connections[index % connections.len()];
-                let sent = Instant::now();
-                let answer = call(connection, &ids, payload.clone()).await?;
-                latencies.record(sent.elapsed());
-                if answer.len() != payload.len() {
-                    return Err(Error::WrongAnswer {
-                        index,
-                        sent: payload.len(),
-                        got: answer.len(),
-                    });
-                }
-            }
-        });
-    }
-    let mut all = Latencies::with_capacity(options.requests);
-    while let Some(joined) = set.join_next().await {
-        all.merge(joined.map_err(|e| Error::Raw {
-            what: "task",
-            source: std::io::Error::other(e),
-        })??);
-    }
-    Ok((started.elapsed(), all))
+    let children = Children {
+        connections: connections.clone(),
+        ids: ids.clone(),
+    };
+    crate::echo::drive_with(options, children).await
 }

@@ -54,6 +54,26 @@ impl Supervisor {
     /// # Ok(()) }
     /// ```
     ///
+    /// Asking for an answer of another type than the task's is a compile
+    /// error, not a decoding failure at run time:
+    ///
+    /// ```compile_fail,E0308
+    /// use drover_supervisor::{Supervisor, Task};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Upper(String);
+    ///
+    /// impl Task for Upper {
+    ///     type Output = String;
+    /// }
+    ///
+    /// async fn run(pool: Supervisor) -> Result<(), drover_supervisor::Error> {
+    ///     let count: u32 = pool.call(&Upper("hello".into())).await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
     /// # Errors
     ///
     /// As [`enqueue`](Supervisor::enqueue); [`Error::Decode`] (naming
