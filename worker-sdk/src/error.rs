@@ -3,6 +3,51 @@
 use drover_proto::codec::PayloadLimit;
 use drover_proto::{ProtocolError, ValueError};
 
+/// What was missing or wrong about the socket a supervisor leaves in a
+/// worker process (named by the `DROVER_FD` variable).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NoSupervisor {
+    /// `DROVER_FD` is not set: the process was started some other way.
+    #[error("DROVER_FD is not set")]
+    Unset,
+    /// `DROVER_FD` is set to something that is not a descriptor number.
+    #[error("DROVER_FD={value:?} is not a descriptor number")]
+    NotANumber {
+        /// What it is set to.
+        value: String,
+    },
+    /// `DROVER_FD` names standard input, output or error.
+    #[error("DROVER_FD={fd} names a standard stream")]
+    StandardStream {
+        /// The descriptor it names.
+        fd: i32,
+    },
+    /// The descriptor `DROVER_FD` names is not open.
+    #[error("DROVER_FD={fd} is not an open descriptor ({source})")]
+    NotOpen {
+        /// The descriptor it names.
+        fd: i32,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The descriptor is open but is not a socket.
+    #[error("DROVER_FD={fd} is not a socket")]
+    NotASocket {
+        /// The descriptor it names.
+        fd: i32,
+    },
+    /// The descriptor could not be inspected or claimed (`fstat`, or
+    /// setting close-on-exec, failed).
+    #[error("DROVER_FD={fd} cannot be claimed ({source})")]
+    Unusable {
+        /// The descriptor it names.
+        fd: i32,
+        /// What the system said.
+        source: std::io::Error,
+    },
+}
+
 /// Everything that can go wrong on the worker's side.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -12,7 +57,7 @@ pub enum Error {
     #[error("not started by a drover supervisor: {reason}")]
     NotUnderSupervisor {
         /// What was missing or wrong.
-        reason: String,
+        reason: NoSupervisor,
     },
     /// The supervisor that started this worker is gone.
     #[error("orphaned: the supervisor (pid {expected}) is gone, parent is now pid {actual}")]

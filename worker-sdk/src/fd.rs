@@ -9,18 +9,18 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use drover_proto::{ENV_FD, ENV_PARENT_PID};
 use rustix::fs::FileType;
 
-use crate::error::Error;
+use crate::error::{Error, NoSupervisor};
 
 /// Finds and claims the inherited socket named by `DROVER_FD`, after checking
 /// the parent is still the supervisor that started us.
 pub(crate) fn inherited_socket() -> Result<std::os::unix::net::UnixStream, Error> {
-    let not = |reason: String| Error::NotUnderSupervisor { reason };
-    let raw = std::env::var(ENV_FD).map_err(|_| not(format!("{ENV_FD} is not set")))?;
+    let not = |reason: NoSupervisor| Error::NotUnderSupervisor { reason };
+    let raw = std::env::var(ENV_FD).map_err(|_| not(NoSupervisor::Unset))?;
     let fd: RawFd = raw
         .parse()
-        .map_err(|_| not(format!("{ENV_FD}={raw:?} is not a descriptor number")))?;
+        .map_err(|_| not(NoSupervisor::NotANumber { value: raw.clone() }))?;
     if fd < 3 {
-        return Err(not(format!("{ENV_FD}={fd} names a standard stream")));
+        return Err(not(NoSupervisor::StandardStream { fd }));
     }
     if let Ok(parent) = std::env::var(ENV_PARENT_PID) {
         if let Ok(expected) = parent.parse::<u32>() {
@@ -36,18 +36,26 @@ pub(crate) fn inherited_socket() -> Result<std::os::unix::net::UnixStream, Error
     // SAFETY: the borrow lives only for this call; fcntl on a closed number
     // fails with EBADF, which is all we learn from it.
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    rustix::io::fcntl_getfd(borrowed)
-        .map_err(|e| not(format!("{ENV_FD}={fd} is not an open descriptor ({e})")))?;
-    let stat =
-        rustix::fs::fstat(borrowed).map_err(|e| not(format!("cannot stat {ENV_FD}={fd}: {e}")))?;
+    rustix::io::fcntl_getfd(borrowed).map_err(|e| {
+        not(NoSupervisor::NotOpen {
+            fd,
+            source: e.into(),
+        })
+    })?;
+    let unusable = |e: rustix::io::Errno| {
+        not(NoSupervisor::Unusable {
+            fd,
+            source: e.into(),
+        })
+    };
+    let stat = rustix::fs::fstat(borrowed).map_err(unusable)?;
     if FileType::from_raw_mode(stat.st_mode) != FileType::Socket {
-        return Err(not(format!("{ENV_FD}={fd} is not a socket")));
+        return Err(not(NoSupervisor::NotASocket { fd }));
     }
     // SAFETY: the supervisor handed this descriptor to us and nothing else in
     // the process refers to it by number; from here it is owned once.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // Our own children must not inherit it.
-    rustix::io::fcntl_setfd(owned.as_fd(), rustix::io::FdFlags::CLOEXEC)
-        .map_err(|e| not(format!("cannot set close-on-exec on {ENV_FD}={fd}: {e}")))?;
+    rustix::io::fcntl_setfd(owned.as_fd(), rustix::io::FdFlags::CLOEXEC).map_err(unusable)?;
     Ok(std::os::unix::net::UnixStream::from(owned))
 }

@@ -158,9 +158,7 @@ async fn run() -> Result<(), drover_worker::Error> {
                         req.ack()
                     }
                     Cmd::Panic => panic!("told to panic"),
-                    Cmd::Fail(text) => {
-                        Err(drover_worker::Error::NotUnderSupervisor { reason: text })
-                    }
+                    Cmd::Fail(text) => req.fail(text),
                     Cmd::HugeFrame(len) => {
                         let mut raw = raw.expect("raw socket");
                         raw.write_all(&len.to_be_bytes()).expect("write");
@@ -276,11 +274,7 @@ async fn run() -> Result<(), drover_worker::Error> {
                     }
                     Cmd::ServeSocket => {
                         let mut req = req;
-                        let socket = req.socket::<tokio::net::UnixStream>().map_err(|e| {
-                            drover_worker::Error::NotUnderSupervisor {
-                                reason: e.to_string(),
-                            }
-                        })?;
+                        let socket = req.socket::<tokio::net::UnixStream>()?;
                         let Some(mut socket) = socket else {
                             return req.fail("no socket came with the request");
                         };
@@ -440,11 +434,7 @@ async fn run() -> Result<(), drover_worker::Error> {
                     }
                     Cmd::DupSocket => {
                         let mut req = req;
-                        let socket = req.socket::<std::os::fd::OwnedFd>().map_err(|e| {
-                            drover_worker::Error::NotUnderSupervisor {
-                                reason: e.to_string(),
-                            }
-                        })?;
+                        let socket = req.socket::<std::os::fd::OwnedFd>()?;
                         let Some(socket) = socket else {
                             return req.fail("no socket came with the request");
                         };
