@@ -46,6 +46,11 @@
 //! - `handshake`: both halves of the handshake, `accept` (the
 //!   supervisor's) and `connect` (the worker's); [`HandshakeError`] says
 //!   why one did not complete.
+//! - `connection`: one end of a connection, the same type on both sides
+//!   (`Opening<E>` during the handshake, `Connection<E>` after: reader,
+//!   outbox, stream registry, and the writer task spawned on the caller's
+//!   tracker), its side named by `SupervisorEnd` or `WorkerEnd`. Both
+//!   crates open their connections through it and nothing else.
 //! - [`value`]: encoding of user values into payload bytes; `bounded`:
 //!   the decoding it and the rare messages go through, which allocates
 //!   nothing a frame does not hold, whatever lengths its bytes claim.
@@ -183,7 +188,7 @@
 //! ```
 //!
 //! The supervisor runs `handshake::accept`, the worker `handshake::connect`
-//! and then, once set up, sends `Ready` itself. While it sets up, a worker
+//! (through `Opening::accept` and `Opening::connect`) and then, once set up, sends `Ready` itself. While it sets up, a worker
 //! may send `Status` and `Event`: `accept` hands them to the supervisor as
 //! they come. Anything else before `Ready` is a
 //! [`ProtocolError::UnexpectedMessage`] naming what came.
@@ -206,13 +211,14 @@ compile_error!(
 pub mod bounded;
 #[doc(hidden)]
 pub mod codec;
+#[doc(hidden)]
+pub mod connection;
 pub mod error;
 #[doc(hidden)]
 pub mod fdio;
 #[doc(hidden)]
 pub mod frame;
-#[doc(hidden)]
-pub mod handshake;
+mod handshake;
 #[doc(hidden)]
 pub mod idhash;
 pub mod message;
@@ -244,6 +250,8 @@ pub use fdio::MAX_FDS_PER_FRAME;
 // The plumbing of drover-supervisor and drover-worker, not for users.
 #[doc(hidden)]
 pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_LENGTH};
+#[doc(hidden)]
+pub use connection::{Connection, End, Opening, SupervisorEnd, WorkerEnd, WriterEnd};
 #[doc(hidden)]
 pub use fdio::FdReader;
 #[doc(hidden)]

@@ -110,7 +110,9 @@
 //! - `lifecycle.rs`: a worker's lifecycle (`Life`), the pool's orders to
 //!   stop it (`StopOrder`) and every transition; the `Kill` token that
 //!   reaches its connection task.
-//! - `worker.rs`: the per-worker task (spawn, handshake, connection, reap).
+//! - `worker.rs`: the per-worker task (spawn, handshake, connection, reap),
+//!   which opens its connection with proto's `Opening<SupervisorEnd>`, the
+//!   type the worker SDK opens its end with too.
 //! - `process.rs`: what a worker runs as (`Process`): a child process, or
 //!   a thread of this one for `drover::testing`'s in-process pools.
 //! - `spawn.rs`: starting a process (the crate's only `unsafe`, in the

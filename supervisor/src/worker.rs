@@ -12,13 +12,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use drover_proto::{
-    fdio::DescriptorsLost, handshake, outbox, write_loop, FdReader, FrameReader, HandshakeError,
-    MessageCodec, ProtocolError, Streams, ToSupervisor, ToWorker, Welcome,
+    fdio::DescriptorsLost, FrameReader, HandshakeError, Opening, ProtocolError, Streams,
+    SupervisorEnd, ToSupervisor, Welcome, WriterEnd,
 };
 use futures::{FutureExt, StreamExt};
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::time::Instant;
-use tokio_util::codec::FramedWrite;
 
 use crate::builder::Limits;
 use crate::error::{Error, HandshakeFailure, Violation};
@@ -31,9 +29,6 @@ use crate::process::{kill_orphans, Process};
 
 /// The connection's read side: what the worker says.
 type Reader = FrameReader<ToSupervisor>;
-/// The connection's write side during the handshake, before the outbox
-/// (the codec, of this side's connection, encodes either direction).
-type Writer = FramedWrite<OwnedWriteHalf, MessageCodec<ToSupervisor>>;
 
 /// How long a worker that closed its socket unasked has to exit before it
 /// is killed.
@@ -177,7 +172,10 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         let task = guarded(kill.clone(), "output", task);
         drains.push(shared.tracker.spawn_on(task, &shared.runtime));
     }
-    let streams = shared.register(id, index, pid, kill.clone());
+    let max = shared.config.max_frame_length;
+    let mut connection = Opening::<SupervisorEnd>::new(stream, max);
+    let streams = connection.streams().clone();
+    shared.register(id, index, pid, kill.clone(), streams.clone());
     registered.store(pid, Ordering::Release);
     let missing = crate::sandbox::unenforced(&spec.limits);
     if !missing.is_empty() {
@@ -187,10 +185,6 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
             missing,
         });
     }
-    let (read, write) = stream.into_split();
-    let max = shared.config.max_frame_length;
-    let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::new(max));
-    let mut writer = FramedWrite::new(write, MessageCodec::new(max));
 
     let mut violation: Option<ExitReason> = None;
     let deadline = Instant::now() + shared.config.start_timeout;
@@ -201,7 +195,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         config: spec.config.clone(),
     };
     let handshake = tokio::select! {
-        result = tokio::time::timeout_at(deadline, handshake(&mut reader, &mut writer, welcome, &shared, &streams, id, pid)) => {
+        result = tokio::time::timeout_at(deadline, handshake(&mut connection, welcome, &shared, id, pid)) => {
             match result {
                 Ok(result) => result,
                 Err(_) => Err(HandshakeFailure::Timeout { timeout: shared.config.start_timeout }),
@@ -210,6 +204,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         // Killed while starting (the pool is stopping): no error to report.
         _ = kill.cancelled() => Ok(()),
     };
+    let mut reader = None;
     if let Err(failure) = handshake {
         // Give an exiting process a moment to be reaped, so the error can
         // say how it ended; then kill it.
@@ -240,62 +235,44 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         }
         child.kill();
     } else if !kill.is_cancelled() {
-        let parts = writer.into_parts();
-        let (tx, rx) =
-            outbox::<ToWorker>(parts.codec.max_frame_length(), shared.config.outbox_limit());
         let writer_kill = kill.clone();
-        let writer = async move {
-            match write_loop(parts.io, rx).await {
-                Ok(()) => {}
-                // The worker is gone: its connection task sees the end.
-                Err(ProtocolError::Io(e)) => {
-                    tracing::debug!(pid, "writing to worker stopped: {e}");
-                }
-                // It stopped reading while more was sent to it.
-                Err(ProtocolError::Stalled { queued, limit }) => {
-                    tracing::error!(
-                        pid,
-                        queued,
-                        limit,
-                        "worker stopped reading its socket (max_queued_bytes passed); killing it"
-                    );
-                    writer_kill.fault(ExitReason::Stalled { queued, limit });
-                }
-                // Nothing more can be written to it (a message could
-                // not be encoded): a worker that can be told nothing
-                // must not be routed requests; it is replaced.
-                Err(e) => {
-                    tracing::error!(pid, "cannot write to worker, killing it: {e}");
-                    writer_kill.fault(ExitReason::TaskFailed {
-                        task: "writer",
-                        detail: e.to_string(),
-                    });
-                }
-            }
-        };
-        shared
-            .tracker
-            .spawn_on(guarded(kill.clone(), "writer", writer), &shared.runtime);
+        let on_end = move |end| writer_ended(pid, &writer_kill, end);
+        let opened = connection.open(
+            shared.config.outbox_limit(),
+            &shared.tracker,
+            &shared.runtime,
+            on_end,
+        );
         // Its handshake is done (whatever it set up is resident): sampled
         // now, no lock held, so its first `health()` is real.
         let rss = (pid != 0).then(|| read_rss(pid)).flatten();
-        shared.worker_ready(id, tx, initial, rss);
+        shared.worker_ready(id, opened.outbox, initial, rss);
+        reader = Some(opened.reader);
     }
 
-    let status = if violation.is_some() {
-        child.wait().await
-    } else {
-        serve(
-            &shared,
-            id,
-            pid,
-            &mut child,
-            &mut reader,
-            &streams,
-            &kill,
-            &mut violation,
-        )
-        .await
+    let status = match &mut reader {
+        // Serving: read what it says until it ends.
+        Some(reader) => {
+            serve(
+                &shared,
+                id,
+                pid,
+                &mut child,
+                reader,
+                &streams,
+                &kill,
+                &mut violation,
+            )
+            .await
+        }
+        // It failed its handshake (and was killed), or the pool stopped
+        // while it started: only its end is left to see.
+        None => {
+            if violation.is_none() {
+                child.kill();
+            }
+            child.wait().await
+        }
     };
     let termination = match status {
         Ok(termination) => termination,
@@ -567,18 +544,16 @@ async fn exited_during_handshake(
 }
 
 /// `Hello`, `Welcome`, then wait for `Ready` (proto's
-/// [`handshake::accept`]); what the worker says while it sets up reaches
+/// [`Opening::accept`]); what the worker says while it sets up reaches
 /// the pool as after the handshake.
 async fn handshake(
-    reader: &mut Reader,
-    writer: &mut Writer,
+    connection: &mut Opening<SupervisorEnd>,
     welcome: Welcome,
     shared: &Arc<Shared>,
-    streams: &Streams,
     id: u64,
     pid: u32,
 ) -> Result<(), HandshakeFailure> {
-    let on_early = |message: ToSupervisor| {
+    let on_early = |message: ToSupervisor, streams: &Streams| {
         let got = message.name();
         shared
             .on_message(id, pid, message, streams)
@@ -587,7 +562,7 @@ async fn handshake(
                 got,
             })
     };
-    let hello = match handshake::accept(reader, writer, welcome, on_early).await {
+    let hello = match connection.accept(welcome, on_early).await {
         Ok(hello) => hello,
         Err(HandshakeError::Protocol(e)) => return Err(e.into()),
         // The connection ended (or the handshake failed in a way this
@@ -608,4 +583,54 @@ async fn handshake(
         );
     }
     Ok(())
+}
+
+/// What the end of the writer of worker `pid`'s connection means for it.
+fn writer_ended(pid: u32, kill: &Kill, end: WriterEnd) {
+    match end {
+        WriterEnd::Finished => {}
+        // The worker is gone: its connection task sees the end.
+        WriterEnd::Failed(ProtocolError::Io(e)) => {
+            tracing::debug!(pid, "writing to worker stopped: {e}");
+        }
+        // It stopped reading while more was sent to it.
+        WriterEnd::Failed(ProtocolError::Stalled { queued, limit }) => {
+            tracing::error!(
+                pid,
+                queued,
+                limit,
+                "worker stopped reading its socket (max_queued_bytes passed); killing it"
+            );
+            kill.fault(ExitReason::Stalled { queued, limit });
+        }
+        // Nothing more can be written to it (a message could not be
+        // encoded): a worker that can be told nothing must not be routed
+        // requests; it is replaced.
+        WriterEnd::Failed(e) => {
+            tracing::error!(pid, "cannot write to worker, killing it: {e}");
+            kill.fault(ExitReason::TaskFailed {
+                task: "writer",
+                detail: e.to_string(),
+            });
+        }
+        WriterEnd::Panicked(detail) => {
+            tracing::error!(
+                pid,
+                "the supervisor's writer task of a worker panicked: {detail}"
+            );
+            kill.fault(ExitReason::TaskFailed {
+                task: "writer",
+                detail,
+            });
+        }
+        // A way of ending this crate does not know yet: the connection
+        // cannot be trusted to carry more.
+        other => {
+            tracing::error!(pid, "the writer to a worker ended: {other:?}");
+            kill.fault(ExitReason::TaskFailed {
+                task: "writer",
+                detail: format!("{other:?}"),
+            });
+        }
+    }
 }

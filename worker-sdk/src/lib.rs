@@ -23,9 +23,9 @@
 //!
 //! - [`Worker::connect`] takes the inherited socket (named by the
 //!   `DROVER_FD` variable), checks that the parent is still the supervisor
-//!   that started it, and runs the handshake (proto's
-//!   `handshake::connect`; the supervisor runs the other half,
-//!   `handshake::accept`).
+//!   that started it, and runs the handshake over proto's connection type,
+//!   the one the supervisor opens too (`Opening::<WorkerEnd>::connect`;
+//!   the supervisor runs the other half, `Opening::<SupervisorEnd>::accept`).
 //! - One task writes frames: everything the worker says (answers, events,
 //!   `Busy`/`Ready`, `Pong`) is queued to it, so any task can answer.
 //! - [`Worker::serve`] reads frames: each request runs in a task of its
@@ -122,7 +122,7 @@ mod worker;
 /// A byte stream that came with a request: an `AsyncRead`.
 pub use drover_proto::IncomingStream as ByteStream;
 pub use drover_proto::{RequestId, Task};
-pub use error::Error;
+pub use error::{Error, NoSupervisor};
 pub use events::{Event, Events};
 pub use handler::Handler;
 pub use registry::RequestInfo;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use drover_proto::codec::max_payload;
 use drover_proto::{
-    new_credit, pump, FrameReader, IncomingStream, Outbox, Outgoing, RemoteError, RequestId,
-    Streams, ToSupervisor, ToWorker, Welcome,
+    new_credit, pump, Connection, FrameReader, IncomingStream, Outbox, Outgoing, RemoteError,
+    RequestId, Streams, ToSupervisor, ToWorker, Welcome, WorkerEnd,
 };
 use tokio::io::AsyncRead;
 use tokio::sync::{broadcast, oneshot};
@@ -47,8 +47,9 @@ pub(crate) struct Shared {
     serving: Mutex<Option<Serving>>,
     /// The requests in flight.
     pub(crate) registry: Registry,
-    /// Streams coming in (a request's) and going out (an answer's).
-    pub(crate) streams: Streams,
+    /// Streams coming in (a request's) and going out (an answer's): the
+    /// connection's registry.
+    pub(crate) streams: Arc<Streams>,
     /// The supervisor's events, for every subscription.
     pub(crate) events: broadcast::Sender<Event>,
     /// Questions asked of the supervisor, waiting for its answer.
@@ -58,19 +59,27 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The worker's state once its connection is open: `connection`'s
+    /// reader waits in `serving` for `serve`, its writer runs on `tasks`.
     pub(crate) fn new(
         welcome: Welcome,
-        out: Outbox<ToSupervisor>,
+        connection: Connection<WorkerEnd>,
         tasks: TaskTracker,
-        serving: Serving,
+        signals: StopSignals,
     ) -> Shared {
+        let Connection {
+            reader,
+            outbox,
+            streams,
+            ..
+        } = connection;
         Shared {
             welcome,
-            out,
+            out: outbox,
             tasks,
-            serving: Mutex::new(Some(serving)),
+            serving: Mutex::new(Some(Serving { reader, signals })),
             registry: Registry::default(),
-            streams: Streams::default(),
+            streams,
             events: crate::events::channel(),
             queries: Queries::default(),
             stop: StopState::default(),

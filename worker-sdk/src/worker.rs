@@ -8,19 +8,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use drover_proto::{
-    decode_value, encode_value, handshake, outbox, write_loop, FdReader, FrameReader,
-    HandshakeError, Hello, MessageCodec, ToSupervisor, ToWorker,
+    decode_value, encode_value, HandshakeError, Hello, Opening, ToSupervisor, WorkerEnd, WriterEnd,
+    DEFAULT_MAX_FRAME_LENGTH,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::net::UnixStream;
-use tokio_util::codec::FramedWrite;
 use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
 use crate::events::Events;
 use crate::handler::Handler;
 use crate::registry::RequestInfo;
-use crate::shared::{Serving, Shared};
+use crate::shared::Shared;
 use crate::signals::StopSignals;
 
 /// A worker's connection to its supervisor: the primitives of the worker
@@ -117,34 +116,29 @@ impl Worker {
             .set_nonblocking(true)
             .map_err(|e| Error::Handshake(e.into()))?;
         let stream = UnixStream::from_std(std_stream).map_err(|e| Error::Handshake(e.into()))?;
-        let (read, write) = stream.into_split();
-        let mut reader = FrameReader::new(FdReader::new(read), MessageCodec::<ToWorker>::default());
-        let mut writer = FramedWrite::new(write, MessageCodec::<ToWorker>::default());
-        let welcome = match handshake::connect(&mut reader, &mut writer, Hello::new()).await {
+        // The frame limit is the supervisor's, adopted from its `Welcome`.
+        let mut connection = Opening::<WorkerEnd>::new(stream, DEFAULT_MAX_FRAME_LENGTH);
+        let welcome = match connection.connect(Hello::new()).await {
             Ok(welcome) => welcome,
             Err(HandshakeError::Protocol(e)) => return Err(Error::Handshake(e)),
             // The connection ended (or the handshake failed in a way this
             // crate does not know yet): no supervisor to serve.
             Err(_) => return Err(Error::Disconnected),
         };
-        let max_frame_length = welcome.max_frame_length as usize;
-        reader.decoder_mut().set_max_frame_length(max_frame_length);
-        writer.encoder_mut().set_max_frame_length(max_frame_length);
-
-        let parts = writer.into_parts();
-        // The supervisor is trusted to read: no bound on what waits for it.
-        let (out, out_rx) = outbox::<ToSupervisor>(parts.codec.max_frame_length(), usize::MAX);
         let tasks = TaskTracker::new();
-        tasks.spawn(async move {
-            if let Err(e) = write_loop(parts.io, out_rx).await {
+        let runtime = tokio::runtime::Handle::current();
+        // The supervisor is trusted to read: no bound on what waits for it.
+        let connection = connection.open(usize::MAX, &tasks, &runtime, |end| match end {
+            WriterEnd::Finished => {}
+            WriterEnd::Failed(e) => {
                 tracing::error!(error = %e, "cannot write to the supervisor");
             }
+            other => tracing::error!("the writer to the supervisor ended: {other:?}"),
         });
-        let flavor = tokio::runtime::Handle::current().runtime_flavor();
-        let serving = Serving { reader, signals };
+        let flavor = runtime.runtime_flavor();
         Ok(Worker {
             inline_first_poll: flavor == tokio::runtime::RuntimeFlavor::CurrentThread,
-            inner: Arc::new(Shared::new(welcome, out, tasks, serving)),
+            inner: Arc::new(Shared::new(welcome, connection, tasks, signals)),
         })
     }
 

@@ -265,7 +265,8 @@ impl Shared {
         index: u32,
         pid: u32,
         kill: Kill,
-    ) -> Arc<Streams> {
+        streams: Arc<Streams>,
+    ) {
         let recycle_at = self.config.max_requests.map(|(n, jitter)| {
             // Any uniform randomness will do; a v4 uuid is 122 random bits.
             let random = uuid::Uuid::new_v4().as_u128() as u64;
@@ -275,7 +276,7 @@ impl Shared {
                 random % (jitter + 1)
             }
         });
-        self.change(|state, fx| state.register(id, index, pid, kill, recycle_at, fx))
+        self.change(|state, fx| state.register(id, index, pid, kill, streams, recycle_at, fx))
     }
 
     /// A worker finished its handshake: it may take requests. `rss` is its

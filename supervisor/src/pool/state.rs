@@ -593,18 +593,20 @@ impl PoolState {
     }
 
     /// Records a newly started worker process (killed at once if the pool
-    /// began stopping while it was being started). Returns the byte
-    /// streams of its connection, which its connection task holds so that
+    /// began stopping while it was being started), with the byte streams
+    /// of its connection, which its connection task holds too so that
     /// stream frames never take the pool's lock.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn register(
         &mut self,
         id: u64,
         index: u32,
         pid: u32,
         kill: Kill,
+        streams: Arc<Streams>,
         recycle_at: Option<u64>,
         fx: &mut Effects,
-    ) -> Arc<Streams> {
+    ) {
         self.launching = self.launching.saturating_sub(1);
         let (life, delivery) = match self.phase {
             Phase::Running => (Life::Starting, Deliver::Nothing),
@@ -622,7 +624,7 @@ impl PoolState {
             served: 0,
             kill,
             ping: None,
-            streams: Arc::default(),
+            streams,
             open_sockets: 0,
             started_at: Instant::now(),
             recycle_at,
@@ -633,9 +635,7 @@ impl PoolState {
             index,
             pid,
         });
-        let streams = worker.streams.clone();
         self.workers.push(worker);
-        streams
     }
 
     /// Worker `exit.worker_id` ended and was reaped: it leaves the pool,

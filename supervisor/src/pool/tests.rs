@@ -3,6 +3,7 @@
 //! task would report them. Each transition's [`Effects`] are what the test
 //! checks: nothing a transition does wakes anyone until they are applied.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use drover_proto::{outbox, OutboxReceiver, ToWorker};
@@ -35,7 +36,15 @@ fn start(
 ) -> Effects {
     let mut fx = Effects::default();
     let pid = 1000 + launch.id as u32;
-    state.register(launch.id, launch.index, pid, Kill::default(), None, &mut fx);
+    state.register(
+        launch.id,
+        launch.index,
+        pid,
+        Kill::default(),
+        Arc::default(),
+        None,
+        &mut fx,
+    );
     let (tx, rx) = outbox::<ToWorker>(1 << 20, 1 << 20);
     writers.push(rx);
     state.worker_ready(config, launch.id, tx, launch.initial, None, &mut fx);
@@ -309,6 +318,7 @@ fn recycling_stays_within_the_cap() {
             (id - 1) as u32,
             1000 + id as u32,
             Kill::default(),
+            Arc::default(),
             Some(0),
             &mut fx,
         );
