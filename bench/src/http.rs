@@ -28,6 +28,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::Error;
@@ -111,6 +112,9 @@ where
 pub async fn serve(options: &HttpOptions) -> Result<(), Error> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", options.port))
         .map_err(Error::http("bind 127.0.0.1"))?;
+    // Accepted connections inherit it: no system call per connection.
+    rustix::net::sockopt::set_tcp_nodelay(&listener, true)
+        .map_err(|e| Error::http("set TCP_NODELAY on the listener")(e.into()))?;
     let addr = listener
         .local_addr()
         .map_err(Error::http("read the listener's address"))?;
@@ -135,11 +139,7 @@ pub async fn serve(options: &HttpOptions) -> Result<(), Error> {
                 .spawn()
                 .await?;
             let pids = pool.health().iter().map(|w| w.pid).collect();
-            listener
-                .set_nonblocking(true)
-                .map_err(Error::http("make the listener non-blocking"))?;
-            let listener =
-                TcpListener::from_std(listener).map_err(Error::http("register the listener"))?;
+            let listener = Readiness::new(listener)?;
             announce(pids)?;
             let outcome = tokio::select! {
                 outcome = accept_and_pass(&listener, &pool) => outcome,
@@ -191,26 +191,76 @@ pub async fn serve(options: &HttpOptions) -> Result<(), Error> {
     }
 }
 
-/// The supervisor's accept loop: every connection goes to a worker with a
-/// request of its own, whose answer says the worker took it.
-async fn accept_and_pass(listener: &TcpListener, pool: &Supervisor) -> Result<(), Error> {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            // Out of descriptors, a connection reset before it was taken:
-            // the next one may do.
-            Err(e) => {
-                eprintln!("drover-bench: accept: {e}");
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            if let Err(e) = pool.request(&()).socket(stream).send().await {
-                eprintln!("drover-bench: could not hand a connection over: {e}");
-            }
+/// The listening socket, registered with tokio for its readiness alone.
+///
+/// tokio's `TcpListener::accept` registers every connection it accepts
+/// with the runtime, and passing it on deregisters it again: two
+/// `epoll_ctl` calls per connection for a socket this process never
+/// reads. tokio offers no readiness of a listener without accepting, so the
+/// listening descriptor is registered through the stream type (readiness
+/// of a descriptor is all the registration knows of it) and connections
+/// are accepted with a plain `accept4`.
+struct Readiness(tokio::net::TcpStream);
+
+impl Readiness {
+    fn new(listener: std::net::TcpListener) -> Result<Readiness, Error> {
+        listener
+            .set_nonblocking(true)
+            .map_err(Error::http("make the listener non-blocking"))?;
+        let fd = OwnedFd::from(listener);
+        tokio::net::TcpStream::from_std(std::net::TcpStream::from(fd))
+            .map(Readiness)
+            .map_err(Error::http("register the listener"))
+    }
+
+    /// The next connection waiting, if any (`Ok(None)` once none is).
+    fn try_accept(&self) -> std::io::Result<Option<std::net::TcpStream>> {
+        use rustix::net::SocketFlags;
+        let accepted = self.0.try_io(tokio::io::Interest::READABLE, || {
+            rustix::net::accept_with(&self.0, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK)
+                .map_err(std::io::Error::from)
         });
+        match accepted {
+            Ok(fd) => Ok(Some(std::net::TcpStream::from(fd))),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The supervisor's accept loop: every connection goes to a worker with a
+/// request of its own, whose answer says the worker took it. Each time the
+/// listener is readable it accepts every connection waiting, and the
+/// hand-overs wait in this one task (no task per connection).
+async fn accept_and_pass(listener: &Readiness, pool: &Supervisor) -> Result<(), Error> {
+    let mut passing = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(passed) = passing.next(), if !passing.is_empty() => {
+                if let Err(e) = passed {
+                    eprintln!("drover-bench: could not hand a connection over: {e}");
+                }
+            }
+            ready = listener.0.readable() => {
+                ready.map_err(Error::http("wait for connections"))?;
+                loop {
+                    match listener.try_accept() {
+                        Ok(Some(stream)) => {
+                            passing.push(pool.request_bytes(Bytes::new()).socket(stream).send());
+                        }
+                        Ok(None) => break,
+                        // Out of descriptors, or a connection reset before
+                        // it was taken: wait a moment, the next may do.
+                        Err(e) => {
+                            eprintln!("drover-bench: accept: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -252,7 +302,6 @@ pub async fn worker(worker: Worker) -> Result<(), Error> {
             let Some(socket) = req.socket::<TcpStream>()? else {
                 return req.fail("no connection came with the request");
             };
-            let _ = socket.set_nodelay(true);
             req.ack()?;
             serve_connection(socket).await;
             Ok(())
@@ -293,7 +342,6 @@ pub fn child(parent: &str) -> Result<(), Error> {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
                     tokio::spawn(serve_connection(stream));
                 }
                 // Another process took it, or it was reset: go on.
