@@ -24,11 +24,11 @@ use std::process::Stdio;
 
 use drover_supervisor::Supervisor;
 use drover_worker::{Request, Worker};
+use futures::stream::{FuturesUnordered, StreamExt};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::Error;
