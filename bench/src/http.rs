@@ -139,11 +139,12 @@ pub async fn serve(options: &HttpOptions) -> Result<(), Error> {
                 .spawn()
                 .await?;
             let pids = pool.health().iter().map(|w| w.pid).collect();
-            let listener = Readiness::new(listener)?;
-            announce(pids)?;
-            let outcome = tokio::select! {
-                outcome = accept_and_pass(&listener, &pool) => outcome,
-                outcome = stop_signal() => outcome,
+            let outcome = match Readiness::new(listener).and_then(|l| announce(pids).map(|()| l)) {
+                Ok(listener) => tokio::select! {
+                    outcome = accept_and_pass(&listener, &pool) => outcome,
+                    outcome = stop_signal() => outcome,
+                },
+                Err(e) => Err(e),
             };
             pool.soft_kill().await;
             outcome
@@ -172,12 +173,10 @@ pub async fn serve(options: &HttpOptions) -> Result<(), Error> {
                     }
                 }
             }
-            let outcome = match started {
-                Ok(()) => {
-                    drop(listener);
-                    announce(children.iter().filter_map(|c| c.id()).collect())?;
-                    stop_signal().await
-                }
+            drop(listener);
+            let pids = children.iter().filter_map(|c| c.id()).collect();
+            let outcome = match started.and_then(|()| announce(pids)) {
+                Ok(()) => stop_signal().await,
                 Err(e) => Err(e),
             };
             for child in &mut children {
