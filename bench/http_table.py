@@ -2,14 +2,16 @@
 """Loads drover's prefork HTTP server and its ceiling (hyper in W processes
 accepting on one shared listener) with wrk, in alternating rounds, and
 prints the README's prefork HTTP table: medians of the rounds, drover as a
-ratio of the ceiling measured in the same rounds.
+ratio of the ceiling measured in the same rounds. Beside them,
+drover-listener: a drover pool whose workers each get the listening
+socket once and accept on it themselves.
 
     cargo build --release -p drover-bench
     python3 bench/http_table.py [rounds] [seconds per wrk run]
 
-Both servers start once and stay up for the whole run (an idle server
-costs nothing); every round runs each setting against the ceiling and
-against drover, the order swapped from one round to the next. wrk runs on
+The servers start once and stay up for the whole run (an idle server
+costs nothing); every round runs each setting against each server, the
+order rotated from one round to the next. wrk runs on
 the same machine (Debian's package: apt-get install wrk).
 """
 import json
@@ -29,7 +31,9 @@ SETTINGS = [
     ("`Connection: close`, 64 connections", 64, True),
     ("`Connection: close`, 1 connection", 1, True),
 ]
-IMPLS = ["hyper", "drover"]
+# drover-listener: drover's workers each get the listening socket once and
+# accept on it themselves (no hand-over per connection).
+IMPLS = ["hyper", "drover", "drover-listener"]
 UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
 
 
@@ -76,7 +80,8 @@ def main():
             ADDRS[impl] = addr
         runs = {(s[0], impl): [] for s in SETTINGS for impl in IMPLS}
         for round_ in range(ROUNDS):
-            order = IMPLS if round_ % 2 == 0 else IMPLS[::-1]
+            # Each server in turn, the order rotated every round.
+            order = IMPLS[round_ % len(IMPLS):] + IMPLS[:round_ % len(IMPLS)]
             for name, connections, close in SETTINGS:
                 for impl in order:
                     result = wrk(ADDRS[impl], connections, close)
@@ -91,16 +96,23 @@ def main():
     def med(name, impl, field):
         return statistics.median(r[field] for r in runs[(name, impl)])
 
+    def ratio(name, impl, field):
+        per_round = [d[field] / h[field] for h, d in zip(runs[(name, "hyper")], runs[(name, impl)])]
+        return (med(name, impl, field) / med(name, "hyper", field), min(per_round), max(per_round))
+
     print("| setting | hyper, 2 processes, req/s | drover prefork, req/s | ratio (rounds' min to max) "
-          "| hyper p50 / p99 µs | drover p50 / p99 µs | p50 ratio | p99 ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| hyper p50 / p99 µs | drover p50 / p99 µs | p50 ratio | p99 ratio "
+          "| drover-listener req/s | ratio | drover-listener p50 / p99 µs |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, _, _ in SETTINGS:
-        h, d = (med(name, "hyper", "rps"), med(name, "drover", "rps"))
-        per_round = [dr["rps"] / hr["rps"] for hr, dr in zip(runs[(name, "hyper")], runs[(name, "drover")])]
+        h, d, l = (med(name, impl, "rps") for impl in IMPLS)
+        r, lo, hi = ratio(name, "drover", "rps")
         hp50, hp99 = med(name, "hyper", "p50"), med(name, "hyper", "p99")
         dp50, dp99 = med(name, "drover", "p50"), med(name, "drover", "p99")
-        print(f"| {name} | {h:,.0f} | {d:,.0f} | {d / h:.2f} ({min(per_round):.2f} to {max(per_round):.2f}) "
-              f"| {hp50:,.0f} / {hp99:,.0f} | {dp50:,.0f} / {dp99:,.0f} | {dp50 / hp50:.2f} | {dp99 / hp99:.2f} |")
+        lp50, lp99 = med(name, "drover-listener", "p50"), med(name, "drover-listener", "p99")
+        print(f"| {name} | {h:,.0f} | {d:,.0f} | {r:.2f} ({lo:.2f} to {hi:.2f}) "
+              f"| {hp50:,.0f} / {hp99:,.0f} | {dp50:,.0f} / {dp99:,.0f} | {dp50 / hp50:.2f} | {dp99 / hp99:.2f} "
+              f"| {l:,.0f} | {l / h:.2f} | {lp50:,.0f} / {lp99:,.0f} |")
 
 
 if __name__ == "__main__":

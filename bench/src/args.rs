@@ -10,7 +10,7 @@ pub const USAGE: &str = "\
 usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw|tokio] [--threads T]
        drover-bench --memory
        drover-bench --queue pg|sqlite [--workers W] [--requests N] [--concurrency C]
-       drover-bench --http drover|hyper [--workers W] [--port P]
+       drover-bench --http drover|hyper|drover-listener [--workers W] [--port P]
 
   --workers W       worker processes (default 2)
   --requests N      requests to send (default 100000)
@@ -28,12 +28,14 @@ usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C]
                     push_many, drained; then push-to-start latency; C is
                     the runner's max_running (default 256); pg reads
                     DROVER_BENCH_DATABASE_URL or DROVER_TEST_DATABASE_URL
-  --http drover|hyper
+  --http drover|hyper|drover-listener
                     serve HTTP on 127.0.0.1 for wrk to load, until stdin
                     ends or SIGTERM: drover passes each accepted connection
                     to one of W workers; hyper is the ceiling, W processes
-                    accepting on one shared listener; every request is
-                    answered with 13 bytes; the JSON line gives the address
+                    accepting on one shared listener; drover-listener
+                    passes the listener itself to each worker once, and
+                    the workers accept on it; every request is answered
+                    with 13 bytes; the JSON line gives the address
   --port P          the --http server's port (default 0: any free port)
   --help            this text
 
@@ -276,11 +278,12 @@ where
                 http = Some(match value.as_str() {
                     "drover" => HttpImpl::Drover,
                     "hyper" => HttpImpl::Hyper,
+                    "drover-listener" => HttpImpl::DroverListener,
                     _ => {
                         return Err(UsageError::BadValue {
                             flag: flag.name(),
                             value,
-                            reason: "expected drover or hyper".to_owned(),
+                            reason: "expected drover, hyper or drover-listener".to_owned(),
                         })
                     }
                 })

@@ -8,6 +8,9 @@
 //! - **hyper**: the ceiling. `W` copies of this binary that accept on one
 //!   listener they share (inherited as their standard input) and serve
 //!   each connection with hyper: no hand-over at all.
+//! - **drover-listener**: a drover pool whose workers each get the
+//!   listening socket once, passed with a request, and accept on it
+//!   themselves: the ceiling's shape under drover's supervision.
 //!
 //! Both answer every request with the same 13 bytes, through the same
 //! [`respond`], each process on a current-thread runtime. The server
@@ -40,6 +43,10 @@ pub const WORKER_ENV: &str = "DROVER_BENCH_HTTP";
 /// standard input is the shared listener.
 pub const CHILD_ENV: &str = "DROVER_BENCH_HTTP_CHILD";
 
+/// The payload of a request that passes the listening socket itself
+/// (`drover-listener`): the worker accepts on it from then on.
+pub const LISTENER: &[u8] = b"listener";
+
 /// What every request is answered with.
 pub const BODY: &[u8] = b"Hello, World!";
 
@@ -50,6 +57,10 @@ pub enum HttpImpl {
     Drover,
     /// Processes that accept on one shared listener: the ceiling.
     Hyper,
+    /// A drover pool whose workers each get the listening socket once,
+    /// passed with a request, and accept on it themselves: the ceiling's
+    /// shape under drover's supervision.
+    DroverListener,
 }
 
 impl HttpImpl {
@@ -58,6 +69,7 @@ impl HttpImpl {
         match self {
             HttpImpl::Drover => "drover",
             HttpImpl::Hyper => "hyper",
+            HttpImpl::DroverListener => "drover-listener",
         }
     }
 }
@@ -128,6 +140,24 @@ pub async fn serve(options: &HttpOptions) -> Result<(), Error> {
         })
     };
     match options.implementation {
+        HttpImpl::DroverListener => {
+            let program = std::env::current_exe().map_err(Error::CurrentExe)?;
+            let pool = Supervisor::builder(program)
+                .workers(options.workers)
+                .env(WORKER_ENV, "1")
+                .spawn()
+                .await?;
+            let pids = pool.health().iter().map(|w| w.pid).collect();
+            let outcome = match pass_listener(&pool, &listener, options.workers).await {
+                Ok(()) => match announce(pids) {
+                    Ok(()) => stop_signal().await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            pool.soft_kill().await;
+            outcome
+        }
         HttpImpl::Drover => {
             let program = std::env::current_exe().map_err(Error::CurrentExe)?;
             let pool = Supervisor::builder(program)
@@ -188,6 +218,28 @@ pub async fn serve(options: &HttpOptions) -> Result<(), Error> {
             outcome
         }
     }
+}
+
+/// Passes a copy of the listening socket to each of `workers` workers,
+/// one after the other: a request with a socket goes to the worker holding
+/// the fewest passed sockets open, so each gets one. (A pool that restarts
+/// workers would pass one to each replacement as it comes online; this
+/// benchmark's workers do not die.)
+async fn pass_listener(
+    pool: &Supervisor,
+    listener: &std::net::TcpListener,
+    workers: usize,
+) -> Result<(), Error> {
+    for _ in 0..workers {
+        let copy = listener
+            .try_clone()
+            .map_err(Error::http("share the listener"))?;
+        pool.request_bytes(Bytes::from_static(LISTENER))
+            .socket(OwnedFd::from(copy))
+            .send()
+            .await?;
+    }
+    Ok(())
 }
 
 /// The listening socket, registered with tokio for its readiness alone.
@@ -298,6 +350,9 @@ async fn stop_signal() -> Result<(), Error> {
 pub async fn worker(worker: Worker) -> Result<(), Error> {
     worker
         .serve(|mut req: Request| async move {
+            if req.payload() == LISTENER {
+                return accept_in_worker(req).await;
+            }
             let Some(socket) = req.socket::<TcpStream>()? else {
                 return req.fail("no connection came with the request");
             };
@@ -307,6 +362,36 @@ pub async fn worker(worker: Worker) -> Result<(), Error> {
         })
         .await?;
     Ok(())
+}
+
+/// `drover-listener`'s worker side: take the listening socket, answer,
+/// and accept on it for the rest of the worker's life, serving each
+/// connection on a task of its own.
+async fn accept_in_worker(mut req: Request) -> Result<(), drover_worker::Error> {
+    let Some(passed) = req.socket::<OwnedFd>()? else {
+        return req.fail("no listener came with the request");
+    };
+    // The passed socket stays held (and counted by the supervisor) for
+    // as long as this worker accepts on its copy.
+    let listener = passed
+        .try_clone()
+        .map(std::net::TcpListener::from)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(TcpListener::from_std);
+    let listener = match listener {
+        Ok(listener) => listener,
+        Err(e) => return req.fail(format!("cannot accept on the passed listener: {e}")),
+    };
+    req.ack()?;
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(stream));
+            }
+            // Another process took it, or it was reset: go on.
+            Err(_) => continue,
+        }
+    }
 }
 
 /// A ceiling child: accept on the shared listener (standard input) and

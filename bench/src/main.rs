@@ -4,7 +4,7 @@
 //! drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw|tokio]
 //! drover-bench --memory
 //! drover-bench --queue pg|sqlite
-//! drover-bench --http drover|hyper [--workers W] [--port P]
+//! drover-bench --http drover|hyper|drover-listener [--workers W] [--port P]
 //! ```
 //!
 //! Every run prints exactly one JSON line on stdout; everything else
@@ -31,8 +31,9 @@
 //! - **Prefork HTTP.** `--http drover` serves HTTP the prefork way: this
 //!   process accepts and passes each connection to a worker, which serves
 //!   it with hyper; `--http hyper` is its ceiling, `W` processes accepting
-//!   on one shared listener. `wrk` (outside, `bench/http_table.py`) loads
-//!   both.
+//!   on one shared listener; `--http drover-listener` passes the listener
+//!   itself to each worker once, and the workers accept on it. `wrk`
+//!   (outside, `bench/http_table.py`) loads them.
 //! - **Memory.** The resident memory of one idle worker, and what one
 //!   request costs the supervisor while it waits in the queue.
 //!

@@ -116,8 +116,9 @@ fn read_response(stream: &mut std::net::TcpStream) -> Vec<u8> {
     body
 }
 
-/// The `--http` servers (drover passing connections to its workers, and
-/// the shared-listener ceiling) print their address, answer keep-alive and
+/// The `--http` servers (drover passing connections to its workers, the
+/// shared-listener ceiling, and drover's workers sharing the listener)
+/// print their address, answer keep-alive and
 /// `Connection: close` requests with the 13-byte body, and stop, every
 /// process with them, when their standard input ends. (No wrk needed.)
 #[test]
@@ -126,7 +127,7 @@ fn http_servers_answer_and_stop_when_stdin_ends() {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
 
-    for implementation in ["drover", "hyper"] {
+    for implementation in ["drover", "hyper", "drover-listener"] {
         let mut server = Command::new(BIN)
             .args(["--http", implementation, "--workers", "2"])
             .stdin(Stdio::piped())
