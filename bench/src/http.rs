@@ -222,9 +222,9 @@ pub async fn serve(options: &HttpOptions) -> Result<(), Error> {
 
 /// Passes a copy of the listening socket to each of `workers` workers,
 /// one after the other: a request with a socket goes to the worker holding
-/// the fewest passed sockets open, so each gets one. (A pool that restarts
-/// workers would pass one to each replacement as it comes online; this
-/// benchmark's workers do not die.)
+/// the fewest passed sockets open, so each gets one. (This benchmark's
+/// workers do not die; a replacement of one that did would get none, since
+/// a request cannot name its worker.)
 async fn pass_listener(
     pool: &Supervisor,
     listener: &std::net::TcpListener,
