@@ -10,6 +10,7 @@ pub const USAGE: &str = "\
 usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw|tokio] [--threads T]
        drover-bench --memory
        drover-bench --queue pg|sqlite [--workers W] [--requests N] [--concurrency C]
+       drover-bench --http drover|hyper|drover-listener [--workers W] [--port P]
 
   --workers W       worker processes (default 2)
   --requests N      requests to send (default 100000)
@@ -27,6 +28,15 @@ usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C]
                     push_many, drained; then push-to-start latency; C is
                     the runner's max_running (default 256); pg reads
                     DROVER_BENCH_DATABASE_URL or DROVER_TEST_DATABASE_URL
+  --http drover|hyper|drover-listener
+                    serve HTTP on 127.0.0.1 for wrk to load, until stdin
+                    ends or SIGTERM: drover passes each accepted connection
+                    to one of W workers; hyper is the ceiling, W processes
+                    accepting on one shared listener; drover-listener
+                    passes the listener itself to each worker once, and
+                    the workers accept on it; every request is answered
+                    with 13 bytes; the JSON line gives the address
+  --port P          the --http server's port (default 0: any free port)
   --help            this text
 
 Prints one JSON line on stdout; everything else goes to stderr.";
@@ -43,6 +53,8 @@ pub enum Command {
     Memory,
     /// The job queue workload (`--queue`).
     Queue(crate::queue::QueueOptions),
+    /// The prefork HTTP server (`--http`).
+    Http(crate::http::HttpOptions),
     /// Print the help text.
     Help,
 }
@@ -132,6 +144,15 @@ pub enum UsageError {
     /// An argument that is not valid UTF-8.
     #[error("argument {0:?} is not valid UTF-8")]
     NotUnicode(OsString),
+    /// `--http` given with a flag it does not use.
+    #[error("--http takes only --workers and --port (got {flag})")]
+    HttpWithEchoFlag {
+        /// The first such flag.
+        flag: &'static str,
+    },
+    /// `--port` given without `--http`.
+    #[error("--port is a setting of --http")]
+    PortWithoutHttp,
     /// `--memory` given with echo flags, which it does not use.
     #[error("--memory takes no other flag (got {flag}); it uses 1 worker and 1,000,000 queued requests of 64 bytes")]
     MemoryWithEchoFlag {
@@ -150,6 +171,8 @@ enum Flag {
     Impl,
     Threads,
     Queue,
+    Http,
+    Port,
 }
 
 impl Flag {
@@ -162,6 +185,8 @@ impl Flag {
             "--impl" => Flag::Impl,
             "--threads" => Flag::Threads,
             "--queue" => Flag::Queue,
+            "--http" => Flag::Http,
+            "--port" => Flag::Port,
             _ => return None,
         })
     }
@@ -175,6 +200,8 @@ impl Flag {
             Flag::Impl => "--impl",
             Flag::Threads => "--threads",
             Flag::Queue => "--queue",
+            Flag::Http => "--http",
+            Flag::Port => "--port",
         }
     }
 }
@@ -193,6 +220,9 @@ where
     let mut memory = false;
     let mut first_echo_flag: Option<Flag> = None;
     let mut queue = None;
+    let mut http = None;
+    let mut port = None;
+    let mut first_non_http_flag: Option<Flag> = None;
     let (mut jobs_given, mut running_given) = (false, false);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -220,7 +250,12 @@ where
                 .into_string()
                 .map_err(UsageError::NotUnicode)?,
         };
-        first_echo_flag.get_or_insert(flag);
+        if !matches!(flag, Flag::Http | Flag::Port) {
+            first_echo_flag.get_or_insert(flag);
+        }
+        if !matches!(flag, Flag::Http | Flag::Port | Flag::Workers) {
+            first_non_http_flag.get_or_insert(flag);
+        }
         jobs_given |= matches!(flag, Flag::Requests);
         running_given |= matches!(flag, Flag::Concurrency);
         match flag {
@@ -238,6 +273,22 @@ where
                     }
                 })
             }
+            Flag::Http => {
+                use crate::http::HttpImpl;
+                http = Some(match value.as_str() {
+                    "drover" => HttpImpl::Drover,
+                    "hyper" => HttpImpl::Hyper,
+                    "drover-listener" => HttpImpl::DroverListener,
+                    _ => {
+                        return Err(UsageError::BadValue {
+                            flag: flag.name(),
+                            value,
+                            reason: "expected drover, hyper or drover-listener".to_owned(),
+                        })
+                    }
+                })
+            }
+            Flag::Port => port = Some(count(flag, &value, 0, u16::MAX as usize)? as u16),
             Flag::Workers => options.workers = count(flag, &value, 1, 1024)?,
             Flag::Requests => options.requests = count(flag, &value, 1, u32::MAX as usize)?,
             Flag::Payload => options.payload = count(flag, &value, 0, MAX_PAYLOAD)?,
@@ -258,6 +309,22 @@ where
                 }
             }
         }
+    }
+    if let Some(implementation) = http {
+        if let Some(flag) = first_non_http_flag {
+            return Err(UsageError::HttpWithEchoFlag { flag: flag.name() });
+        }
+        if memory {
+            return Err(UsageError::HttpWithEchoFlag { flag: "--memory" });
+        }
+        return Ok(Command::Http(crate::http::HttpOptions {
+            implementation,
+            workers: options.workers,
+            port: port.unwrap_or(0),
+        }));
+    }
+    if port.is_some() {
+        return Err(UsageError::PortWithoutHttp);
     }
     if let (Some(store), false) = (queue, memory) {
         return Ok(Command::Queue(crate::queue::QueueOptions {
@@ -366,6 +433,43 @@ mod tests {
         assert_eq!(
             parse_strs(&["--memory", "--impl", "raw"]),
             Err(UsageError::MemoryWithEchoFlag { flag: "--impl" })
+        );
+    }
+
+    #[test]
+    fn http_takes_workers_and_port_only() {
+        use crate::http::{HttpImpl, HttpOptions};
+        assert_eq!(
+            parse_strs(&["--http", "hyper", "--workers=3", "--port", "8080"]),
+            Ok(Command::Http(HttpOptions {
+                implementation: HttpImpl::Hyper,
+                workers: 3,
+                port: 8080,
+            }))
+        );
+        assert_eq!(
+            parse_strs(&["--http=drover"]),
+            Ok(Command::Http(HttpOptions {
+                implementation: HttpImpl::Drover,
+                workers: 2,
+                port: 0,
+            }))
+        );
+        assert_eq!(
+            parse_strs(&["--http", "drover", "--payload", "64"]),
+            Err(UsageError::HttpWithEchoFlag { flag: "--payload" })
+        );
+        assert!(matches!(
+            parse_strs(&["--http", "nginx"]),
+            Err(UsageError::BadValue { flag: "--http", .. })
+        ));
+        assert!(matches!(
+            parse_strs(&["--http", "hyper", "--port", "70000"]),
+            Err(UsageError::BadValue { flag: "--port", .. })
+        ));
+        assert_eq!(
+            parse_strs(&["--port", "8080"]),
+            Err(UsageError::PortWithoutHttp)
         );
     }
 

@@ -78,12 +78,26 @@ pub enum Error {
     /// The queue workload could not run or found jobs missing.
     #[error("queue benchmark: {0}")]
     QueueBench(String),
+    /// A step of the HTTP server failed.
+    #[error("http server: {what}: {source}")]
+    Http {
+        /// What was being done ("bind 127.0.0.1", "start a hyper child", ...).
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
     /// The JSON line would not encode.
     #[error("cannot write the report: {0}")]
     Report(#[from] serde_json::Error),
 }
 
 impl Error {
+    /// A wrapper for an I/O error of the HTTP server.
+    pub fn http(what: &'static str) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::Http { what, source }
+    }
+
     /// A wrapper for a raw benchmark I/O error.
     pub fn raw(what: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Raw { what, source }

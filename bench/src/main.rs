@@ -4,6 +4,7 @@
 //! drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw|tokio]
 //! drover-bench --memory
 //! drover-bench --queue pg|sqlite
+//! drover-bench --http drover|hyper|drover-listener [--workers W] [--port P]
 //! ```
 //!
 //! Every run prints exactly one JSON line on stdout; everything else
@@ -27,6 +28,12 @@
 //! - **Echo, tokio.** The pool a user would write by hand instead:
 //!   tokio-util's length-delimited codec, bincode through serde, a map of
 //!   pending replies (see `tokio_pool.rs`).
+//! - **Prefork HTTP.** `--http drover` serves HTTP the prefork way: this
+//!   process accepts and passes each connection to a worker, which serves
+//!   it with hyper; `--http hyper` is its ceiling, `W` processes accepting
+//!   on one shared listener; `--http drover-listener` passes the listener
+//!   itself to each worker once, and the workers accept on it. `wrk`
+//!   (outside, `bench/http_table.py`) loads them.
 //! - **Memory.** The resident memory of one idle worker, and what one
 //!   request costs the supervisor while it waits in the queue.
 //!
@@ -39,12 +46,14 @@
 //! - `tokio_pool.rs`: the hand-written tokio pool, both sides.
 //! - `memory.rs`: the memory measurements.
 //! - `queue.rs`: the job queue workload.
+//! - `http.rs`: the prefork HTTP server and its ceiling, both sides.
 //! - `stats.rs`: latency percentiles and `/proc` readings.
 //! - `report.rs`: the JSON lines. `error.rs`: [`Error`].
 
 mod args;
 mod echo;
 mod error;
+mod http;
 mod memory;
 mod payload;
 mod queue;
@@ -64,6 +73,8 @@ fn main() -> ExitCode {
         worker_runtime().and_then(|rt| rt.block_on(worker::run()))
     } else if let Some(fd) = raw::child_socket_env() {
         raw::child::run(&fd)
+    } else if let Some(parent) = http::child_env() {
+        http::child(&parent)
     } else if let Some(fd) = tokio_pool::child_socket_env() {
         tokio_pool::child(&fd)
     } else {
@@ -104,6 +115,7 @@ fn run_benchmark() -> Result<(), Error> {
             let report = supervisor_runtime(2)?.block_on(queue::run(&options))?;
             report::print(&report)
         }
+        Command::Http(options) => supervisor_runtime(1)?.block_on(http::serve(&options)),
         Command::Memory => {
             let report = supervisor_runtime(1)?.block_on(memory::run())?;
             report::print(&report)

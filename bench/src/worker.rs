@@ -25,6 +25,9 @@ pub async fn run() -> Result<(), Error> {
     if std::env::var_os(crate::queue::STAMP_ENV).is_some() {
         return stamp(worker).await;
     }
+    if std::env::var_os(crate::http::WORKER_ENV).is_some() {
+        return crate::http::worker(worker).await;
+    }
     let pausable = std::env::var_os(PAUSE_ENV)
         .is_some()
         .then(|| worker.clone());
