@@ -8,9 +8,10 @@
 //! - **hyper**: the ceiling. `W` copies of this binary that accept on one
 //!   listener they share (inherited as their standard input) and serve
 //!   each connection with hyper: no hand-over at all.
-//! - **drover-listener**: a drover pool whose workers each get the
-//!   listening socket once, passed with a request, and accept on it
-//!   themselves: the ceiling's shape under drover's supervision.
+//! - **drover-listener**: a drover pool that shares the listening socket
+//!   with every worker (`Builder::share_socket`; replacements inherit it
+//!   too), each accepting on it itself: the ceiling's shape under drover's
+//!   supervision.
 //!
 //! Both answer every request with the same 13 bytes, through the same
 //! [`respond`], each process on a current-thread runtime. The server
@@ -42,10 +43,6 @@ pub const WORKER_ENV: &str = "DROVER_BENCH_HTTP";
 /// Set in a ceiling child's environment (to the parent's pid): its
 /// standard input is the shared listener.
 pub const CHILD_ENV: &str = "DROVER_BENCH_HTTP_CHILD";
-
-/// The payload of a request that passes the listening socket itself
-/// (`drover-listener`): the worker accepts on it from then on.
-pub const LISTENER: &[u8] = b"listener";
 
 /// What every request is answered with.
 pub const BODY: &[u8] = b"Hello, World!";
@@ -142,17 +139,17 @@ pub async fn serve(options: &HttpOptions) -> Result<(), Error> {
     match options.implementation {
         HttpImpl::DroverListener => {
             let program = std::env::current_exe().map_err(Error::CurrentExe)?;
+            // Every worker, a replacement too, inherits the listener and
+            // accepts on it itself.
             let pool = Supervisor::builder(program)
                 .workers(options.workers)
                 .env(WORKER_ENV, "1")
+                .share_socket(listener)
                 .spawn()
                 .await?;
             let pids = pool.health().iter().map(|w| w.pid).collect();
-            let outcome = match pass_listener(&pool, &listener, options.workers).await {
-                Ok(()) => match announce(pids) {
-                    Ok(()) => stop_signal().await,
-                    Err(e) => Err(e),
-                },
+            let outcome = match announce(pids) {
+                Ok(()) => stop_signal().await,
                 Err(e) => Err(e),
             };
             pool.soft_kill().await;
@@ -218,28 +215,6 @@ pub async fn serve(options: &HttpOptions) -> Result<(), Error> {
             outcome
         }
     }
-}
-
-/// Passes a copy of the listening socket to each of `workers` workers,
-/// one after the other: a request with a socket goes to the worker holding
-/// the fewest passed sockets open, so each gets one. (This benchmark's
-/// workers do not die; a replacement of one that did would get none, since
-/// a request cannot name its worker.)
-async fn pass_listener(
-    pool: &Supervisor,
-    listener: &std::net::TcpListener,
-    workers: usize,
-) -> Result<(), Error> {
-    for _ in 0..workers {
-        let copy = listener
-            .try_clone()
-            .map_err(Error::http("share the listener"))?;
-        pool.request_bytes(Bytes::from_static(LISTENER))
-            .socket(OwnedFd::from(copy))
-            .send()
-            .await?;
-    }
-    Ok(())
 }
 
 /// The listening socket, registered with tokio for its readiness alone.
@@ -348,11 +323,12 @@ async fn stop_signal() -> Result<(), Error> {
 ///
 /// [`Error::Worker`] if the connection to the supervisor fails.
 pub async fn worker(worker: Worker) -> Result<(), Error> {
+    // `drover-listener`: the pool shares its listener with every worker.
+    if let Some(listener) = worker.shared_socket::<TcpListener>(0)? {
+        tokio::spawn(accept_in_worker(listener));
+    }
     worker
         .serve(|mut req: Request| async move {
-            if req.payload() == LISTENER {
-                return accept_in_worker(req).await;
-            }
             let Some(socket) = req.socket::<TcpStream>()? else {
                 return req.fail("no connection came with the request");
             };
@@ -364,25 +340,10 @@ pub async fn worker(worker: Worker) -> Result<(), Error> {
     Ok(())
 }
 
-/// `drover-listener`'s worker side: take the listening socket, answer,
-/// and accept on it for the rest of the worker's life, serving each
+/// `drover-listener`'s worker side: accept on the listener the pool
+/// shares with every worker for the rest of the worker's life, serving each
 /// connection on a task of its own.
-async fn accept_in_worker(mut req: Request) -> Result<(), drover_worker::Error> {
-    let Some(passed) = req.socket::<OwnedFd>()? else {
-        return req.fail("no listener came with the request");
-    };
-    // The passed socket stays held (and counted by the supervisor) for
-    // as long as this worker accepts on its copy.
-    let listener = passed
-        .try_clone()
-        .map(std::net::TcpListener::from)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .and_then(TcpListener::from_std);
-    let listener = match listener {
-        Ok(listener) => listener,
-        Err(e) => return req.fail(format!("cannot accept on the passed listener: {e}")),
-    };
-    req.ack()?;
+async fn accept_in_worker(listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {

@@ -308,6 +308,16 @@ pub const EVENT_STAT: &str = "drover.stat";
 pub const ENV_FD: &str = "DROVER_FD";
 
 #[doc(hidden)]
+/// Name of the environment variable that tells a worker how many sockets
+/// the pool shares with every worker (`Builder::share_socket`): they are
+/// the inherited descriptors right after [`CHILD_FD`], in order.
+pub const ENV_SHARED_FDS: &str = "DROVER_SHARED_FDS";
+
+#[doc(hidden)]
+/// The most sockets a pool shares with every worker.
+pub const MAX_SHARED_SOCKETS: usize = 16;
+
+#[doc(hidden)]
 /// Name of the environment variable holding the supervisor's pid, so a worker
 /// can tell it was orphaned even if it missed the parent-death signal.
 pub const ENV_PARENT_PID: &str = "DROVER_PARENT_PID";

@@ -53,6 +53,24 @@ pub(crate) struct Config {
     /// (`drover::testing`).
     pub(crate) in_process: Option<crate::process::InProcess>,
     pub(crate) slow_request_log: Option<Duration>,
+    /// Sockets every worker process inherits (`Builder::share_socket`).
+    pub(crate) shared_sockets: SharedSockets,
+}
+
+/// The sockets a pool shares with every worker; equal when they are the
+/// same descriptors.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedSockets(pub(crate) Vec<std::sync::Arc<std::os::fd::OwnedFd>>);
+
+impl PartialEq for SharedSockets {
+    fn eq(&self, other: &SharedSockets) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|(a, b)| std::sync::Arc::ptr_eq(a, b))
+    }
 }
 
 /// Default bound on the bytes waiting to be written to one worker.
@@ -168,6 +186,7 @@ impl Builder {
                 on_query: None,
                 in_process: None,
                 slow_request_log: None,
+                shared_sockets: SharedSockets::default(),
             },
             config_error: None,
             account_error: None,
@@ -539,6 +558,47 @@ impl Builder {
         self
     }
 
+    /// Shares `socket` with every worker process the pool starts,
+    /// replacements included: each inherits a descriptor of its own of
+    /// it, which it takes with `Worker::shared_socket` (the first socket
+    /// shared is number 0, and so on). The pool keeps its own descriptor
+    /// for its life.
+    ///
+    /// This is how workers accept on one listening socket themselves, as
+    /// a prefork server's do: the kernel hands each connection to one
+    /// worker that is waiting in `accept`, and the supervisor is not on
+    /// the connection's path at all (passing each accepted connection
+    /// with a request instead, `RequestBuilder::socket`, lets the pool
+    /// route it by load, at the cost of a hand-over). Kept across a
+    /// reload; at most 16 per pool. The worker's sandbox, if any, applies
+    /// to what it does with the socket (a worker with no network
+    /// namespace of its own still accepts on an inherited listener).
+    /// In-process pools (`drover::testing`) share nothing: their workers
+    /// are threads, and `Worker::shared_socket` finds no socket there.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), drover_supervisor::Error> {
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:8080").expect("bind");
+    /// let pool = drover_supervisor::Supervisor::builder("./target/release/http-worker")
+    ///     .workers(4)
+    ///     .share_socket(listener)
+    ///     .spawn()
+    ///     .await?;
+    /// # drop(pool); Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Starting the pool fails with [`Error::TooManySharedSockets`] when
+    /// more than 16 are shared.
+    pub fn share_socket(mut self, socket: impl Into<std::os::fd::OwnedFd>) -> Builder {
+        self.config
+            .shared_sockets
+            .0
+            .push(std::sync::Arc::new(socket.into()));
+        self
+    }
+
     /// A configuration value every worker receives with its handshake
     /// (`Worker::config`).
     pub fn config<T: Serialize + ?Sized>(mut self, value: &T) -> Builder {
@@ -557,6 +617,12 @@ impl Builder {
             return Err(e.into());
         }
         check_program(&self.config.program)?;
+        if self.config.shared_sockets.0.len() > drover_proto::MAX_SHARED_SOCKETS {
+            return Err(Error::TooManySharedSockets {
+                given: self.config.shared_sockets.0.len(),
+                max: drover_proto::MAX_SHARED_SOCKETS,
+            });
+        }
         let mut config = self.config;
         if let Some(sandbox) = config.limits.sandbox.take() {
             let in_process = config.in_process.is_some();

@@ -153,6 +153,15 @@ pub enum Error {
         /// ([`MAX_FDS_PER_FRAME`](drover_proto::MAX_FDS_PER_FRAME)).
         max: usize,
     },
+    /// The pool was given more sockets to share with its workers
+    /// (`Builder::share_socket`) than it passes to a process.
+    #[error("{given} sockets shared with every worker; at most {max} can be")]
+    TooManySharedSockets {
+        /// How many were given.
+        given: usize,
+        /// The most a pool shares.
+        max: usize,
+    },
     /// The request did not finish within its timeout. The worker was sent
     /// `Cancel`; if it does not finish within the kill-after grace it is
     /// killed and replaced.

@@ -28,7 +28,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 
-use drover_proto::{CHILD_FD, ENV_FD, ENV_PARENT_PID};
+use drover_proto::{CHILD_FD, ENV_FD, ENV_PARENT_PID, ENV_SHARED_FDS, MAX_SHARED_SOCKETS};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use rustix::process::{Pid, Resource, Rlimit, Signal};
@@ -124,7 +124,9 @@ fn spawn_retrying_busy(config: &Config) -> Result<Spawned, Error> {
 /// descriptor [`CHILD_FD`] (which `dup2` leaves inheritable) and its number
 /// passed in `DROVER_FD`. Every descriptor above it is made close-on-exec
 /// in the child, so no other descriptor of ours reaches the worker, even
-/// one the application opened without `O_CLOEXEC`.
+/// one the application opened without `O_CLOEXEC`; then the pool's shared
+/// sockets, if any, are moved to the numbers right after it, their count
+/// in `DROVER_SHARED_FDS`.
 fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
     let spawn_error = |source: io::Error| Error::Spawn {
         path: config.program.clone(),
@@ -200,6 +202,12 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
         command.env(ENV_PARENT_PID, parent.as_raw_nonzero().to_string());
     }
     let their_fd = theirs.as_raw_fd();
+    // Held until the child has them (dropped after `spawn`).
+    let shared = SharedCopies::dup(&config.shared_sockets.0).map_err(spawn_error)?;
+    let placement = shared.placement();
+    if placement.len > 0 {
+        command.env(ENV_SHARED_FDS, placement.len.to_string());
+    }
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls (including the fallback loop of
     // `fcntl`, and the sandbox's, on what `prepare` made before the fork);
@@ -208,13 +216,14 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
         command.pre_exec(move || {
             child_setup(their_fd, parent, &limits)?;
             match &plan {
-                Some(plan) => apply_sandbox(plan),
-                None => Ok(()),
+                Some(plan) => apply_sandbox(plan, &placement),
+                None => placement.apply(),
             }
         });
     }
     let mut child = command.spawn().map_err(spawn_error)?;
     drop(theirs);
+    drop(shared);
     let stderr = child.stderr.take();
     let stdout = child.stdout.take();
     let pid = child.id().unwrap_or(0);
@@ -239,8 +248,68 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
 }
 
 /// The first descriptor made close-on-exec in the child: the one after
-/// the socket's.
+/// the socket's (the shared sockets are put in place after that).
 const FIRST_CLOSED_FD: RawFd = CHILD_FD + 1;
+
+/// The parent's copies of the pool's shared sockets for one child, each
+/// at a number above every number a shared socket is moved to in the
+/// child (`CHILD_FD + 1 ..= CHILD_FD + MAX_SHARED_SOCKETS`), so that
+/// moving one never overwrites another that is still to be moved.
+struct SharedCopies {
+    copies: Vec<OwnedFd>,
+}
+
+impl SharedCopies {
+    fn dup(sockets: &[std::sync::Arc<OwnedFd>]) -> io::Result<SharedCopies> {
+        let above = CHILD_FD + 1 + MAX_SHARED_SOCKETS as RawFd;
+        let copies = sockets
+            .iter()
+            .map(|socket| rustix::io::fcntl_dupfd_cloexec(socket, above).map_err(io::Error::from))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(SharedCopies { copies })
+    }
+
+    /// The numbers, in a form the child can use without allocating.
+    fn placement(&self) -> Placement {
+        let mut from = [0; MAX_SHARED_SOCKETS];
+        for (slot, copy) in from.iter_mut().zip(&self.copies) {
+            *slot = copy.as_raw_fd();
+        }
+        Placement {
+            from,
+            len: self.copies.len().min(MAX_SHARED_SOCKETS),
+        }
+    }
+}
+
+/// Where the child moves the shared sockets: `from[i]` to
+/// `CHILD_FD + 1 + i`, inheritable.
+#[derive(Clone, Copy)]
+struct Placement {
+    from: [RawFd; MAX_SHARED_SOCKETS],
+    len: usize,
+}
+
+impl Placement {
+    /// Runs in the child, after everything that may still use a
+    /// descriptor of the sandbox's plan (whose numbers may be among the
+    /// targets) and before the seccomp filter: `dup2` of each copy onto its
+    /// number, which clears close-on-exec there.
+    fn apply(&self) -> io::Result<()> {
+        for (i, &from) in self.from[..self.len].iter().enumerate() {
+            // SAFETY: `from` is open in the child (the parent's copy,
+            // inherited across fork, above every target number). The
+            // target number is wrapped only so rustix can name it, and
+            // never closed by us (ManuallyDrop): exec hands it to the
+            // worker.
+            let source = unsafe { BorrowedFd::borrow_raw(from) };
+            let mut target =
+                ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(CHILD_FD + 1 + i as RawFd) });
+            rustix::io::dup2(source, &mut target)?;
+        }
+        Ok(())
+    }
+}
 
 /// How far the fallback loop of [`cloexec_above_child_fd`] goes at most.
 const FALLBACK_FD_CAP: u64 = 65_536;
@@ -303,13 +372,14 @@ fn child_setup(fd: RawFd, parent: Pid, limits: &Limits) -> io::Result<()> {
 
 /// Applies the sandbox in the child, after [`child_setup`], in this order:
 /// cgroup, namespaces (and the user namespace's id maps), private `/tmp`,
-/// the PID namespace's init, landlock, seccomp (last: nothing after it
-/// but std's `execve`, which it lets through).
+/// the PID namespace's init, landlock, the shared sockets put in place,
+/// seccomp (last: nothing after it but std's `execve`, which it lets
+/// through).
 ///
 /// Async-signal-safe: raw system calls on what `sandbox::prepare` made
 /// in the parent before the fork (descriptors, bytes, BPF programs);
 /// nothing is allocated, no lock is touched.
-fn apply_sandbox(plan: &crate::sandbox::ChildPlan) -> io::Result<()> {
+fn apply_sandbox(plan: &crate::sandbox::ChildPlan, shared: &Placement) -> io::Result<()> {
     let check = |result: libc::c_long| {
         if result < 0 {
             Err(io::Error::last_os_error())
@@ -435,6 +505,7 @@ fn apply_sandbox(plan: &crate::sandbox::ChildPlan) -> io::Result<()> {
             )
         })?;
     }
+    shared.apply()?;
     for filter in &plan.filters {
         let program = libc::sock_fprog {
             len: u16::try_from(filter.len())

@@ -37,6 +37,13 @@ pub enum NoSupervisor {
         /// The descriptor it names.
         fd: i32,
     },
+    /// `DROVER_SHARED_FDS` (how many sockets the pool shares with every
+    /// worker) is not a count of at most 16.
+    #[error("DROVER_SHARED_FDS={value:?} is not a count of shared sockets")]
+    SharedCount {
+        /// What it is set to.
+        value: String,
+    },
     /// The descriptor could not be inspected or claimed (`fstat`, or
     /// setting close-on-exec, failed).
     #[error("DROVER_FD={fd} cannot be claimed ({source})")]

@@ -6,7 +6,7 @@
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 
-use drover_proto::{ENV_FD, ENV_PARENT_PID};
+use drover_proto::{CHILD_FD, ENV_FD, ENV_PARENT_PID, ENV_SHARED_FDS, MAX_SHARED_SOCKETS};
 use rustix::fs::FileType;
 
 use crate::error::{Error, NoSupervisor};
@@ -58,4 +58,46 @@ pub(crate) fn inherited_socket() -> Result<std::os::unix::net::UnixStream, Error
     // Our own children must not inherit it.
     rustix::io::fcntl_setfd(owned.as_fd(), rustix::io::FdFlags::CLOEXEC).map_err(unusable)?;
     Ok(std::os::unix::net::UnixStream::from(owned))
+}
+
+/// Claims the sockets the pool shares with every worker: as many as
+/// `DROVER_SHARED_FDS` says, the descriptors right after the supervisor's
+/// socket. Each is made close-on-exec (the worker's own children do not
+/// inherit it) and owned once from here. A count that does not parse, or
+/// a descriptor that is not an open socket, is left alone and reported.
+pub(crate) fn shared_sockets() -> Result<Vec<OwnedFd>, Error> {
+    let not = |reason: NoSupervisor| Error::NotUnderSupervisor { reason };
+    let Ok(raw) = std::env::var(ENV_SHARED_FDS) else {
+        return Ok(Vec::new());
+    };
+    let count: usize = match raw.parse() {
+        Ok(count) if count <= MAX_SHARED_SOCKETS => count,
+        _ => return Err(not(NoSupervisor::SharedCount { value: raw })),
+    };
+    let mut sockets = Vec::with_capacity(count);
+    for fd in (CHILD_FD + 1..).take(count) {
+        // SAFETY: as for the supervisor's socket: the borrow lives only
+        // for these checks.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let stat = rustix::fs::fstat(borrowed).map_err(|e| {
+            not(NoSupervisor::NotOpen {
+                fd,
+                source: e.into(),
+            })
+        })?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::Socket {
+            return Err(not(NoSupervisor::NotASocket { fd }));
+        }
+        // SAFETY: the supervisor put this descriptor here for us, and
+        // nothing else in the process refers to it by number.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        rustix::io::fcntl_setfd(owned.as_fd(), rustix::io::FdFlags::CLOEXEC).map_err(|e| {
+            not(NoSupervisor::Unusable {
+                fd,
+                source: e.into(),
+            })
+        })?;
+        sockets.push(owned);
+    }
+    Ok(sockets)
 }

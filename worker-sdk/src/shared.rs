@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     /// answer streams, the soft-kill hook.
     tasks: TaskTracker,
     serving: Mutex<Option<Serving>>,
+    /// The sockets the pool shares with every worker, until taken.
+    shared_sockets: Mutex<Vec<Option<std::os::fd::OwnedFd>>>,
     /// The requests in flight.
     pub(crate) registry: Registry,
     /// Streams coming in (a request's) and going out (an answer's): the
@@ -66,6 +68,7 @@ impl Shared {
         connection: Connection<WorkerEnd>,
         tasks: TaskTracker,
         signals: StopSignals,
+        shared_sockets: Vec<std::os::fd::OwnedFd>,
     ) -> Shared {
         let Connection {
             reader,
@@ -78,6 +81,7 @@ impl Shared {
             out: outbox,
             tasks,
             serving: Mutex::new(Some(Serving { reader, signals })),
+            shared_sockets: Mutex::new(shared_sockets.into_iter().map(Some).collect()),
             registry: Registry::default(),
             streams,
             events: crate::events::channel(),
@@ -98,6 +102,15 @@ impl Shared {
     /// The largest payload that fits a frame with its message around it.
     pub(crate) fn max_payload(&self) -> usize {
         max_payload(self.max_frame_length())
+    }
+
+    /// Takes shared socket `index`, if there is one not yet taken.
+    pub(crate) fn take_shared_socket(&self, index: usize) -> Option<std::os::fd::OwnedFd> {
+        self.shared_sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(index)?
+            .take()
     }
 
     /// The worker's tasks.

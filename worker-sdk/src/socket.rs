@@ -99,6 +99,28 @@ impl FromPassedFd for tokio::net::UnixStream {
     }
 }
 
+impl FromPassedFd for tokio::net::TcpListener {
+    fn from_passed_fd(fd: OwnedFd) -> io::Result<Self> {
+        let std = std::net::TcpListener::from(fd);
+        std.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(std)
+    }
+}
+
+impl FromPassedFd for tokio::net::UnixListener {
+    fn from_passed_fd(fd: OwnedFd) -> io::Result<Self> {
+        let std = std::os::unix::net::UnixListener::from(fd);
+        std.set_nonblocking(true)?;
+        tokio::net::UnixListener::from_std(std)
+    }
+}
+
+impl FromPassedFd for std::net::TcpListener {
+    fn from_passed_fd(fd: OwnedFd) -> io::Result<Self> {
+        Ok(std::net::TcpListener::from(fd))
+    }
+}
+
 /// A socket passed with a request. Use it as the socket itself (it
 /// dereferences to it, and reads and writes through it); when it drops, the
 /// socket is closed and the supervisor is told.

@@ -21,6 +21,7 @@ use crate::handler::Handler;
 use crate::registry::RequestInfo;
 use crate::shared::Shared;
 use crate::signals::StopSignals;
+use crate::socket::FromPassedFd;
 
 /// A worker's connection to its supervisor: the primitives of the worker
 /// side.
@@ -88,7 +89,8 @@ impl Worker {
         // As early as possible: a signal that comes during the handshake
         // or the program's setup is held for `serve`, not fatal.
         let signals = StopSignals::listen();
-        Worker::handshake(std_stream, signals).await
+        let shared = crate::fd::shared_sockets()?;
+        Worker::handshake(std_stream, signals, shared).await
     }
 
     /// Connects over `socket`, a connected end of a socket pair whose
@@ -105,12 +107,13 @@ impl Worker {
     /// [`Error::Handshake`] when the handshake fails,
     /// [`Error::Disconnected`] when the other end closes first.
     pub async fn connect_over(socket: std::os::unix::net::UnixStream) -> Result<Worker, Error> {
-        Worker::handshake(socket, StopSignals::none()).await
+        Worker::handshake(socket, StopSignals::none(), Vec::new()).await
     }
 
     async fn handshake(
         std_stream: std::os::unix::net::UnixStream,
         signals: StopSignals,
+        shared: Vec<std::os::fd::OwnedFd>,
     ) -> Result<Worker, Error> {
         std_stream
             .set_nonblocking(true)
@@ -138,7 +141,7 @@ impl Worker {
         let flavor = runtime.runtime_flavor();
         Ok(Worker {
             inline_first_poll: flavor == tokio::runtime::RuntimeFlavor::CurrentThread,
-            inner: Arc::new(Shared::new(welcome, connection, tasks, signals)),
+            inner: Arc::new(Shared::new(welcome, connection, tasks, signals, shared)),
         })
     }
 
@@ -151,6 +154,36 @@ impl Worker {
     /// slot of the worker it replaces.
     pub fn index(&self) -> u32 {
         self.inner.welcome().index
+    }
+
+    /// Takes socket `index` of those the pool shares with every worker
+    /// (`Builder::share_socket`, numbered in the order they were shared),
+    /// as a `T`: a `tokio::net::TcpListener` to accept on, say. Each is
+    /// taken once; `None` when there is no such socket (or it was taken).
+    ///
+    /// ```no_run
+    /// # async fn run(worker: drover_worker::Worker) -> Result<(), drover_worker::Error> {
+    /// let Some(listener) = worker.shared_socket::<tokio::net::TcpListener>(0)? else {
+    ///     return Ok(()); // the pool shares no socket
+    /// };
+    /// loop {
+    ///     let (connection, _) = listener.accept().await.map_err(drover_worker::Error::Socket)?;
+    ///     // serve `connection`...
+    /// #   drop(connection);
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Socket`] when the socket cannot be made a `T` (it is
+    /// another kind of socket, or cannot be registered with the runtime);
+    /// it is closed then.
+    pub fn shared_socket<T: FromPassedFd>(&self, index: usize) -> Result<Option<T>, Error> {
+        match self.inner.take_shared_socket(index) {
+            Some(fd) => T::from_passed_fd(fd).map(Some).map_err(Error::Socket),
+            None => Ok(None),
+        }
     }
 
     /// Decodes the pool's configuration payload, sent with the handshake.

@@ -451,6 +451,22 @@ async fn run() -> Result<(), drover_worker::Error> {
                         std::mem::forget(socket);
                         req.respond(&inode)
                     }
+                    Cmd::AcceptShared => {
+                        use tokio::io::AsyncWriteExt;
+                        let Some(listener) = me.shared_socket::<tokio::net::TcpListener>(0)? else {
+                            return req.fail("the pool shares no socket");
+                        };
+                        let (mut connection, _) = listener
+                            .accept()
+                            .await
+                            .map_err(drover_worker::Error::Socket)?;
+                        let line = format!("{}\n", std::process::id());
+                        connection
+                            .write_all(line.as_bytes())
+                            .await
+                            .map_err(drover_worker::Error::Socket)?;
+                        req.respond(&std::process::id())
+                    }
                     Cmd::Grandchild => {
                         let child = std::process::Command::new("sleep")
                             .arg("1000")

@@ -111,6 +111,10 @@ pub enum Cmd {
     /// without close-on-exec (`dup`), both open for the process's life;
     /// answer the socket's inode.
     DupSocket,
+    /// Take the pool's shared socket 0 as a TCP listener, accept one
+    /// connection on it, write this process's pid to it as a line, and
+    /// answer the pid; fails when the pool shares no socket.
+    AcceptShared,
     /// Start `sleep 1000` (standard streams on /dev/null) and leave it
     /// running, its `Child` forgotten; answer its pid.
     Grandchild,
