@@ -36,6 +36,10 @@ pub enum QueueError {
         /// The key.
         key: String,
     },
+    /// The store stored nothing for a job that has no unique key (a
+    /// [`Store`](crate::Store) implementation that drops jobs).
+    #[error("job store: a job with no unique key was not stored")]
+    NotStored,
     /// A periodic job's cron expression does not parse, or never fires.
     #[error("cron expression {expr:?}: {reason}")]
     Cron {
