@@ -358,10 +358,12 @@ impl PgStore {
             }
             due.push(micros(job.run_at));
         }
-        let statement = if notify {
-            &self.sql.push_notify
-        } else {
-            &self.sql.push
+        let keyed = jobs.iter().any(|job| job.unique_key.is_some());
+        let statement = match (notify, keyed) {
+            (false, false) => &self.sql.push,
+            (false, true) => &self.sql.push_unique,
+            (true, false) => &self.sql.push_notify,
+            (true, true) => &self.sql.push_notify_unique,
         };
         let mut query = sqlx::query(statement)
             .bind(bytes)
