@@ -143,13 +143,21 @@ impl PgStoreBuilder {
     /// false: they commit with `synchronous_commit = off`, over connections
     /// of their own, 2 more).
     ///
-    /// Off, a crash of the PostgreSQL server (not of a runner) may forget
-    /// the last fraction of a second of them, never of pushes: a forgotten
-    /// completion or claim makes its job run again (at least once still
-    /// holds; a job whose claim was forgotten may run again before its
-    /// lease runs out). In exchange a runner does not wait for a disk
-    /// flush per batch: where commits are slow, it drains several times
-    /// faster. On, every recorded outcome survives a server crash.
+    /// What off costs: a crash of the PostgreSQL server or of its machine
+    /// (not of a runner) may forget the last fraction of a second of
+    /// those writes (PostgreSQL's `wal_writer_delay`, 200 ms by default,
+    /// three times that at worst), never of pushes, which still wait.
+    /// Forgotten, a completion leaves its job running under a lease that
+    /// then runs out, and the job runs again: **a job that completed may
+    /// run a second time**. A forgotten claim puts its job back as it was,
+    /// so it may run again while its first run goes on. A forgotten retry
+    /// or dead mark leaves the job running until its lease runs out, then
+    /// it runs again. No job is lost: at least once holds, and the
+    /// database is never corrupted (the log is written in order: a write
+    /// is kept only with all before it). In exchange a runner does not
+    /// wait for a disk flush per batch: where commits are slow, it drains
+    /// several times faster. On, every recorded outcome survives a server
+    /// crash, and a job runs twice only when a lease ran out.
     pub fn durable_runs(mut self, yes: bool) -> Self {
         self.durable_runs = yes;
         self
