@@ -43,6 +43,53 @@ async fn a_job_pushed_by_another_postgres_client_wakes_the_runner() {
     schema.drop_now().await;
 }
 
+/// Concurrent pushes from another client share notifications (one for
+/// any number of commits), and still every job is heard of: the runner
+/// never polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_elsewhere_all_wake_the_runner() {
+    let Some((store, schema)) = common::pg::store("drover_wake_many").await else {
+        return;
+    };
+    let queue = JobQueue::<_, Cmd>::builder(store)
+        .poll_interval(NEVER)
+        .build();
+    let elsewhere = JobQueue::<_, Cmd>::new(
+        PgStore::connect_in_schema(&schema.url, &schema.name)
+            .await
+            .unwrap(),
+    );
+    let pool = within(LIMIT, "spawn", pool(2).spawn()).await.unwrap();
+    let runner = queue.start(pool.clone());
+    within(LIMIT, "idle", runner.idle()).await;
+    let mut pushers = tokio::task::JoinSet::new();
+    for t in 0..8 {
+        let elsewhere = elsewhere.clone();
+        pushers.spawn(async move {
+            for i in 0..10 {
+                elsewhere
+                    .push(&Cmd::Emit(format!("pushed {t}.{i}")))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = pushers.join_next().await {
+        done.unwrap();
+    }
+    within(LIMIT, "every job to be heard of and run", async {
+        while served(&pool) < 80 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    within(LIMIT, "idle", runner.idle()).await;
+    assert_eq!(served(&pool), 80);
+    within(LIMIT, "stop", runner.stop()).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+    schema.drop_now().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_listener_costs_latency_never_jobs() {
     let Some((store, schema)) = common::pg::store("drover_unheard").await else {
