@@ -13,10 +13,13 @@ pub(crate) struct Statements {
     /// `push` for jobs some of which have unique keys (PostgreSQL: with
     /// `ON CONFLICT DO NOTHING`, which costs each row a speculative
     /// insert; SQLite's is `push`).
+    #[cfg(feature = "postgres")]
     pub(crate) push_unique: String,
     /// `push`, and a notification when its transaction commits
     /// (PostgreSQL only), without unique keys and with.
+    #[cfg(feature = "postgres")]
     pub(crate) push_notify: String,
+    #[cfg(feature = "postgres")]
     pub(crate) push_notify_unique: String,
     pub(crate) claim: String,
     pub(crate) reap: String,
@@ -120,8 +123,11 @@ pub(crate) fn sqlite() -> Statements {
              RETURNING id, unique_key",
             p,
         ),
+        #[cfg(feature = "postgres")]
         push_unique: String::new(),
+        #[cfg(feature = "postgres")]
         push_notify: String::new(),
+        #[cfg(feature = "postgres")]
         push_notify_unique: String::new(),
         claim: fill(
             &format!(
