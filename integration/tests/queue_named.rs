@@ -162,6 +162,7 @@ async fn unique_within_a_window<S: Store>(store: S) {
             {
                 Pushed::New(n) => return n,
                 Pushed::Duplicate(n) => assert_eq!(n, short_id),
+                other => panic!("neither stored nor a duplicate: {other:?}"),
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -4,6 +4,7 @@ use drover_proto::ValueError;
 
 /// What can go wrong with the queue.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum QueueError {
     /// The database refused or failed an operation.
     #[error("job store: {operation} failed: {source}")]

@@ -87,6 +87,7 @@ impl Enqueue {
 
 /// What a push did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Pushed {
     /// The job was stored, with this id.
     New(JobId),

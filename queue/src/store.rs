@@ -17,6 +17,7 @@ pub type JobId = i64;
 /// worker receives (bincode: compact, but any change to the job type
 /// strands the jobs stored before it).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Payload {
     /// The job as JSON (`serde_json`).
     Json(String),
@@ -96,6 +97,7 @@ pub struct Stats {
 
 /// A job's state, as [`JobQueue::list`](crate::JobQueue::list) selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum JobState {
     /// Due now, waiting for a runner.
     Ready,
