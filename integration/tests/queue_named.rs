@@ -1,5 +1,6 @@
 //! Named queues with their own concurrency, priorities within a queue,
-//! and unique jobs.
+//! and unique jobs (while pending, or for a window; one at a time or in a
+//! batch).
 
 mod common;
 
@@ -85,6 +86,146 @@ async fn unique_jobs<S: Store>(store: S) {
         .await
         .unwrap();
     assert!(matches!(later, Pushed::New(n) if n != id), "{later:?}");
+    within(LIMIT, "stop", runner.stop()).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+/// A key held for a window keeps a push from storing a duplicate while
+/// the first job is pending and, after it finished, until the window is
+/// over; a window of zero frees the key once the job is done.
+async fn unique_within_a_window<S: Store>(store: S) {
+    let queue = JobQueue::<_, Cmd>::new(store);
+    let hour = Duration::from_secs(3600);
+    let report = || Enqueue::new().unique_for("report", hour);
+    let first = queue
+        .push_with(&Cmd::Emit("report".into()), report())
+        .await
+        .unwrap();
+    let Pushed::New(id) = first else {
+        panic!("the first push stores: {first:?}")
+    };
+    let pending = queue
+        .push_with(&Cmd::Emit("report".into()), report())
+        .await
+        .unwrap();
+    assert_eq!(pending, Pushed::Duplicate(id), "held while pending");
+    let brief = || Enqueue::new().unique_for("brief", Duration::ZERO);
+    let brief_id = queue
+        .push_with(&Cmd::Emit("brief".into()), brief())
+        .await
+        .unwrap();
+    assert!(matches!(brief_id, Pushed::New(_)), "{brief_id:?}");
+    assert_eq!(
+        queue
+            .push_with(&Cmd::Emit("brief".into()), brief())
+            .await
+            .unwrap(),
+        Pushed::Duplicate(brief_id.id()),
+        "a window of zero still holds the key while its job is pending"
+    );
+    let short = || Enqueue::new().unique_for("short", Duration::from_millis(200));
+    let short_id = queue
+        .push_with(&Cmd::Emit("short".into()), short())
+        .await
+        .unwrap()
+        .id();
+
+    let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
+    let runner = queue.start(pool.clone());
+    within(LIMIT, "the queue to empty", queue.until_empty())
+        .await
+        .unwrap();
+    assert_eq!(served(&pool), 3, "no duplicate ran");
+    // Finished, and still within the hour: held, naming the finished job.
+    let after = queue
+        .push_with(&Cmd::Emit("report".into()), report())
+        .await
+        .unwrap();
+    assert_eq!(after, Pushed::Duplicate(id), "held for the window");
+    // A window of zero is over once the job is done.
+    let brief_again = queue
+        .push_with(&Cmd::Emit("brief".into()), brief())
+        .await
+        .unwrap();
+    assert!(
+        matches!(brief_again, Pushed::New(n) if n != brief_id.id()),
+        "{brief_again:?}"
+    );
+    // A short window runs out: a push is stored again (polled for, up to
+    // the test's limit).
+    let freed = within(LIMIT, "the short window to pass", async {
+        loop {
+            match queue
+                .push_with(&Cmd::Emit("short".into()), short())
+                .await
+                .unwrap()
+            {
+                Pushed::New(n) => return n,
+                Pushed::Duplicate(n) => assert_eq!(n, short_id),
+                other => panic!("neither stored nor a duplicate: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_ne!(freed, short_id);
+    within(LIMIT, "the queue to empty", queue.until_empty())
+        .await
+        .unwrap();
+    assert_eq!(served(&pool), 5);
+    within(LIMIT, "stop", runner.stop()).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+/// `push_many_with`: each job's own priority and unique key in one call,
+/// each told apart: stored, or held by a pending job or an earlier job of
+/// the same call.
+async fn many_with_options<S: Store>(store: S) {
+    let queue = JobQueue::<_, Cmd>::builder(store).max_running(1).build();
+    let held = queue
+        .push_with(&Cmd::Emit("held".into()), Enqueue::new().unique("held"))
+        .await
+        .unwrap()
+        .id();
+    let jobs = [
+        (Cmd::Emit("low".into()), Enqueue::new().priority(-1)),
+        (
+            Cmd::Emit("high".into()),
+            Enqueue::new().priority(9).unique("k1"),
+        ),
+        (Cmd::Emit("high again".into()), Enqueue::new().unique("k1")),
+        (
+            Cmd::Emit("held again".into()),
+            Enqueue::new().unique("held"),
+        ),
+        (
+            Cmd::Emit("windowed".into()),
+            Enqueue::new().unique_for("w", Duration::from_secs(3600)),
+        ),
+    ];
+    let pushed = queue
+        .push_many_with(jobs.iter().map(|(job, options)| (job, options.clone())))
+        .await
+        .unwrap();
+    assert_eq!(pushed.len(), 5);
+    assert!(matches!(pushed[0], Pushed::New(_)), "{pushed:?}");
+    assert!(matches!(pushed[1], Pushed::New(_)), "{pushed:?}");
+    assert_eq!(pushed[2], Pushed::Duplicate(pushed[1].id()), "{pushed:?}");
+    assert_eq!(pushed[3], Pushed::Duplicate(held), "{pushed:?}");
+    assert!(matches!(pushed[4], Pushed::New(_)), "{pushed:?}");
+    assert_eq!(queue.stats().await.unwrap().ready, 4);
+
+    let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
+    let mut events = pool.events();
+    let runner = queue.start(pool.clone());
+    let mut order = Vec::new();
+    while order.len() < 4 {
+        let event = within(LIMIT, "a job's event", events.recv()).await.unwrap();
+        if let drover::Event::Custom(e) = event {
+            order.push(e.name);
+        }
+    }
+    assert_eq!(order, ["high", "held", "windowed", "low"]);
     within(LIMIT, "stop", runner.stop()).await;
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
@@ -183,5 +324,33 @@ async fn postgres_named_queues() {
     };
     let other: PgStore = store.named("reports");
     named_queues(store.named("emails"), other).await;
+    schema.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_unique_within_a_window() {
+    unique_within_a_window(SqliteStore::open(temp_db("window")).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unique_within_a_window() {
+    let Some((store, schema)) = common::pg::store("drover_window").await else {
+        return;
+    };
+    unique_within_a_window(store).await;
+    schema.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_push_many_with_options() {
+    many_with_options(SqliteStore::open(temp_db("many-with")).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_push_many_with_options() {
+    let Some((store, schema)) = common::pg::store("drover_many_with").await else {
+        return;
+    };
+    many_with_options(store).await;
     schema.drop_now().await;
 }

@@ -103,7 +103,7 @@ async fn an_sqlite_file_made_before_migrations_keeps_its_jobs_and_runs_them() {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions.len(), 3, "{versions:?}");
+    assert_eq!(versions.len(), 4, "{versions:?}");
     conn.close().await.unwrap();
     // Opened again: nothing to migrate, the timer still there.
     let again = JobQueue::<_, Cmd>::new(SqliteStore::open(&path).await.unwrap());

@@ -4,11 +4,12 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::queue::served;
 use common::{next_custom, pool, temp_db, within, Cmd, LIMIT};
 use drover::queue::{JobQueue, PgStore, SqliteStore};
+use sqlx::Connection;
 
 /// Longer than any wait in these tests: a job that starts was woken for,
 /// not polled for.
@@ -37,6 +38,53 @@ async fn a_job_pushed_by_another_postgres_client_wakes_the_runner() {
         elsewhere.push(&Cmd::Emit(name.clone())).await.unwrap();
         next_custom(&mut events, &name).await;
     }
+    within(LIMIT, "stop", runner.stop()).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+    schema.drop_now().await;
+}
+
+/// Concurrent pushes from another client share notifications (one for
+/// any number of commits), and still every job is heard of: the runner
+/// never polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_elsewhere_all_wake_the_runner() {
+    let Some((store, schema)) = common::pg::store("drover_wake_many").await else {
+        return;
+    };
+    let queue = JobQueue::<_, Cmd>::builder(store)
+        .poll_interval(NEVER)
+        .build();
+    let elsewhere = JobQueue::<_, Cmd>::new(
+        PgStore::connect_in_schema(&schema.url, &schema.name)
+            .await
+            .unwrap(),
+    );
+    let pool = within(LIMIT, "spawn", pool(2).spawn()).await.unwrap();
+    let runner = queue.start(pool.clone());
+    within(LIMIT, "idle", runner.idle()).await;
+    let mut pushers = tokio::task::JoinSet::new();
+    for t in 0..8 {
+        let elsewhere = elsewhere.clone();
+        pushers.spawn(async move {
+            for i in 0..10 {
+                elsewhere
+                    .push(&Cmd::Emit(format!("pushed {t}.{i}")))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = pushers.join_next().await {
+        done.unwrap();
+    }
+    within(LIMIT, "every job to be heard of and run", async {
+        while served(&pool) < 80 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    within(LIMIT, "idle", runner.idle()).await;
+    assert_eq!(served(&pool), 80);
     within(LIMIT, "stop", runner.stop()).await;
     within(LIMIT, "soft kill", pool.soft_kill()).await;
     schema.drop_now().await;
@@ -120,4 +168,63 @@ async fn a_job_pushed_through_any_clone_of_an_sqlite_store_wakes_its_runners() {
     }
     within(LIMIT, "stop", runner.stop()).await;
     within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqlite_push_in_wakes_the_runner_when_it_commits_timers_too() {
+    let path = temp_db("wake-tx");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let queue = JobQueue::<_, Cmd>::builder(store.clone())
+        .poll_interval(NEVER)
+        .build();
+    // The application's own connection to the same file.
+    let url = format!("sqlite://{}", path.display());
+    let mut app = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
+    let mut events = pool.events();
+    let runner = queue.start(pool.clone());
+    within(LIMIT, "idle", runner.idle()).await;
+
+    // Due now, on the application's connection.
+    let mut tx = app.begin().await.unwrap();
+    queue
+        .push_in(&mut *tx, &Cmd::Emit("committed now".into()))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    next_custom(&mut events, "committed now").await;
+
+    // A timer, on the application's connection: the runner, woken by the
+    // commit, sleeps until it is due, not until a poll.
+    let mut tx = app.begin().await.unwrap();
+    let due = SystemTime::now() + Duration::from_millis(300);
+    queue
+        .push_in_at(&mut *tx, due, &Cmd::Emit("timer in a transaction".into()))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    next_custom(&mut events, "timer in a transaction").await;
+    assert!(
+        SystemTime::now() >= due,
+        "the timer ran when due, not before"
+    );
+
+    // A timer in a transaction on the store's own connection.
+    let mut tx = store.pool().begin().await.unwrap();
+    queue
+        .push_in_at(
+            &mut *tx,
+            SystemTime::now() + Duration::from_millis(100),
+            &Cmd::Emit("timer on the store's connection".into()),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    next_custom(&mut events, "timer on the store's connection").await;
+
+    within(LIMIT, "idle", runner.idle()).await;
+    assert_eq!(served(&pool), 3);
+    within(LIMIT, "stop", runner.stop()).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+    app.close().await.unwrap();
 }

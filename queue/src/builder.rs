@@ -9,6 +9,7 @@ use crate::store::Store;
 
 /// How a queue stores its jobs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JobFormat {
     /// As JSON (`serde_json`), the default: an operator reads (and
     /// queries) the jobs in SQL, and a job type may gain a field with a

@@ -4,6 +4,7 @@ use drover_proto::ValueError;
 
 /// What can go wrong with the queue.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum QueueError {
     /// The database refused or failed an operation.
     #[error("job store: {operation} failed: {source}")]
@@ -36,6 +37,10 @@ pub enum QueueError {
         /// The key.
         key: String,
     },
+    /// The store stored nothing for a job that has no unique key (a
+    /// [`Store`](crate::Store) implementation that drops jobs).
+    #[error("job store: a job with no unique key was not stored")]
+    NotStored,
     /// A periodic job's cron expression does not parse, or never fires.
     #[error("cron expression {expr:?}: {reason}")]
     Cron {

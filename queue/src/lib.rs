@@ -15,12 +15,28 @@
 //!   decoded as the job type when they run and sent to the worker in
 //!   drover's own encoding. The schema is versioned migrations compiled in
 //!   (`migrations/`), run by sqlx's migrator when a store opens.
-//! - **Pushing.** One statement for any number of jobs ([`JobQueue::push_many`]),
-//!   through the store's connections or the caller's own transaction
-//!   ([`JobQueue::push_in`]). Each push wakes runners: in this process at
-//!   once, on PostgreSQL everywhere (`NOTIFY`, heard by a connection each
-//!   runner listens on). Runners also poll, so a lost notification costs
-//!   latency, never a job.
+//! - **Pushing.** One statement for any number of jobs ([`JobQueue::push_many`],
+//!   [`JobQueue::push_many_with`]), through the store's connections or the
+//!   caller's own transaction ([`JobQueue::push_in`]). Each push wakes
+//!   runners once it commits: in this process at once (on SQLite, a push
+//!   in the caller's transaction through the connection's commit hook),
+//!   on PostgreSQL everywhere (`NOTIFY`, heard by a connection each runner
+//!   listens on; sent by a task of the store after the push committed,
+//!   one for any number of pushes, or inside the caller's transaction).
+//!   Runners also poll, so a lost notification costs latency, never a job.
+//! - **Unique jobs.** A unique key is held while its job is pending (a
+//!   partial unique index), or also for a window after it was pushed
+//!   ([`Enqueue::unique_for`]: the `drover_unique` table, checked and
+//!   written in the push's transaction); a push whose key is held stores
+//!   nothing and answers [`Pushed::Duplicate`].
+//! - **Durability.** Pushes, and operators' calls, commit as the database
+//!   is set to (on PostgreSQL, waiting for the disk by default). A
+//!   PostgreSQL runner's own writes (claims, completions, retries) do not
+//!   wait for the disk unless `PgStoreBuilder::durable_runs`: a crash of
+//!   the PostgreSQL server may forget the last of them, and the jobs they
+//!   concerned run again (at least once holds; such a job may run again
+//!   before its lease runs out). A crash of a runner's process costs
+//!   nothing but the wait for its leases.
 //! - **Claiming.** A runner claims due jobs in one statement that marks
 //!   them running under its name with a lease (`FOR UPDATE SKIP LOCKED` on
 //!   PostgreSQL, so runners never wait for each other or share a job),

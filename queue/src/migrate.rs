@@ -43,6 +43,11 @@ pub(crate) const SQLITE: Files = &[
         "drover periodic",
         include_str!("../migrations/sqlite/20261201000003_drover_periodic.sql"),
     ),
+    (
+        20261201000004,
+        "drover unique",
+        include_str!("../migrations/sqlite/20261201000004_drover_unique.sql"),
+    ),
 ];
 
 #[cfg(feature = "postgres")]
@@ -61,6 +66,11 @@ pub(crate) const POSTGRES: Files = &[
         20261201000003,
         "drover periodic",
         include_str!("../migrations/postgres/20261201000003_drover_periodic.sql"),
+    ),
+    (
+        20261201000004,
+        "drover unique",
+        include_str!("../migrations/postgres/20261201000004_drover_unique.sql"),
     ),
 ];
 

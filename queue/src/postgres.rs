@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{db, QueueError};
 use crate::sql::{shared_methods, Statements};
-use crate::store::{micros, NewJob, Payload};
+use crate::store::{match_stored, micros, NewJob, Payload};
 use crate::JobId;
 
 /// Jobs in PostgreSQL tables (`drover_jobs`, `drover_job_counts`, in the
@@ -21,10 +21,21 @@ use crate::JobId;
 ///
 /// Runners claim with `FOR UPDATE SKIP LOCKED`, so any number of them, on
 /// any number of machines, share the queue without handing a job to two.
-/// Each push notifies (`NOTIFY`, delivered when its transaction commits),
-/// and each runner listens on a connection of its own, so a job pushed
-/// anywhere starts without waiting for a poll; polling stays, so a lost
-/// listening connection costs latency, never jobs.
+/// Pushes notify (`NOTIFY`), and each runner listens on a connection of
+/// its own, so a job pushed anywhere starts without waiting for a poll;
+/// polling stays, so a lost listening connection or notification costs
+/// latency, never jobs.
+///
+/// A push through the store's connections commits its insert alone and
+/// notifies afterwards, off its path: a task of the store sends one
+/// `NOTIFY` (committed without waiting for the disk) for however many
+/// pushes committed since its last one. A `NOTIFY` inside the insert's
+/// transaction would take PostgreSQL's notification lock until the
+/// commit's flush, one commit at a time across the whole server, which
+/// made concurrent pushes several times slower. A push inside the
+/// caller's transaction ([`JobQueue::push_in`](crate::JobQueue::push_in))
+/// notifies within it, so its runners hear of it exactly when it commits.
+/// Runners in the same process are woken at once, either way.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -39,6 +50,58 @@ pub struct PgStore {
     channel: Arc<str>,
     /// How a runner's listening connection connects.
     listen_options: PgConnectOptions,
+    /// Notifies other processes' runners of this process's pushes.
+    announcer: Arc<Announcer>,
+}
+
+/// The task that sends one `NOTIFY` for any number of commits, started
+/// with the store's first push; it ends when the last clone of the store
+/// is dropped (a push committed just before may then go unannounced:
+/// other runners find it at their next poll).
+#[derive(Debug)]
+struct Announcer {
+    kick: Arc<tokio::sync::Notify>,
+    /// Started by the first push, again if its runtime ended it.
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    stop: tokio_util::sync::DropGuard,
+}
+
+impl Announcer {
+    fn new() -> Announcer {
+        Announcer {
+            kick: Arc::new(tokio::sync::Notify::new()),
+            task: std::sync::Mutex::new(None),
+            stop: CancellationToken::new().drop_guard(),
+        }
+    }
+}
+
+/// Until `stop`: after each kick, one `NOTIFY` on `channel` (kicks while
+/// it is sent are kept as one, so every commit is followed by one).
+async fn announce(
+    pool: PgPool,
+    channel: Arc<str>,
+    kick: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = kick.notified() => {}
+        }
+        // Nothing here needs to survive a crash: no wait for the disk.
+        let sent =
+            sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
+                .bind(&*channel)
+                .execute(&pool)
+                .await;
+        if let Err(e) = sent {
+            tracing::warn!(
+                "job queue: cannot notify other runners of new jobs ({e}); \
+                 they find them at their next poll"
+            );
+        }
+    }
 }
 
 /// Settings of a [`PgStore`], from [`PgStore::builder`].
@@ -80,13 +143,21 @@ impl PgStoreBuilder {
     /// false: they commit with `synchronous_commit = off`, over connections
     /// of their own, 2 more).
     ///
-    /// Off, a crash of the PostgreSQL server (not of a runner) may forget
-    /// the last fraction of a second of them, never of pushes: a forgotten
-    /// completion or claim makes its job run again (at least once still
-    /// holds; a job whose claim was forgotten may run again before its
-    /// lease runs out). In exchange a runner does not wait for a disk
-    /// flush per batch: where commits are slow, it drains several times
-    /// faster. On, every recorded outcome survives a server crash.
+    /// What off costs: a crash of the PostgreSQL server or of its machine
+    /// (not of a runner) may forget the last fraction of a second of
+    /// those writes (PostgreSQL's `wal_writer_delay`, 200 ms by default,
+    /// three times that at worst), never of pushes, which still wait.
+    /// Forgotten, a completion leaves its job running under a lease that
+    /// then runs out, and the job runs again: **a job that completed may
+    /// run a second time**. A forgotten claim puts its job back as it was,
+    /// so it may run again while its first run goes on. A forgotten retry
+    /// or dead mark leaves the job running until its lease runs out, then
+    /// it runs again. No job is lost: at least once holds, and the
+    /// database is never corrupted (the log is written in order: a write
+    /// is kept only with all before it). In exchange a runner does not
+    /// wait for a disk flush per batch: where commits are slow, it drains
+    /// several times faster. On, every recorded outcome survives a server
+    /// crash, and a job runs twice only when a lease ran out.
     pub fn durable_runs(mut self, yes: bool) -> Self {
         self.durable_runs = yes;
         self
@@ -155,6 +226,7 @@ impl PgStoreBuilder {
             // Channel names are identifiers: at most 63 bytes.
             channel: truncate(&format!("drover_jobs.{schema}"), 63).into(),
             listen_options,
+            announcer: Arc::new(Announcer::new()),
         })
     }
 }
@@ -234,11 +306,46 @@ impl PgStore {
         &self.channel
     }
 
+    /// Adds `jobs` through `conn`, telling no one (see
+    /// [`announce`](PgStore::announce)).
     async fn push_on(
         &self,
         conn: &mut PgConnection,
         jobs: &[NewJob],
-    ) -> Result<Vec<JobId>, QueueError> {
+    ) -> Result<Vec<Option<JobId>>, QueueError> {
+        self.insert(conn, jobs, false).await
+    }
+
+    /// Tells runners that jobs may have become due (committed already):
+    /// this process's at once, others' through the announcer's `NOTIFY`.
+    fn announce(&self) {
+        self.wake.send_modify(|n| *n += 1);
+        let announcer = &self.announcer;
+        {
+            let mut task = announcer
+                .task
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if task.as_ref().is_none_or(|t| t.is_finished()) {
+                *task = Some(tokio::spawn(announce(
+                    self.run_pool.clone(),
+                    self.channel.clone(),
+                    announcer.kick.clone(),
+                    announcer.stop.token().clone(),
+                )));
+            }
+        }
+        announcer.kick.notify_one();
+    }
+
+    /// Adds `jobs` through `conn`; with `notify`, runners listening hear
+    /// of them when `conn`'s transaction commits.
+    async fn insert(
+        &self,
+        conn: &mut PgConnection,
+        jobs: &[NewJob],
+        notify: bool,
+    ) -> Result<Vec<Option<JobId>>, QueueError> {
         let mut bytes: Vec<Option<&[u8]>> = Vec::with_capacity(jobs.len());
         let mut json: Vec<Option<&str>> = Vec::with_capacity(jobs.len());
         let mut due: Vec<i64> = Vec::with_capacity(jobs.len());
@@ -259,25 +366,31 @@ impl PgStore {
             }
             due.push(micros(job.run_at));
         }
-        let rows = sqlx::query(&self.sql.push)
+        let keyed = jobs.iter().any(|job| job.unique_key.is_some());
+        let statement = match (notify, keyed) {
+            (false, false) => &self.sql.push,
+            (false, true) => &self.sql.push_unique,
+            (true, false) => &self.sql.push_notify,
+            (true, true) => &self.sql.push_notify_unique,
+        };
+        let mut query = sqlx::query(statement)
             .bind(bytes)
             .bind(json)
             .bind(due)
             .bind(micros(SystemTime::now()))
             .bind(&*self.queue)
-            .bind(&*self.channel)
             .bind(priority)
-            .bind(unique)
-            .fetch_all(conn)
-            .await
-            .map_err(db("add jobs"))?;
-        let mut ids = rows
+            .bind(unique);
+        if notify {
+            query = query.bind(&*self.channel);
+        }
+        let rows = query.fetch_all(conn).await.map_err(db("add jobs"))?;
+        let rows = rows
             .iter()
-            .map(|row| row.try_get::<i64, _>(0))
-            .collect::<Result<Vec<_>, _>>()
+            .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get(1)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(db("add jobs"))?;
-        ids.sort_unstable();
-        Ok(ids)
+        Ok(match_stored(jobs, rows))
     }
 
     /// Listens until `stop`, or until the connection fails.
@@ -319,14 +432,14 @@ impl PgStore {
 impl crate::store::Store for PgStore {
     type Database = Postgres;
 
-    async fn push(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, QueueError> {
+    async fn push(&self, jobs: &[NewJob]) -> Result<Vec<Option<JobId>>, QueueError> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
         let mut conn = self.pool.acquire().await.map_err(db("add jobs"))?;
         let ids = self.push_on(&mut conn, jobs).await?;
-        // Runners in this process need not wait for the notification.
-        self.wake.send_modify(|n| *n += 1);
+        drop(conn);
+        self.announce();
         Ok(ids)
     }
 
@@ -334,12 +447,12 @@ impl crate::store::Store for PgStore {
         &'c self,
         conn: &'c mut PgConnection,
         jobs: &'c [NewJob],
-    ) -> Result<Vec<JobId>, QueueError> {
+    ) -> Result<Vec<Option<JobId>>, QueueError> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
         // The notification goes out when the caller's transaction commits.
-        self.push_on(conn, jobs).await
+        self.insert(conn, jobs, true).await
     }
 
     async fn complete(&self, ids: &[JobId], owner: &str) -> Result<Vec<JobId>, QueueError> {

@@ -176,7 +176,7 @@ impl<S: Store, J: JobValue> JobQueue<S, J> {
     pub async fn push_at(&self, at: SystemTime, job: &J) -> Result<JobId, QueueError> {
         let job = self.new_job(job, at)?;
         let ids = self.inner.store.push(std::slice::from_ref(&job)).await?;
-        Ok(ids[0])
+        one(ids)
     }
 
     /// Adds a job with options of its own: due time, priority, unique key
@@ -187,18 +187,35 @@ impl<S: Store, J: JobValue> JobQueue<S, J> {
     ///
     /// As [`push`](JobQueue::push).
     pub async fn push_with(&self, job: &J, options: Enqueue) -> Result<Pushed, QueueError> {
-        let mut new = self.new_job(job, options.run_at.unwrap_or_else(SystemTime::now))?;
-        new.priority = options.priority;
-        new.unique_key = options.unique_key;
+        let window = options.window;
+        let new = self.new_job_with(job, options)?;
+        self.push_new(new, window).await
+    }
+
+    /// Stores one job made with its options, telling whether its key was
+    /// held.
+    async fn push_new(&self, new: NewJob, window: Option<Duration>) -> Result<Pushed, QueueError> {
+        if new.unique_key.is_none() {
+            let ids = self.inner.store.push(std::slice::from_ref(&new)).await?;
+            return one(ids).map(Pushed::New);
+        }
         // A pending job with the key may finish between the insert that
         // found it and the look for its id: then the key is free, try again.
         for _ in 0..3 {
-            if let Some(&id) = self
+            if let Some(window) = window {
+                if let Some(pushed) = self.inner.store.push_within(&new, window).await? {
+                    return Ok(pushed);
+                }
+                continue;
+            }
+            if let Some(id) = self
                 .inner
                 .store
                 .push(std::slice::from_ref(&new))
                 .await?
                 .first()
+                .copied()
+                .flatten()
             {
                 return Ok(Pushed::New(id));
             }
@@ -210,6 +227,62 @@ impl<S: Store, J: JobValue> JobQueue<S, J> {
         Err(QueueError::Contended {
             key: new.unique_key.unwrap_or_default(),
         })
+    }
+
+    /// Adds jobs each with options of its own (due time, priority, unique
+    /// key; see [`Enqueue`]) in one statement, and says for each, in
+    /// order, whether it was stored or a pending job (or an earlier one
+    /// of the same call) held its key. Jobs whose key is held for a window
+    /// ([`Enqueue::unique_for`]) are pushed one by one after the others.
+    ///
+    /// ```no_run
+    /// # async fn run(queue: drover_queue::JobQueue<drover_queue::SqliteStore, String>) -> Result<(), drover_queue::QueueError> {
+    /// use drover_queue::Enqueue;
+    /// let jobs = ["sync 1".to_string(), "sync 2".to_string()];
+    /// let pushed = queue
+    ///     .push_many_with(jobs.iter().map(|job| (job, Enqueue::new().priority(5).unique(job.clone()))))
+    ///     .await?;
+    /// assert_eq!(pushed.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](JobQueue::push); nothing is stored if one job does not
+    /// encode. [`QueueError::Contended`] as in
+    /// [`push_with`](JobQueue::push_with).
+    pub async fn push_many_with<'a>(
+        &self,
+        jobs: impl IntoIterator<Item = (&'a J, Enqueue)>,
+    ) -> Result<Vec<Pushed>, QueueError> {
+        let mut batch = Vec::new();
+        let mut windowed = Vec::new();
+        for (i, (job, options)) in jobs.into_iter().enumerate() {
+            match options.window.filter(|_| options.unique_key.is_some()) {
+                Some(window) => windowed.push((i, self.new_job_with(job, options)?, window)),
+                None => batch.push((i, self.new_job_with(job, options)?)),
+            }
+        }
+        let mut pushed = vec![Pushed::New(0); batch.len() + windowed.len()];
+        let news: Vec<NewJob> = batch.iter().map(|(_, job)| job.clone()).collect();
+        let ids = self.inner.store.push(&news).await?;
+        for ((i, new), id) in batch.into_iter().zip(ids) {
+            pushed[i] = match id {
+                Some(id) => Pushed::New(id),
+                None => match new.unique_key.as_deref() {
+                    Some(key) => match self.inner.store.find_unique(key).await? {
+                        Some(id) => Pushed::Duplicate(id),
+                        // The holder finished meanwhile: the key is free.
+                        None => self.push_new(new, None).await?,
+                    },
+                    None => return Err(QueueError::NotStored),
+                },
+            };
+        }
+        for (i, new, window) in windowed {
+            pushed[i] = self.push_new(new, Some(window)).await?;
+        }
+        Ok(pushed)
     }
 
     /// Adds `jobs`, due now, in one statement: all of them or (on an
@@ -225,15 +298,16 @@ impl<S: Store, J: JobValue> JobQueue<S, J> {
             .iter()
             .map(|job| self.new_job(job, now))
             .collect::<Result<Vec<_>, _>>()?;
-        self.inner.store.push(&jobs).await
+        all(self.inner.store.push(&jobs).await?)
     }
 
     /// Adds a job, due now, through `conn`: a connection of the caller's
     /// own on the store's database, typically a transaction
     /// (`&mut *tx`). The job exists if and only if the transaction
     /// commits: rolled back, it never runs; committed, it runs like any
-    /// other. On PostgreSQL runners hear of it when it commits; on SQLite
-    /// they find it at their next poll.
+    /// other. Runners hear of it when it commits: on PostgreSQL through
+    /// `NOTIFY`, on SQLite through the connection's commit hook (which
+    /// this sets, replacing one of the caller's own).
     ///
     /// ```no_run
     /// # async fn run(queue: drover_queue::JobQueue<drover_queue::PgStore, String>, db: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
@@ -258,7 +332,34 @@ impl<S: Store, J: JobValue> JobQueue<S, J> {
             .store
             .push_in(conn, std::slice::from_ref(&job))
             .await?;
-        Ok(ids[0])
+        one(ids)
+    }
+
+    /// Adds a job due at `at` through `conn` (see
+    /// [`push_in`](JobQueue::push_in)): a timer that exists if and only if
+    /// the transaction commits. Runners hear of it when it commits (on
+    /// SQLite too: the connection's commit hook), so it starts when due,
+    /// not at a later poll.
+    ///
+    /// On SQLite this sets `conn`'s commit hook (replacing one of the
+    /// caller's own), which wakes runners at the next commit.
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](JobQueue::push).
+    pub async fn push_in_at(
+        &self,
+        conn: &mut <S::Database as sqlx::Database>::Connection,
+        at: SystemTime,
+        job: &J,
+    ) -> Result<JobId, QueueError> {
+        let job = self.new_job(job, at)?;
+        let ids = self
+            .inner
+            .store
+            .push_in(conn, std::slice::from_ref(&job))
+            .await?;
+        one(ids)
     }
 
     /// As [`push_many`](JobQueue::push_many), through `conn` (see
@@ -277,7 +378,14 @@ impl<S: Store, J: JobValue> JobQueue<S, J> {
             .iter()
             .map(|job| self.new_job(job, now))
             .collect::<Result<Vec<_>, _>>()?;
-        self.inner.store.push_in(conn, &jobs).await
+        all(self.inner.store.push_in(conn, &jobs).await?)
+    }
+
+    fn new_job_with(&self, job: &J, options: Enqueue) -> Result<NewJob, QueueError> {
+        let mut new = self.new_job(job, options.run_at.unwrap_or_else(SystemTime::now))?;
+        new.priority = options.priority;
+        new.unique_key = options.unique_key;
+        Ok(new)
     }
 
     fn new_job(&self, job: &J, run_at: SystemTime) -> Result<NewJob, QueueError> {
@@ -303,7 +411,7 @@ impl<S: Store, J: JobValue> JobQueue<S, J> {
             // Held across the insert: a runner that completes the job
             // before we register waits for the lock, then finds us.
             let mut waiting = self.inner.waiting.lock().await;
-            let id = self.inner.store.push(std::slice::from_ref(&job)).await?[0];
+            let id = one(self.inner.store.push(std::slice::from_ref(&job)).await?)?;
             waiting.insert(id, tx);
             id
         };
@@ -681,6 +789,21 @@ async fn run<S: Store, J: JobValue>(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// The id of the one job a push of a job with no unique key stored.
+fn one(ids: Vec<Option<JobId>>) -> Result<JobId, QueueError> {
+    ids.into_iter()
+        .next()
+        .flatten()
+        .ok_or(QueueError::NotStored)
+}
+
+/// The ids of jobs with no unique key, every one stored.
+fn all(ids: Vec<Option<JobId>>) -> Result<Vec<JobId>, QueueError> {
+    ids.into_iter()
+        .map(|id| id.ok_or(QueueError::NotStored))
+        .collect()
 }
 
 /// Stores the jobs the pool's workers post, until stopped.

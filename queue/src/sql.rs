@@ -10,6 +10,17 @@
 #[derive(Debug)]
 pub(crate) struct Statements {
     pub(crate) push: String,
+    /// `push` for jobs some of which have unique keys (PostgreSQL: with
+    /// `ON CONFLICT DO NOTHING`, which costs each row a speculative
+    /// insert; SQLite's is `push`).
+    #[cfg(feature = "postgres")]
+    pub(crate) push_unique: String,
+    /// `push`, and a notification when its transaction commits
+    /// (PostgreSQL only), without unique keys and with.
+    #[cfg(feature = "postgres")]
+    pub(crate) push_notify: String,
+    #[cfg(feature = "postgres")]
+    pub(crate) push_notify_unique: String,
     pub(crate) claim: String,
     pub(crate) reap: String,
     pub(crate) complete: String,
@@ -30,6 +41,10 @@ pub(crate) struct Statements {
     pub(crate) unschedule: String,
     pub(crate) periodic: String,
     pub(crate) fire: String,
+    pub(crate) window_find: String,
+    pub(crate) window_record: String,
+    pub(crate) window_expire: String,
+    pub(crate) purge_windows: String,
 }
 
 /// Fills in `{t}` (the jobs table) and `{c}` (the counts table), each
@@ -38,6 +53,7 @@ fn fill(sql: &str, prefix: &str) -> String {
     sql.replace("{t}", &format!("{prefix}drover_jobs"))
         .replace("{c}", &format!("{prefix}drover_job_counts"))
         .replace("{p}", &format!("{prefix}drover_periodic"))
+        .replace("{u}", &format!("{prefix}drover_unique"))
 }
 
 // The statements with the same text on both databases (`$n` parameters
@@ -84,6 +100,12 @@ const UNSCHEDULE: &str = "DELETE FROM {p} WHERE queue = $1 AND name = $2";
 const PERIODIC: &str =
     "SELECT name, cron, payload, args, next_run FROM {p} WHERE queue = $1 ORDER BY name";
 const FIRE: &str = "UPDATE {p} SET next_run = $4 WHERE queue = $1 AND name = $2 AND next_run = $3";
+const WINDOW_FIND: &str = "SELECT job FROM {u} WHERE queue = $1 AND unique_key = $2 AND until > $3";
+const WINDOW_RECORD: &str =
+    "INSERT INTO {u} (queue, unique_key, job, until) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (queue, unique_key) DO UPDATE SET job = excluded.job, until = excluded.until";
+const WINDOW_EXPIRE: &str = "DELETE FROM {u} WHERE until <= $1";
+const PURGE_WINDOWS: &str = "DELETE FROM {u} WHERE queue = $1";
 const NEXT_DUE: &str = "SELECT MIN(run_at) FROM {t} WHERE state = 'ready' AND queue = $1";
 
 #[cfg(feature = "sqlite")]
@@ -98,9 +120,15 @@ pub(crate) fn sqlite() -> Statements {
                     value ->> '$.q', value ->> '$.u'
              FROM json_each($1) WHERE true ORDER BY key
              ON CONFLICT DO NOTHING
-             RETURNING id",
+             RETURNING id, unique_key",
             p,
         ),
+        #[cfg(feature = "postgres")]
+        push_unique: String::new(),
+        #[cfg(feature = "postgres")]
+        push_notify: String::new(),
+        #[cfg(feature = "postgres")]
+        push_notify_unique: String::new(),
         claim: fill(
             &format!(
                 "UPDATE {{t}}
@@ -141,6 +169,10 @@ pub(crate) fn sqlite() -> Statements {
         unschedule: fill(UNSCHEDULE, p),
         periodic: fill(PERIODIC, p),
         fire: fill(FIRE, p),
+        window_find: fill(WINDOW_FIND, p),
+        window_record: fill(WINDOW_RECORD, p),
+        window_expire: fill(WINDOW_EXPIRE, p),
+        purge_windows: fill(PURGE_WINDOWS, p),
     }
 }
 
@@ -152,26 +184,54 @@ pub(crate) const SQLITE_COUNT: &str = "INSERT INTO drover_job_counts (queue, com
     ON CONFLICT (queue) DO UPDATE SET completed = completed + excluded.completed,
                                       cancelled = cancelled + excluded.cancelled";
 
+/// PostgreSQL's insert of the jobs in the arrays, `unique` with
+/// `ON CONFLICT DO NOTHING`, `notify` with a `pg_notify` on `$8`.
+///
+/// UNNEST yields the elements in order and the insert takes the rows as
+/// they come, so ids grow in the order of the jobs ([`match_stored`]
+/// relies on it). No `ORDER BY`: sorting the rows, their JSON with them,
+/// cost a third of a batch's time.
+///
+/// [`match_stored`]: crate::store::match_stored
+#[cfg(feature = "postgres")]
+fn pg_push(p: &str, unique: bool, notify: bool) -> String {
+    let conflict = if unique {
+        " ON CONFLICT DO NOTHING"
+    } else {
+        ""
+    };
+    let notify = if notify {
+        " CROSS JOIN (SELECT pg_notify($8, '')) AS n"
+    } else {
+        ""
+    };
+    fill(
+        &format!(
+            "WITH ins AS (
+                INSERT INTO {{t}} (payload, args, run_at, created_at, queue, priority, unique_key)
+                SELECT j.p, j.a::jsonb, j.r, $4, $5, j.q, j.u
+                FROM UNNEST($1::bytea[], $2::text[], $3::bigint[], $6::int[], $7::text[])
+                    AS j(p, a, r, q, u){conflict}
+                RETURNING id, unique_key)
+             SELECT ins.id, ins.unique_key FROM ins{notify}"
+        ),
+        p,
+    )
+}
+
 /// PostgreSQL's statements, on the tables in `schema`.
 #[cfg(feature = "postgres")]
 pub(crate) fn postgres(schema: &str) -> Statements {
     let p = format!("\"{}\".", schema.replace('"', "\"\""));
     let p = p.as_str();
     Statements {
-        // Arrays, one element per job; a notification that runners
-        // listening hear once the statement's transaction commits.
-        push: fill(
-            "WITH ins AS (
-                INSERT INTO {t} (payload, args, run_at, created_at, queue, priority, unique_key)
-                SELECT j.p, j.a::jsonb, j.r, $4, $5, j.q, j.u
-                FROM UNNEST($1::bytea[], $2::text[], $3::bigint[], $7::int[], $8::text[])
-                    WITH ORDINALITY AS j(p, a, r, q, u, n)
-                ORDER BY j.n
-                ON CONFLICT DO NOTHING
-                RETURNING id)
-             SELECT ins.id FROM ins CROSS JOIN (SELECT pg_notify($6, '')) AS n",
-            p,
-        ),
+        // Arrays, one element per job; with unique keys, ON CONFLICT; with a
+        // notification that runners listening hear once the statement's
+        // transaction commits (the caller's, for push_in).
+        push: pg_push(p, false, false),
+        push_unique: pg_push(p, true, false),
+        push_notify: pg_push(p, false, true),
+        push_notify_unique: pg_push(p, true, true),
         // SKIP LOCKED: runners on many machines claim from one table, none
         // waiting for another's rows, none getting the same job.
         claim: fill(
@@ -225,6 +285,10 @@ pub(crate) fn postgres(schema: &str) -> Statements {
         unschedule: fill(UNSCHEDULE, p),
         periodic: fill(PERIODIC, p),
         fire: fill(FIRE, p),
+        window_find: fill(WINDOW_FIND, p),
+        window_record: fill(WINDOW_RECORD, p),
+        window_expire: fill(WINDOW_EXPIRE, p),
+        purge_windows: fill(PURGE_WINDOWS, p),
     }
 }
 
@@ -239,7 +303,10 @@ pub(crate) fn payload(bytes: Option<Vec<u8>>, json: Option<String>) -> crate::Pa
 /// The [`Store`](crate::Store) methods both stores share, for a struct
 /// with a `pool` field (an sqlx pool), a `run_pool` (the pool a runner's
 /// own writes go through: claims, completions, retries), a `sql` field
-/// ([`Statements`]) and a `queue` field (the queue's name).
+/// ([`Statements`]), a `queue` field (the queue's name), a `wake` field
+/// (the in-process signal), and methods `push_on` (an insert through a
+/// connection, telling no one) and `announce` (tell runners that jobs may
+/// have become due, once committed).
 macro_rules! shared_methods {
     () => {
         async fn claim(
@@ -276,11 +343,18 @@ macro_rules! shared_methods {
         }
 
         async fn reap(&self) -> Result<u64, $crate::QueueError> {
+            let now = $crate::store::micros(std::time::SystemTime::now());
             let done = sqlx::query(&self.sql.reap)
-                .bind($crate::store::micros(std::time::SystemTime::now()))
+                .bind(now)
                 .execute(&self.run_pool)
                 .await
                 .map_err($crate::error::db("take back expired leases"))?;
+            // Unique keys whose window is over need no row.
+            sqlx::query(&self.sql.window_expire)
+                .bind(now)
+                .execute(&self.run_pool)
+                .await
+                .map_err($crate::error::db("forget unique windows"))?;
             Ok(done.rows_affected())
         }
 
@@ -408,7 +482,7 @@ macro_rules! shared_methods {
                 .await
                 .map_err($crate::error::db("retry a dead job"))?;
             if done.rows_affected() == 1 {
-                self.wake.send_modify(|n| *n += 1);
+                self.announce();
             }
             Ok(done.rows_affected() == 1)
         }
@@ -421,7 +495,7 @@ macro_rules! shared_methods {
                 .await
                 .map_err($crate::error::db("requeue a job"))?;
             if done.rows_affected() == 1 {
-                self.wake.send_modify(|n| *n += 1);
+                self.announce();
             }
             Ok(done.rows_affected() == 1)
         }
@@ -438,6 +512,11 @@ macro_rules! shared_methods {
                 .await
                 .map_err($crate::error::db("purge jobs"))?;
             sqlx::query(&self.sql.purge_counts)
+                .bind(&*self.queue)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::error::db("purge jobs"))?;
+            sqlx::query(&self.sql.purge_windows)
                 .bind(&*self.queue)
                 .execute(&mut *tx)
                 .await
@@ -544,7 +623,7 @@ macro_rules! shared_methods {
             tx.commit()
                 .await
                 .map_err($crate::error::db("fire a periodic job"))?;
-            self.wake.send_modify(|n| *n += 1);
+            self.announce();
             Ok(true)
         }
 
@@ -558,6 +637,60 @@ macro_rules! shared_methods {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err($crate::error::db("find a unique job"))
+        }
+
+        async fn push_within(
+            &self,
+            job: &$crate::NewJob,
+            window: std::time::Duration,
+        ) -> Result<Option<$crate::Pushed>, $crate::QueueError> {
+            let what = "add a unique job";
+            let key = job.unique_key.as_deref().unwrap_or_default();
+            let now = std::time::SystemTime::now();
+            let mut tx = self.pool.begin().await.map_err($crate::error::db(what))?;
+            let recent: Option<i64> = sqlx::query_scalar(&self.sql.window_find)
+                .bind(&*self.queue)
+                .bind(key)
+                .bind($crate::store::micros(now))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err($crate::error::db(what))?;
+            if let Some(id) = recent {
+                // Nothing written: dropping the transaction rolls it back.
+                return Ok(Some($crate::Pushed::Duplicate(id)));
+            }
+            let stored = self.push_on(&mut *tx, std::slice::from_ref(job)).await?;
+            let pushed = match stored.first().copied().flatten() {
+                Some(id) => {
+                    sqlx::query(&self.sql.window_record)
+                        .bind(&*self.queue)
+                        .bind(key)
+                        .bind(id)
+                        .bind($crate::store::micros($crate::store::later(now, window)))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::error::db(what))?;
+                    $crate::Pushed::New(id)
+                }
+                None => {
+                    let pending: Option<i64> = sqlx::query_scalar(&self.sql.find_unique)
+                        .bind(&*self.queue)
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err($crate::error::db(what))?;
+                    match pending {
+                        Some(id) => $crate::Pushed::Duplicate(id),
+                        // It finished between the insert and the look.
+                        None => return Ok(None),
+                    }
+                }
+            };
+            tx.commit().await.map_err($crate::error::db(what))?;
+            if let $crate::Pushed::New(_) = pushed {
+                self.announce();
+            }
+            Ok(Some(pushed))
         }
 
         fn wakeups(&self) -> $crate::Wakeups {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{db, QueueError};
 use crate::sql::{shared_methods, Statements};
-use crate::store::{micros, NewJob, Payload};
+use crate::store::{match_stored, micros, NewJob, Payload};
 use crate::JobId;
 
 /// Jobs in an SQLite database file (created if missing), in WAL mode.
@@ -156,12 +156,17 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// Wakes this process's runners (the only ones there are).
+    fn announce(&self) {
+        self.wake.send_modify(|n| *n += 1);
+    }
+
     /// Adds `jobs` through `conn`, in one statement.
     async fn push_on(
         &self,
         conn: &mut SqliteConnection,
         jobs: &[NewJob],
-    ) -> Result<Vec<JobId>, QueueError> {
+    ) -> Result<Vec<Option<JobId>>, QueueError> {
         let rows = sqlx::query(&self.sql.push)
             .bind(json_array(jobs))
             .bind(micros(SystemTime::now()))
@@ -169,7 +174,12 @@ impl SqliteStore {
             .fetch_all(conn)
             .await
             .map_err(db("add jobs"))?;
-        ids(&rows)
+        let rows = rows
+            .iter()
+            .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get(1)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(db("add jobs"))?;
+        Ok(match_stored(jobs, rows))
     }
 }
 
@@ -205,27 +215,17 @@ fn json_array(jobs: &[NewJob]) -> String {
     out
 }
 
-/// The ids in the first column, in order.
-fn ids(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<JobId>, QueueError> {
-    let mut ids = rows
-        .iter()
-        .map(|row| row.try_get::<i64, _>(0))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db("add jobs"))?;
-    ids.sort_unstable();
-    Ok(ids)
-}
-
 impl crate::store::Store for SqliteStore {
     type Database = Sqlite;
 
-    async fn push(&self, jobs: &[NewJob]) -> Result<Vec<JobId>, QueueError> {
+    async fn push(&self, jobs: &[NewJob]) -> Result<Vec<Option<JobId>>, QueueError> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
         let mut conn = self.pool.acquire().await.map_err(db("add jobs"))?;
         let ids = self.push_on(&mut conn, jobs).await?;
-        self.wake.send_modify(|n| *n += 1);
+        drop(conn);
+        self.announce();
         Ok(ids)
     }
 
@@ -233,10 +233,27 @@ impl crate::store::Store for SqliteStore {
         &'c self,
         conn: &'c mut SqliteConnection,
         jobs: &'c [NewJob],
-    ) -> Result<Vec<JobId>, QueueError> {
+    ) -> Result<Vec<Option<JobId>>, QueueError> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
+        // Runners are woken when the caller's transaction commits (and
+        // not if it rolls back): the connection's commit hook, once. A
+        // runner woken then waits for the commit to finish (for the one
+        // connection of the store's pool, or for the write lock on a
+        // connection of the caller's own), so it finds the jobs, a timer's
+        // due time included.
+        let wake = self.wake.clone();
+        let mut armed = true;
+        conn.lock_handle()
+            .await
+            .map_err(db("add jobs"))?
+            .set_commit_hook(move || {
+                if std::mem::take(&mut armed) {
+                    wake.send_modify(|n| *n += 1);
+                }
+                true
+            });
         self.push_on(conn, jobs).await
     }
 

@@ -7,6 +7,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::QueueError;
+use crate::options::Pushed;
 
 /// A job's id in its store.
 pub type JobId = i64;
@@ -16,6 +17,7 @@ pub type JobId = i64;
 /// worker receives (bincode: compact, but any change to the job type
 /// strands the jobs stored before it).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Payload {
     /// The job as JSON (`serde_json`).
     Json(String),
@@ -95,6 +97,7 @@ pub struct Stats {
 
 /// A job's state, as [`JobQueue::list`](crate::JobQueue::list) selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum JobState {
     /// Due now, waiting for a runner.
     Ready,
@@ -174,9 +177,13 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// them) [`push_in`](Store::push_in) writes through.
     type Database: sqlx::Database;
 
-    /// Adds jobs, in one statement; the ids of those stored, in order (a
-    /// job whose unique key a pending job holds is not stored).
-    fn push(&self, jobs: &[NewJob]) -> impl Future<Output = Result<Vec<JobId>, QueueError>> + Send;
+    /// Adds jobs, in one statement; one entry per job, in order: its id,
+    /// or `None` if it was not stored (a pending job, or an earlier job of
+    /// the same call, holds its unique key).
+    fn push(
+        &self,
+        jobs: &[NewJob],
+    ) -> impl Future<Output = Result<Vec<Option<JobId>>, QueueError>> + Send;
 
     /// Adds jobs through `conn`, a connection or transaction of the
     /// caller's own on the same database: they exist if and only if what
@@ -185,7 +192,18 @@ pub trait Store: Clone + Send + Sync + 'static {
         &'c self,
         conn: &'c mut <Self::Database as sqlx::Database>::Connection,
         jobs: &'c [NewJob],
-    ) -> impl Future<Output = Result<Vec<JobId>, QueueError>> + Send + 'c;
+    ) -> impl Future<Output = Result<Vec<Option<JobId>>, QueueError>> + Send + 'c;
+
+    /// Adds `job`, which has a unique key, in one transaction, unless a
+    /// job with that key is pending or was stored less than `window` ago
+    /// (then [`Pushed::Duplicate`] with that job's id); a stored job holds
+    /// its key for `window` from now. `None` if the pending job that held
+    /// the key finished between the insert and the look for it: push again.
+    fn push_within(
+        &self,
+        job: &NewJob,
+        window: Duration,
+    ) -> impl Future<Output = Result<Option<Pushed>, QueueError>> + Send;
 
     /// Claims up to `limit` due jobs for `owner`, for `lease`, highest
     /// priority and oldest due first. Concurrent claimers never get the
@@ -198,7 +216,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Job>, QueueError>> + Send;
 
     /// Makes the jobs whose lease ran out due again (their runner died,
-    /// or lost them); how many.
+    /// or lost them), and forgets unique keys whose window is over; how
+    /// many jobs.
     fn reap(&self) -> impl Future<Output = Result<u64, QueueError>> + Send;
 
     /// Removes jobs `owner` ran to completion, in one statement, and
@@ -317,4 +336,64 @@ pub(crate) fn micros(t: SystemTime) -> i64 {
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn from_micros(us: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(us.max(0) as u64)
+}
+
+/// `at` plus `span`, or the farthest time kept if that overflows.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn later(at: SystemTime, span: Duration) -> SystemTime {
+    at.checked_add(span)
+        .unwrap_or_else(|| from_micros(i64::MAX))
+}
+
+/// Which of `jobs` a push stored: `rows` are the stored ones' ids and
+/// unique keys, in any order. Ids grow in the order the jobs were
+/// inserted, so the stored rows, by id, follow the jobs in order; a job
+/// left out (its key held) takes no row.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn match_stored(
+    jobs: &[NewJob],
+    mut rows: Vec<(JobId, Option<String>)>,
+) -> Vec<Option<JobId>> {
+    rows.sort_unstable_by_key(|row| row.0);
+    let mut rows = rows.into_iter().peekable();
+    jobs.iter()
+        .map(|job| {
+            rows.next_if(|(_, key)| *key == job.unique_key)
+                .map(|(id, _)| id)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(key: Option<&str>) -> NewJob {
+        NewJob {
+            unique_key: key.map(String::from),
+            ..NewJob::new(Payload::Json("1".into()), UNIX_EPOCH)
+        }
+    }
+
+    #[test]
+    fn stored_rows_are_matched_to_their_jobs_in_order() {
+        let jobs = [
+            job(None),
+            job(Some("a")),
+            job(Some("b")),
+            job(Some("a")),
+            job(None),
+        ];
+        // "b" was held by a pending job; the second "a" by the first.
+        let rows = vec![(12, None), (10, None), (11, Some("a".to_string()))];
+        assert_eq!(
+            match_stored(&jobs, rows),
+            [Some(10), Some(11), None, None, Some(12)]
+        );
+    }
+
+    #[test]
+    fn a_window_past_the_last_time_kept_saturates() {
+        assert_eq!(later(UNIX_EPOCH, Duration::MAX), from_micros(i64::MAX));
+    }
 }
