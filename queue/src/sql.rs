@@ -107,6 +107,49 @@ const WINDOW_RECORD: &str =
 const WINDOW_EXPIRE: &str = "DELETE FROM {u} WHERE until <= $1";
 const PURGE_WINDOWS: &str = "DELETE FROM {u} WHERE queue = $1";
 const NEXT_DUE: &str = "SELECT MIN(run_at) FROM {t} WHERE state = 'ready' AND queue = $1";
+const DEAD: &str = "SELECT id, attempts, COALESCE(last_error, ''), payload, {args} FROM {t}
+     WHERE state = 'dead' AND queue = $1 ORDER BY id";
+
+impl Statements {
+    /// Every statement but those a dialect writes its own way (pushing,
+    /// claiming, completing and cancelling), on the tables after `p`;
+    /// `args` is how a select reads the JSON column as text.
+    fn shared(p: &str, args: &str) -> Statements {
+        Statements {
+            push: String::new(),
+            #[cfg(feature = "postgres")]
+            push_unique: String::new(),
+            #[cfg(feature = "postgres")]
+            push_notify: String::new(),
+            #[cfg(feature = "postgres")]
+            push_notify_unique: String::new(),
+            claim: String::new(),
+            complete: String::new(),
+            cancel: String::new(),
+            reap: fill(REAP, p),
+            retry: fill(RETRY, p),
+            bury: fill(BURY, p),
+            stats: fill(STATS, p),
+            next_due: fill(NEXT_DUE, p),
+            dead: fill(&DEAD.replace("{args}", args), p),
+            list: fill(&LIST.replace("{args}", args), p),
+            retry_dead: fill(RETRY_DEAD, p),
+            requeue: fill(REQUEUE, p),
+            purge_jobs: fill(PURGE_JOBS, p),
+            purge_counts: fill(PURGE_COUNTS, p),
+            finished: fill(FINISHED, p),
+            find_unique: fill(FIND_UNIQUE, p),
+            schedule: fill(SCHEDULE, p),
+            unschedule: fill(UNSCHEDULE, p),
+            periodic: fill(PERIODIC, p),
+            fire: fill(FIRE, p),
+            window_find: fill(WINDOW_FIND, p),
+            window_record: fill(WINDOW_RECORD, p),
+            window_expire: fill(WINDOW_EXPIRE, p),
+            purge_windows: fill(PURGE_WINDOWS, p),
+        }
+    }
+}
 
 #[cfg(feature = "sqlite")]
 pub(crate) fn sqlite() -> Statements {
@@ -123,12 +166,6 @@ pub(crate) fn sqlite() -> Statements {
              RETURNING id, unique_key",
             p,
         ),
-        #[cfg(feature = "postgres")]
-        push_unique: String::new(),
-        #[cfg(feature = "postgres")]
-        push_notify: String::new(),
-        #[cfg(feature = "postgres")]
-        push_notify_unique: String::new(),
         claim: fill(
             &format!(
                 "UPDATE {{t}}
@@ -138,41 +175,17 @@ pub(crate) fn sqlite() -> Statements {
             ),
             p,
         ),
-        reap: fill(REAP, p),
         complete: fill(
             "DELETE FROM {t}
              WHERE id IN (SELECT value FROM json_each($1)) AND locked_by = $2 AND state = 'running'
              RETURNING id",
             p,
         ),
-        retry: fill(RETRY, p),
-        bury: fill(BURY, p),
         cancel: fill(
             "DELETE FROM {t} WHERE id = $1 AND state IN ('ready', 'dead') RETURNING queue",
             p,
         ),
-        stats: fill(STATS, p),
-        next_due: fill(NEXT_DUE, p),
-        dead: fill(
-            "SELECT id, attempts, COALESCE(last_error, ''), payload, args FROM {t}
-             WHERE state = 'dead' AND queue = $1 ORDER BY id",
-            p,
-        ),
-        list: fill(&LIST.replace("{args}", "args"), p),
-        retry_dead: fill(RETRY_DEAD, p),
-        requeue: fill(REQUEUE, p),
-        purge_jobs: fill(PURGE_JOBS, p),
-        purge_counts: fill(PURGE_COUNTS, p),
-        finished: fill(FINISHED, p),
-        find_unique: fill(FIND_UNIQUE, p),
-        schedule: fill(SCHEDULE, p),
-        unschedule: fill(UNSCHEDULE, p),
-        periodic: fill(PERIODIC, p),
-        fire: fill(FIRE, p),
-        window_find: fill(WINDOW_FIND, p),
-        window_record: fill(WINDOW_RECORD, p),
-        window_expire: fill(WINDOW_EXPIRE, p),
-        purge_windows: fill(PURGE_WINDOWS, p),
+        ..Statements::shared(p, "args")
     }
 }
 
@@ -243,7 +256,6 @@ pub(crate) fn postgres(schema: &str) -> Statements {
             ),
             p,
         ),
-        reap: fill(REAP, p),
         complete: fill(
             "WITH done AS (
                 DELETE FROM {t} WHERE id = ANY($1) AND locked_by = $2 AND state = 'running'
@@ -255,8 +267,6 @@ pub(crate) fn postgres(schema: &str) -> Statements {
              SELECT id FROM done",
             p,
         ),
-        retry: fill(RETRY, p),
-        bury: fill(BURY, p),
         cancel: fill(
             "WITH gone AS (
                 DELETE FROM {t} WHERE id = $1 AND state IN ('ready', 'dead') RETURNING queue),
@@ -267,28 +277,7 @@ pub(crate) fn postgres(schema: &str) -> Statements {
              SELECT queue FROM gone",
             p,
         ),
-        stats: fill(STATS, p),
-        next_due: fill(NEXT_DUE, p),
-        dead: fill(
-            "SELECT id, attempts, COALESCE(last_error, ''), payload, args::text FROM {t}
-             WHERE state = 'dead' AND queue = $1 ORDER BY id",
-            p,
-        ),
-        list: fill(&LIST.replace("{args}", "args::text"), p),
-        retry_dead: fill(RETRY_DEAD, p),
-        requeue: fill(REQUEUE, p),
-        purge_jobs: fill(PURGE_JOBS, p),
-        purge_counts: fill(PURGE_COUNTS, p),
-        finished: fill(FINISHED, p),
-        find_unique: fill(FIND_UNIQUE, p),
-        schedule: fill(SCHEDULE, p),
-        unschedule: fill(UNSCHEDULE, p),
-        periodic: fill(PERIODIC, p),
-        fire: fill(FIRE, p),
-        window_find: fill(WINDOW_FIND, p),
-        window_record: fill(WINDOW_RECORD, p),
-        window_expire: fill(WINDOW_EXPIRE, p),
-        purge_windows: fill(PURGE_WINDOWS, p),
+        ..Statements::shared(p, "args::text")
     }
 }
 
