@@ -7,12 +7,14 @@
 //! not an allocation.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::ProtocolError;
 use crate::frame::{self, Peek, FRAME_HEADER_LEN};
+use crate::shm::Inbound;
 use crate::wire::Wire;
 
 pub use crate::frame::{DEFAULT_MAX_FRAME_LENGTH, SMALL_FRAME};
@@ -79,6 +81,9 @@ impl std::fmt::Display for PayloadLimit {
 /// ```
 pub struct MessageCodec<M> {
     max_frame_length: usize,
+    /// The peer's shared-memory arena, where payloads flagged
+    /// `FLAG_SHARED` are; `None` refuses them.
+    inbound: Option<Arc<Inbound>>,
     message: PhantomData<fn() -> M>,
 }
 
@@ -87,6 +92,7 @@ impl<M> std::fmt::Debug for MessageCodec<M> {
         f.debug_struct("MessageCodec")
             .field("message", &std::any::type_name::<M>())
             .field("max_frame_length", &self.max_frame_length)
+            .field("inbound", &self.inbound)
             .finish()
     }
 }
@@ -96,8 +102,14 @@ impl<M> MessageCodec<M> {
     pub fn new(max_frame_length: usize) -> MessageCodec<M> {
         MessageCodec {
             max_frame_length,
+            inbound: None,
             message: PhantomData,
         }
+    }
+
+    /// Takes payloads flagged as shared from `inbound` from now on.
+    pub(crate) fn set_inbound(&mut self, inbound: Arc<Inbound>) {
+        self.inbound = Some(inbound);
     }
 
     /// The frame limit in bytes.
@@ -157,8 +169,12 @@ impl<M: Wire> Decoder for MessageCodec<M> {
             // count bumped from other threads, and a buffer that can be
             // reused only once every payload read into it is gone).
             let body = &src[FRAME_HEADER_LEN..whole];
-            let (message, used) = decode_head::<M>(body)?;
-            let tail = Bytes::copy_from_slice(&body[used..]);
+            let (message, used, shared) = decode_head::<M>(body)?;
+            let tail = if shared {
+                self.shared_tail(&body[used..], len)?
+            } else {
+                Bytes::copy_from_slice(&body[used..])
+            };
             src.advance(whole);
             return with_tail(message, tail, len).map(Some);
         }
@@ -186,13 +202,34 @@ impl<M: Wire> MessageCodec<M> {
     /// [`ProtocolError::Decode`] if the body is not a message, or has bytes
     /// left over after one that carries no payload.
     pub fn decode_body(&self, body: Bytes) -> Result<M, ProtocolError> {
-        let (message, used) = decode_head::<M>(&body)?;
-        with_tail(message, body.slice(used..), body.len())
+        let (message, used, shared) = decode_head::<M>(&body)?;
+        let tail = if shared {
+            self.shared_tail(&body[used..], body.len())?
+        } else {
+            body.slice(used..)
+        };
+        with_tail(message, tail, body.len())
+    }
+
+    /// The payload a shared-memory descriptor (the tail of a frame of
+    /// `len` bytes) names.
+    fn shared_tail(&self, descriptor: &[u8], len: usize) -> Result<Bytes, ProtocolError> {
+        let decode = |reason| ProtocolError::Decode { len, reason };
+        let Some(inbound) = &self.inbound else {
+            return Err(decode(format!(
+                "a {} payload in shared memory, but this connection has no shared-memory arena",
+                M::DIRECTION
+            )));
+        };
+        inbound
+            .take(descriptor, max_payload(self.max_frame_length))
+            .map_err(decode)
     }
 }
 
-/// The message at the start of a frame's body, and the bytes it used.
-fn decode_head<M: Wire>(body: &[u8]) -> Result<(M, usize), ProtocolError> {
+/// The message at the start of a frame's body, the bytes it used, and
+/// whether its tail is a shared-memory descriptor.
+fn decode_head<M: Wire>(body: &[u8]) -> Result<(M, usize, bool), ProtocolError> {
     M::decode_fields(body).map_err(|reason| ProtocolError::Decode {
         len: body.len(),
         reason,
@@ -224,15 +261,30 @@ pub fn encode_message<T: Wire>(
 ///
 /// As [`MessageCodec::encode_message`].
 pub fn encode_head<T: Wire>(
+    message: T,
+    max_frame_length: usize,
+    dst: &mut BytesMut,
+) -> Result<Option<Bytes>, ProtocolError> {
+    encode_head_with(message, max_frame_length, dst, false)
+}
+
+/// As [`encode_head`]; `shared` marks the tail as a shared-memory
+/// descriptor (the message's `FLAG_SHARED`), for a message that may carry
+/// one.
+pub(crate) fn encode_head_with<T: Wire>(
     mut message: T,
     max_frame_length: usize,
     dst: &mut BytesMut,
+    shared: bool,
 ) -> Result<Option<Bytes>, ProtocolError> {
     let tail = message.take_tail().filter(|t| !t.is_empty());
     let start = frame::start(dst);
     if let Err(e) = message.encode_fields(dst) {
         dst.truncate(start);
         return Err(e);
+    }
+    if let Some(at) = message.shared_flags_at().filter(|_| shared) {
+        dst[start + FRAME_HEADER_LEN + at] |= crate::wire::FLAG_SHARED;
     }
     frame::finish(
         dst,

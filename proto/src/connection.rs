@@ -39,8 +39,9 @@ use crate::fdio::FdReader;
 use crate::handshake::{self, HandshakeError};
 use crate::message::{Hello, ToSupervisor, ToWorker, Welcome};
 use crate::reader::FrameReader;
+use crate::shm::{Arenas, Inbound};
 use crate::stream::Streams;
-use crate::transport::{outbox, write_loop, Outbox};
+use crate::transport::{outbox_sharing, write_loop, Outbox};
 use crate::wire::Wire;
 
 /// Which side of a connection this is: what it reads and what it writes.
@@ -75,6 +76,8 @@ pub struct Opening<E: End> {
     reader: FrameReader<E::Reads>,
     writer: FramedWrite<OwnedWriteHalf, MessageCodec<E::Reads>>,
     streams: Arc<Streams>,
+    /// The worker's shared-memory arenas, if it has them.
+    arenas: Option<Arenas>,
     end: PhantomData<E>,
 }
 
@@ -125,8 +128,16 @@ impl<E: End> Opening<E> {
             reader: FrameReader::new(FdReader::new(read), MessageCodec::new(max_frame_length)),
             writer: FramedWrite::new(write, MessageCodec::new(max_frame_length)),
             streams: Arc::default(),
+            arenas: None,
             end: PhantomData,
         }
+    }
+
+    /// Sends large payloads through `arenas` (this side's half of a
+    /// worker's shared memory, see [`shm`](crate::shm)) once open, and
+    /// takes the peer's from them.
+    pub fn share_memory(&mut self, arenas: Arenas) {
+        self.arenas = Some(arenas);
     }
 
     /// The frame limit, each way, in bytes.
@@ -155,13 +166,26 @@ impl<E: End> Opening<E> {
         F: FnOnce(WriterEnd) + Send + 'static,
     {
         let Opening {
-            reader,
+            mut reader,
             writer,
             streams,
+            arenas,
             ..
         } = self;
         let parts = writer.into_parts();
-        let (outbox, rx) = outbox::<E::Writes>(parts.codec.max_frame_length(), outbox_limit);
+        let outbound = arenas.as_ref().map(|a| a.outbound.clone());
+        let (outbox, rx) =
+            outbox_sharing::<E::Writes>(parts.codec.max_frame_length(), outbox_limit, outbound);
+        if let Some(arenas) = arenas {
+            let releaser = outbox.releaser();
+            let inbound = Inbound::new(
+                arenas.inbound,
+                arenas.lend,
+                Box::new(move |offset| releaser.release(offset)),
+                reader.pool().clone(),
+            );
+            reader.share(Arc::new(inbound), arenas.outbound);
+        }
         let writer = async move {
             let end = match AssertUnwindSafe(write_loop(parts.io, rx))
                 .catch_unwind()
@@ -345,6 +369,168 @@ mod tests {
         drop(worker.outbox);
         tracker.close();
         bounded(tracker.wait()).await;
+    }
+
+    /// Writes everything `outbox` holds (the `Release`s of dropped
+    /// payloads included) before it returns.
+    async fn flushed<M: Wire>(outbox: &Outbox<M>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        outbox.send(crate::transport::Outgoing::Flush(tx)).unwrap();
+        bounded(rx).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn large_payloads_cross_in_shared_memory_and_their_slots_come_back() {
+        let (worker, supervisor) = UnixStream::pair().unwrap();
+        let (supervisor_arenas, fds) = crate::shm::Arenas::create(4 << 20).unwrap();
+        let worker_arenas = crate::shm::Arenas::adopt(&fds, 4 << 20).unwrap();
+        drop(fds);
+        let requests = supervisor_arenas.outbound.clone();
+        let answers = worker_arenas.outbound.clone();
+        let mut supervisor = Opening::<SupervisorEnd>::new(supervisor, 8 << 20);
+        supervisor.share_memory(supervisor_arenas);
+        let mut worker = Opening::<WorkerEnd>::new(worker, 8 << 20);
+        worker.share_memory(worker_arenas);
+        let tracker = TaskTracker::new();
+        let runtime = Handle::current();
+        let mut supervisor = supervisor.open(usize::MAX, &tracker, &runtime, |_| {});
+        let mut worker = worker.open(usize::MAX, &tracker, &runtime, |_| {});
+
+        // 1 MiB goes into the requests arena; the frame carries 16 bytes.
+        let payload: Bytes = (0..1 << 20)
+            .map(|i: u32| (i % 251) as u8)
+            .collect::<Vec<_>>()
+            .into();
+        let id = RequestId::new_v4();
+        let small = Bytes::from(vec![1u8; 1000]);
+        for (id, payload) in [(id, payload.clone()), (RequestId::new_v4(), small.clone())] {
+            let request = ToWorker::Request {
+                id,
+                created_at: 1,
+                fds: 0,
+                stream: false,
+                payload,
+            };
+            supervisor.outbox.send_message(request).unwrap();
+        }
+        assert_eq!(
+            requests.in_use(),
+            1 << 20,
+            "only the large payload is placed"
+        );
+        let lent = match bounded(worker.reader.next()).await {
+            Some(Ok(ToWorker::Request {
+                id: got,
+                payload: lent,
+                ..
+            })) if got == id => lent,
+            other => panic!("expected the large request, got {other:?}"),
+        };
+        assert_eq!(lent, payload);
+        match bounded(worker.reader.next()).await {
+            Some(Ok(ToWorker::Request { payload: got, .. })) => assert_eq!(got, small),
+            other => panic!("expected the small request, got {other:?}"),
+        }
+
+        // The worker answers with the very bytes it was lent: they are
+        // copied into the answers arena, and the supervisor copies them out.
+        let answer = ToSupervisor::Response {
+            id,
+            stream: false,
+            result: Ok(lent.slice(..)),
+        };
+        worker.outbox.send_message(answer).unwrap();
+        assert_eq!(answers.in_use(), 1 << 20);
+        match bounded(supervisor.reader.next()).await {
+            Some(Ok(ToSupervisor::Response {
+                result: Ok(got), ..
+            })) => assert_eq!(got, payload),
+            other => panic!("expected the answer, got {other:?}"),
+        }
+        // The request's slot stays taken while the worker holds its bytes.
+        assert_eq!(requests.in_use(), 1 << 20);
+        drop(lent);
+        flushed(&worker.outbox).await;
+        worker.outbox.send_message(ToSupervisor::Busy).unwrap();
+        match bounded(supervisor.reader.next()).await {
+            Some(Ok(ToSupervisor::Busy)) => {}
+            other => panic!("expected Busy after the Release, got {other:?}"),
+        }
+        assert_eq!(requests.in_use(), 0, "the worker released the request");
+        // The supervisor released the answer's slot once it had copied it.
+        flushed(&supervisor.outbox).await;
+        supervisor
+            .outbox
+            .send_message(ToWorker::Ping { seq: 1 })
+            .unwrap();
+        match bounded(worker.reader.next()).await {
+            Some(Ok(ToWorker::Ping { seq: 1 })) => {}
+            other => panic!("expected the Ping after the Release, got {other:?}"),
+        }
+        assert_eq!(answers.in_use(), 0, "the supervisor released the answer");
+
+        drop((supervisor.outbox, worker.outbox));
+        tracker.close();
+        bounded(tracker.wait()).await;
+    }
+
+    #[tokio::test]
+    async fn a_lying_descriptor_or_release_from_the_worker_ends_the_connection() {
+        for (what, body) in [
+            ("past the end", shared_response(4 << 20, 1)),
+            ("over the limit", shared_response(0, 2 << 20)),
+            ("a Release of nothing placed", release(4096)),
+        ] {
+            let (mut worker, supervisor) = UnixStream::pair().unwrap();
+            let (arenas, _fds) = crate::shm::Arenas::create(4 << 20).unwrap();
+            let mut supervisor = Opening::<SupervisorEnd>::new(supervisor, 1 << 20);
+            supervisor.share_memory(arenas);
+            let tracker = TaskTracker::new();
+            let mut supervisor = supervisor.open(usize::MAX, &tracker, &Handle::current(), |_| {});
+            tokio::io::AsyncWriteExt::write_all(&mut worker, &body)
+                .await
+                .unwrap();
+            match bounded(supervisor.reader.next()).await {
+                Some(Err(ProtocolError::Decode { reason, .. })) => {
+                    let expected = match what {
+                        "past the end" => "passes the end",
+                        "over the limit" => "over the payload limit",
+                        _ => "where no payload was placed",
+                    };
+                    assert!(reason.contains(expected), "{what}: {reason}");
+                }
+                other => panic!("{what}: expected a decode error, got {other:?}"),
+            }
+            assert!(
+                bounded(supervisor.reader.next()).await.is_none(),
+                "nothing after"
+            );
+        }
+    }
+
+    /// A frame of an `Ok` `Response` whose payload is said to be in shared
+    /// memory at `offset`, `len` bytes.
+    fn shared_response(offset: u64, len: u64) -> Vec<u8> {
+        let mut body = vec![crate::wire::KIND_HOT];
+        body.extend_from_slice(RequestId::new_v4().as_bytes());
+        body.push(crate::wire::FLAG_SHARED);
+        body.extend_from_slice(&offset.to_le_bytes());
+        body.extend_from_slice(&len.to_le_bytes());
+        framed(body)
+    }
+
+    /// A frame of the worker's `Release` of `offset`.
+    fn release(offset: u64) -> Vec<u8> {
+        let mut frame = bytes::BytesMut::new();
+        crate::codec::encode_message(ToSupervisor::Release { offset }, 1 << 20, &mut frame)
+            .unwrap();
+        frame.to_vec()
+    }
+
+    fn framed(body: Vec<u8>) -> Vec<u8> {
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        frame
     }
 
     #[tokio::test]

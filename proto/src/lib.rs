@@ -196,7 +196,9 @@
 //! A wrong [`MAGIC`] or a [`PROTOCOL_VERSION`] mismatch ends the connection:
 //! the supervisor reports both versions and never routes work to that
 //! process. The start timeout is the supervisor's, around `accept`.
-#![forbid(unsafe_code)]
+// `unsafe` is denied everywhere but in `shm`, which maps and copies the
+// shared memory.
+#![deny(unsafe_code)]
 
 // Every part of drover (the facade, the supervisor, the worker SDK, the
 // queue) depends on this crate: one clear error here, not many elsewhere.
@@ -224,6 +226,8 @@ pub mod idhash;
 pub mod message;
 #[doc(hidden)]
 pub mod reader;
+#[doc(hidden)]
+pub mod shm;
 #[doc(hidden)]
 pub mod stream;
 mod subscription;
@@ -312,6 +316,13 @@ pub const ENV_FD: &str = "DROVER_FD";
 /// the pool shares with every worker (`Builder::share_socket`): they are
 /// the inherited descriptors right after [`CHILD_FD`], in order.
 pub const ENV_SHARED_FDS: &str = "DROVER_SHARED_FDS";
+
+#[doc(hidden)]
+/// Name of the environment variable that tells a worker it has two
+/// shared-memory arenas of this many bytes each (`Builder::shared_memory`):
+/// the requests arena and the answers arena, the inherited descriptors
+/// right after the shared sockets, in that order.
+pub const ENV_SHARED_MEMORY: &str = "DROVER_SHARED_MEMORY";
 
 #[doc(hidden)]
 /// The most sockets a pool shares with every worker.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 pub const MAGIC: u32 = 0x4452_5652;
 
 /// Version of this protocol. Both sides must speak the same one.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Identifies one request for its whole life (a uuid v4).
 pub type RequestId = Uuid;
@@ -191,6 +191,13 @@ pub enum ToWorker {
         #[serde(with = "tail_result")]
         result: Result<Bytes, RemoteError>,
     },
+    /// The supervisor has copied out the answer the worker put in its
+    /// shared-memory arena at this offset: the worker may reuse the slot.
+    /// The worker's reader takes these; its handlers never see one.
+    Release {
+        /// Where the slot starts in the answers arena.
+        offset: u64,
+    },
     /// A request to handle (fixed layout).
     #[serde(skip)]
     Request {
@@ -273,6 +280,13 @@ pub enum ToSupervisor {
         /// The signal's number.
         signal: i32,
     },
+    /// The worker holds no more of the request payload the supervisor put
+    /// in its shared-memory arena at this offset: the supervisor may reuse
+    /// the slot. The supervisor's reader takes these.
+    Release {
+        /// Where the slot starts in the requests arena.
+        offset: u64,
+    },
     /// The answer to a request (fixed layout).
     #[serde(skip)]
     Response {
@@ -306,6 +320,7 @@ impl ToWorker {
             | ToWorker::SoftKill
             | ToWorker::HardKill
             | ToWorker::QueryReply { result: Err(_), .. }
+            | ToWorker::Release { .. }
             | ToWorker::Stream(_) => None,
         }
     }
@@ -320,6 +335,7 @@ impl ToWorker {
             ToWorker::SoftKill => "SoftKill",
             ToWorker::HardKill => "HardKill",
             ToWorker::QueryReply { .. } => "QueryReply",
+            ToWorker::Release { .. } => "Release",
             ToWorker::Request { .. } => "Request",
             ToWorker::Stream(frame) => frame.name(),
         }
@@ -343,6 +359,7 @@ impl ToSupervisor {
             | ToSupervisor::Status { .. }
             | ToSupervisor::SocketClosed { .. }
             | ToSupervisor::Stopping { .. }
+            | ToSupervisor::Release { .. }
             | ToSupervisor::Response { result: Err(_), .. }
             | ToSupervisor::Stream(_) => None,
         }
@@ -360,6 +377,7 @@ impl ToSupervisor {
             ToSupervisor::Query { .. } => "Query",
             ToSupervisor::SocketClosed { .. } => "SocketClosed",
             ToSupervisor::Stopping { .. } => "Stopping",
+            ToSupervisor::Release { .. } => "Release",
             ToSupervisor::Response { .. } => "Response",
             ToSupervisor::Stream(frame) => frame.name(),
         }

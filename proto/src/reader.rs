@@ -28,6 +28,7 @@ use crate::codec::MessageCodec;
 use crate::error::ProtocolError;
 use crate::fdio::FdReader;
 use crate::frame::{self, Peek, FRAME_HEADER_LEN};
+use crate::shm::{Inbound, Outbound};
 use crate::wire::Wire;
 
 /// Room reserved for each read of small frames.
@@ -58,6 +59,9 @@ pub struct FrameReader<M> {
     /// The large frame being read, body only.
     large: Option<LargeBody>,
     pool: Arc<BufferPool>,
+    /// This side's shared-memory arena, whose slots the peer's `Release`s
+    /// free; `None` makes a `Release` a protocol error.
+    outbound: Option<Arc<Outbound>>,
     /// The socket reached end of input.
     eof: bool,
     /// An error or the end was reported: nothing more comes.
@@ -79,6 +83,7 @@ impl<M: Wire> FrameReader<M> {
             buf: BytesMut::new(),
             large: None,
             pool: Arc::default(),
+            outbound: None,
             eof: false,
             done: false,
         }
@@ -99,6 +104,38 @@ impl<M: Wire> FrameReader<M> {
         &mut self.codec
     }
 
+    /// The connection's spare buffers for large payloads.
+    pub(crate) fn pool(&self) -> &Arc<BufferPool> {
+        &self.pool
+    }
+
+    /// Takes the peer's shared-memory payloads from `inbound`, and its
+    /// `Release`s of this side's `outbound`, from now on.
+    pub(crate) fn share(&mut self, inbound: Arc<Inbound>, outbound: Arc<Outbound>) {
+        self.codec.set_inbound(inbound);
+        self.outbound = Some(outbound);
+    }
+
+    /// Applies a `Release` here (it is never handed on); other messages
+    /// pass.
+    fn released(&self, message: M) -> Result<Option<M>, ProtocolError> {
+        let Some(offset) = message.as_release() else {
+            return Ok(Some(message));
+        };
+        let freed = match &self.outbound {
+            Some(outbound) => outbound.free(offset),
+            None => Err(format!(
+                "Release of offset {offset}, but this connection has no shared-memory arena"
+            )),
+        };
+        freed
+            .map(|()| None)
+            .map_err(|reason| ProtocolError::Decode {
+                len: 0,
+                reason: format!("{} {reason}", M::DIRECTION),
+            })
+    }
+
     /// The next message if a whole frame is already buffered: no read, no
     /// waiting. A reader that just got a message drains the rest of what
     /// one read brought with this, without a round through its task's
@@ -107,12 +144,19 @@ impl<M: Wire> FrameReader<M> {
         if self.done || self.large.is_some() {
             return None;
         }
-        match self.codec.decode(&mut self.buf) {
-            Ok(Some(message)) => Some(Ok(message)),
-            Ok(None) => None,
-            Err(error) => {
-                self.done = true;
-                Some(Err(error))
+        loop {
+            let next = self
+                .codec
+                .decode(&mut self.buf)
+                .and_then(|m| m.map(|m| self.released(m)).transpose());
+            match next {
+                Ok(Some(None)) => continue,
+                Ok(Some(Some(message))) => return Some(Ok(message)),
+                Ok(None) => return None,
+                Err(error) => {
+                    self.done = true;
+                    return Some(Err(error));
+                }
             }
         }
     }
@@ -121,11 +165,11 @@ impl<M: Wire> FrameReader<M> {
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<M, ProtocolError>>> {
         loop {
             if let Some(LargeBody { body, .. }) = self.large.take_if(|l| l.body.len() == l.len) {
-                let body = Bytes::from_owner(Pooled {
-                    body,
-                    pool: self.pool.clone(),
-                });
-                return Poll::Ready(Some(self.codec.decode_body(body)));
+                let body = Bytes::from_owner(Pooled::new(body, self.pool.clone()));
+                match self.codec.decode_body(body).and_then(|m| self.released(m)) {
+                    Ok(None) => continue,
+                    next => return Poll::Ready(next.transpose()),
+                }
             }
             if let Some(large) = &mut self.large {
                 let want = large.len - large.body.len();
@@ -142,7 +186,10 @@ impl<M: Wire> FrameReader<M> {
                 continue;
             }
             if let Some(message) = self.codec.decode(&mut self.buf)? {
-                return Poll::Ready(Some(Ok(message)));
+                match self.released(message)? {
+                    Some(message) => return Poll::Ready(Some(Ok(message))),
+                    None => continue,
+                }
             }
             // The codec checked the header against the limit: a large
             // frame goes on in a buffer of its own.
@@ -182,16 +229,17 @@ impl<M: Wire> Stream for FrameReader<M> {
     }
 }
 
-/// A connection's spare buffers for large frames.
+/// A connection's spare buffers for large frames (and for the payloads
+/// copied out of a worker's shared memory).
 #[derive(Debug, Default)]
-struct BufferPool {
+pub(crate) struct BufferPool {
     free: Mutex<Vec<Vec<u8>>>,
 }
 
 impl BufferPool {
     /// An empty buffer with room for `len` bytes: a pooled one if one is
     /// large enough, else a new one.
-    fn take(&self, len: usize) -> Vec<u8> {
+    pub(crate) fn take(&self, len: usize) -> Vec<u8> {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         // The most recently returned first: its pages are the likeliest to
         // still be in the cache.
@@ -216,9 +264,15 @@ impl BufferPool {
 
 /// The owner of a large frame's body while `Bytes` point into it; gives
 /// the buffer back to its pool when the last of them drops.
-struct Pooled {
+pub(crate) struct Pooled {
     body: Vec<u8>,
     pool: Arc<BufferPool>,
+}
+
+impl Pooled {
+    pub(crate) fn new(body: Vec<u8>, pool: Arc<BufferPool>) -> Pooled {
+        Pooled { body, pool }
+    }
 }
 
 impl AsRef<[u8]> for Pooled {

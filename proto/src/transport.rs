@@ -13,9 +13,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{oneshot, Notify};
 
-use crate::codec::{encode_head, encode_message};
+use crate::codec::{encode_head_with, encode_message, max_payload};
 use crate::error::ProtocolError;
 use crate::message::StreamFrame;
+use crate::shm::{Outbound, SHARED_PAYLOAD_MIN};
 use crate::wire::Wire;
 
 /// What a connection's writer task is asked to do, with messages of type
@@ -101,6 +102,15 @@ struct OutboxShared {
     /// passed its limit: the peer has stopped reading.
     overflow: Notify,
     senders: AtomicUsize,
+    /// This side's shared-memory arena, where large payloads go when they
+    /// fit, and the largest payload it takes (the payload limit).
+    outbound: Option<(Arc<Outbound>, usize)>,
+    /// Offsets of the peer's arena to release, queued apart from the
+    /// frames so that dropping a payload (which may happen while `queue`
+    /// is locked) never needs that lock; the writer sends them.
+    releases: Mutex<Vec<u64>>,
+    /// Encodes this direction's `Release`.
+    encode_release: fn(u64, usize, &mut BytesMut) -> Result<(), ProtocolError>,
 }
 
 #[derive(Debug)]
@@ -152,10 +162,11 @@ impl Queue {
         len
     }
 
-    /// Queues `outgoing`, counting its bytes against the limit.
-    fn push<M: Wire>(&mut self, outgoing: Outgoing<M>) -> Result<(), ProtocolError> {
+    /// Queues `outgoing`, counting its bytes against the limit; `shared`
+    /// says its tail is a shared-memory descriptor.
+    fn push<M: Wire>(&mut self, outgoing: Outgoing<M>, shared: bool) -> Result<(), ProtocolError> {
         let before = self.buf.len();
-        let added = self.push_unchecked(outgoing)?;
+        let added = self.push_unchecked(outgoing, shared)?;
         self.queued += added + self.buf.len() - before;
         if self.queued > self.limit {
             // Nothing queued will be written: free it now.
@@ -175,11 +186,17 @@ impl Queue {
 
     /// Queues `outgoing`; returns the bytes it added as items of their
     /// own (what it added to `buf` the caller measures).
-    fn push_unchecked<M: Wire>(&mut self, outgoing: Outgoing<M>) -> Result<usize, ProtocolError> {
+    fn push_unchecked<M: Wire>(
+        &mut self,
+        outgoing: Outgoing<M>,
+        shared: bool,
+    ) -> Result<usize, ProtocolError> {
         let mut added = 0;
         match outgoing {
             Outgoing::Frame(message) => {
-                if let Some(tail) = encode_head(message, self.max_frame_length, &mut self.buf)? {
+                let encoded =
+                    encode_head_with(message, self.max_frame_length, &mut self.buf, shared);
+                if let Some(tail) = encoded? {
                     if tail.len() < COPY_LIMIT {
                         self.buf.extend_from_slice(&tail);
                     } else {
@@ -214,7 +231,20 @@ impl Queue {
 /// [`ProtocolError::Stalled`], even in the middle of a write that the
 /// peer never lets finish.
 pub fn outbox<M: Wire>(max_frame_length: usize, limit: usize) -> (Outbox<M>, OutboxReceiver) {
+    outbox_sharing(max_frame_length, limit, None)
+}
+
+/// As [`outbox`], putting payloads of [`SHARED_PAYLOAD_MIN`] bytes or
+/// more in `outbound` when they fit.
+pub(crate) fn outbox_sharing<M: Wire>(
+    max_frame_length: usize,
+    limit: usize,
+    outbound: Option<Arc<Outbound>>,
+) -> (Outbox<M>, OutboxReceiver) {
     let shared = Arc::new(OutboxShared {
+        outbound: outbound.map(|o| (o, max_payload(max_frame_length))),
+        releases: Mutex::new(Vec::new()),
+        encode_release: |offset, max, dst| encode_message(M::release(offset), max, dst),
         queue: Mutex::new(Queue {
             max_frame_length,
             items: VecDeque::new(),
@@ -286,6 +316,14 @@ impl<M> Outbox<M> {
         self.streams.clone()
     }
 
+    /// What sends `Release`s of the peer's arena on this connection; it
+    /// does not keep the writer running.
+    pub(crate) fn releaser(&self) -> Releaser {
+        Releaser {
+            shared: self.streams.shared.clone(),
+        }
+    }
+
     /// Bytes queued and not yet written.
     pub fn queued(&self) -> usize {
         self.streams.queued()
@@ -347,6 +385,26 @@ impl Drop for StreamOutbox {
     }
 }
 
+/// Sends `Release`s of the peer's arena slots, from wherever a payload is
+/// dropped: it takes no lock a sender may hold.
+#[derive(Debug)]
+pub(crate) struct Releaser {
+    shared: Arc<OutboxShared>,
+}
+
+impl Releaser {
+    /// Queues a `Release` of `offset` and wakes the writer; after the
+    /// writer has stopped it is never sent, and nothing needs it.
+    pub(crate) fn release(&self, offset: u64) {
+        self.shared
+            .releases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(offset);
+        self.shared.wake.notify_one();
+    }
+}
+
 /// The wake-up a queued frame owes its writer (if the queue was empty
 /// before it): given when dropped, or by [`wake`](Wake::wake).
 #[derive(Debug)]
@@ -374,13 +432,14 @@ impl Drop for Wake {
 impl OutboxShared {
     /// Queues `outgoing` (see [`Outbox::queue`]).
     fn queue<M: Wire>(self: &Arc<Self>, outgoing: Outgoing<M>) -> Result<Wake, Closed> {
+        let (outgoing, shared) = self.place(outgoing);
         let (was_empty, overflowed) = {
             let mut queue = self.lock();
             if queue.closed {
                 return Err(Closed);
             }
             let was_empty = queue.is_empty();
-            match queue.push(outgoing) {
+            match queue.push(outgoing, shared) {
                 Ok(()) => (was_empty, false),
                 Err(e) => {
                     let overflowed = matches!(e, ProtocolError::Stalled { .. });
@@ -394,6 +453,52 @@ impl OutboxShared {
             return Err(Closed);
         }
         Ok(Wake(was_empty.then(|| self.clone())))
+    }
+
+    /// Moves a large payload into the shared-memory arena, if there is one
+    /// and it fits, before the queue is locked (the copy is the caller's,
+    /// not every sender's): the message then carries its descriptor, and
+    /// `true` says so.
+    fn place<M: Wire>(&self, outgoing: Outgoing<M>) -> (Outgoing<M>, bool) {
+        let Some((arena, max)) = &self.outbound else {
+            return (outgoing, false);
+        };
+        let Outgoing::Frame(mut message) = outgoing else {
+            return (outgoing, false);
+        };
+        if message.shared_flags_at().is_none() {
+            return (Outgoing::Frame(message), false);
+        }
+        let Some(tail) = message.take_tail() else {
+            return (Outgoing::Frame(message), false);
+        };
+        let placed = (SHARED_PAYLOAD_MIN..=*max)
+            .contains(&tail.len())
+            .then(|| arena.place(&tail))
+            .flatten();
+        let shared = placed.is_some();
+        let tail = match placed {
+            Some(descriptor) => Bytes::copy_from_slice(&descriptor),
+            None => tail,
+        };
+        // The message took its tail out, so it has the field.
+        let _ = message.set_tail(tail);
+        (Outgoing::Frame(message), shared)
+    }
+
+    /// The `Release`s queued since the last batch, encoded: they lead the
+    /// next write, so a `Flush` queued after a payload was dropped
+    /// acknowledges its `Release` too.
+    fn take_releases(&self, max_frame_length: usize) -> Result<Option<Item>, ProtocolError> {
+        let offsets = std::mem::take(&mut *self.releases.lock().unwrap_or_else(|e| e.into_inner()));
+        if offsets.is_empty() {
+            return Ok(None);
+        }
+        let mut frames = BytesMut::new();
+        for offset in offsets {
+            (self.encode_release)(offset, max_frame_length, &mut frames)?;
+        }
+        Ok(Some(Item::Data(frames.freeze())))
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -457,12 +562,16 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
             if let Some(error) = queue.failed.take() {
                 return Err(error);
             }
+            let releases = shared.take_releases(queue.max_frame_length)?;
             // The last batch is written: its bytes no longer count.
             queue.queued = queue.queued.saturating_sub(queue.taken);
             queue.taken = queue.queued;
             std::mem::swap(&mut batch, &mut queue.items);
             if !queue.buf.is_empty() {
                 batch.push_back(Item::Data(queue.buf.split().freeze()));
+            }
+            if let Some(releases) = releases {
+                batch.push_front(releases);
             }
         }
         if batch.is_empty() {

@@ -39,6 +39,15 @@ pub const STREAM_STOP: u8 = 0x04;
 pub const FLAG_STREAM: u8 = 0x01;
 /// Flag bit of a `Response`: it is an error (kind byte and message follow).
 pub const FLAG_ERROR: u8 = 0x02;
+/// Flag bit of a `Request` or an `Ok` `Response`: the payload is in the
+/// sender's shared-memory arena, and the tail is its descriptor (offset
+/// and length, see [`shm`](crate::shm)).
+pub const FLAG_SHARED: u8 = 0x04;
+
+/// Where a `Request`'s flags byte is in its body.
+const REQUEST_FLAGS_AT: usize = 1 + 16 + 8 + 1;
+/// Where a `Response`'s flags byte is in its body.
+const RESPONSE_FLAGS_AT: usize = 1 + 16;
 
 /// Bytes of a `Request`'s fields after the kind byte: id 16, created_at 8,
 /// fds 1, flags 1.
@@ -69,12 +78,24 @@ pub trait Wire: sealed::Sealed + Sized + Send + fmt::Debug + 'static {
     /// end of `dst`; on error, what it wrote is the caller's to remove.
     fn encode_fields(&self, dst: &mut BytesMut) -> Result<(), ProtocolError>;
 
-    /// The message at the start of `body` (its tail left empty) and the
-    /// bytes it used; `Err` says what was wrong.
-    fn decode_fields(body: &[u8]) -> Result<(Self, usize), String>;
+    /// The message at the start of `body` (its tail left empty), the
+    /// bytes it used, and whether its tail is a shared-memory descriptor
+    /// ([`FLAG_SHARED`]); `Err` says what was wrong.
+    fn decode_fields(body: &[u8]) -> Result<(Self, usize, bool), String>;
 
     /// A stream frame as a message of this direction.
     fn from_stream(frame: StreamFrame) -> Self;
+
+    /// Where the flags byte that may carry [`FLAG_SHARED`] is in the
+    /// encoded body, if this message's payload may travel in shared memory
+    /// (a `Request`, an `Ok` `Response`).
+    fn shared_flags_at(&self) -> Option<usize>;
+
+    /// This direction's `Release` of the peer's arena slot at `offset`.
+    fn release(offset: u64) -> Self;
+
+    /// The offset released, if this is a `Release`.
+    fn as_release(&self) -> Option<u64>;
 }
 
 mod sealed {
@@ -125,11 +146,12 @@ impl Wire for ToWorker {
             | ToWorker::Ping { .. }
             | ToWorker::SoftKill
             | ToWorker::HardKill
-            | ToWorker::QueryReply { .. } => put_bincode(self, dst),
+            | ToWorker::QueryReply { .. }
+            | ToWorker::Release { .. } => put_bincode(self, dst),
         }
     }
 
-    fn decode_fields(body: &[u8]) -> Result<(Self, usize), String> {
+    fn decode_fields(body: &[u8]) -> Result<(Self, usize, bool), String> {
         let (&kind, rest) = body
             .split_first()
             .ok_or("an empty body, without a kind byte")?;
@@ -140,10 +162,10 @@ impl Wire for ToWorker {
                 let id = take::<16>(&mut fields).ok_or_else(missing)?;
                 let created_at = take::<8>(&mut fields).ok_or_else(missing)?;
                 let [fds, flags] = take::<2>(&mut fields).ok_or_else(missing)?;
-                if flags & !FLAG_STREAM != 0 {
+                if flags & !(FLAG_STREAM | FLAG_SHARED) != 0 {
                     return Err(format!(
                         "Request: unknown flag bits {:#04x}",
-                        flags & !FLAG_STREAM
+                        flags & !(FLAG_STREAM | FLAG_SHARED)
                     ));
                 }
                 let message = ToWorker::Request {
@@ -153,15 +175,15 @@ impl Wire for ToWorker {
                     stream: flags & FLAG_STREAM != 0,
                     payload: Bytes::new(),
                 };
-                Ok((message, 1 + REQUEST_FIELDS))
+                Ok((message, 1 + REQUEST_FIELDS, flags & FLAG_SHARED != 0))
             }
             KIND_STREAM => {
                 let (frame, used) = stream(rest)?;
-                Ok((ToWorker::Stream(frame), 1 + used))
+                Ok((ToWorker::Stream(frame), 1 + used, false))
             }
             KIND_BINCODE => {
                 let (message, used) = bincode_fields::<ToWorker>(rest)?;
-                Ok((message, 1 + used))
+                Ok((message, 1 + used, false))
             }
             other => Err(unknown_kind::<ToWorker>(other)),
         }
@@ -169,6 +191,21 @@ impl Wire for ToWorker {
 
     fn from_stream(frame: StreamFrame) -> Self {
         ToWorker::Stream(frame)
+    }
+
+    fn shared_flags_at(&self) -> Option<usize> {
+        matches!(self, ToWorker::Request { .. }).then_some(REQUEST_FLAGS_AT)
+    }
+
+    fn release(offset: u64) -> Self {
+        ToWorker::Release { offset }
+    }
+
+    fn as_release(&self) -> Option<u64> {
+        match self {
+            ToWorker::Release { offset } => Some(*offset),
+            _ => None,
+        }
     }
 }
 
@@ -221,11 +258,12 @@ impl Wire for ToSupervisor {
             | ToSupervisor::Status { .. }
             | ToSupervisor::Query { .. }
             | ToSupervisor::SocketClosed { .. }
-            | ToSupervisor::Stopping { .. } => put_bincode(self, dst),
+            | ToSupervisor::Stopping { .. }
+            | ToSupervisor::Release { .. } => put_bincode(self, dst),
         }
     }
 
-    fn decode_fields(body: &[u8]) -> Result<(Self, usize), String> {
+    fn decode_fields(body: &[u8]) -> Result<(Self, usize, bool), String> {
         let (&kind, rest) = body
             .split_first()
             .ok_or("an empty body, without a kind byte")?;
@@ -235,20 +273,25 @@ impl Wire for ToSupervisor {
                 let mut after = rest;
                 let id = Uuid::from_bytes(take::<16>(&mut after).ok_or_else(missing)?);
                 let [flags] = take::<1>(&mut after).ok_or_else(missing)?;
-                if flags & !(FLAG_STREAM | FLAG_ERROR) != 0 {
+                let known = FLAG_STREAM | FLAG_ERROR | FLAG_SHARED;
+                if flags & !known != 0 {
                     return Err(format!(
                         "Response: unknown flag bits {:#04x}",
-                        flags & !(FLAG_STREAM | FLAG_ERROR)
+                        flags & !known
                     ));
                 }
                 let stream = flags & FLAG_STREAM != 0;
+                let shared = flags & FLAG_SHARED != 0;
                 if flags & FLAG_ERROR == 0 {
                     let message = ToSupervisor::Response {
                         id,
                         stream,
                         result: Ok(Bytes::new()),
                     };
-                    return Ok((message, 1 + RESPONSE_FIELDS));
+                    return Ok((message, 1 + RESPONSE_FIELDS, shared));
+                }
+                if shared {
+                    return Err("Response: an error cannot be in shared memory".to_owned());
                 }
                 let (&kind, text) = after
                     .split_first()
@@ -262,15 +305,15 @@ impl Wire for ToSupervisor {
                     stream,
                     result: Err(RemoteError { kind, message }),
                 };
-                Ok((message, body.len()))
+                Ok((message, body.len(), false))
             }
             KIND_STREAM => {
                 let (frame, used) = stream(rest)?;
-                Ok((ToSupervisor::Stream(frame), 1 + used))
+                Ok((ToSupervisor::Stream(frame), 1 + used, false))
             }
             KIND_BINCODE => {
                 let (message, used) = bincode_fields::<ToSupervisor>(rest)?;
-                Ok((message, 1 + used))
+                Ok((message, 1 + used, false))
             }
             other => Err(unknown_kind::<ToSupervisor>(other)),
         }
@@ -278,6 +321,21 @@ impl Wire for ToSupervisor {
 
     fn from_stream(frame: StreamFrame) -> Self {
         ToSupervisor::Stream(frame)
+    }
+
+    fn shared_flags_at(&self) -> Option<usize> {
+        matches!(self, ToSupervisor::Response { result: Ok(_), .. }).then_some(RESPONSE_FLAGS_AT)
+    }
+
+    fn release(offset: u64) -> Self {
+        ToSupervisor::Release { offset }
+    }
+
+    fn as_release(&self) -> Option<u64> {
+        match self {
+            ToSupervisor::Release { offset } => Some(*offset),
+            _ => None,
+        }
     }
 }
 

@@ -600,7 +600,7 @@ fn random_stream_frame(rng: &mut Rng, which: usize, large: bool) -> StreamFrame 
 }
 
 impl Corpus for ToWorker {
-    const VARIANTS: usize = 8 + STREAM_VARIANTS;
+    const VARIANTS: usize = 9 + STREAM_VARIANTS;
 
     fn variant(&self) -> usize {
         match self {
@@ -611,8 +611,9 @@ impl Corpus for ToWorker {
             ToWorker::SoftKill => 4,
             ToWorker::HardKill => 5,
             ToWorker::QueryReply { .. } => 6,
-            ToWorker::Request { .. } => 7,
-            ToWorker::Stream(frame) => 8 + stream_variant(frame),
+            ToWorker::Release { .. } => 7,
+            ToWorker::Request { .. } => 8,
+            ToWorker::Stream(frame) => 9 + stream_variant(frame),
         }
     }
 
@@ -636,7 +637,10 @@ impl Corpus for ToWorker {
                 id: rng.number(),
                 result: rng.result(large),
             },
-            7 => ToWorker::Request {
+            7 => ToWorker::Release {
+                offset: rng.number(),
+            },
+            8 => ToWorker::Request {
                 id: rng.uuid(),
                 created_at: rng.number(),
                 fds: if rng.one_in(8) {
@@ -647,7 +651,7 @@ impl Corpus for ToWorker {
                 stream: rng.one_in(2),
                 payload: rng.payload(large).into(),
             },
-            n if n < Self::VARIANTS => ToWorker::Stream(random_stream_frame(rng, n - 8, large)),
+            n if n < Self::VARIANTS => ToWorker::Stream(random_stream_frame(rng, n - 9, large)),
             _ => unreachable!("variant {which} of {}", Self::VARIANTS),
         }
     }
@@ -661,7 +665,7 @@ impl Corpus for ToWorker {
 }
 
 impl Corpus for ToSupervisor {
-    const VARIANTS: usize = 10 + STREAM_VARIANTS;
+    const VARIANTS: usize = 11 + STREAM_VARIANTS;
 
     fn variant(&self) -> usize {
         match self {
@@ -674,8 +678,9 @@ impl Corpus for ToSupervisor {
             ToSupervisor::Query { .. } => 6,
             ToSupervisor::SocketClosed { .. } => 7,
             ToSupervisor::Stopping { .. } => 8,
-            ToSupervisor::Response { .. } => 9,
-            ToSupervisor::Stream(frame) => 10 + stream_variant(frame),
+            ToSupervisor::Release { .. } => 9,
+            ToSupervisor::Response { .. } => 10,
+            ToSupervisor::Stream(frame) => 11 + stream_variant(frame),
         }
     }
 
@@ -709,13 +714,16 @@ impl Corpus for ToSupervisor {
             8 => ToSupervisor::Stopping {
                 signal: rng.number() as i32,
             },
-            9 => ToSupervisor::Response {
+            9 => ToSupervisor::Release {
+                offset: rng.number(),
+            },
+            10 => ToSupervisor::Response {
                 id: rng.uuid(),
                 stream: rng.one_in(2),
                 result: rng.result(large),
             },
             n if n < Self::VARIANTS => {
-                ToSupervisor::Stream(random_stream_frame(rng, n - 10, large))
+                ToSupervisor::Stream(random_stream_frame(rng, n - 11, large))
             }
             _ => unreachable!("variant {which} of {}", Self::VARIANTS),
         }

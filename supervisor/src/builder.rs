@@ -55,7 +55,15 @@ pub(crate) struct Config {
     pub(crate) slow_request_log: Option<Duration>,
     /// Sockets every worker process inherits (`Builder::share_socket`).
     pub(crate) shared_sockets: SharedSockets,
+    /// Bytes of each of a worker process's two shared-memory arenas, 0
+    /// for none (`Builder::shared_memory`).
+    pub(crate) shared_memory: usize,
 }
+
+/// The size of each of a worker's two shared-memory arenas unless
+/// configured (`Builder::shared_memory`): room for one payload at the
+/// default frame limit, or many smaller ones.
+pub const DEFAULT_SHARED_MEMORY: usize = 64 * 1024 * 1024;
 
 /// The sockets a pool shares with every worker; equal when they are the
 /// same descriptors.
@@ -187,6 +195,7 @@ impl Builder {
                 in_process: None,
                 slow_request_log: None,
                 shared_sockets: SharedSockets::default(),
+                shared_memory: DEFAULT_SHARED_MEMORY,
             },
             config_error: None,
             account_error: None,
@@ -596,6 +605,32 @@ impl Builder {
             .shared_sockets
             .0
             .push(std::sync::Arc::new(socket.into()));
+        self
+    }
+
+    /// Sizes the two shared-memory arenas each worker process gets, one
+    /// for requests and one for answers: `bytes` each (default
+    /// [`DEFAULT_SHARED_MEMORY`], 64 MiB), 0 for none.
+    ///
+    /// A payload of 128 KiB or more that fits in its arena crosses through
+    /// it instead of the socket: the supervisor copies a request in and
+    /// the worker reads it where it lies; the worker writes an answer in
+    /// and the supervisor copies it out before anyone sees it, so a worker
+    /// that scribbles on the memory can corrupt only its own answer. The
+    /// worker can only map the requests arena read-only, and neither side
+    /// can shrink or grow either one. A payload that does not fit (the
+    /// arena is full of payloads still held, or it is larger) goes through
+    /// the socket, as every payload does with `shared_memory(0)`.
+    ///
+    /// The memory is only what payloads have used: an arena's pages are
+    /// allocated as payloads first touch them, lowest offsets first, and
+    /// stay with the worker until it exits. They count toward the
+    /// worker's `address_space` limit (twice `bytes`, both mappings) and
+    /// toward its memory cgroup, but not toward its
+    /// [`rss`](crate::WorkerHealth::rss) reading. In-process workers
+    /// (`drover::testing`) have no arenas.
+    pub fn shared_memory(mut self, bytes: usize) -> Builder {
+        self.config.shared_memory = bytes;
         self
     }
 

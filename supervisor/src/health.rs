@@ -79,12 +79,27 @@ pub struct WorkerHealth {
     pub unenforced: Vec<crate::sandbox::SandboxFeature>,
 }
 
-/// Reads the resident set size of `pid` from `/proc/<pid>/statm`, in bytes.
+/// Reads the resident set size of `pid`, in bytes, less the pages of its
+/// shared-memory arenas (`arenas` bytes at most, both of them): from
+/// `/proc/<pid>/statm`, or `/proc/<pid>/status` when it has arenas, whose
+/// `RssShmem` says how much of it is shared memory.
 ///
 /// A worker in a PID namespace is read through the pid of its own
 /// process, not its init's (`sandbox::memory_pid`).
-pub(crate) fn read_rss(pid: u32) -> Option<u64> {
+pub(crate) fn read_rss(pid: u32, arenas: u64) -> Option<u64> {
     let pid = crate::sandbox::memory_pid(pid);
+    if arenas > 0 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kib| kib * 1024)
+        };
+        let rss = field("VmRSS:")?;
+        return Some(rss - field("RssShmem:").unwrap_or(0).min(arenas).min(rss));
+    }
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(resident_pages * page_size())

@@ -197,7 +197,7 @@ mod worker;
 pub use account::{Account, Kind as AccountKind, Lookup as AccountLookup};
 pub use autoscale::{Autoscale, Autoscaling};
 pub use batch::{Batch, BatchReport};
-pub use builder::Builder;
+pub use builder::{Builder, DEFAULT_SHARED_MEMORY};
 pub use drover_proto::{RemoteErrorKind, RequestId, Task};
 pub use error::{
     BinaryProblem, Error, HandshakeFailure, Operation, OperationError, PoolFailure, PoolPhase,

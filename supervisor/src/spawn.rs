@@ -28,7 +28,10 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 
-use drover_proto::{CHILD_FD, ENV_FD, ENV_PARENT_PID, ENV_SHARED_FDS, MAX_SHARED_SOCKETS};
+use drover_proto::shm::{ArenaFds, Arenas};
+use drover_proto::{
+    CHILD_FD, ENV_FD, ENV_PARENT_PID, ENV_SHARED_FDS, ENV_SHARED_MEMORY, MAX_SHARED_SOCKETS,
+};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use rustix::process::{Pid, Resource, Rlimit, Signal};
@@ -54,6 +57,9 @@ pub(crate) struct Spawned {
     /// behind a PID namespace's init): the worker task holds it until
     /// after the reap.
     pub(crate) sandbox: crate::sandbox::Hold,
+    /// The supervisor's side of the worker's shared-memory arenas, if the
+    /// pool gives it some.
+    pub(crate) arenas: Option<Arenas>,
 }
 
 type Job = (Config, oneshot::Sender<Result<Spawned, Error>>);
@@ -126,7 +132,8 @@ fn spawn_retrying_busy(config: &Config) -> Result<Spawned, Error> {
 /// in the child, so no other descriptor of ours reaches the worker, even
 /// one the application opened without `O_CLOEXEC`; then the pool's shared
 /// sockets, if any, are moved to the numbers right after it, their count
-/// in `DROVER_SHARED_FDS`.
+/// in `DROVER_SHARED_FDS`, and after those the worker's two shared-memory
+/// arenas (requests, then answers), their size in `DROVER_SHARED_MEMORY`.
 fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
     let spawn_error = |source: io::Error| Error::Spawn {
         path: config.program.clone(),
@@ -202,11 +209,21 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
         command.env(ENV_PARENT_PID, parent.as_raw_nonzero().to_string());
     }
     let their_fd = theirs.as_raw_fd();
+    let (arenas, arena_fds) = match config.shared_memory {
+        0 => (None, None),
+        size => {
+            let (arenas, fds) = Arenas::create(size).map_err(spawn_error)?;
+            command.env(ENV_SHARED_MEMORY, size.to_string());
+            (Some(arenas), Some(fds))
+        }
+    };
     // Held until the child has them (dropped after `spawn`).
-    let shared = SharedCopies::dup(&config.shared_sockets.0).map_err(spawn_error)?;
+    let shared =
+        SharedCopies::dup(&config.shared_sockets.0, arena_fds.as_ref()).map_err(spawn_error)?;
+    drop(arena_fds);
     let placement = shared.placement();
-    if placement.len > 0 {
-        command.env(ENV_SHARED_FDS, placement.len.to_string());
+    if !config.shared_sockets.0.is_empty() {
+        command.env(ENV_SHARED_FDS, config.shared_sockets.0.len().to_string());
     }
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls (including the fallback loop of
@@ -244,6 +261,7 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
             _cgroup: cgroup,
             _behind_init: behind_init,
         },
+        arenas,
     })
 }
 
@@ -251,42 +269,52 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
 /// the socket's (the shared sockets are put in place after that).
 const FIRST_CLOSED_FD: RawFd = CHILD_FD + 1;
 
-/// The parent's copies of the pool's shared sockets for one child, each
-/// at a number above every number a shared socket is moved to in the
-/// child (`CHILD_FD + 1 ..= CHILD_FD + MAX_SHARED_SOCKETS`), so that
-/// moving one never overwrites another that is still to be moved.
+/// The most descriptors put in place after the socket: the shared
+/// sockets and the two arenas.
+const MAX_PLACED: usize = MAX_SHARED_SOCKETS + 2;
+
+/// The parent's copies of the pool's shared sockets (and of the worker's
+/// arenas) for one child, each at a number above every number one is
+/// moved to in the child (`CHILD_FD + 1 ..= CHILD_FD + MAX_PLACED`), so
+/// that moving one never overwrites another that is still to be moved.
 struct SharedCopies {
     copies: Vec<OwnedFd>,
 }
 
 impl SharedCopies {
-    fn dup(sockets: &[std::sync::Arc<OwnedFd>]) -> io::Result<SharedCopies> {
-        let above = CHILD_FD + 1 + MAX_SHARED_SOCKETS as RawFd;
+    fn dup(
+        sockets: &[std::sync::Arc<OwnedFd>],
+        arenas: Option<&ArenaFds>,
+    ) -> io::Result<SharedCopies> {
+        let above = CHILD_FD + 1 + MAX_PLACED as RawFd;
+        let arenas = arenas.into_iter().flat_map(|a| [&a.requests, &a.answers]);
         let copies = sockets
             .iter()
-            .map(|socket| rustix::io::fcntl_dupfd_cloexec(socket, above).map_err(io::Error::from))
+            .map(|socket| &**socket)
+            .chain(arenas)
+            .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, above).map_err(io::Error::from))
             .collect::<io::Result<Vec<_>>>()?;
         Ok(SharedCopies { copies })
     }
 
     /// The numbers, in a form the child can use without allocating.
     fn placement(&self) -> Placement {
-        let mut from = [0; MAX_SHARED_SOCKETS];
+        let mut from = [0; MAX_PLACED];
         for (slot, copy) in from.iter_mut().zip(&self.copies) {
             *slot = copy.as_raw_fd();
         }
         Placement {
             from,
-            len: self.copies.len().min(MAX_SHARED_SOCKETS),
+            len: self.copies.len().min(MAX_PLACED),
         }
     }
 }
 
-/// Where the child moves the shared sockets: `from[i]` to
+/// Where the child moves the shared sockets and arenas: `from[i]` to
 /// `CHILD_FD + 1 + i`, inheritable.
 #[derive(Clone, Copy)]
 struct Placement {
-    from: [RawFd; MAX_SHARED_SOCKETS],
+    from: [RawFd; MAX_PLACED],
     len: usize,
 }
 

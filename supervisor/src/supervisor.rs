@@ -558,13 +558,14 @@ async fn sample_memory(shared: Arc<Shared>) {
             _ = shared.shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        let arenas = 2 * shared.spec().shared_memory as u64;
         let readings: Vec<RssReading> = shared
             .pids()
             .into_iter()
             .map(|(worker_id, pid, ready)| RssReading {
                 worker_id,
                 ready,
-                rss: read_rss(pid),
+                rss: read_rss(pid, arenas),
             })
             .collect();
         shared.record_rss(&readings);

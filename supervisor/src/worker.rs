@@ -112,7 +112,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
     let started = match &spec.in_process {
         Some(main) => main
             .start()
-            .map(|(process, stream)| (process, 0, stream, None, None, Default::default()))
+            .map(|(process, stream)| (process, 0, stream, None, None, Default::default(), None))
             .map_err(|source| Error::Spawn {
                 path: spec.program.clone(),
                 source,
@@ -131,12 +131,13 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
                 pipes.0,
                 pipes.1,
                 sandbox,
+                spawned.arenas,
             )
         }),
     };
     // `_sandbox` (the worker's cgroup, ...) lives until this task ends,
     // after the reap.
-    let (mut child, pid, stream, stderr, stdout, _sandbox) = match started {
+    let (mut child, pid, stream, stderr, stdout, _sandbox, arenas) = match started {
         Ok(started) => started,
         Err(error) => {
             tracing::error!(worker_id = id, "{error}");
@@ -174,6 +175,9 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
     }
     let max = shared.config.max_frame_length;
     let mut connection = Opening::<SupervisorEnd>::new(stream, max);
+    if let Some(arenas) = arenas {
+        connection.share_memory(arenas);
+    }
     let streams = connection.streams().clone();
     shared.register(id, index, pid, kill.clone(), streams.clone());
     registered.store(pid, Ordering::Release);
@@ -245,7 +249,8 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         );
         // Its handshake is done (whatever it set up is resident): sampled
         // now, no lock held, so its first `health()` is real.
-        let rss = (pid != 0).then(|| read_rss(pid)).flatten();
+        let arenas = 2 * spec.shared_memory as u64;
+        let rss = (pid != 0).then(|| read_rss(pid, arenas)).flatten();
         shared.worker_ready(id, opened.outbox, initial, rss);
         reader = Some(opened.reader);
     }

@@ -44,6 +44,17 @@ pub enum NoSupervisor {
         /// What it is set to.
         value: String,
     },
+    /// The shared-memory arenas `DROVER_SHARED_MEMORY` announces (their
+    /// size; the descriptors after the shared sockets) cannot be used: not
+    /// a size, not open, not sealed memfds of that size, or not mappable
+    /// (an address-space limit below twice the size, for one).
+    #[error("DROVER_SHARED_MEMORY={value:?}: the shared-memory arenas cannot be used ({source})")]
+    SharedMemory {
+        /// What it is set to.
+        value: String,
+        /// What was wrong.
+        source: std::io::Error,
+    },
     /// The descriptor could not be inspected or claimed (`fstat`, or
     /// setting close-on-exec, failed).
     #[error("DROVER_FD={fd} cannot be claimed ({source})")]

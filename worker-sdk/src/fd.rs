@@ -6,7 +6,10 @@
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 
-use drover_proto::{CHILD_FD, ENV_FD, ENV_PARENT_PID, ENV_SHARED_FDS, MAX_SHARED_SOCKETS};
+use drover_proto::shm::{ArenaFds, Arenas};
+use drover_proto::{
+    CHILD_FD, ENV_FD, ENV_PARENT_PID, ENV_SHARED_FDS, ENV_SHARED_MEMORY, MAX_SHARED_SOCKETS,
+};
 use rustix::fs::FileType;
 
 use crate::error::{Error, NoSupervisor};
@@ -100,4 +103,48 @@ pub(crate) fn shared_sockets() -> Result<Vec<OwnedFd>, Error> {
         sockets.push(owned);
     }
     Ok(sockets)
+}
+
+/// Maps the shared-memory arenas the supervisor made for this process, if
+/// `DROVER_SHARED_MEMORY` says there are some: the two descriptors after
+/// the `after` shared sockets (requests, then answers), checked to be
+/// sealed memfds of the size it names. Once mapped, the descriptors are
+/// closed: the mappings keep the memory.
+pub(crate) fn shared_memory(after: usize) -> Result<Option<Arenas>, Error> {
+    let Ok(value) = std::env::var(ENV_SHARED_MEMORY) else {
+        return Ok(None);
+    };
+    let fail = |source: std::io::Error| Error::NotUnderSupervisor {
+        reason: NoSupervisor::SharedMemory {
+            value: value.clone(),
+            source,
+        },
+    };
+    let size: usize = value.parse().map_err(|_| {
+        fail(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a size in bytes",
+        ))
+    })?;
+    let first = CHILD_FD + 1 + after as RawFd;
+    let mut claimed = Vec::with_capacity(2);
+    for fd in [first, first + 1] {
+        // SAFETY: as for the shared sockets: the borrow lives only for
+        // this check.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let stat = rustix::fs::fstat(borrowed).map_err(|e| fail(e.into()))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(fail(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("descriptor {fd} is not a memfd"),
+            )));
+        }
+        // SAFETY: the supervisor put this descriptor here for us, and
+        // nothing else in the process refers to it by number.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        claimed.push(owned);
+    }
+    let [requests, answers]: [OwnedFd; 2] = claimed.try_into().expect("two descriptors");
+    let fds = ArenaFds { requests, answers };
+    Arenas::adopt(&fds, size).map(Some).map_err(fail)
 }

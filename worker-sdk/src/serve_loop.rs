@@ -117,6 +117,9 @@ async fn serve_loop<H: Handler>(
                             }
                             return Ok(());
                         }
+                        // The reader frees the arena slot and never hands a
+                        // `Release` on.
+                        ToWorker::Release { .. } => {}
                         ToWorker::Welcome(_) => {
                             return Err(Error::Protocol(ProtocolError::UnexpectedMessage {
                                 expected: "a message after the handshake",

@@ -90,7 +90,8 @@ impl Worker {
         // or the program's setup is held for `serve`, not fatal.
         let signals = StopSignals::listen();
         let shared = crate::fd::shared_sockets()?;
-        Worker::handshake(std_stream, signals, shared).await
+        let arenas = crate::fd::shared_memory(shared.len())?;
+        Worker::handshake(std_stream, signals, shared, arenas).await
     }
 
     /// Connects over `socket`, a connected end of a socket pair whose
@@ -107,13 +108,14 @@ impl Worker {
     /// [`Error::Handshake`] when the handshake fails,
     /// [`Error::Disconnected`] when the other end closes first.
     pub async fn connect_over(socket: std::os::unix::net::UnixStream) -> Result<Worker, Error> {
-        Worker::handshake(socket, StopSignals::none(), Vec::new()).await
+        Worker::handshake(socket, StopSignals::none(), Vec::new(), None).await
     }
 
     async fn handshake(
         std_stream: std::os::unix::net::UnixStream,
         signals: StopSignals,
         shared: Vec<std::os::fd::OwnedFd>,
+        arenas: Option<drover_proto::shm::Arenas>,
     ) -> Result<Worker, Error> {
         std_stream
             .set_nonblocking(true)
@@ -121,6 +123,9 @@ impl Worker {
         let stream = UnixStream::from_std(std_stream).map_err(|e| Error::Handshake(e.into()))?;
         // The frame limit is the supervisor's, adopted from its `Welcome`.
         let mut connection = Opening::<WorkerEnd>::new(stream, DEFAULT_MAX_FRAME_LENGTH);
+        if let Some(arenas) = arenas {
+            connection.share_memory(arenas);
+        }
         let welcome = match connection.connect(Hello::new()).await {
             Ok(welcome) => welcome,
             Err(HandshakeError::Protocol(e)) => return Err(Error::Handshake(e)),

@@ -82,6 +82,8 @@ async fn run() -> Result<(), drover_worker::Error> {
         return Ok(());
     }
 
+    // The arenas too, for the commands that attack them.
+    let arenas = std::sync::Arc::new(shared_memory_fds());
     let worker = Worker::connect().await?;
     if let Ok(after) = std::env::var("DROVER_TEST_CRASH_AFTER_ID") {
         if worker.id() > after.parse().unwrap_or(u64::MAX) {
@@ -129,6 +131,7 @@ async fn run() -> Result<(), drover_worker::Error> {
         .serve(move |mut req: Request| {
             let me = me.clone();
             let raw = raw.as_ref().and_then(|s| s.try_clone().ok());
+            let arenas = arenas.clone();
             async move {
                 match req.data::<Cmd>()? {
                     Cmd::Echo(text) => req.respond(&text),
@@ -383,6 +386,52 @@ async fn run() -> Result<(), drover_worker::Error> {
                         req.respond(&micros)
                     }
                     Cmd::Big(len) => req.respond(&vec![7u8; len]),
+                    Cmd::ShmLie => {
+                        let mut raw = raw.expect("raw socket");
+                        let mut body = vec![0x01];
+                        body.extend_from_slice(req.id().as_bytes());
+                        body.push(0x04);
+                        body.extend_from_slice(&u64::MAX.to_le_bytes());
+                        body.extend_from_slice(&4096u64.to_le_bytes());
+                        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+                        frame.extend_from_slice(&body);
+                        raw.write_all(&frame).expect("write");
+                        std::future::pending().await
+                    }
+                    Cmd::ShmAttack => {
+                        let (requests, answers) = arenas.as_ref().as_ref().expect("arenas");
+                        req.respond(&attack_arenas(requests, answers))
+                    }
+                    Cmd::ShmScribble(len, ms) => {
+                        let (_, answers) = arenas.as_ref().as_ref().expect("arenas");
+                        let map = memmap2::MmapOptions::new()
+                            .len(len.next_multiple_of(4096) + 4096)
+                            .map_raw(answers)
+                            .expect("map the answers arena");
+                        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                        let scribbling = stop.clone();
+                        let scribbler = std::thread::spawn(move || {
+                            let mut round = 0u8;
+                            while !scribbling.load(std::sync::atomic::Ordering::Relaxed) {
+                                round = round.wrapping_add(1);
+                                // SAFETY: the mapping is ours and this long.
+                                unsafe {
+                                    std::ptr::write_bytes(map.as_mut_ptr(), round, map.len())
+                                };
+                            }
+                        });
+                        let answered = req.respond(&vec![7u8; len]);
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        scribbler.join().expect("scribbler");
+                        answered
+                    }
+                    Cmd::Keep(bytes) => {
+                        static KEPT: std::sync::Mutex<Vec<bytes::Bytes>> =
+                            std::sync::Mutex::new(Vec::new());
+                        KEPT.lock().unwrap().push(req.take_payload());
+                        req.respond(&bytes.len())
+                    }
                     Cmd::OpenFiles(n) => {
                         let opened: Vec<std::fs::File> = (0..n)
                             .map_while(|_| std::fs::File::open("/dev/null").ok())
@@ -632,6 +681,58 @@ fn frame(message: drover_proto::ToSupervisor) -> bytes::BytesMut {
         .encode_message(message, &mut frame)
         .expect("encode");
     frame
+}
+
+/// Copies of the shared-memory arenas' descriptors (requests, answers),
+/// taken before the SDK claims and closes them.
+fn shared_memory_fds() -> Option<(std::fs::File, std::fs::File)> {
+    std::env::var_os(drover_proto::ENV_SHARED_MEMORY)?;
+    let sockets: i32 = std::env::var(drover_proto::ENV_SHARED_FDS)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let first = drover_proto::CHILD_FD + 1 + sockets;
+    let copy = |fd| {
+        // SAFETY: the supervisor put the arena here; it is only borrowed
+        // for the duplication.
+        rustix::io::fcntl_dupfd_cloexec(unsafe { BorrowedFd::borrow_raw(fd) }, 30)
+            .map(std::fs::File::from)
+            .ok()
+    };
+    Some((copy(first)?, copy(first + 1)?))
+}
+
+/// Everything a hostile worker might try on its arenas, and whether the
+/// system refused it.
+fn attack_arenas(requests: &std::fs::File, answers: &std::fs::File) -> Vec<(String, bool)> {
+    let len = requests.metadata().map_or(4096, |m| m.len()) as usize;
+    let mut outcomes = vec![
+        (
+            "map the requests arena writable".to_owned(),
+            memmap2::MmapOptions::new()
+                .len(len)
+                .map_raw(requests)
+                .is_err(),
+        ),
+        (
+            "write(2) to the requests arena".to_owned(),
+            rustix::io::write(requests, b"scribble").is_err(),
+        ),
+    ];
+    for (name, file) in [("requests", requests), ("answers", answers)] {
+        outcomes.push((format!("shrink the {name} arena"), file.set_len(0).is_err()));
+        outcomes.push((
+            format!("grow the {name} arena"),
+            file.set_len(len as u64 * 2).is_err(),
+        ));
+        outcomes.push((
+            format!("add a seal to the {name} arena"),
+            rustix::fs::fcntl_add_seals(file, rustix::fs::SealFlags::WRITE).is_err(),
+        ));
+    }
+    // Writable mappings of the answers arena are its own to scribble on,
+    // and allowed: what the scribble test is about.
+    outcomes
 }
 
 /// A pool of two copies of this binary, for the modes where it supervises.

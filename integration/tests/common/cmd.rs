@@ -87,6 +87,20 @@ pub enum Cmd {
     CreatedAt,
     /// Answer with this many bytes.
     Big(usize),
+    /// Send a `Response` whose payload is said to be past the end of the
+    /// shared-memory arena, behind the SDK's back.
+    ShmLie,
+    /// Try to write, remap writable, shrink, grow and unseal the
+    /// shared-memory arenas behind the SDK's back; answer what each
+    /// attempt got, `(what, refused)`.
+    ShmAttack,
+    /// Answer this many bytes of 7s through shared memory while a thread
+    /// scribbles over the answers arena, from before the answer is sent
+    /// until this many milliseconds after.
+    ShmScribble(usize, u64),
+    /// Keep the request's payload forever (never releasing its arena
+    /// slot); answer its length.
+    Keep(Vec<u8>),
     /// Open /dev/null this many times, keeping each; answer how many opened.
     OpenFiles(usize),
     /// Answer `(uid, gid)` of this process.

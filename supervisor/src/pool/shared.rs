@@ -463,6 +463,9 @@ impl Shared {
                     fx.notify = true;
                 });
             }
+            // The connection's reader frees the arena slot and never hands
+            // a `Release` on.
+            ToSupervisor::Release { .. } => {}
             ToSupervisor::SocketClosed { .. } => {
                 let mut state = self.lock();
                 if let Some(worker) = state.worker_mut(id) {

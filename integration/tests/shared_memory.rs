@@ -1,0 +1,194 @@
+//! Large payloads through the workers' shared-memory arenas: intact both
+//! ways, falling back to the socket when they do not fit, and a worker
+//! that lies about them, attacks them, scribbles on them or never
+//! releases them hurts nobody but itself.
+
+mod common;
+
+use common::{alive, eventually, exists, pool, still_serves, within, Cmd, LIMIT};
+use drover::{Error, ExitReason};
+
+/// A text of `len` bytes that differs at every offset a slot could start,
+/// so a payload read from the wrong place, or half of another, shows.
+fn text(len: usize, seed: usize) -> String {
+    (0..len)
+        .map(|i| char::from(b'a' + ((i / 7 + i * 13 + seed) % 26) as u8))
+        .collect()
+}
+
+#[tokio::test]
+async fn large_payloads_cross_both_ways_intact_and_those_that_do_not_fit_take_the_socket() {
+    // 4 MiB arenas: of 24 requests of up to 3 MiB in flight at once, some
+    // fit and some do not; every one must come back as it went.
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(2).max_concurrency(12).shared_memory(4 << 20).spawn(),
+    )
+    .await
+    .expect("spawn");
+    let sizes = [128 << 10, 1 << 20, 100, (3 << 20) + 5, 200 << 10, 64 << 10];
+    let mut calls = Vec::new();
+    for i in 0..24 {
+        let sent = text(sizes[i % sizes.len()], i);
+        let pool = pool.clone();
+        calls.push(tokio::spawn(async move {
+            let answer = pool.enqueue(&Cmd::Echo(sent.clone())).await.expect("echo");
+            assert!(
+                answer.data::<String>().unwrap() == sent,
+                "request {i} came back changed"
+            );
+        }));
+    }
+    for call in calls {
+        within(LIMIT, "echoes", call).await.unwrap();
+    }
+    // The worker's own large answers, and a payload through the bytes API.
+    let answer = within(LIMIT, "big", pool.enqueue(&Cmd::Big(2 << 20)))
+        .await
+        .unwrap();
+    assert_eq!(answer.data::<Vec<u8>>().unwrap(), vec![7u8; 2 << 20]);
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn without_shared_memory_large_payloads_take_the_socket() {
+    let pool = within(LIMIT, "spawn", pool(1).shared_memory(0).spawn())
+        .await
+        .expect("spawn");
+    let sent = text(3 << 20, 1);
+    let answer = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(sent.clone())))
+        .await
+        .unwrap();
+    assert!(answer.data::<String>().unwrap() == sent);
+    let env = within(
+        LIMIT,
+        "env",
+        pool.enqueue(&Cmd::Env("DROVER_SHARED_MEMORY".into())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(env.data::<String>().unwrap(), "", "no arenas were made");
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn a_worker_lying_about_shared_memory_is_killed_and_replaced() {
+    let pool = within(LIMIT, "spawn", pool(2).spawn())
+        .await
+        .expect("spawn");
+    let err = within(LIMIT, "liar", pool.enqueue(&Cmd::ShmLie))
+        .await
+        .unwrap_err();
+    let Error::WorkerLost { exit, .. } = &err else {
+        panic!("expected WorkerLost, got {err:?}");
+    };
+    assert!(
+        matches!(exit.reason, ExitReason::ProtocolViolation { .. }),
+        "{exit:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("passes the end of the"), "{text}");
+    assert!(!exists(exit.pid), "the liar was not reaped");
+    assert!(
+        eventually(LIMIT, || pool.health().len() == 2
+            && pool.health().iter().all(|h| h.pid != exit.pid))
+        .await,
+        "not replaced: {:?}",
+        pool.health()
+    );
+    still_serves(&pool, 10).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn a_worker_cannot_write_remap_resize_or_unseal_its_arenas() {
+    let pool = within(LIMIT, "spawn", pool(1).spawn())
+        .await
+        .expect("spawn");
+    let answer = within(LIMIT, "attack", pool.enqueue(&Cmd::ShmAttack))
+        .await
+        .unwrap();
+    let outcomes: Vec<(String, bool)> = answer.data().unwrap();
+    assert_eq!(outcomes.len(), 8, "{outcomes:?}");
+    for (what, refused) in &outcomes {
+        assert!(refused, "a worker could {what}");
+    }
+    // And the arenas still carry payloads afterwards.
+    let sent = text(1 << 20, 3);
+    let echoed = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(sent.clone())))
+        .await
+        .unwrap();
+    assert!(echoed.data::<String>().unwrap() == sent);
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn a_worker_scribbling_on_shared_memory_corrupts_only_its_own_answers() {
+    let pool = within(LIMIT, "spawn", pool(2).max_concurrency(4).spawn())
+        .await
+        .expect("spawn");
+    let len = 1 << 20;
+    let scribbled = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.enqueue(&Cmd::ShmScribble(len, 300)).await })
+    };
+    // Meanwhile other large requests run, on both workers.
+    let mut calls = Vec::new();
+    for i in 0..16 {
+        let pool = pool.clone();
+        calls.push(tokio::spawn(async move {
+            let sent = text(512 << 10, i);
+            let answer = pool.enqueue(&Cmd::Echo(sent.clone())).await.expect("echo");
+            (answer.pid(), answer.data::<String>().map(|got| got == sent))
+        }));
+    }
+    let scribbled = within(LIMIT, "scribbled answer", scribbled)
+        .await
+        .unwrap()
+        .expect("the scribbler's answer still arrives");
+    let scribbler = scribbled.pid();
+    // Its answer is its own business: whatever bytes it holds, the right
+    // number of them, or an answer that does not decode.
+    if let Ok(bytes) = scribbled.data::<Vec<u8>>() {
+        assert_eq!(bytes.len(), len);
+    }
+    for call in calls {
+        let (pid, intact) = within(LIMIT, "echoes", call).await.unwrap();
+        if pid != scribbler {
+            assert_eq!(
+                intact.ok(),
+                Some(true),
+                "worker {pid}'s answer was corrupted"
+            );
+        }
+    }
+    assert!(
+        alive(scribbler),
+        "scribbling on its own answers is no violation"
+    );
+    still_serves(&pool, 10).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
+async fn a_worker_that_never_releases_its_requests_gets_them_through_the_socket() {
+    // 2 MiB arenas, and a worker that keeps every request's payload: after
+    // the first, none fits, and all still arrive.
+    let pool = within(LIMIT, "spawn", pool(1).shared_memory(2 << 20).spawn())
+        .await
+        .expect("spawn");
+    for i in 0..6 {
+        let kept = vec![i as u8; (1 << 20) + i];
+        let answer = within(LIMIT, "keep", pool.enqueue(&Cmd::Keep(kept)))
+            .await
+            .unwrap();
+        assert_eq!(answer.data::<usize>().unwrap(), (1 << 20) + i);
+    }
+    let sent = text(1 << 20, 9);
+    let echoed = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(sent.clone())))
+        .await
+        .unwrap();
+    assert!(echoed.data::<String>().unwrap() == sent);
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}

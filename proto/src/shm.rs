@@ -1,0 +1,518 @@
+//! Shared memory for large payloads: two arenas per worker, mapped once by
+//! both processes, so a payload of [`SHARED_PAYLOAD_MIN`] bytes or more
+//! crosses with one copy each way instead of through the socket.
+//!
+//! ```text
+//!              requests arena                      answers arena
+//!   supervisor  writes (allocates its slots)        reads: copies out, then frees
+//!   worker      reads in place (mapping read-only)  writes (allocates its slots)
+//! ```
+//!
+//! Both are memfds the supervisor creates for each worker process when it
+//! starts it, sealed against shrinking and growing (so neither side can
+//! make the other's mapping fault past the end of its file); the requests
+//! arena is also sealed against every new writable mapping
+//! (`F_SEAL_FUTURE_WRITE`), so the worker can only ever map it read-only.
+//!
+//! A payload in an arena travels as a descriptor in its frame's tail,
+//! offset then length (two `u64` LE, 16 bytes), with the message's
+//! `FLAG_SHARED` bit set. Who allocated a slot frees it when the peer
+//! says `Release` with its offset: the worker once the last `Bytes` of a
+//! request's payload is dropped, the supervisor as soon as it has copied
+//! an answer out. A payload that does not fit (the arena is full, or the
+//! payload is larger than it) goes through the socket as always.
+//!
+//! # What a hostile worker can do with it
+//!
+//! - **Write into the answers arena while the supervisor copies from it.**
+//!   The supervisor never makes a reference into that memory: it copies
+//!   the range out (a byte copy through a raw pointer) into a buffer of
+//!   its own before anything looks at it. What the worker changes is at
+//!   worst a corrupt answer, its own.
+//! - **Name a range outside the arena, or larger than the frame limit.**
+//!   A [`ProtocolError::Decode`](crate::ProtocolError) naming it; the
+//!   connection ends.
+//! - **Make the supervisor copy a lot for a 16-byte frame.** Each copy is
+//!   bounded by the payload limit, and costs the supervisor what reading
+//!   the same payload from the socket would.
+//! - **Release a request slot early, twice, or one never handed out.**
+//!   Early: the supervisor may put a later request of the same worker
+//!   there, which only that worker reads. A slot that is not live is a
+//!   protocol error.
+//! - **Never release.** Its arena fills up and its requests go through
+//!   the socket again.
+//! - **Shrink, grow or write the requests arena, or map it writable.**
+//!   The seals refuse it.
+
+#![allow(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::fs::{MemfdFlags, SealFlags};
+
+use crate::reader::{BufferPool, Pooled};
+
+/// Payloads at least this large travel through the arenas (when they
+/// fit); smaller ones are cheaper through the socket, where they need no
+/// `Release` afterwards.
+pub const SHARED_PAYLOAD_MIN: usize = 128 * 1024;
+
+/// Slots are whole pages: a payload never shares a page with another.
+const PAGE: usize = 4096;
+
+/// Bytes of a payload's descriptor in its frame: offset and length.
+pub const DESCRIPTOR_LEN: usize = 16;
+
+/// The seals of the requests arena.
+fn request_seals() -> SealFlags {
+    SealFlags::SHRINK | SealFlags::GROW | SealFlags::FUTURE_WRITE | SealFlags::SEAL
+}
+
+/// The seals of the answers arena.
+fn answer_seals() -> SealFlags {
+    SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL
+}
+
+/// One worker's two arenas, as one side holds them: the one it writes
+/// payloads into and the one its peer does.
+#[derive(Debug)]
+pub struct Arenas {
+    pub(crate) outbound: Arc<Outbound>,
+    pub(crate) inbound: MmapRaw,
+    /// The worker's view of the requests arena, which only the trusted
+    /// supervisor writes: its payloads are lent in place. The supervisor
+    /// copies the worker's out.
+    pub(crate) lend: bool,
+}
+
+/// The descriptors of a new pair of arenas, for the worker process.
+#[derive(Debug)]
+pub struct ArenaFds {
+    /// The requests arena (sealed read-only for every new mapping).
+    pub requests: OwnedFd,
+    /// The answers arena.
+    pub answers: OwnedFd,
+}
+
+impl Arenas {
+    /// The supervisor's side of two new arenas of `size` bytes each
+    /// (rounded up to whole pages), and the descriptors to give the worker.
+    ///
+    /// # Errors
+    ///
+    /// The system call that failed: `memfd_create`, `ftruncate`, `mmap` or
+    /// `fcntl(F_ADD_SEALS)`.
+    pub fn create(size: usize) -> io::Result<(Arenas, ArenaFds)> {
+        let size = size.div_ceil(PAGE) * PAGE;
+        let requests = memfd("drover-requests", size)?;
+        // Mapped writable before the seal that forbids new writable
+        // mappings: this one stays the only one.
+        let outbound = MmapOptions::new().len(size).map_raw(requests.as_raw_fd())?;
+        rustix::fs::fcntl_add_seals(&requests, request_seals())?;
+        let answers = memfd("drover-answers", size)?;
+        rustix::fs::fcntl_add_seals(&answers, answer_seals())?;
+        let inbound = MmapOptions::new()
+            .len(size)
+            .map_raw_read_only(answers.as_raw_fd())?;
+        let arenas = Arenas {
+            outbound: Arc::new(Outbound::new(outbound)),
+            inbound,
+            lend: false,
+        };
+        Ok((arenas, ArenaFds { requests, answers }))
+    }
+
+    /// The worker's side of the arenas the supervisor made, `size` bytes
+    /// each as it says.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidData` if either is not that size or lacks its seals (it is
+    /// not what a drover supervisor hands out), or the failed system call.
+    pub fn adopt(fds: &ArenaFds, size: usize) -> io::Result<Arenas> {
+        let size = size.div_ceil(PAGE) * PAGE;
+        for (fd, what, seals) in [
+            (&fds.requests, "requests", request_seals()),
+            (&fds.answers, "answers", answer_seals()),
+        ] {
+            let len = rustix::fs::fstat(fd)?.st_size;
+            let has = rustix::fs::fcntl_get_seals(fd)?;
+            if usize::try_from(len).ok() != Some(size) || !has.contains(seals) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the {what} arena is {len} bytes with seals {has:?}, \
+                         where {size} bytes with {seals:?} were announced"
+                    ),
+                ));
+            }
+        }
+        let inbound = MmapOptions::new()
+            .len(size)
+            .map_raw_read_only(fds.requests.as_raw_fd())?;
+        let outbound = MmapOptions::new()
+            .len(size)
+            .map_raw(fds.answers.as_raw_fd())?;
+        Ok(Arenas {
+            outbound: Arc::new(Outbound::new(outbound)),
+            inbound,
+            lend: true,
+        })
+    }
+}
+
+fn memfd(name: &str, size: usize) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    rustix::fs::ftruncate(&fd, size as u64)?;
+    Ok(fd)
+}
+
+/// The arena this side writes payloads into, and its slots.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    map: MmapRaw,
+    slots: Mutex<Slots>,
+}
+
+impl Outbound {
+    fn new(map: MmapRaw) -> Outbound {
+        let slots = Slots::new(map.len());
+        Outbound {
+            map,
+            slots: Mutex::new(slots),
+        }
+    }
+
+    fn slots(&self) -> MutexGuard<'_, Slots> {
+        // Plain bookkeeping: a panic elsewhere leaves it usable.
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Copies `payload` into a free slot; its descriptor, or `None` if no
+    /// slot is large enough (the payload then goes through the socket).
+    pub(crate) fn place(&self, payload: &[u8]) -> Option<[u8; DESCRIPTOR_LEN]> {
+        let offset = self.slots().take(payload.len())?;
+        // SAFETY: `take` hands out ranges inside the mapping only, each to
+        // one caller until it is freed, so nothing else in this process
+        // writes there meanwhile; the peer's mapping of it is read-only
+        // (the requests arena's seal) or, for the answers arena, the peer
+        // only reads it. The source is a slice we borrow.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                self.map.as_mut_ptr().add(offset),
+                payload.len(),
+            );
+        }
+        let mut descriptor = [0; DESCRIPTOR_LEN];
+        descriptor[..8].copy_from_slice(&(offset as u64).to_le_bytes());
+        descriptor[8..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        Some(descriptor)
+    }
+
+    /// The peer is done with the slot at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// What was wrong, if no slot starts there.
+    pub(crate) fn free(&self, offset: u64) -> Result<(), String> {
+        let live = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.slots().free(o));
+        live.ok_or_else(|| format!("Release of offset {offset}, where no payload was placed"))
+    }
+
+    /// Bytes of the arena in slots not yet released.
+    #[cfg(test)]
+    pub(crate) fn in_use(&self) -> usize {
+        self.slots().live.values().sum()
+    }
+}
+
+/// First-fit allocation of whole pages, lowest offset first, so the pages
+/// in use stay few and warm.
+#[derive(Debug)]
+struct Slots {
+    /// Free ranges, offset to length, never adjacent.
+    free: BTreeMap<usize, usize>,
+    /// Slots handed out, offset to length.
+    live: HashMap<usize, usize>,
+}
+
+impl Slots {
+    fn new(len: usize) -> Slots {
+        let mut free = BTreeMap::new();
+        if len > 0 {
+            free.insert(0, len);
+        }
+        Slots {
+            free,
+            live: HashMap::new(),
+        }
+    }
+
+    fn take(&mut self, len: usize) -> Option<usize> {
+        let need = len.max(1).checked_next_multiple_of(PAGE)?;
+        let (&offset, &room) = self.free.iter().find(|(_, &room)| room >= need)?;
+        self.free.remove(&offset);
+        if room > need {
+            self.free.insert(offset + need, room - need);
+        }
+        self.live.insert(offset, need);
+        Some(offset)
+    }
+
+    /// Frees the slot at `offset`; `None` if none starts there.
+    fn free(&mut self, offset: usize) -> Option<()> {
+        let mut len = self.live.remove(&offset)?;
+        let mut start = offset;
+        if let Some(next) = self.free.remove(&(offset + len)) {
+            len += next;
+        }
+        if let Some((&before, &room)) = self.free.range(..offset).next_back() {
+            if before + room == offset {
+                self.free.remove(&before);
+                start = before;
+                len += room;
+            }
+        }
+        self.free.insert(start, len);
+        Some(())
+    }
+}
+
+/// What sends `Release` for an offset of the peer's arena.
+pub(crate) type Release = Box<dyn Fn(u64) + Send + Sync>;
+
+/// The arena the peer writes payloads into, as the reader resolves their
+/// descriptors.
+pub(crate) struct Inbound {
+    map: MmapRaw,
+    lend: bool,
+    release: Release,
+    pool: Arc<BufferPool>,
+}
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbound")
+            .field("len", &self.map.len())
+            .field("lend", &self.lend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inbound {
+    pub(crate) fn new(map: MmapRaw, lend: bool, release: Release, pool: Arc<BufferPool>) -> Self {
+        Inbound {
+            map,
+            lend,
+            release,
+            pool,
+        }
+    }
+
+    /// The payload `descriptor` names, at most `max_payload` bytes: lent in
+    /// place (released when its last `Bytes` drops) or copied out
+    /// (released now).
+    ///
+    /// # Errors
+    ///
+    /// What was wrong with the descriptor.
+    pub(crate) fn take(
+        self: &Arc<Self>,
+        descriptor: &[u8],
+        max_payload: usize,
+    ) -> Result<Bytes, String> {
+        let Ok(descriptor) = <[u8; DESCRIPTOR_LEN]>::try_from(descriptor) else {
+            return Err(format!(
+                "a shared-memory payload's descriptor of {} bytes, where {DESCRIPTOR_LEN} are needed",
+                descriptor.len()
+            ));
+        };
+        let [offset, len] = [&descriptor[..8], &descriptor[8..]]
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+        let arena = self.map.len();
+        let range = usize::try_from(offset)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .filter(|&(o, l)| o.checked_add(l).is_some_and(|end| end <= arena));
+        let Some((offset, len)) = range else {
+            return Err(format!(
+                "a shared-memory payload of {len} bytes at offset {offset} passes the end of \
+                 the {arena}-byte arena"
+            ));
+        };
+        if len > max_payload {
+            return Err(format!(
+                "a shared-memory payload of {len} bytes, over the payload limit of {max_payload}"
+            ));
+        }
+        if self.lend {
+            return Ok(Bytes::from_owner(Lent {
+                inbound: self.clone(),
+                offset,
+                len,
+            }));
+        }
+        let mut body = self.pool.take(len);
+        // SAFETY: the range is inside the mapping (checked above), which
+        // lives as long as `self`; `body` has room for `len` bytes (`take`
+        // gives at least that capacity) and is ours alone. The source is
+        // memory the worker may be writing right now: it is only ever
+        // copied through this raw pointer, never borrowed as a slice, so
+        // what it changes reaches the copy as some bytes of its answer and
+        // nothing else.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.map.as_ptr().add(offset), body.as_mut_ptr(), len);
+            body.set_len(len);
+        }
+        (self.release)(offset as u64);
+        Ok(Bytes::from_owner(Pooled::new(body, self.pool.clone())))
+    }
+}
+
+/// A request's payload lent in place from the requests arena (the
+/// worker's side); dropping the last `Bytes` of it releases the slot.
+struct Lent {
+    inbound: Arc<Inbound>,
+    offset: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the range was checked to be inside the mapping, which
+        // `inbound` keeps alive. This side's mapping is read-only, and the
+        // supervisor (trusted by the worker) writes a slot only while it
+        // is free, and this one is not until `drop` releases it: the bytes
+        // do not change while the slice exists.
+        unsafe { std::slice::from_raw_parts(self.inbound.map.as_ptr().add(self.offset), self.len) }
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        (self.inbound.release)(self.offset as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_pages_taken_lowest_first_and_merged_when_freed() {
+        let mut slots = Slots::new(16 * PAGE);
+        let a = slots.take(1).unwrap();
+        let b = slots.take(PAGE + 1).unwrap();
+        let c = slots.take(PAGE).unwrap();
+        assert_eq!((a, b, c), (0, PAGE, 3 * PAGE));
+        assert_eq!(slots.take(13 * PAGE), None, "only 12 pages are left");
+        slots.free(b).unwrap();
+        assert_eq!(slots.free(b), None, "a slot is freed once");
+        assert_eq!(slots.free(PAGE / 2), None, "no slot starts there");
+        // The hole left by b is reused first.
+        assert_eq!(slots.take(2 * PAGE), Some(PAGE));
+        slots.free(a).unwrap();
+        slots.free(c).unwrap();
+        slots.free(PAGE).unwrap();
+        assert!(slots.live.is_empty());
+        assert_eq!(
+            slots.free,
+            BTreeMap::from([(0, 16 * PAGE)]),
+            "all merged back"
+        );
+        assert_eq!(slots.take(16 * PAGE), Some(0));
+    }
+
+    #[test]
+    fn the_worker_cannot_write_requests_nor_resize_either_arena() {
+        let (_supervisor, fds) = Arenas::create(8 * PAGE).unwrap();
+        let worker = Arenas::adopt(&fds, 8 * PAGE).unwrap();
+        assert!(worker.lend);
+        // No writable mapping of the requests arena, no write, no resize.
+        assert!(MmapOptions::new()
+            .len(8 * PAGE)
+            .map_raw(fds.requests.as_raw_fd())
+            .is_err());
+        assert!(rustix::io::write(&fds.requests, b"x").is_err());
+        for fd in [&fds.requests, &fds.answers] {
+            assert!(rustix::fs::ftruncate(fd, 0).is_err());
+            assert!(rustix::fs::ftruncate(fd, 64 * PAGE as u64).is_err());
+            assert!(rustix::fs::fcntl_add_seals(fd, SealFlags::empty()).is_err());
+        }
+        // The wrong size is refused, naming it.
+        let error = Arenas::adopt(&fds, 4 * PAGE).unwrap_err();
+        assert!(error.to_string().contains("32768 bytes"), "{error}");
+    }
+
+    #[test]
+    fn payloads_cross_both_ways_and_bad_descriptors_are_named() {
+        let (supervisor, fds) = Arenas::create(64 * PAGE).unwrap();
+        let worker = Arenas::adopt(&fds, 64 * PAGE).unwrap();
+        let released = Arc::new(Mutex::new(Vec::new()));
+        let inbound = |arenas: Arenas| {
+            let released = released.clone();
+            Arc::new(Inbound::new(
+                arenas.inbound,
+                arenas.lend,
+                Box::new(move |o| released.lock().unwrap().push(o)),
+                Arc::default(),
+            ))
+        };
+        let (to_worker, to_supervisor) = (supervisor.outbound.clone(), worker.outbound.clone());
+        let (at_worker, at_supervisor) = (inbound(worker), inbound(supervisor));
+
+        // A request, lent in place to the worker until its last Bytes goes.
+        let request: Vec<u8> = (0..3 * PAGE).map(|i| i as u8).collect();
+        let descriptor = to_worker.place(&request).unwrap();
+        let lent = at_worker.take(&descriptor, usize::MAX).unwrap();
+        assert_eq!(&lent[..], &request[..]);
+        let slice = lent.slice(10..20);
+        drop(lent);
+        assert!(
+            released.lock().unwrap().is_empty(),
+            "a slice still holds it"
+        );
+        drop(slice);
+        assert_eq!(*released.lock().unwrap(), [0]);
+        to_worker.free(0).unwrap();
+        assert_eq!(to_worker.in_use(), 0);
+
+        // An answer, copied out by the supervisor and released at once.
+        let answer = vec![9u8; PAGE + 5];
+        let descriptor = to_supervisor.place(&answer).unwrap();
+        let copied = at_supervisor.take(&descriptor, usize::MAX).unwrap();
+        assert_eq!(&copied[..], &answer[..]);
+        assert_eq!(*released.lock().unwrap(), [0, 0]);
+
+        // Out of the arena, over the limit, cut short: each named.
+        let bad = |offset: u64, len: u64| {
+            let mut d = [0u8; DESCRIPTOR_LEN];
+            d[..8].copy_from_slice(&offset.to_le_bytes());
+            d[8..].copy_from_slice(&len.to_le_bytes());
+            d
+        };
+        let error = at_supervisor.take(&bad(63 * PAGE as u64, 2 * PAGE as u64), usize::MAX);
+        assert!(error.unwrap_err().contains("passes the end"));
+        let error = at_supervisor.take(&bad(u64::MAX, 2), usize::MAX);
+        assert!(error.unwrap_err().contains("passes the end"));
+        let error = at_supervisor.take(&bad(0, 100), 99);
+        assert!(error.unwrap_err().contains("over the payload limit of 99"));
+        let error = at_supervisor.take(&[0; 15], usize::MAX);
+        assert!(error.unwrap_err().contains("15 bytes"));
+        assert!(to_worker
+            .free(PAGE as u64)
+            .unwrap_err()
+            .contains("no payload"));
+
+        // A payload larger than the arena does not fit: the socket takes it.
+        assert!(to_worker.place(&vec![0; 65 * PAGE]).is_none());
+    }
+}
