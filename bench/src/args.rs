@@ -7,7 +7,7 @@ use drover_proto::DEFAULT_MAX_FRAME_LENGTH;
 
 /// The help text, also shown after a usage error.
 pub const USAGE: &str = "\
-usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw|tokio] [--threads T]
+usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw|tokio] [--threads T] [--shared-memory B]
        drover-bench --memory
        drover-bench --queue pg|sqlite [--workers W] [--requests N] [--concurrency C]
        drover-bench --http drover|hyper|drover-listener [--workers W] [--port P]
@@ -21,6 +21,9 @@ usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C]
                     would write with tokio alone (default drover)
   --threads T       the supervisor's tokio runtime threads; 1 is a
                     current-thread runtime (default 1)
+  --shared-memory B bytes of each worker's two shared-memory arenas, 0 for
+                    none: every payload through the socket (drover only;
+                    default the library's, 64 MiB)
   --memory          measure an idle worker's RSS and the supervisor's
                     memory per queued request, instead of the echo run
   --queue pg|sqlite the job queue workload instead: N no-op jobs (default
@@ -97,6 +100,9 @@ pub struct EchoOptions {
     /// Threads of the supervisor's runtime (drover only); 1 means a
     /// current-thread runtime.
     pub threads: usize,
+    /// Bytes of each worker's shared-memory arenas (drover only); `None`
+    /// for the library's default.
+    pub shared_memory: Option<usize>,
 }
 
 impl Default for EchoOptions {
@@ -108,6 +114,7 @@ impl Default for EchoOptions {
             concurrency: 256,
             implementation: Implementation::Drover,
             threads: 1,
+            shared_memory: None,
         }
     }
 }
@@ -170,6 +177,7 @@ enum Flag {
     Concurrency,
     Impl,
     Threads,
+    SharedMemory,
     Queue,
     Http,
     Port,
@@ -184,6 +192,7 @@ impl Flag {
             "--concurrency" => Flag::Concurrency,
             "--impl" => Flag::Impl,
             "--threads" => Flag::Threads,
+            "--shared-memory" => Flag::SharedMemory,
             "--queue" => Flag::Queue,
             "--http" => Flag::Http,
             "--port" => Flag::Port,
@@ -199,6 +208,7 @@ impl Flag {
             Flag::Concurrency => "--concurrency",
             Flag::Impl => "--impl",
             Flag::Threads => "--threads",
+            Flag::SharedMemory => "--shared-memory",
             Flag::Queue => "--queue",
             Flag::Http => "--http",
             Flag::Port => "--port",
@@ -294,6 +304,9 @@ where
             Flag::Payload => options.payload = count(flag, &value, 0, MAX_PAYLOAD)?,
             Flag::Concurrency => options.concurrency = count(flag, &value, 1, 1_000_000)?,
             Flag::Threads => options.threads = count(flag, &value, 1, 256)?,
+            Flag::SharedMemory => {
+                options.shared_memory = Some(count(flag, &value, 0, 1 << 40)?);
+            }
             Flag::Impl => {
                 options.implementation = match value.as_str() {
                     "drover" => Implementation::Drover,
@@ -388,6 +401,8 @@ mod tests {
             "--impl",
             "raw",
             "--threads=2",
+            "--shared-memory",
+            "0",
         ]);
         assert_eq!(
             got,
@@ -398,6 +413,7 @@ mod tests {
                 concurrency: 16,
                 implementation: Implementation::Raw,
                 threads: 2,
+                shared_memory: Some(0),
             }))
         );
     }

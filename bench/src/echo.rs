@@ -37,7 +37,11 @@ pub async fn run(options: &EchoOptions) -> Result<EchoReport, Error> {
         }
     );
     let started = Instant::now();
-    let pool = Supervisor::builder(program)
+    let mut builder = Supervisor::builder(program);
+    if let Some(bytes) = options.shared_memory {
+        builder = builder.shared_memory(bytes);
+    }
+    let pool = builder
         .workers(options.workers)
         .max_concurrency(cap)
         // At most C requests wait at once; N is the bound asked for, so

@@ -692,6 +692,7 @@ mod tests {
                 },
                 6,
             ),
+            (ToWorker::Release { offset: 0 }, 7),
         ];
         for (message, index) in to_worker {
             assert_eq!(&body_of(message)[..2], &[0x00, index]);
@@ -724,17 +725,18 @@ mod tests {
             ),
             (ToSupervisor::SocketClosed { id: Uuid::nil() }, 7),
             (ToSupervisor::Stopping { signal: 0 }, 8),
+            (ToSupervisor::Release { offset: 0 }, 9),
         ];
         for (message, index) in to_supervisor {
             assert_eq!(&body_of(message)[..2], &[0x00, index]);
         }
         // The fixed-layout variants have no bincode form: an index past the
         // rare ones is refused, naming the index.
-        for index in [7u8, 8] {
+        for index in [8u8, 9] {
             let err = decode_body::<ToWorker>(&[0x00, index]).unwrap_err();
             assert!(err.to_string().contains("bincode"), "{err}");
         }
-        for index in [9u8, 10] {
+        for index in [10u8, 11] {
             let err = decode_body::<ToSupervisor>(&[0x00, index]).unwrap_err();
             assert!(err.to_string().contains("bincode"), "{err}");
         }

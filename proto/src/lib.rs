@@ -51,6 +51,9 @@
 //!   outbox, stream registry, and the writer task spawned on the caller's
 //!   tracker), its side named by `SupervisorEnd` or `WorkerEnd`. Both
 //!   crates open their connections through it and nothing else.
+//! - `shm`: the two shared-memory arenas of a worker process, which
+//!   carry payloads of 128 KiB or more (the one module with `unsafe`:
+//!   mapping them, and copying in and out through raw pointers).
 //! - [`value`]: encoding of user values into payload bytes; `bounded`:
 //!   the decoding it and the rare messages go through, which allocates
 //!   nothing a frame does not hold, whatever lengths its bytes claim.
@@ -103,7 +106,10 @@
 //! fds:   how many descriptors came with the frame (SCM_RIGHTS, with its
 //!        first byte); at most MAX_FDS_PER_FRAME
 //! flags: bit 0  a byte stream follows (stream frames with this id)
-//!        bits 1-7  must be 0
+//!        bit 1  must be 0
+//!        bit 2  the payload is in shared memory: the tail is its
+//!               descriptor (see below)
+//!        bits 3-7  must be 0
 //! ```
 //!
 //! ## `ToSupervisor::Response` (kind 0x01)
@@ -118,9 +124,31 @@
 //!
 //! flags: bit 0  a byte stream follows the answer
 //!        bit 1  the answer is an error (Err)
-//!        bits 2-7  must be 0
+//!        bit 2  the payload is in shared memory (Ok only): the tail is
+//!               its descriptor (see below)
+//!        bits 3-7  must be 0
 //! kind:  0 Failed, 1 Panicked, 2 Dropped, 3 Unsendable (RemoteErrorKind)
 //! ```
+//!
+//! ## Payloads in shared memory
+//!
+//! A worker process started with arenas (`DROVER_SHARED_MEMORY`, see the
+//! `shm` module) may carry a `Request`'s or an `Ok` `Response`'s payload
+//! in its sender's arena (the supervisor's requests arena, the worker's
+//! answers arena): bit 2 of the flags is set and the tail is 16 bytes,
+//!
+//! ```text
+//! +-------------------+-------------------+
+//! | offset: u64 LE    | length: u64 LE    |
+//! +-------------------+-------------------+
+//! ```
+//!
+//! inside the arena and at most the payload limit, or the frame is a
+//! [`ProtocolError::Decode`]. The receiver answers with a `Release` of
+//! that offset (a rare message, below) once it no longer reads there: the
+//! supervisor as soon as it has copied an answer out, the worker when it
+//! drops the last of a request's payload. A `Release` of an offset where
+//! nothing was placed is a [`ProtocolError::Decode`] too.
 //!
 //! ## Stream frames, both directions (kind 0x02)
 //!
@@ -165,8 +193,9 @@
 //! 5      HardKill                           Status    message string
 //! 6      QueryReply id u64, Result:         Query     id u64, name string;
 //!                 Ok: tail | Err: error               tail
-//! 7      -                                  SocketClosed id
+//! 7      Release  offset u64                SocketClosed id
 //! 8      -                                  Stopping  signal i32
+//! 9      -                                  Release   offset u64
 //! ```
 //!
 //! A variant is never renumbered within a [`PROTOCOL_VERSION`].
