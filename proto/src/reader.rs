@@ -245,7 +245,12 @@ impl BufferPool {
         // still be in the cache.
         match free.iter().rposition(|b| b.capacity() >= len) {
             Some(i) => free.remove(i),
-            None => Vec::with_capacity(len),
+            None => {
+                drop(free);
+                let mut body = Vec::with_capacity(len);
+                crate::shm::populate(&mut body);
+                body
+            }
         }
     }
 

@@ -68,6 +68,38 @@ const PAGE: usize = 4096;
 /// Bytes of a payload's descriptor in its frame: offset and length.
 pub const DESCRIPTOR_LEN: usize = 16;
 
+/// Faults in every page of a fresh buffer's capacity in one system call
+/// (`MADV_POPULATE_WRITE`), rather than one page fault per page as the
+/// copy into it touches them: for a 64 MiB payload the copy then runs at
+/// the speed of a warm one, and only the kernel's zeroing of the pages
+/// remains. Best effort: a kernel without it (before 5.14) faults as usual.
+pub(crate) fn populate(buffer: &mut Vec<u8>) {
+    let spare = buffer.spare_capacity_mut();
+    if spare.len() < POPULATE_MIN {
+        return;
+    }
+    // The advice works on whole pages: the ones inside the spare capacity.
+    let start = spare.as_mut_ptr() as usize;
+    let first = start.next_multiple_of(PAGE);
+    let end = (start + spare.len()) / PAGE * PAGE;
+    if end <= first {
+        return;
+    }
+    // SAFETY: the range is whole pages inside memory this Vec owns and
+    // nothing else refers to (its spare capacity); populating writes
+    // nothing a Rust reference could see, it only makes the pages present.
+    let _ = unsafe {
+        rustix::mm::madvise(
+            first as *mut std::ffi::c_void,
+            end - first,
+            rustix::mm::Advice::LinuxPopulateWrite,
+        )
+    };
+}
+
+/// Buffers smaller than this are left to fault in as they are written.
+const POPULATE_MIN: usize = 1 << 20;
+
 /// The seals of the requests arena.
 fn request_seals() -> SealFlags {
     SealFlags::SHRINK | SealFlags::GROW | SealFlags::FUTURE_WRITE | SealFlags::SEAL

@@ -131,8 +131,10 @@ struct Queue {
     queued: usize,
     /// The most `queued` may reach.
     limit: usize,
-    /// Bytes of the batch the writer is writing, counted off `queued`
-    /// when it comes back for more.
+    /// Bytes of the batch the writer is writing and has not written yet;
+    /// each write counts what it wrote off both this and `queued` at once,
+    /// so that a peer reading as fast as it can is never taken for one
+    /// that stopped while the writer waits for its next turn.
     taken: usize,
 }
 
@@ -501,6 +503,14 @@ impl OutboxShared {
         Ok(Some(Item::Data(frames.freeze())))
     }
 
+    /// The writer wrote `n` bytes of its batch: they no longer count
+    /// against the limit.
+    fn written(&self, n: usize) {
+        let mut queue = self.lock();
+        queue.queued = queue.queued.saturating_sub(n);
+        queue.taken = queue.taken.saturating_sub(n);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // Plain data: a panic elsewhere leaves it usable.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
@@ -562,9 +572,13 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
             if let Some(error) = queue.failed.take() {
                 return Err(error);
             }
-            let releases = shared.take_releases(queue.max_frame_length)?;
-            // The last batch is written: its bytes no longer count.
+            // The last batch is written (each write counted itself off
+            // already; this is only a safety net).
             queue.queued = queue.queued.saturating_sub(queue.taken);
+            let releases = shared.take_releases(queue.max_frame_length)?;
+            if let Some(Item::Data(frames)) = &releases {
+                queue.queued += frames.len();
+            }
             queue.taken = queue.queued;
             std::mem::swap(&mut batch, &mut queue.items);
             if !queue.buf.is_empty() {
@@ -596,6 +610,7 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
                         sent = crate::fdio::send_with_fds(&io, &frame, &fds) => sent?,
                         () = shared.overflow.notified() => return Err(shared.stalled()),
                     };
+                    shared.written(sent);
                     drop(fds);
                     pending.push_back(frame.slice(sent..));
                 }
@@ -638,6 +653,7 @@ async fn write_all(
             if n == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
             }
+            shared.written(n);
             n
         };
         while written > 0 {
@@ -805,6 +821,43 @@ mod tests {
         }
         assert_eq!(out.queued(), 0, "nothing is kept once stalled");
         assert_eq!(out.send(data(2, Bytes::new())), Err(Closed));
+    }
+
+    /// Two large frames written in one batch: once the peer has read the
+    /// first, its bytes no longer count, though the batch is not done, so
+    /// a third fits under a limit that two and a half of them would pass.
+    #[tokio::test]
+    async fn what_a_batch_has_written_counts_off_the_limit_at_once() {
+        use tokio::io::AsyncReadExt;
+        let (a, mut peer) = tokio::net::UnixStream::pair().unwrap();
+        let (_, write) = a.into_split();
+        let frame = 1 << 20;
+        let (out, rx) = outbox::<ToWorker>(4 << 20, frame * 5 / 2);
+        // Both queued before the writer first runs: one batch.
+        out.send(data(1, Bytes::from(vec![1u8; frame]))).unwrap();
+        out.send(data(2, Bytes::from(vec![2u8; frame]))).unwrap();
+        let writer = tokio::spawn(write_loop(write, rx));
+        // The first frame, header and all, then a little of the second.
+        let mut first = vec![0u8; frame + 64 * 1024];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            peer.read_exact(&mut first),
+        )
+        .await
+        .expect("the first frame arrives")
+        .unwrap();
+        assert!(
+            out.queued() < 2 * frame,
+            "queued {} after a frame was read",
+            out.queued()
+        );
+        out.send(data(3, Bytes::from(vec![3u8; frame])))
+            .expect("a third frame fits: the first was written");
+        drop(out);
+        let mut rest = Vec::new();
+        peer.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(first.len() + rest.len(), 3 * (frame + 22));
+        writer.await.unwrap().unwrap();
     }
 
     /// A message over the frame limit stops the writer with that error,
