@@ -283,6 +283,12 @@ impl Builder {
     /// its requests are retried or fail saying so. So no worker can make
     /// the supervisor's memory grow without bound.
     ///
+    /// Requests themselves never pass it: one goes to a worker only while
+    /// the requests it has in flight (their payloads and frames) stay under
+    /// this bound less a small reserve, so large payloads sent faster than
+    /// a worker reads them wait in the pool's queue instead (a worker with
+    /// nothing in flight takes any request).
+    ///
     /// [`max_frame_length`]: Builder::max_frame_length
     pub fn max_queued_bytes(mut self, bytes: usize) -> Builder {
         self.config.max_queued_bytes = bytes;

@@ -523,6 +523,7 @@ impl Shared {
                     outcome = Err(Violation::UnknownAnswer { request_id });
                     break;
                 };
+                worker.answered(&in_flight);
                 worker.served += 1;
                 effects.maintain |= worker
                     .recycle_at

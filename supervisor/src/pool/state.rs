@@ -131,6 +131,8 @@ pub(crate) struct InFlight {
     pub(crate) sent_at: u64,
     /// Whether it was logged as slow (it is logged once).
     pub(crate) slow_logged: bool,
+    /// What it counts in its worker's `sent_bytes`.
+    pub(crate) bytes: usize,
 }
 
 /// One worker process, from spawn to reaping.
@@ -157,9 +159,30 @@ pub(crate) struct WorkerEntry {
     pub(super) started_at: Instant,
     /// Recycle once it has served this many (`max_requests` + jitter).
     pub(super) recycle_at: Option<u64>,
+    /// Bytes of the requests in flight on it (payloads and their
+    /// frames): at most what still waits in its outbox, which routing
+    /// keeps under the outbox's limit.
+    pub(super) sent_bytes: usize,
 }
 
 impl WorkerEntry {
+    /// Whether a request of `len` payload bytes may go to it now: what was
+    /// sent to it and not yet answered stays under its outbox's limit
+    /// (less a reserve for the small frames that go there too), so a
+    /// worker that reads as fast as it can is never taken for one that
+    /// stopped reading; the request waits in the queue instead. A worker
+    /// with nothing in flight takes any request: one frame always fits.
+    fn has_room(&self, len: usize, config: &Config) -> bool {
+        let limit = config.outbox_limit();
+        let bound = limit - (limit / 8).min(1 << 20);
+        self.sent_bytes == 0 || self.sent_bytes + request_bytes(len) <= bound
+    }
+
+    /// Forgets request `id`'s bytes, which it has answered.
+    pub(crate) fn answered(&mut self, in_flight: &InFlight) {
+        self.sent_bytes = self.sent_bytes.saturating_sub(in_flight.bytes);
+    }
+
     /// Queues `message` on its connection (if its handshake is done); the
     /// writer is woken with `fx`.
     pub(crate) fn send(&self, message: ToWorker, fx: &mut Effects) {
@@ -353,11 +376,19 @@ impl PoolState {
         self.workers.iter_mut().find(|w| w.id == id)
     }
 
-    /// Chooses a worker for the next request, if one can take it.
-    pub(super) fn choose(&mut self, config: &Config, with_socket: bool) -> Option<usize> {
+    /// Chooses a worker for the next request (of `len` payload bytes), if
+    /// one can take it.
+    pub(super) fn choose(
+        &mut self,
+        config: &Config,
+        with_socket: bool,
+        len: usize,
+    ) -> Option<usize> {
         let candidate = |w: &WorkerEntry| Candidate {
             sockets: w.open_sockets,
-            eligible: w.life.takes_work() && w.in_flight.len() < config.max_concurrency,
+            eligible: w.life.takes_work()
+                && w.in_flight.len() < config.max_concurrency
+                && w.has_room(len, config),
             in_flight: w.in_flight.len(),
             rss: w.rss,
         };
@@ -377,6 +408,8 @@ impl PoolState {
         fx: &mut Effects,
     ) {
         let worker = &mut self.workers[index];
+        let bytes = request_bytes(request.payload.len());
+        worker.sent_bytes += bytes;
         let Extras { fds, stream } = request.extras.map(|e| *e).unwrap_or_default();
         // Sockets and streams cannot be sent twice: such a request is
         // never retried.
@@ -398,6 +431,7 @@ impl PoolState {
                 retries,
                 sent_at,
                 slow_logged: false,
+                bytes,
             },
         );
         let message = ToWorker::Request {
@@ -439,7 +473,7 @@ impl PoolState {
         let mut now = None;
         while let Some(front) = self.pending.front() {
             let with_socket = front.extras.as_ref().is_some_and(|e| !e.fds.is_empty());
-            let Some(index) = self.choose(config, with_socket) else {
+            let Some(index) = self.choose(config, with_socket, front.payload.len()) else {
                 return;
             };
             while let Some(request) = self.pending.pop_front() {
@@ -470,7 +504,7 @@ impl PoolState {
         self.stats.accepted += 1;
         if self.pending.is_empty() {
             let with_socket = request.extras.as_ref().is_some_and(|e| !e.fds.is_empty());
-            if let Some(index) = self.choose(config, with_socket) {
+            if let Some(index) = self.choose(config, with_socket, request.payload.len()) {
                 // Straight to a worker: it waited no longer than since its
                 // clock was read, so the clock is not read again.
                 let sent_at = request.created_at;
@@ -628,6 +662,7 @@ impl PoolState {
             open_sockets: 0,
             started_at: Instant::now(),
             recycle_at,
+            sent_bytes: 0,
         };
         worker.deliver(delivery, fx);
         fx.emit(Event::WorkerSpawned {
@@ -793,4 +828,10 @@ impl PoolState {
             }),
         }
     }
+}
+
+/// What a request of `len` payload bytes counts against its worker's
+/// outbox: the payload and its frame.
+fn request_bytes(len: usize) -> usize {
+    len + drover_proto::codec::MESSAGE_OVERHEAD
 }

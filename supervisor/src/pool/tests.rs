@@ -539,3 +539,57 @@ fn a_soft_killing_pool_refuses_new_requests_and_fails_what_is_queued() {
     super::fail_all(queued, || Error::ShuttingDown, &mut fx);
     assert!(matches!(&failures(&fx)[..], [Error::ShuttingDown]));
 }
+
+#[test]
+fn large_requests_wait_in_the_queue_rather_than_pass_a_workers_outbox_limit() {
+    // An outbox limit of 4 MiB: a reserve of half a MiB kept for the
+    // small frames, 3.5 MiB of requests in flight on a worker at most.
+    let config = config(|b| {
+        b.workers(1)
+            .max_concurrency(8)
+            .max_frame_length(2 << 20)
+            .max_queued_bytes(4 << 20)
+    });
+    let (mut state, _writers) = pool(&config, 1);
+    let large = |n: u8| {
+        let (mut pending, answer) = request(0, 1);
+        pending.payload = Bytes::from(vec![n; 3 << 19]);
+        (pending, answer)
+    };
+    let mut ids = Vec::new();
+    let mut answers = Vec::new();
+    for n in 0..3 {
+        let (pending, answer) = large(n);
+        ids.push(pending.id);
+        answers.push(answer);
+        let _ = submit(&mut state, &config, pending).unwrap();
+    }
+    // 1.5 MiB twice fits; a third would pass 3.5 MiB: it waits, though
+    // the worker's cap of 8 has room.
+    assert_eq!(held(&state, 1), 2);
+    assert_eq!(state.pending.len(), 1);
+    // The first is answered (as `Shared::on_answers` takes it off the
+    // worker): the third goes.
+    let worker = state.worker_mut(1).unwrap();
+    let answered = worker.in_flight.remove(&ids[0]).unwrap();
+    worker.answered(&answered);
+    let mut fx = Effects::default();
+    state.dispatch(&config, &mut fx);
+    assert_eq!(held(&state, 1), 2);
+    assert!(state.pending.is_empty());
+    // A single request larger than the bound still goes to an idle worker.
+    let config = config_with_one_large();
+    let (mut state, _writers) = pool(&config, 1);
+    let (mut pending, _answer) = request(0, 1);
+    pending.payload = Bytes::from(vec![0; 7 << 19]);
+    let _ = submit(&mut state, &config, pending).unwrap();
+    assert_eq!(held(&state, 1), 1);
+}
+
+fn config_with_one_large() -> Config {
+    config(|b| {
+        b.workers(1)
+            .max_frame_length(4 << 20)
+            .max_queued_bytes(1 << 20)
+    })
+}
