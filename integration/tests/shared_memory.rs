@@ -192,3 +192,37 @@ async fn a_worker_that_never_releases_its_requests_gets_them_through_the_socket(
     assert!(echoed.data::<String>().unwrap() == sent);
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
+
+#[tokio::test]
+async fn large_payloads_faster_than_a_worker_reads_wait_rather_than_kill_it() {
+    // 24 requests of 1.5 MiB at once to one worker that takes 8, through a
+    // 4 MiB outbox and the socket: they wait their turn in the queue, and
+    // the worker is never taken for one that stopped reading.
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(1)
+            .max_concurrency(8)
+            .max_frame_length(2 << 20)
+            .max_queued_bytes(4 << 20)
+            .shared_memory(0)
+            .spawn(),
+    )
+    .await
+    .expect("spawn");
+    let pid = pool.health()[0].pid;
+    let mut calls = Vec::new();
+    for i in 0..24 {
+        let pool = pool.clone();
+        calls.push(tokio::spawn(async move {
+            let sent = text(3 << 19, i);
+            let answer = pool.enqueue(&Cmd::Echo(sent.clone())).await.expect("echo");
+            assert!(answer.data::<String>().unwrap() == sent);
+        }));
+    }
+    for call in calls {
+        within(LIMIT, "echoes", call).await.unwrap();
+    }
+    assert_eq!(pool.health()[0].pid, pid, "the worker was replaced");
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
