@@ -226,3 +226,47 @@ async fn large_payloads_faster_than_a_worker_reads_wait_rather_than_kill_it() {
     assert_eq!(pool.health()[0].pid, pid, "the worker was replaced");
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
+
+#[tokio::test]
+async fn an_address_space_limit_sizes_the_arenas_unless_told_and_a_misfit_is_named() {
+    // Unless sized, each arena is at most an eighth of the limit.
+    let limit = 256 << 20;
+    let pool = within(LIMIT, "spawn", pool(1).limit_address_space(limit).spawn())
+        .await
+        .expect("spawn");
+    let env = within(
+        LIMIT,
+        "env",
+        pool.enqueue(&Cmd::Env("DROVER_SHARED_MEMORY".into())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(env.data::<String>().unwrap(), (limit / 8).to_string());
+    let sent = text(1 << 20, 5);
+    let echoed = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(sent.clone())))
+        .await
+        .unwrap();
+    assert!(echoed.data::<String>().unwrap() == sent);
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+
+    // Arenas sized past what the limit lets the worker map: it cannot
+    // start, and says why.
+    let err = within(
+        LIMIT,
+        "spawn",
+        common::pool(1)
+            .limit_address_space(limit)
+            .shared_memory(limit as usize)
+            .spawn(),
+    )
+    .await
+    .unwrap_err();
+    // The worker's own last words are in the error: the SDK's error
+    // about its arenas (this worker's `main` returns it, so it is printed
+    // as Debug).
+    let text = err.to_string();
+    assert!(
+        text.contains("It said:") && text.contains("SharedMemory"),
+        "{text}"
+    );
+}

@@ -56,8 +56,9 @@ pub(crate) struct Config {
     /// Sockets every worker process inherits (`Builder::share_socket`).
     pub(crate) shared_sockets: SharedSockets,
     /// Bytes of each of a worker process's two shared-memory arenas, 0
-    /// for none (`Builder::shared_memory`).
-    pub(crate) shared_memory: usize,
+    /// for none (`Builder::shared_memory`); `None` for the default (see
+    /// [`Config::arena_size`]).
+    pub(crate) shared_memory: Option<usize>,
 }
 
 /// The size of each of a worker's two shared-memory arenas unless
@@ -85,6 +86,19 @@ impl PartialEq for SharedSockets {
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 128 * 1024 * 1024;
 
 impl Config {
+    /// Bytes of each of a worker's two shared-memory arenas: as set, or
+    /// [`DEFAULT_SHARED_MEMORY`], but at most an eighth of an address-space
+    /// limit (both arenas are mapped in the worker: a quarter of it).
+    pub(crate) fn arena_size(&self) -> usize {
+        match (self.shared_memory, self.limits.address_space) {
+            (Some(bytes), _) => bytes,
+            (None, Some(limit)) => {
+                DEFAULT_SHARED_MEMORY.min(usize::try_from(limit / 8).unwrap_or(usize::MAX))
+            }
+            (None, None) => DEFAULT_SHARED_MEMORY,
+        }
+    }
+
     /// The bound on bytes queued to one worker: the setting, but never
     /// less than one whole frame.
     pub(crate) fn outbox_limit(&self) -> usize {
@@ -195,7 +209,7 @@ impl Builder {
                 in_process: None,
                 slow_request_log: None,
                 shared_sockets: SharedSockets::default(),
-                shared_memory: DEFAULT_SHARED_MEMORY,
+                shared_memory: None,
             },
             config_error: None,
             account_error: None,
@@ -436,7 +450,9 @@ impl Builder {
 
     /// Limits each worker's address space (`RLIMIT_AS`) to `bytes`: an
     /// allocation past it fails in the worker, which dies, and its exit
-    /// names the limit.
+    /// names the limit. The worker's two shared-memory arenas are mapped
+    /// in it and count: unless [`shared_memory`](Builder::shared_memory)
+    /// sizes them, each is at most an eighth of this limit.
     pub fn limit_address_space(mut self, bytes: u64) -> Builder {
         self.config.limits.address_space = Some(bytes);
         self
@@ -631,12 +647,14 @@ impl Builder {
     /// The memory is only what payloads have used: an arena's pages are
     /// allocated as payloads first touch them, lowest offsets first, and
     /// stay with the worker until it exits. They count toward the
-    /// worker's `address_space` limit (twice `bytes`, both mappings) and
+    /// worker's address-space limit (twice `bytes`, both mappings; with
+    /// [`limit_address_space`](Builder::limit_address_space) and no size
+    /// given here, each arena is at most an eighth of that limit) and
     /// toward its memory cgroup, but not toward its
     /// [`rss`](crate::WorkerHealth::rss) reading. In-process workers
     /// (`drover::testing`) have no arenas.
     pub fn shared_memory(mut self, bytes: usize) -> Builder {
-        self.config.shared_memory = bytes;
+        self.config.shared_memory = Some(bytes);
         self
     }
 

@@ -426,14 +426,29 @@ pub enum HandshakeFailure {
         timeout: Duration,
     },
     /// It exited during the handshake.
-    #[error("exited during the handshake ({status}): is it a drover worker?")]
+    #[error(
+        "exited during the handshake ({status}): is it a drover worker?{}",
+        last_words(stderr)
+    )]
     Exited {
         /// How it exited.
         status: crate::event::Termination,
+        /// The last lines it wrote to its standard error (at most 20), as
+        /// [`WorkerExit::stderr_tail`](crate::WorkerExit::stderr_tail): why
+        /// it could not start, if it said.
+        stderr: Vec<String>,
     },
     /// It broke the protocol during the handshake.
     #[error("{0}")]
     Protocol(#[from] ProtocolError),
+}
+
+/// What a worker that exited during its handshake last said, for its error.
+fn last_words(stderr: &[String]) -> String {
+    match stderr.last() {
+        Some(line) => format!(" It said: {line}"),
+        None => String::new(),
+    }
 }
 
 /// Decodes a payload from worker `pid` as a `T`; errors name the type, the

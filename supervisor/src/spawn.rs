@@ -209,7 +209,7 @@ fn spawn_worker(config: &Config) -> Result<Spawned, Error> {
         command.env(ENV_PARENT_PID, parent.as_raw_nonzero().to_string());
     }
     let their_fd = theirs.as_raw_fd();
-    let (arenas, arena_fds) = match config.shared_memory {
+    let (arenas, arena_fds) = match config.arena_size() {
         0 => (None, None),
         size => {
             let (arenas, fds) = Arenas::create(size).map_err(spawn_error)?;

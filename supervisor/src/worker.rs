@@ -221,6 +221,20 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
             }
             other => other,
         };
+        // Why it could not start is likely the last thing it wrote.
+        let failure = match failure {
+            HandshakeFailure::Exited { status, .. } => {
+                for drain in drains.drain(..) {
+                    let _ = tokio::time::timeout(OUTPUT_GRACE, drain).await;
+                }
+                let stderr = tail.lock().unwrap_or_else(|e| e.into_inner());
+                HandshakeFailure::Exited {
+                    status,
+                    stderr: stderr.iter().cloned().collect(),
+                }
+            }
+            other => other,
+        };
         violation = Some(ExitReason::Handshake {
             detail: failure.to_string(),
         });
@@ -249,7 +263,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         );
         // Its handshake is done (whatever it set up is resident): sampled
         // now, no lock held, so its first `health()` is real.
-        let arenas = 2 * spec.shared_memory as u64;
+        let arenas = 2 * spec.arena_size() as u64;
         let rss = (pid != 0).then(|| read_rss(pid, arenas)).flatten();
         shared.worker_ready(id, opened.outbox, initial, rss);
         reader = Some(opened.reader);
@@ -543,7 +557,10 @@ async fn exited_during_handshake(
     deadline: Instant,
 ) -> Option<HandshakeFailure> {
     match tokio::time::timeout_at(deadline, child.wait()).await {
-        Ok(Ok(status)) => Some(HandshakeFailure::Exited { status }),
+        Ok(Ok(status)) => Some(HandshakeFailure::Exited {
+            status,
+            stderr: Vec::new(),
+        }),
         _ => None,
     }
 }
