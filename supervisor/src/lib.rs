@@ -32,12 +32,17 @@
 //!   descriptor above it is made close-on-exec in the child (so nothing the
 //!   application opened leaks in), the child leads a process group of its
 //!   own (killed with it) and is given a parent-death signal. There is no
-//!   socket path: nothing else can connect.
+//!   socket path: nothing else can connect. It also gets two sealed memfds
+//!   after the socket and any shared sockets (`DROVER_SHARED_MEMORY`), the
+//!   arenas that carry payloads of 128 KiB or more
+//!   ([`Builder::shared_memory`], `drover_proto::shm`).
 //! - **Trust boundary.** Everything a worker sends is untrusted: decoding
 //!   allocates nothing a frame does not hold (`drover_proto::bounded`),
 //!   stream data past its window and credit never owed are protocol
 //!   violations, and at most [`Builder::max_queued_bytes`] may wait to be
-//!   written to one worker. A worker that breaks a rule is killed and
+//!   written to one worker (routing keeps a worker's requests in flight
+//!   under it). An answer in shared memory is copied out before anything
+//!   reads it, and its descriptor is checked against the arena. A worker that breaks a rule is killed and
 //!   replaced; a panic in any task that serves it (connection, writer,
 //!   stream, output) ends as its death ([`ExitReason::TaskFailed`]), so no
 //!   caller is left waiting.
@@ -51,7 +56,8 @@
 //!   settling the answers of each read under one lock; a second writes to
 //!   it what senders encoded into the connection's outbox
 //!   (`drover_proto::Outbox`), a batch per system call. A memory sampler reads every worker's RSS from
-//!   `/proc/<pid>/statm` at the health interval, off the request path.
+//!   `/proc/<pid>/statm` (`/proc/<pid>/status` with arenas, whose pages it
+//!   leaves out) at the health interval, off the request path.
 //! - **State.** One mutex guards the pool, `PoolState`: workers, the
 //!   bounded queue, the restart budget, with fields private to the `pool`
 //!   module (everything else goes through its methods; metrics read a

@@ -184,6 +184,13 @@ impl Request {
     /// The raw payload as shared bytes: a cheap reference to the frame it
     /// arrived in, no copy. Answering with it (`respond_bytes`) sends the
     /// same buffer back.
+    ///
+    /// A payload of 128 KiB or more usually arrived in the shared memory
+    /// the supervisor writes requests into, and these bytes are read where
+    /// they lie there: the slot is given back when the last of them is
+    /// dropped. Bytes kept for long keep their slot; once the arena is
+    /// full of kept payloads, later ones come through the socket instead
+    /// (slower, never lost).
     pub fn payload_bytes(&self) -> Bytes {
         self.payload.clone()
     }
