@@ -261,30 +261,15 @@ pub fn encode_message<T: Wire>(
 ///
 /// As [`MessageCodec::encode_message`].
 pub fn encode_head<T: Wire>(
-    message: T,
-    max_frame_length: usize,
-    dst: &mut BytesMut,
-) -> Result<Option<Bytes>, ProtocolError> {
-    encode_head_with(message, max_frame_length, dst, false)
-}
-
-/// As [`encode_head`]; `shared` marks the tail as a shared-memory
-/// descriptor (the message's `FLAG_SHARED`), for a message that may carry
-/// one.
-pub(crate) fn encode_head_with<T: Wire>(
     mut message: T,
     max_frame_length: usize,
     dst: &mut BytesMut,
-    shared: bool,
 ) -> Result<Option<Bytes>, ProtocolError> {
     let tail = message.take_tail().filter(|t| !t.is_empty());
     let start = frame::start(dst);
     if let Err(e) = message.encode_fields(dst) {
         dst.truncate(start);
         return Err(e);
-    }
-    if let Some(at) = message.shared_flags_at().filter(|_| shared) {
-        dst[start + FRAME_HEADER_LEN + at] |= crate::wire::FLAG_SHARED;
     }
     frame::finish(
         dst,

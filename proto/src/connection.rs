@@ -413,11 +413,6 @@ mod tests {
             };
             supervisor.outbox.send_message(request).unwrap();
         }
-        assert_eq!(
-            requests.in_use(),
-            1 << 20,
-            "only the large payload is placed"
-        );
         let lent = match bounded(worker.reader.next()).await {
             Some(Ok(ToWorker::Request {
                 id: got,
@@ -427,6 +422,12 @@ mod tests {
             other => panic!("expected the large request, got {other:?}"),
         };
         assert_eq!(lent, payload);
+        // The writer put it in the arena (the frame carried 16 bytes).
+        assert_eq!(
+            requests.in_use(),
+            1 << 20,
+            "only the large payload is placed"
+        );
         match bounded(worker.reader.next()).await {
             Some(Ok(ToWorker::Request { payload: got, .. })) => assert_eq!(got, small),
             other => panic!("expected the small request, got {other:?}"),
@@ -440,13 +441,17 @@ mod tests {
             result: Ok(lent.slice(..)),
         };
         worker.outbox.send_message(answer).unwrap();
-        assert_eq!(answers.in_use(), 1 << 20);
         match bounded(supervisor.reader.next()).await {
             Some(Ok(ToSupervisor::Response {
                 result: Ok(got), ..
             })) => assert_eq!(got, payload),
             other => panic!("expected the answer, got {other:?}"),
         }
+        assert_eq!(
+            answers.placed(),
+            1,
+            "the answer went through the answers arena"
+        );
         // The request's slot stays taken while the worker holds its bytes.
         assert_eq!(requests.in_use(), 1 << 20);
         drop(lent);

@@ -209,6 +209,8 @@ fn memfd(name: &str, size: usize) -> io::Result<OwnedFd> {
 pub(crate) struct Outbound {
     map: MmapRaw,
     slots: Mutex<Slots>,
+    /// Payloads placed so far.
+    placed: std::sync::atomic::AtomicU64,
 }
 
 impl Outbound {
@@ -217,6 +219,7 @@ impl Outbound {
         Outbound {
             map,
             slots: Mutex::new(slots),
+            placed: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -241,6 +244,8 @@ impl Outbound {
                 payload.len(),
             );
         }
+        self.placed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut descriptor = [0; DESCRIPTOR_LEN];
         descriptor[..8].copy_from_slice(&(offset as u64).to_le_bytes());
         descriptor[8..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
@@ -263,6 +268,12 @@ impl Outbound {
     #[cfg(test)]
     pub(crate) fn in_use(&self) -> usize {
         self.slots().live.values().sum()
+    }
+
+    /// How many payloads have been placed.
+    #[cfg(test)]
+    pub(crate) fn placed(&self) -> u64 {
+        self.placed.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

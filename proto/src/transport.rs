@@ -13,11 +13,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{oneshot, Notify};
 
-use crate::codec::{encode_head_with, encode_message, max_payload};
+use crate::codec::{encode_head, encode_message, max_payload};
 use crate::error::ProtocolError;
+use crate::frame::FRAME_HEADER_LEN;
 use crate::message::StreamFrame;
-use crate::shm::{Outbound, SHARED_PAYLOAD_MIN};
+use crate::shm::{Outbound, DESCRIPTOR_LEN, SHARED_PAYLOAD_MIN};
 use crate::wire::Wire;
+use crate::wire::FLAG_SHARED;
 
 /// What a connection's writer task is asked to do, with messages of type
 /// `M` (the direction this side sends).
@@ -102,9 +104,9 @@ struct OutboxShared {
     /// passed its limit: the peer has stopped reading.
     overflow: Notify,
     senders: AtomicUsize,
-    /// This side's shared-memory arena, where large payloads go when they
-    /// fit, and the largest payload it takes (the payload limit).
-    outbound: Option<(Arc<Outbound>, usize)>,
+    /// This side's shared-memory arena, where the writer puts large
+    /// payloads when they fit.
+    outbound: Option<Arc<Outbound>>,
     /// Offsets of the peer's arena to release, queued apart from the
     /// frames so that dropping a payload (which may happen while `queue`
     /// is locked) never needs that lock; the writer sends them.
@@ -117,6 +119,10 @@ struct OutboxShared {
 struct Queue {
     /// The frame limit messages are encoded against.
     max_frame_length: usize,
+    /// The payload limit, if this side has a shared-memory arena: payloads
+    /// from [`SHARED_PAYLOAD_MIN`] up to it are queued as
+    /// [`Item::Shareable`].
+    share_up_to: Option<usize>,
     /// Whole buffers to write first, in order.
     items: VecDeque<Item>,
     /// Frames encoded after `items`.
@@ -143,6 +149,17 @@ enum Item {
     Data(Bytes),
     /// A frame that carries descriptors: it leads a write of its own.
     WithFds(Bytes, Vec<OwnedFd>),
+    /// A frame whose payload may go through the shared-memory arena: the
+    /// writer copies it there if it fits (and sends `head` with the
+    /// `FLAG_SHARED` bit at `flags_at` set, its length made the
+    /// descriptor's), else writes `head` and `tail` as they are. Placing
+    /// it in the writer keeps the copy out of whatever lock the sender
+    /// holds (the pool's, on the supervisor's side).
+    Shareable {
+        head: Bytes,
+        flags_at: usize,
+        tail: Bytes,
+    },
     /// Acknowledge once everything before this has been written.
     Flush(oneshot::Sender<()>),
 }
@@ -164,11 +181,10 @@ impl Queue {
         len
     }
 
-    /// Queues `outgoing`, counting its bytes against the limit; `shared`
-    /// says its tail is a shared-memory descriptor.
-    fn push<M: Wire>(&mut self, outgoing: Outgoing<M>, shared: bool) -> Result<(), ProtocolError> {
+    /// Queues `outgoing`, counting its bytes against the limit.
+    fn push<M: Wire>(&mut self, outgoing: Outgoing<M>) -> Result<(), ProtocolError> {
         let before = self.buf.len();
-        let added = self.push_unchecked(outgoing, shared)?;
+        let added = self.push_unchecked(outgoing)?;
         self.queued += added + self.buf.len() - before;
         if self.queued > self.limit {
             // Nothing queued will be written: free it now.
@@ -188,18 +204,26 @@ impl Queue {
 
     /// Queues `outgoing`; returns the bytes it added as items of their
     /// own (what it added to `buf` the caller measures).
-    fn push_unchecked<M: Wire>(
-        &mut self,
-        outgoing: Outgoing<M>,
-        shared: bool,
-    ) -> Result<usize, ProtocolError> {
+    fn push_unchecked<M: Wire>(&mut self, outgoing: Outgoing<M>) -> Result<usize, ProtocolError> {
         let mut added = 0;
         match outgoing {
             Outgoing::Frame(message) => {
-                let encoded =
-                    encode_head_with(message, self.max_frame_length, &mut self.buf, shared);
-                if let Some(tail) = encoded? {
-                    if tail.len() < COPY_LIMIT {
+                let flags_at = message.shared_flags_at();
+                let start = self.buf.len();
+                if let Some(tail) = encode_head(message, self.max_frame_length, &mut self.buf)? {
+                    let shareable = self
+                        .share_up_to
+                        .is_some_and(|max| (SHARED_PAYLOAD_MIN..=max).contains(&tail.len()));
+                    if let Some(flags_at) = flags_at.filter(|_| shareable) {
+                        let head = self.buf.split_off(start).freeze();
+                        added += self.cut();
+                        added += head.len() + tail.len();
+                        self.items.push_back(Item::Shareable {
+                            head,
+                            flags_at,
+                            tail,
+                        });
+                    } else if tail.len() < COPY_LIMIT {
                         self.buf.extend_from_slice(&tail);
                     } else {
                         added += self.cut();
@@ -243,12 +267,14 @@ pub(crate) fn outbox_sharing<M: Wire>(
     limit: usize,
     outbound: Option<Arc<Outbound>>,
 ) -> (Outbox<M>, OutboxReceiver) {
+    let share_up_to = outbound.is_some().then(|| max_payload(max_frame_length));
     let shared = Arc::new(OutboxShared {
-        outbound: outbound.map(|o| (o, max_payload(max_frame_length))),
+        outbound,
         releases: Mutex::new(Vec::new()),
         encode_release: |offset, max, dst| encode_message(M::release(offset), max, dst),
         queue: Mutex::new(Queue {
             max_frame_length,
+            share_up_to,
             items: VecDeque::new(),
             buf: BytesMut::with_capacity(8 * 1024),
             closed: false,
@@ -434,14 +460,13 @@ impl Drop for Wake {
 impl OutboxShared {
     /// Queues `outgoing` (see [`Outbox::queue`]).
     fn queue<M: Wire>(self: &Arc<Self>, outgoing: Outgoing<M>) -> Result<Wake, Closed> {
-        let (outgoing, shared) = self.place(outgoing);
         let (was_empty, overflowed) = {
             let mut queue = self.lock();
             if queue.closed {
                 return Err(Closed);
             }
             let was_empty = queue.is_empty();
-            match queue.push(outgoing, shared) {
+            match queue.push(outgoing) {
                 Ok(()) => (was_empty, false),
                 Err(e) => {
                     let overflowed = matches!(e, ProtocolError::Stalled { .. });
@@ -457,35 +482,25 @@ impl OutboxShared {
         Ok(Wake(was_empty.then(|| self.clone())))
     }
 
-    /// Moves a large payload into the shared-memory arena, if there is one
-    /// and it fits, before the queue is locked (the copy is the caller's,
-    /// not every sender's): the message then carries its descriptor, and
-    /// `true` says so.
-    fn place<M: Wire>(&self, outgoing: Outgoing<M>) -> (Outgoing<M>, bool) {
-        let Some((arena, max)) = &self.outbound else {
-            return (outgoing, false);
+    /// The frame to write for a shareable one: its payload copied into
+    /// the arena and the head marked and shortened to carry the descriptor,
+    /// or, if it does not fit, the frame as it is.
+    fn place(&self, head: Bytes, flags_at: usize, tail: Bytes, pending: &mut VecDeque<Bytes>) {
+        let placed = self.outbound.as_ref().and_then(|arena| arena.place(&tail));
+        let Some(descriptor) = placed else {
+            pending.push_back(head);
+            pending.push_back(tail);
+            return;
         };
-        let Outgoing::Frame(mut message) = outgoing else {
-            return (outgoing, false);
-        };
-        if message.shared_flags_at().is_none() {
-            return (Outgoing::Frame(message), false);
-        }
-        let Some(tail) = message.take_tail() else {
-            return (Outgoing::Frame(message), false);
-        };
-        let placed = (SHARED_PAYLOAD_MIN..=*max)
-            .contains(&tail.len())
-            .then(|| arena.place(&tail))
-            .flatten();
-        let shared = placed.is_some();
-        let tail = match placed {
-            Some(descriptor) => Bytes::copy_from_slice(&descriptor),
-            None => tail,
-        };
-        // The message took its tail out, so it has the field.
-        let _ = message.set_tail(tail);
-        (Outgoing::Frame(message), shared)
+        let mut frame = BytesMut::with_capacity(head.len() + DESCRIPTOR_LEN);
+        frame.extend_from_slice(&head);
+        frame.extend_from_slice(&descriptor);
+        let body = (frame.len() - FRAME_HEADER_LEN) as u32;
+        frame[..FRAME_HEADER_LEN].copy_from_slice(&body.to_be_bytes());
+        frame[FRAME_HEADER_LEN + flags_at] |= FLAG_SHARED;
+        // The payload was counted as queued and will never be written.
+        self.written(head.len() + tail.len() - frame.len());
+        pending.push_back(frame.freeze());
     }
 
     /// The `Release`s queued since the last batch, encoded: they lead the
@@ -614,6 +629,11 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
                     drop(fds);
                     pending.push_back(frame.slice(sent..));
                 }
+                Item::Shareable {
+                    head,
+                    flags_at,
+                    tail,
+                } => shared.place(head, flags_at, tail, &mut pending),
                 Item::Flush(done) => {
                     write_all(&mut io, &mut pending, shared).await?;
                     let _ = done.send(());
