@@ -48,6 +48,16 @@ async fn large_payloads_cross_both_ways_intact_and_those_that_do_not_fit_take_th
         .await
         .unwrap();
     assert_eq!(answer.data::<Vec<u8>>().unwrap(), vec![7u8; 2 << 20]);
+    // Every request slot comes back once its worker has let go of it.
+    assert!(
+        eventually(LIMIT, || pool
+            .health()
+            .iter()
+            .all(|h| h.shared_memory_held == 0))
+        .await,
+        "{:?}",
+        pool.health()
+    );
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 
@@ -185,6 +195,10 @@ async fn a_worker_that_never_releases_its_requests_gets_them_through_the_socket(
             .unwrap();
         assert_eq!(answer.data::<usize>().unwrap(), (1 << 20) + i);
     }
+    // What it keeps shows in its health: the first kept payload holds
+    // just over a MiB of the arena, and the others could not fit beside it.
+    let held = pool.health()[0].shared_memory_held;
+    assert!((1 << 20) < held && held <= 2 << 20, "held {held}");
     let sent = text(1 << 20, 9);
     let echoed = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(sent.clone())))
         .await

@@ -264,10 +264,9 @@ impl Outbound {
         live.ok_or_else(|| format!("Release of offset {offset}, where no payload was placed"))
     }
 
-    /// Bytes of the arena in slots not yet released.
-    #[cfg(test)]
+    /// Bytes of the arena in slots not yet released (whole pages).
     pub(crate) fn in_use(&self) -> usize {
-        self.slots().live.values().sum()
+        self.slots().held
     }
 
     /// How many payloads have been placed.
@@ -285,6 +284,8 @@ struct Slots {
     free: BTreeMap<usize, usize>,
     /// Slots handed out, offset to length.
     live: HashMap<usize, usize>,
+    /// Bytes of the slots handed out.
+    held: usize,
 }
 
 impl Slots {
@@ -296,6 +297,7 @@ impl Slots {
         Slots {
             free,
             live: HashMap::new(),
+            held: 0,
         }
     }
 
@@ -307,12 +309,14 @@ impl Slots {
             self.free.insert(offset + need, room - need);
         }
         self.live.insert(offset, need);
+        self.held += need;
         Some(offset)
     }
 
     /// Frees the slot at `offset`; `None` if none starts there.
     fn free(&mut self, offset: usize) -> Option<()> {
         let mut len = self.live.remove(&offset)?;
+        self.held -= len;
         let mut start = offset;
         if let Some(next) = self.free.remove(&(offset + len)) {
             len += next;
@@ -466,6 +470,7 @@ mod tests {
         slots.free(c).unwrap();
         slots.free(PAGE).unwrap();
         assert!(slots.live.is_empty());
+        assert_eq!(slots.held, 0);
         assert_eq!(
             slots.free,
             BTreeMap::from([(0, 16 * PAGE)]),

@@ -344,6 +344,16 @@ impl<M> Outbox<M> {
         self.streams.clone()
     }
 
+    /// Bytes of this side's shared-memory arena held by payloads the peer
+    /// has not released yet; `None` without an arena.
+    pub fn shared_memory_held(&self) -> Option<usize> {
+        self.streams
+            .shared
+            .outbound
+            .as_ref()
+            .map(|arena| arena.in_use())
+    }
+
     /// What sends `Release`s of the peer's arena on this connection; it
     /// does not keep the writer running.
     pub(crate) fn releaser(&self) -> Releaser {

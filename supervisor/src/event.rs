@@ -719,6 +719,7 @@ mod tests {
             status: None,
             served: 17,
             open_sockets: 0,
+            shared_memory_held: 0,
             age: Duration::from_millis(12_500),
             unenforced: Vec::new(),
         };
@@ -734,6 +735,7 @@ mod tests {
                 "status": null,
                 "served": 17,
                 "open_sockets": 0,
+                "shared_memory_held": 0,
                 "age": {"secs": 12, "nanos": 500_000_000},
                 "unenforced": [],
             })

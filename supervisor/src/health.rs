@@ -46,7 +46,7 @@ impl fmt::Display for WorkerState {
 /// [`Duration`](std::time::Duration), in JSON:
 /// `{"worker_id":3,"index":0,"pid":4242,"rss":5242880,"in_flight":1,
 /// "state":"ready","status":null,"served":17,"open_sockets":0,
-/// "age":{"secs":12,"nanos":500000000},"unenforced":[]}`.
+/// "shared_memory_held":0,"age":{"secs":12,"nanos":500000000},"unenforced":[]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct WorkerHealth {
@@ -71,6 +71,11 @@ pub struct WorkerHealth {
     pub served: u64,
     /// Passed sockets it holds open.
     pub open_sockets: usize,
+    /// Bytes of its requests arena ([`Builder::shared_memory`](crate::Builder::shared_memory))
+    /// held by request payloads it has not let go of yet: the requests it
+    /// is reading, and any payload it keeps. Near the arena's size, its
+    /// large requests go through the socket instead. 0 without an arena.
+    pub shared_memory_held: u64,
     /// How long it has been running.
     pub age: std::time::Duration,
     /// What of the pool's best-effort [`Sandbox`](crate::Sandbox) this

@@ -229,6 +229,11 @@ impl WorkerEntry {
             status: self.status.clone(),
             served: self.served,
             open_sockets: self.open_sockets,
+            shared_memory_held: self
+                .life
+                .outbox()
+                .and_then(|outbox| outbox.shared_memory_held())
+                .unwrap_or(0) as u64,
             age: self.started_at.elapsed(),
             // Filled in by `Shared::health` from the pool's settings.
             unenforced: Vec::new(),
