@@ -19,6 +19,8 @@ RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 MiB = 1 << 20
 # (payload, concurrency); requests are sized to move about 4 GiB each way.
 CONFIGS = [
+    (32 * 1024, 16),
+    (64 * 1024, 16),
     (128 * 1024, 16),
     (256 * 1024, 16),
     (MiB, 16),

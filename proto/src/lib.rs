@@ -52,7 +52,7 @@
 //!   tracker), its side named by `SupervisorEnd` or `WorkerEnd`. Both
 //!   crates open their connections through it and nothing else.
 //! - `shm`: the two shared-memory arenas of a worker process, which
-//!   carry payloads of 128 KiB or more (the one module with `unsafe`:
+//!   carry payloads of 20 KiB or more (the one module with `unsafe`:
 //!   mapping them, and copying in and out through raw pointers).
 //! - [`value`]: encoding of user values into payload bytes; `bounded`:
 //!   the decoding it and the rare messages go through, which allocates

@@ -634,7 +634,7 @@ impl Builder {
     /// for requests and one for answers: `bytes` each (default
     /// [`DEFAULT_SHARED_MEMORY`], 64 MiB), 0 for none.
     ///
-    /// A payload of 128 KiB or more that fits in its arena crosses through
+    /// A payload of 20 KiB or more that fits in its arena crosses through
     /// it instead of the socket: the supervisor copies a request in and
     /// the worker reads it where it lies; the worker writes an answer in
     /// and the supervisor copies it out before anyone sees it, so a worker

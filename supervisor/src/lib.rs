@@ -34,7 +34,7 @@
 //!   own (killed with it) and is given a parent-death signal. There is no
 //!   socket path: nothing else can connect. It also gets two sealed memfds
 //!   after the socket and any shared sockets (`DROVER_SHARED_MEMORY`), the
-//!   arenas that carry payloads of 128 KiB or more
+//!   arenas that carry payloads of 20 KiB or more
 //!   ([`Builder::shared_memory`], `drover_proto::shm`).
 //! - **Trust boundary.** Everything a worker sends is untrusted: decoding
 //!   allocates nothing a frame does not hold (`drover_proto::bounded`),

@@ -185,7 +185,7 @@ impl Request {
     /// arrived in, no copy. Answering with it (`respond_bytes`) sends the
     /// same buffer back.
     ///
-    /// A payload of 128 KiB or more usually arrived in the shared memory
+    /// A payload of 20 KiB or more usually arrived in the shared memory
     /// the supervisor writes requests into, and these bytes are read where
     /// they lie there: the slot is given back when the last of them is
     /// dropped. Bytes kept for long keep their slot; once the arena is
