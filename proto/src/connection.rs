@@ -499,12 +499,18 @@ mod tests {
                 Some(Err(ProtocolError::Decode { reason, .. })) => {
                     let expected = match what {
                         "past the end" => "passes the end",
-                        "over the limit" => "over the payload limit",
-                        _ => "where no payload was placed",
+                        _ => "over the payload limit",
                     };
                     assert!(reason.contains(expected), "{what}: {reason}");
                 }
-                other => panic!("{what}: expected a decode error, got {other:?}"),
+                Some(Err(error @ ProtocolError::BadRelease { offset: 4096, .. })) => {
+                    assert_eq!(what, "a Release of nothing placed");
+                    assert_eq!(
+                        error.to_string(),
+                        "Release of shared-memory offset 4096: no payload placed there is held"
+                    );
+                }
+                other => panic!("{what}: expected a protocol error, got {other:?}"),
             }
             assert!(
                 bounded(supervisor.reader.next()).await.is_none(),

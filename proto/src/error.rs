@@ -104,6 +104,16 @@ pub enum ProtocolError {
         /// The limit.
         limit: usize,
     },
+    /// The peer released a slot of this side's shared-memory arena that
+    /// holds no payload (never placed, or released already), or sent a
+    /// `Release` on a connection without arenas.
+    #[error("Release of shared-memory offset {offset}: {reason}")]
+    BadRelease {
+        /// The offset released.
+        offset: u64,
+        /// What was wrong with it.
+        reason: &'static str,
+    },
     /// Reading or writing the socket failed.
     #[error("socket I/O failed: {0}")]
     Io(#[from] io::Error),

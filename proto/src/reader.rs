@@ -122,18 +122,13 @@ impl<M: Wire> FrameReader<M> {
         let Some(offset) = message.as_release() else {
             return Ok(Some(message));
         };
-        let freed = match &self.outbound {
-            Some(outbound) => outbound.free(offset),
-            None => Err(format!(
-                "Release of offset {offset}, but this connection has no shared-memory arena"
-            )),
-        };
-        freed
-            .map(|()| None)
-            .map_err(|reason| ProtocolError::Decode {
-                len: 0,
-                reason: format!("{} {reason}", M::DIRECTION),
-            })
+        match &self.outbound {
+            Some(outbound) => outbound.free(offset).map(|()| None),
+            None => Err(ProtocolError::BadRelease {
+                offset,
+                reason: "this connection has no shared-memory arena",
+            }),
+        }
     }
 
     /// The next message if a whole frame is already buffered: no read, no

@@ -59,6 +59,7 @@ use bytes::Bytes;
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{MemfdFlags, SealFlags};
 
+use crate::error::ProtocolError;
 use crate::reader::{BufferPool, Pooled};
 
 /// Payloads at least this large travel through the arenas (when they
@@ -262,12 +263,15 @@ impl Outbound {
     ///
     /// # Errors
     ///
-    /// What was wrong, if no slot starts there.
-    pub(crate) fn free(&self, offset: u64) -> Result<(), String> {
+    /// [`ProtocolError::BadRelease`] if no slot handed out starts there.
+    pub(crate) fn free(&self, offset: u64) -> Result<(), ProtocolError> {
         let live = usize::try_from(offset)
             .ok()
             .and_then(|o| self.slots().free(o));
-        live.ok_or_else(|| format!("Release of offset {offset}, where no payload was placed"))
+        live.ok_or(ProtocolError::BadRelease {
+            offset,
+            reason: "no payload placed there is held",
+        })
     }
 
     /// Bytes of the arena in slots not yet released (whole pages).
@@ -561,10 +565,10 @@ mod tests {
         assert!(error.unwrap_err().contains("over the payload limit of 99"));
         let error = at_supervisor.take(&[0; 15], usize::MAX);
         assert!(error.unwrap_err().contains("15 bytes"));
-        assert!(to_worker
-            .free(PAGE as u64)
-            .unwrap_err()
-            .contains("no payload"));
+        assert!(matches!(
+            to_worker.free(PAGE as u64),
+            Err(ProtocolError::BadRelease { offset, .. }) if offset == PAGE as u64
+        ));
 
         // A payload larger than the arena does not fit: the socket takes it.
         assert!(to_worker.place(&vec![0; 65 * PAGE]).is_none());
