@@ -45,6 +45,11 @@
 //!   protocol error.
 //! - **Never release.** Its arena fills up and its requests go through
 //!   the socket again.
+//! - **Point at pages it never wrote, or punched out (`fallocate`).** The
+//!   supervisor's copy reads zeros, and the kernel may charge the pages
+//!   the read brings in to the supervisor's memory cgroup: at most the
+//!   answers arena's size for each worker, as a bound on what any worker
+//!   can make the supervisor hold.
 //! - **Shrink, grow or write the requests arena, or map it writable.**
 //!   The seals refuse it.
 
