@@ -284,3 +284,38 @@ async fn an_address_space_limit_sizes_the_arenas_unless_told_and_a_misfit_is_nam
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_sandboxed_worker_reads_and_writes_its_arenas() {
+    // Every layer at once: its own user, network, PID and mount
+    // namespaces, landlock with no path allowed, every seccomp preset.
+    // The arenas are put in place with the shared sockets, after the fork
+    // of the PID namespace's init and before the filter.
+    use drover::{Sandbox, SyscallPreset, Syscalls};
+    let sandbox = Sandbox::new()
+        .user_namespace()
+        .network_namespace()
+        .pid_namespace()
+        .deny_all_paths()
+        .syscalls(Syscalls::deny([
+            SyscallPreset::Network,
+            SyscallPreset::Processes,
+            SyscallPreset::ExecAfterStart,
+            SyscallPreset::Ptrace,
+        ]));
+    let pool = within(LIMIT, "spawn", pool(1).sandbox(sandbox).spawn())
+        .await
+        .expect("spawn");
+    let sent = text(3 << 20, 7);
+    let echoed = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(sent.clone())))
+        .await
+        .unwrap();
+    assert!(echoed.data::<String>().unwrap() == sent);
+    let outcomes: Vec<(String, bool)> = within(LIMIT, "attack", pool.enqueue(&Cmd::ShmAttack))
+        .await
+        .unwrap()
+        .data()
+        .unwrap();
+    assert!(outcomes.iter().all(|(_, refused)| *refused), "{outcomes:?}");
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
