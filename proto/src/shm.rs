@@ -223,6 +223,8 @@ pub(crate) struct Outbound {
     slots: Mutex<Slots>,
     /// Payloads placed so far.
     placed: std::sync::atomic::AtomicU64,
+    /// Told whenever a slot is freed.
+    pub(crate) freed: tokio::sync::Notify,
 }
 
 impl Outbound {
@@ -232,6 +234,7 @@ impl Outbound {
             map,
             slots: Mutex::new(slots),
             placed: std::sync::atomic::AtomicU64::new(0),
+            freed: tokio::sync::Notify::new(),
         }
     }
 
@@ -273,6 +276,9 @@ impl Outbound {
         let live = usize::try_from(offset)
             .ok()
             .and_then(|o| self.slots().free(o));
+        if live.is_some() {
+            self.freed.notify_waiters();
+        }
         live.ok_or(ProtocolError::BadRelease {
             offset,
             reason: "no payload placed there is held",
