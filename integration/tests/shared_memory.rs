@@ -6,7 +6,7 @@
 mod common;
 
 use common::{alive, eventually, exists, pool, still_serves, within, Cmd, LIMIT};
-use drover::{Error, ExitReason};
+use drover::{Error, ExitReason, Supervisor};
 
 /// A text of `len` bytes that differs at every offset a slot could start,
 /// so a payload read from the wrong place, or half of another, shows.
@@ -14,6 +14,52 @@ fn text(len: usize, seed: usize) -> String {
     (0..len)
         .map(|i| char::from(b'a' + ((i / 7 + i * 13 + seed) % 26) as u8))
         .collect()
+}
+
+/// Sends a text of `len` bytes to be echoed and checks it came back as it
+/// went; the pid of the worker that answered.
+async fn echoes_intact(pool: &Supervisor, len: usize, seed: usize) -> u32 {
+    let sent = text(len, seed);
+    let answer = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(sent.clone())))
+        .await
+        .expect("echo");
+    assert!(
+        answer.data::<String>().unwrap() == sent,
+        "the echo of {len} bytes came back changed"
+    );
+    answer.pid()
+}
+
+/// Sends `cmd`, which makes the worker break the shared-memory protocol,
+/// and checks the request fails naming `expect`, the worker is reaped and
+/// replaced, and the pool serves on.
+async fn killed_for(cmd: Cmd, expect: &str) {
+    let pool = within(LIMIT, "spawn", pool(2).spawn())
+        .await
+        .expect("spawn");
+    let err = within(LIMIT, "violator", pool.enqueue(&cmd))
+        .await
+        .unwrap_err();
+    let Error::WorkerLost { exit, .. } = &err else {
+        panic!("expected WorkerLost, got {err:?}");
+    };
+    assert!(
+        matches!(exit.reason, ExitReason::ProtocolViolation { .. }),
+        "{exit:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(expect), "{text}");
+    assert!(!exists(exit.pid), "the violator was not reaped");
+    assert!(
+        eventually(LIMIT, || pool.health().len() == 2
+            && pool.health().iter().all(|h| h.pid != exit.pid))
+        .await,
+        "not replaced: {:?}",
+        pool.health()
+    );
+    still_serves(&pool, 10).await;
+    echoes_intact(&pool, 1 << 20, 2).await;
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 
 #[tokio::test]
@@ -30,14 +76,9 @@ async fn large_payloads_cross_both_ways_intact_and_those_that_do_not_fit_take_th
     let sizes = [128 << 10, 1 << 20, 100, (3 << 20) + 5, 200 << 10, 64 << 10];
     let mut calls = Vec::new();
     for i in 0..24 {
-        let sent = text(sizes[i % sizes.len()], i);
         let pool = pool.clone();
         calls.push(tokio::spawn(async move {
-            let answer = pool.enqueue(&Cmd::Echo(sent.clone())).await.expect("echo");
-            assert!(
-                answer.data::<String>().unwrap() == sent,
-                "request {i} came back changed"
-            );
+            echoes_intact(&pool, sizes[i % sizes.len()], i).await
         }));
     }
     for call in calls {
@@ -66,11 +107,7 @@ async fn without_shared_memory_large_payloads_take_the_socket() {
     let pool = within(LIMIT, "spawn", pool(1).shared_memory(0).spawn())
         .await
         .expect("spawn");
-    let sent = text(3 << 20, 1);
-    let answer = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(sent.clone())))
-        .await
-        .unwrap();
-    assert!(answer.data::<String>().unwrap() == sent);
+    echoes_intact(&pool, 3 << 20, 1).await;
     let env = within(
         LIMIT,
         "env",
@@ -84,31 +121,16 @@ async fn without_shared_memory_large_payloads_take_the_socket() {
 
 #[tokio::test]
 async fn a_worker_lying_about_shared_memory_is_killed_and_replaced() {
-    let pool = within(LIMIT, "spawn", pool(2).spawn())
-        .await
-        .expect("spawn");
-    let err = within(LIMIT, "liar", pool.enqueue(&Cmd::ShmLie))
-        .await
-        .unwrap_err();
-    let Error::WorkerLost { exit, .. } = &err else {
-        panic!("expected WorkerLost, got {err:?}");
-    };
-    assert!(
-        matches!(exit.reason, ExitReason::ProtocolViolation { .. }),
-        "{exit:?}"
-    );
-    let text = err.to_string();
-    assert!(text.contains("passes the end of the"), "{text}");
-    assert!(!exists(exit.pid), "the liar was not reaped");
-    assert!(
-        eventually(LIMIT, || pool.health().len() == 2
-            && pool.health().iter().all(|h| h.pid != exit.pid))
-        .await,
-        "not replaced: {:?}",
-        pool.health()
-    );
-    still_serves(&pool, 10).await;
-    within(LIMIT, "soft kill", pool.soft_kill()).await;
+    killed_for(Cmd::ShmLie, "passes the end of the").await;
+}
+
+#[tokio::test]
+async fn a_worker_releasing_what_it_was_never_given_is_killed_and_replaced() {
+    killed_for(
+        Cmd::ShmBadRelease,
+        "Release of shared-memory offset 4096: no payload placed there is held",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -125,11 +147,7 @@ async fn a_worker_cannot_write_remap_resize_or_unseal_its_arenas() {
         assert!(refused, "a worker could {what}");
     }
     // And the arenas still carry payloads afterwards.
-    let sent = text(1 << 20, 3);
-    let echoed = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(sent.clone())))
-        .await
-        .unwrap();
-    assert!(echoed.data::<String>().unwrap() == sent);
+    echoes_intact(&pool, 1 << 20, 3).await;
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 
@@ -199,11 +217,7 @@ async fn a_worker_that_never_releases_its_requests_gets_them_through_the_socket(
     // just over a MiB of the arena, and the others could not fit beside it.
     let held = pool.health()[0].shared_memory_held;
     assert!((1 << 20) < held && held <= 2 << 20, "held {held}");
-    let sent = text(1 << 20, 9);
-    let echoed = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(sent.clone())))
-        .await
-        .unwrap();
-    assert!(echoed.data::<String>().unwrap() == sent);
+    echoes_intact(&pool, 1 << 20, 9).await;
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 
@@ -229,9 +243,7 @@ async fn large_payloads_faster_than_a_worker_reads_wait_rather_than_kill_it() {
     for i in 0..24 {
         let pool = pool.clone();
         calls.push(tokio::spawn(async move {
-            let sent = text(3 << 19, i);
-            let answer = pool.enqueue(&Cmd::Echo(sent.clone())).await.expect("echo");
-            assert!(answer.data::<String>().unwrap() == sent);
+            echoes_intact(&pool, 3 << 19, i).await
         }));
     }
     for call in calls {
@@ -256,11 +268,7 @@ async fn an_address_space_limit_sizes_the_arenas_unless_told_and_a_misfit_is_nam
     .await
     .unwrap();
     assert_eq!(env.data::<String>().unwrap(), (limit / 8).to_string());
-    let sent = text(1 << 20, 5);
-    let echoed = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(sent.clone())))
-        .await
-        .unwrap();
-    assert!(echoed.data::<String>().unwrap() == sent);
+    echoes_intact(&pool, 1 << 20, 5).await;
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 
     // Arenas sized past what the limit lets the worker map: it cannot
@@ -306,11 +314,7 @@ async fn a_sandboxed_worker_reads_and_writes_its_arenas() {
     let pool = within(LIMIT, "spawn", pool(1).sandbox(sandbox).spawn())
         .await
         .expect("spawn");
-    let sent = text(3 << 20, 7);
-    let echoed = within(LIMIT, "echo", pool.enqueue(&Cmd::Echo(sent.clone())))
-        .await
-        .unwrap();
-    assert!(echoed.data::<String>().unwrap() == sent);
+    echoes_intact(&pool, 3 << 20, 7).await;
     let outcomes: Vec<(String, bool)> = within(LIMIT, "attack", pool.enqueue(&Cmd::ShmAttack))
         .await
         .unwrap()

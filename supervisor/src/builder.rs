@@ -99,6 +99,12 @@ impl Config {
         }
     }
 
+    /// Bytes of both of a worker's arenas together: what its memory
+    /// reading leaves out at most.
+    pub(crate) fn arenas_bytes(&self) -> u64 {
+        2 * self.arena_size() as u64
+    }
+
     /// The bound on bytes queued to one worker: the setting, but never
     /// less than one whole frame.
     pub(crate) fn outbox_limit(&self) -> usize {

@@ -558,7 +558,7 @@ async fn sample_memory(shared: Arc<Shared>) {
             _ = shared.shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let arenas = 2 * shared.spec().arena_size() as u64;
+        let arenas = shared.spec().arenas_bytes();
         let readings: Vec<RssReading> = shared
             .pids()
             .into_iter()

@@ -263,7 +263,7 @@ async fn run(shared: Arc<Shared>, id: u64, index: u32, initial: bool, registered
         );
         // Its handshake is done (whatever it set up is resident): sampled
         // now, no lock held, so its first `health()` is real.
-        let arenas = 2 * spec.arena_size() as u64;
+        let arenas = spec.arenas_bytes();
         let rss = (pid != 0).then(|| read_rss(pid, arenas)).flatten();
         shared.worker_ready(id, opened.outbox, initial, rss);
         reader = Some(opened.reader);

@@ -398,6 +398,12 @@ async fn run() -> Result<(), drover_worker::Error> {
                         raw.write_all(&frame).expect("write");
                         std::future::pending().await
                     }
+                    Cmd::ShmBadRelease => {
+                        let mut raw = raw.expect("raw socket");
+                        raw.write_all(&frame(drover_proto::ToSupervisor::Release { offset: 4096 }))
+                            .expect("write");
+                        std::future::pending().await
+                    }
                     Cmd::ShmAttack => {
                         let (requests, answers) = arenas.as_ref().as_ref().expect("arenas");
                         req.respond(&attack_arenas(requests, answers))

@@ -90,6 +90,9 @@ pub enum Cmd {
     /// Send a `Response` whose payload is said to be past the end of the
     /// shared-memory arena, behind the SDK's back.
     ShmLie,
+    /// Send a `Release` of offset 4096 of the requests arena, where the
+    /// supervisor placed nothing, behind the SDK's back.
+    ShmBadRelease,
     /// Try to write, remap writable, shrink, grow and unseal the
     /// shared-memory arenas behind the SDK's back; answer what each
     /// attempt got, `(what, refused)`.
