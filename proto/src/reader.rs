@@ -11,16 +11,18 @@
 //! system allocator serves (and returns) allocations of a megabyte or more
 //! by mapping fresh pages: the kernel then faults in and zeroes every page
 //! of every payload as it copies it in, which costs more than the copy.
-//! A recycled buffer has its pages mapped already. A connection keeps at
-//! most 16 MiB of spare buffers, none over 4 MiB; larger bodies are
-//! allocated and freed as they come.
+//! A recycled buffer has its pages mapped already. A connection keeps up
+//! to 16 MiB of spare buffers of at most 4 MiB each, and larger ones only
+//! while they are reused, each for at most a second ([`BufferPool`]).
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::Stream;
+use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tokio_util::io::poll_read_buf;
 
@@ -38,9 +40,17 @@ const READ_CHUNK: usize = 64 * 1024;
 /// payloads are dropped.
 const POOL_BYTES: usize = 16 * 1024 * 1024;
 
-/// Buffers larger than this are freed rather than kept: a pool of a
-/// connection that once carried a huge frame should not hold it forever.
+/// Buffers larger than this are kept only while they are reused (see
+/// [`BufferPool`]): a connection that once carried a huge frame should not
+/// hold it forever.
 const POOLED_BUFFER_MAX: usize = 4 * 1024 * 1024;
+
+/// Bytes of large spare buffers (over `POOLED_BUFFER_MAX`) a connection
+/// keeps at most: two payloads of the largest default frame.
+const LARGE_SPARE_BYTES: usize = 2 * crate::frame::DEFAULT_MAX_FRAME_LENGTH;
+
+/// How long a large spare buffer may lie unused before it is freed.
+const SPARE_LINGER: Duration = Duration::from_secs(1);
 
 /// Reads frames from a connection and decodes them into messages of one
 /// direction: `FrameReader<ToSupervisor>` on the supervisor's side,
@@ -226,38 +236,131 @@ impl<M: Wire> Stream for FrameReader<M> {
 
 /// A connection's spare buffers for large frames (and for the payloads
 /// copied out of a worker's shared memory).
+///
+/// Two kinds of spare: buffers of at most [`POOLED_BUFFER_MAX`], kept
+/// (up to [`POOL_BYTES`] in all) until reused, and larger ones (up to
+/// [`LARGE_SPARE_BYTES`] in all), kept only while they are reused: one
+/// that lies unused for [`SPARE_LINGER`] is freed by a task the pool
+/// spawns on the runtime it was given back on. So the large spares never
+/// add up to more than callers held a moment ago, and a connection that
+/// once carried a burst of huge payloads gives the memory back within
+/// about a second of the last one.
+///
+/// Why keep them at all: a fresh buffer of tens of megabytes is mapped
+/// pages the kernel must fault in, zero and charge before the copy, and
+/// unmap after; for a 64 MiB payload that costs three times the copy
+/// itself (64 MiB echoes at C = 2: 26-29 rps with fresh buffers, 49 with
+/// reused ones, raw sockets 48-52 in the same run).
 #[derive(Debug, Default)]
 pub(crate) struct BufferPool {
-    free: Mutex<Vec<Vec<u8>>>,
+    spares: Mutex<Spares>,
+}
+
+#[derive(Debug, Default)]
+struct Spares {
+    /// Buffers of at most `POOLED_BUFFER_MAX`, the most recently given
+    /// back last.
+    small: Vec<Vec<u8>>,
+    /// Larger buffers, with when each came back, the most recent last.
+    large: Vec<(Vec<u8>, Instant)>,
+    /// A task is on its way to free large spares that linger.
+    sweeping: bool,
 }
 
 impl BufferPool {
     /// An empty buffer with room for `len` bytes: a pooled one if one is
     /// large enough, else a new one.
     pub(crate) fn take(&self, len: usize) -> Vec<u8> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut spares = self.lock();
         // The most recently returned first: its pages are the likeliest to
         // still be in the cache.
-        match free.iter().rposition(|b| b.capacity() >= len) {
-            Some(i) => free.remove(i),
-            None => {
-                drop(free);
-                let mut body = Vec::with_capacity(len);
-                crate::shm::populate(&mut body);
-                body
+        let reused = if len <= POOLED_BUFFER_MAX {
+            let found = spares.small.iter().rposition(|b| b.capacity() >= len);
+            found.map(|i| spares.small.remove(i))
+        } else {
+            let found = spares.large.iter().rposition(|(b, _)| b.capacity() >= len);
+            found.map(|i| spares.large.remove(i).0)
+        };
+        drop(spares);
+        reused.unwrap_or_else(|| {
+            let mut body = Vec::with_capacity(len);
+            crate::shm::populate(&mut body);
+            body
+        })
+    }
+
+    /// Keeps `body` for reuse if the budgets allow; frees it otherwise
+    /// (outside the lock: unmapping a large buffer takes a while).
+    fn give_back(self: &Arc<Self>, mut body: Vec<u8>) {
+        body.clear();
+        let capacity = body.capacity();
+        if capacity <= POOLED_BUFFER_MAX {
+            let mut spares = self.lock();
+            let kept: usize = spares.small.iter().map(Vec::capacity).sum();
+            if kept + capacity <= POOL_BYTES {
+                spares.small.push(body);
             }
+            return;
+        }
+        // A large spare needs a task to free it later, so a runtime.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if capacity > LARGE_SPARE_BYTES {
+            return;
+        }
+        let mut evicted = Vec::new();
+        let mut spares = self.lock();
+        let mut kept: usize = spares.large.iter().map(|(b, _)| b.capacity()).sum();
+        while kept + capacity > LARGE_SPARE_BYTES {
+            let (oldest, _) = spares.large.remove(0);
+            kept -= oldest.capacity();
+            evicted.push(oldest);
+        }
+        spares.large.push((body, Instant::now()));
+        if !spares.sweeping {
+            spares.sweeping = true;
+            runtime.spawn(sweep(Arc::downgrade(self)));
         }
     }
 
-    fn give_back(&self, mut body: Vec<u8>) {
-        if body.capacity() > POOLED_BUFFER_MAX {
+    /// Takes out the large spares that have lain unused for
+    /// `SPARE_LINGER` by `now`; says how long until the next one has, or
+    /// `None` (and no sweep is on its way any more) if none is left.
+    fn expire(&self, now: Instant) -> (Vec<Vec<u8>>, Option<Duration>) {
+        let mut spares = self.lock();
+        let (expired, kept) = std::mem::take(&mut spares.large)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(_, since)| now.duration_since(*since) >= SPARE_LINGER);
+        spares.large = kept;
+        let next = spares
+            .large
+            .first()
+            .map(|(_, since)| SPARE_LINGER.saturating_sub(now.duration_since(*since)));
+        spares.sweeping = next.is_some();
+        (expired.into_iter().map(|(b, _)| b).collect(), next)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Spares> {
+        self.spares.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Frees `pool`'s large spares as each reaches `SPARE_LINGER` unused;
+/// ends when none is left or the pool is gone.
+async fn sweep(pool: Weak<BufferPool>) {
+    let mut wait = SPARE_LINGER;
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(pool) = pool.upgrade() else {
             return;
-        }
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        let kept: usize = free.iter().map(Vec::capacity).sum();
-        if kept + body.capacity() <= POOL_BYTES {
-            body.clear();
-            free.push(body);
+        };
+        let (expired, next) = pool.expire(Instant::now());
+        drop(pool);
+        drop(expired);
+        match next {
+            Some(left) => wait = left,
+            None => return,
         }
     }
 }
@@ -290,7 +393,7 @@ impl Drop for Pooled {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::LARGE_FRAME;
+    use crate::frame::{DEFAULT_MAX_FRAME_LENGTH, LARGE_FRAME};
     use crate::message::ToWorker;
     use futures_util_free::next;
 
@@ -362,7 +465,7 @@ mod tests {
             next(&mut reader).await.is_none(),
             "clean end between frames"
         );
-        let pooled = reader.pool.free.lock().unwrap();
+        let pooled = &reader.pool.lock().small;
         // Three large sizes, each body dropped before the next frame: one
         // buffer per size, reused in every later round.
         assert_eq!(pooled.len(), 3, "buffers kept after three rounds");
@@ -432,17 +535,60 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_keeps_its_budget_and_no_huge_buffer() {
-        let pool = BufferPool::default();
+    fn the_pool_keeps_its_budget_and_no_large_buffer_without_a_runtime() {
+        let pool = Arc::new(BufferPool::default());
+        // No runtime here: nothing could free a large spare later.
         pool.give_back(Vec::with_capacity(POOLED_BUFFER_MAX + 1));
-        assert!(pool.free.lock().unwrap().is_empty());
+        assert!(pool.lock().large.is_empty());
         let each = POOLED_BUFFER_MAX;
         for _ in 0..POOL_BYTES / each + 3 {
             pool.give_back(Vec::with_capacity(each));
         }
-        let free = pool.free.lock().unwrap();
-        assert_eq!(free.len(), POOL_BYTES / each);
-        assert!(free.iter().map(Vec::capacity).sum::<usize>() <= POOL_BYTES);
+        let spares = pool.lock();
+        assert_eq!(spares.small.len(), POOL_BYTES / each);
+        assert!(spares.small.iter().map(Vec::capacity).sum::<usize>() <= POOL_BYTES);
+    }
+
+    // Paused time: the runtime moves the clock on whenever every task
+    // waits, so the sweep's timer fires in order, at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_large_spare_is_reused_while_in_use_and_freed_once_it_lingers() {
+        let pool = Arc::new(BufferPool::default());
+        let len = POOLED_BUFFER_MAX + 1;
+        let first = pool.take(len);
+        let at = first.as_ptr();
+        pool.give_back(first);
+        // Reused, and given back again just before it would have expired:
+        // its second stay counts from then.
+        tokio::time::sleep(SPARE_LINGER - Duration::from_millis(10)).await;
+        let again = pool.take(len);
+        assert_eq!(again.as_ptr(), at, "the spare is reused");
+        pool.give_back(again);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(pool.lock().large.len(), 1, "a spare back for 20 ms stays");
+        tokio::time::sleep(SPARE_LINGER).await;
+        let spares = pool.lock();
+        assert!(
+            spares.large.is_empty(),
+            "a spare unused for {SPARE_LINGER:?} is freed"
+        );
+        assert!(!spares.sweeping, "the sweep ends with nothing left");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn large_spares_keep_to_their_budget_newest_first() {
+        let pool = Arc::new(BufferPool::default());
+        let each = DEFAULT_MAX_FRAME_LENGTH;
+        let mut addresses = Vec::new();
+        for _ in 0..3 {
+            let buffer = Vec::<u8>::with_capacity(each);
+            addresses.push(buffer.as_ptr());
+            pool.give_back(buffer);
+        }
+        pool.give_back(Vec::with_capacity(LARGE_SPARE_BYTES + 1));
+        let spares = pool.lock();
+        let kept: Vec<_> = spares.large.iter().map(|(b, _)| b.as_ptr()).collect();
+        assert_eq!(kept, addresses[1..], "the oldest is freed to make room");
     }
 
     #[test]
@@ -454,9 +600,9 @@ mod tests {
         });
         let tail = body.slice(100..);
         drop(body);
-        assert!(pool.free.lock().unwrap().is_empty());
+        assert!(pool.lock().small.is_empty());
         assert_eq!(tail.len(), LARGE_FRAME - 100);
         drop(tail);
-        assert_eq!(pool.free.lock().unwrap().len(), 1);
+        assert_eq!(pool.lock().small.len(), 1);
     }
 }
