@@ -224,3 +224,44 @@ async fn reload_onto_a_non_worker_fails_fast() {
     assert!(after.iter().all(|pid| !before.contains(pid)), "{after:?}");
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
+
+/// A worker that forks copies to flood its socket with valid frames, and
+/// exits: the supervisor, busy reading the flood, still sees the exit,
+/// fails the request naming the worker, kills the copies with the
+/// worker's process group and starts a replacement. Were the exit looked
+/// for only once the socket closes, this worker's slot would hang for as
+/// long as the copies write.
+#[tokio::test]
+async fn a_worker_that_exits_leaving_a_copy_flooding_its_socket_is_seen_to_exit() {
+    let pool = within(LIMIT, "spawn", pool(1).spawn()).await.unwrap();
+    let mut events = pool.events();
+    let worker = pids(&pool)[0];
+    let err = within(LIMIT, "the request", pool.enqueue(&Cmd::ForkFlood))
+        .await
+        .unwrap_err();
+    let Error::WorkerLost { exit, .. } = &err else {
+        panic!("expected WorkerLost, got {err:?}");
+    };
+    assert_eq!(exit.pid, worker);
+    let event = next_exit(&mut events).await;
+    assert_eq!(event.pid, worker);
+    // The copies led no group of their own: they went with the worker's.
+    let group = rustix::process::Pid::from_raw(worker as i32).unwrap();
+    assert!(
+        eventually(LIMIT, || rustix::process::test_kill_process_group(group)
+            .is_err())
+        .await,
+        "something of worker {worker}'s process group still runs"
+    );
+    assert!(
+        eventually(LIMIT, || {
+            let now = pids(&pool);
+            now.len() == 1 && !now.contains(&worker)
+        })
+        .await,
+        "no replacement: {:?}",
+        pool.health()
+    );
+    still_serves(&pool, 2).await;
+    within(LIMIT, "hard kill", pool.hard_kill()).await;
+}

@@ -12,6 +12,9 @@ use drover_worker::{Request, Worker};
 mod cmd;
 use cmd::{checksum, Cmd, Pattern};
 
+/// How many copies `Cmd::ForkFlood` leaves writing.
+const FLOODERS: usize = 4;
+
 fn main() -> Result<(), drover_worker::Error> {
     // Both runtime flavours are tested: the SDK runs handlers differently
     // on each.
@@ -537,6 +540,37 @@ async fn run() -> Result<(), drover_worker::Error> {
                             }
                             Err(e) => req.fail(e),
                         }
+                    }
+                    Cmd::ForkFlood => {
+                        let raw = raw.expect("raw socket");
+                        // What the copies write is made before the fork:
+                        // they allocate nothing. One frame per write, so
+                        // that the copies' frames never interleave.
+                        let mut frame = bytes::BytesMut::new();
+                        let event = drover_proto::ToSupervisor::Event {
+                            name: "flood".to_owned(),
+                            payload: bytes::Bytes::from(vec![7u8; 32 * 1024]),
+                        };
+                        drover_proto::codec::encode_message(
+                            event,
+                            drover_proto::DEFAULT_MAX_FRAME_LENGTH,
+                            &mut frame,
+                        )
+                        .expect("an event frame");
+                        // The socket is non-blocking (the SDK set it so):
+                        // the copies block instead, to never cut a frame.
+                        let _ = rustix::fs::fcntl_setfl(&raw, rustix::fs::OFlags::empty());
+                        for _ in 0..FLOODERS {
+                            // SAFETY: the child only writes a buffer made
+                            // before the fork and exits; it takes no lock.
+                            if unsafe { libc::fork() } == 0 {
+                                while (&raw).write_all(&frame).is_ok() {}
+                                // SAFETY: ends the child without running the
+                                // parent's exit handlers.
+                                unsafe { libc::_exit(0) };
+                            }
+                        }
+                        std::process::exit(0)
                     }
                     Cmd::Raw(bytes) => {
                         let mut raw = raw.expect("raw socket");

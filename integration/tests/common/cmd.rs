@@ -135,6 +135,9 @@ pub enum Cmd {
     /// Start `sleep 1000` (standard streams on /dev/null) and leave it
     /// running, its `Child` forgotten; answer its pid.
     Grandchild,
+    /// Fork a copy that writes valid `Event` frames to the socket without
+    /// end, and exit at once, leaving the copy with the socket open.
+    ForkFlood,
     /// Emit "started" carrying the pid, sleep this many milliseconds, then
     /// answer the text.
     AnnouncedSlowEcho(String, u64),
