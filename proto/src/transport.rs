@@ -697,6 +697,7 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
                     // write of its own, carrying the descriptors.
                     write_all(&mut io, &mut pending, shared).await?;
                     let sent = tokio::select! {
+                        biased;
                         sent = crate::fdio::send_with_fds(&io, &frame, &fds) => sent?,
                         () = shared.overflow.notified() => return Err(shared.stalled()),
                     };
@@ -746,8 +747,12 @@ async fn write_all(
                 return Ok(());
             }
             // A peer that never reads would hold this write forever: the
-            // outbox passing its limit ends it.
+            // outbox passing its limit ends it. The write is tried first,
+            // so that one that goes at once never registers for the
+            // limit's notice (a lock taken and given back, twice, per
+            // write).
             let n = tokio::select! {
+                biased;
                 n = io.write_vectored(&slices) => n?,
                 () = shared.overflow.notified() => return Err(shared.stalled()),
             };
