@@ -659,6 +659,14 @@ impl Builder {
     /// toward its memory cgroup, but not toward its
     /// [`rss`](crate::WorkerHealth::rss) reading. In-process workers
     /// (`drover::testing`) have no arenas.
+    ///
+    /// The supervisor's side of each connection keeps the buffers it
+    /// copies large payloads into (answers out of the arena, and frames of
+    /// 64 KiB or more through the socket) for reuse: up to 16 MiB of
+    /// buffers of at most 4 MiB each, and larger buffers (up to 128 MiB in
+    /// all) only while they are reused, each freed once it has lain
+    /// unused for a second. A fresh buffer of tens of megabytes costs more
+    /// in page faults than the copy into it.
     pub fn shared_memory(mut self, bytes: usize) -> Builder {
         self.config.shared_memory = Some(bytes);
         self
