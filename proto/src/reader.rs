@@ -348,19 +348,45 @@ impl BufferPool {
 
 /// Frees `pool`'s large spares as each reaches `SPARE_LINGER` unused;
 /// ends when none is left or the pool is gone.
-async fn sweep(pool: Weak<BufferPool>) {
-    let mut wait = SPARE_LINGER;
-    loop {
-        tokio::time::sleep(wait).await;
-        let Some(pool) = pool.upgrade() else {
-            return;
-        };
-        let (expired, next) = pool.expire(Instant::now());
-        drop(pool);
-        drop(expired);
-        match next {
-            Some(left) => wait = left,
-            None => return,
+fn sweep(pool: Weak<BufferPool>) -> impl std::future::Future<Output = ()> + Send {
+    // Made here, not in the body: a task dropped before its first poll
+    // drops it too.
+    let unfinished = Unfinished(Some(pool.clone()));
+    async move {
+        let mut wait = SPARE_LINGER;
+        loop {
+            tokio::time::sleep(wait).await;
+            let Some(pool) = pool.upgrade() else {
+                break;
+            };
+            let (expired, next) = pool.expire(Instant::now());
+            drop(pool);
+            drop(expired);
+            match next {
+                Some(left) => wait = left,
+                None => break,
+            }
+        }
+        unfinished.finished();
+    }
+}
+
+/// A sweep dropped before it finished (its runtime shut down) says so, so
+/// that the next large buffer given back starts another instead of lying
+/// unswept.
+struct Unfinished(Option<Weak<BufferPool>>);
+
+impl Unfinished {
+    /// The sweep ended of itself, having left `sweeping` right.
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take().and_then(|p| p.upgrade()) {
+            pool.lock().sweeping = false;
         }
     }
 }
@@ -573,6 +599,31 @@ mod tests {
             "a spare unused for {SPARE_LINGER:?} is freed"
         );
         assert!(!spares.sweeping, "the sweep ends with nothing left");
+    }
+
+    /// The runtime a sweep ran on shuts down before it is done: the next
+    /// large buffer given back, on another runtime, is still swept.
+    #[test]
+    fn a_sweep_lost_with_its_runtime_is_started_again() {
+        let paused = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap()
+        };
+        let pool = Arc::new(BufferPool::default());
+        let len = POOLED_BUFFER_MAX + 1;
+        paused().block_on(async { pool.give_back(Vec::with_capacity(len)) });
+        // That runtime is gone, and its sweep with it.
+        assert!(!pool.lock().sweeping, "the lost sweep is not counted on");
+        paused().block_on(async {
+            pool.give_back(Vec::with_capacity(len));
+            tokio::time::sleep(SPARE_LINGER * 2).await;
+        });
+        let spares = pool.lock();
+        assert!(spares.large.is_empty(), "both spares are freed");
+        assert!(!spares.sweeping);
     }
 
     #[tokio::test(start_paused = true)]
