@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::cmd::Pattern;
 use common::{alive, eventually, exists, pool, still_serves, within, Cmd, LIMIT};
 use drover::{Error, ExitReason, Supervisor};
 
@@ -322,4 +323,49 @@ async fn a_sandboxed_worker_reads_and_writes_its_arenas() {
         .unwrap();
     assert!(outcomes.iter().all(|(_, refused)| *refused), "{outcomes:?}");
     within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+/// A handler writes its answer into `answer_buffer`: in the shared memory
+/// when it asked for 20 KiB or more and there is room, in an ordinary
+/// buffer otherwise (too small, written past its capacity, or a pool with
+/// no shared memory); the caller gets the same bytes every way.
+#[tokio::test]
+async fn an_answer_written_in_place_arrives_whatever_buffer_it_ends_in() {
+    let pattern = |len: usize| (0..len as u64).map(Pattern::byte).collect::<Vec<u8>>();
+    for (shared_memory, len, capacity, in_place) in [
+        (None, 1 << 20, (1 << 20) + 1, true),
+        (None, 30_000, 1 << 20, true),
+        // The pattern fills it; the one byte after it spills it.
+        (None, 1 << 20, 1 << 20, true),
+        (None, 300_000, 100_000, false),
+        (None, 100, 100, false),
+        (Some(0), 1 << 20, (1 << 20) + 1, false),
+    ] {
+        let mut builder = pool(1);
+        if let Some(bytes) = shared_memory {
+            builder = builder.shared_memory(bytes);
+        }
+        let pool = within(LIMIT, "spawn", builder.spawn())
+            .await
+            .expect("spawn");
+        let answer = within(
+            LIMIT,
+            "the answer",
+            pool.enqueue(&Cmd::AnswerInPlace { len, capacity }),
+        )
+        .await
+        .expect("answer");
+        let bytes = answer.bytes();
+        let (flag, body) = bytes.split_last().expect("at least the flag");
+        assert!(
+            body == &pattern(len)[..],
+            "{len} bytes from a buffer of {capacity} came back changed"
+        );
+        assert_eq!(
+            *flag == 1,
+            in_place,
+            "{len} bytes from a buffer of {capacity}, shared memory {shared_memory:?}"
+        );
+        within(LIMIT, "soft kill", pool.soft_kill()).await;
+    }
 }

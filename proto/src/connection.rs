@@ -480,6 +480,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_payload_written_in_place_crosses_with_no_copy_and_an_unsent_slot_comes_back() {
+        let (worker, supervisor) = UnixStream::pair().unwrap();
+        let (supervisor_arenas, fds) = crate::shm::Arenas::create(4 << 20).unwrap();
+        let worker_arenas = crate::shm::Arenas::adopt(&fds, 4 << 20).unwrap();
+        drop(fds);
+        let answers = worker_arenas.outbound.clone();
+        let mut supervisor = Opening::<SupervisorEnd>::new(supervisor, 8 << 20);
+        supervisor.share_memory(supervisor_arenas);
+        let mut worker = Opening::<WorkerEnd>::new(worker, 8 << 20);
+        worker.share_memory(worker_arenas);
+        let tracker = TaskTracker::new();
+        let runtime = Handle::current();
+        let mut supervisor = supervisor.open(usize::MAX, &tracker, &runtime, |_| {});
+        let worker = worker.open(usize::MAX, &tracker, &runtime, |_| {});
+
+        // Reserved and dropped unwritten: the room is free again.
+        let unsent = worker.outbox.reserve_shared(1 << 20).unwrap();
+        assert_eq!(answers.in_use(), 1 << 20);
+        drop(unsent);
+        assert_eq!(answers.in_use(), 0);
+        // Past the payload limit, or larger than the arena: no slot.
+        assert!(worker.outbox.reserve_shared(8 << 20).is_none());
+
+        let expected: Vec<u8> = (0..600_000u32).map(|i| (i % 253) as u8).collect();
+        let mut slot = worker.outbox.reserve_shared(1 << 20).unwrap();
+        for piece in expected.chunks(70_000) {
+            assert!(slot.push(piece));
+        }
+        assert!(!slot.push(&vec![0; 1 << 20]), "more than the slot holds");
+        assert_eq!(slot.as_slice(), &expected[..]);
+        let id = RequestId::new_v4();
+        let answer = ToSupervisor::Response {
+            id,
+            stream: false,
+            result: Ok(slot.into_bytes()),
+        };
+        worker.outbox.send_message(answer).unwrap();
+        match bounded(supervisor.reader.next()).await {
+            Some(Ok(ToSupervisor::Response {
+                result: Ok(got), ..
+            })) => assert_eq!(got, &expected[..]),
+            other => panic!("expected the answer, got {other:?}"),
+        }
+        assert_eq!(answers.placed(), 0, "nothing was copied into the arena");
+        // The supervisor copied it out and released it: the worker frees
+        // the slot when the Release comes.
+        flushed(&supervisor.outbox).await;
+        drop(supervisor.outbox);
+        let mut reader = worker.reader;
+        assert!(
+            bounded(reader.next()).await.is_none(),
+            "the supervisor's end"
+        );
+        assert_eq!(answers.in_use(), 0, "the supervisor released the answer");
+
+        drop(worker.outbox);
+        tracker.close();
+        bounded(tracker.wait()).await;
+    }
+
+    #[tokio::test]
     async fn a_lying_descriptor_or_release_from_the_worker_ends_the_connection() {
         for (what, body) in [
             ("past the end", shared_response(4 << 20, 1)),

@@ -55,7 +55,7 @@
 
 #![allow(unsafe_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -261,10 +261,7 @@ impl Outbound {
         }
         self.placed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut descriptor = [0; DESCRIPTOR_LEN];
-        descriptor[..8].copy_from_slice(&(offset as u64).to_le_bytes());
-        descriptor[8..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-        Some(descriptor)
+        Some(descriptor(offset, payload.len()))
     }
 
     /// The peer is done with the slot at `offset`.
@@ -273,9 +270,14 @@ impl Outbound {
     ///
     /// [`ProtocolError::BadRelease`] if no slot handed out starts there.
     pub(crate) fn free(&self, offset: u64) -> Result<(), ProtocolError> {
-        let live = usize::try_from(offset)
-            .ok()
-            .and_then(|o| self.slots().free(o));
+        let live = usize::try_from(offset).ok().and_then(|o| {
+            let mut slots = self.slots();
+            // Not sent yet: being written here, not the peer's to release.
+            if slots.reserved.contains(&o) {
+                return None;
+            }
+            slots.free(o)
+        });
         if live.is_some() {
             self.freed.notify_waiters();
         }
@@ -290,10 +292,169 @@ impl Outbound {
         self.slots().held
     }
 
+    /// A slot of at least `capacity` bytes, to be written in place; `None`
+    /// if none is free.
+    pub(crate) fn reserve(self: &Arc<Self>, capacity: usize) -> Option<SharedSlot> {
+        if capacity == 0 || capacity > self.map.len() {
+            return None;
+        }
+        let offset = {
+            let mut slots = self.slots();
+            let offset = slots.take(capacity)?;
+            slots.reserved.insert(offset);
+            offset
+        };
+        Some(SharedSlot {
+            reserved: Reserved {
+                arena: self.clone(),
+                offset,
+            },
+            capacity,
+            len: 0,
+        })
+    }
+
+    /// If `payload` is a [`SharedSlot`]'s bytes (whole, as
+    /// [`SharedSlot::into_bytes`] made them), the descriptor that sends it
+    /// as it lies: the slot is the peer's to release from now on.
+    pub(crate) fn sent_in_place(&self, payload: &[u8]) -> Option<[u8; DESCRIPTOR_LEN]> {
+        let mut slots = self.slots();
+        let offset = self.reserved_at(&slots, payload)?;
+        slots.reserved.remove(&offset);
+        Some(descriptor(offset, payload.len()))
+    }
+
+    /// Whether `payload` is a [`SharedSlot`]'s bytes not yet sent.
+    pub(crate) fn is_in_place(&self, payload: &[u8]) -> bool {
+        self.reserved_at(&self.slots(), payload).is_some()
+    }
+
+    /// The offset of the reserved slot `payload` starts, if it lies in this
+    /// arena at the start of one and within it.
+    fn reserved_at(&self, slots: &Slots, payload: &[u8]) -> Option<usize> {
+        let at = (payload.as_ptr() as usize).checked_sub(self.map.as_ptr() as usize)?;
+        let within = slots
+            .live
+            .get(&at)
+            .is_some_and(|&room| payload.len() <= room);
+        (within && slots.reserved.contains(&at)).then_some(at)
+    }
+
     /// How many payloads have been placed.
     #[cfg(test)]
     pub(crate) fn placed(&self) -> u64 {
         self.placed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The descriptor of `len` bytes at `offset`: both as u64, little-endian.
+fn descriptor(offset: usize, len: usize) -> [u8; DESCRIPTOR_LEN] {
+    let mut descriptor = [0; DESCRIPTOR_LEN];
+    descriptor[..8].copy_from_slice(&(offset as u64).to_le_bytes());
+    descriptor[8..].copy_from_slice(&(len as u64).to_le_bytes());
+    descriptor
+}
+
+/// A slot of this side's arena, reserved for a payload written straight
+/// into it (a worker's `Request::answer_buffer`): sent, it crosses with no
+/// copy on this side; dropped unsent, the slot is free again.
+#[derive(Debug)]
+pub struct SharedSlot {
+    reserved: Reserved,
+    capacity: usize,
+    len: usize,
+}
+
+impl SharedSlot {
+    /// Bytes it can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `data`, if it fits; `false` (and nothing written) if not.
+    pub fn push(&mut self, data: &[u8]) -> bool {
+        if data.len() > self.capacity - self.len {
+            return false;
+        }
+        let arena = &self.reserved.arena;
+        // SAFETY: the slot (`capacity` bytes from `offset`, inside the
+        // mapping: `Slots::take` hands out only such ranges) is reserved
+        // for this value alone until it is sent or dropped, and the peer
+        // only ever reads this arena; `data` is a slice we borrow, not in
+        // the slot (the slot is only reachable through `&mut self`).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                arena.map.as_mut_ptr().add(self.reserved.offset + self.len),
+                data.len(),
+            );
+        }
+        self.len += data.len();
+        true
+    }
+
+    /// What is written so far.
+    pub fn as_slice(&self) -> &[u8] {
+        self.reserved.slice(self.len)
+    }
+
+    /// The bytes written, as a payload: queued on this side's outbox, they
+    /// are sent where they lie.
+    pub fn into_bytes(self) -> Bytes {
+        Bytes::from_owner(Written {
+            reserved: self.reserved,
+            len: self.len,
+        })
+    }
+}
+
+/// A reserved slot; frees it when dropped, unless it was sent.
+#[derive(Debug)]
+struct Reserved {
+    arena: Arc<Outbound>,
+    offset: usize,
+}
+
+impl Reserved {
+    fn slice(&self, len: usize) -> &[u8] {
+        // SAFETY: `len` is at most the slot's capacity, inside the mapping,
+        // which `arena` keeps alive; nothing writes the slot while this
+        // borrow lasts (writes need `&mut SharedSlot`, and once it is
+        // `Written` nothing writes it at all; the peer only reads).
+        unsafe { std::slice::from_raw_parts(self.arena.map.as_ptr().add(self.offset), len) }
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        let mut slots = self.arena.slots();
+        if slots.reserved.remove(&self.offset) {
+            slots.free(self.offset);
+            drop(slots);
+            self.arena.freed.notify_waiters();
+        }
+    }
+}
+
+/// A [`SharedSlot`]'s bytes once written, the owner of their `Bytes`.
+struct Written {
+    reserved: Reserved,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Written {
+    fn as_ref(&self) -> &[u8] {
+        self.reserved.slice(self.len)
     }
 }
 
@@ -305,6 +466,9 @@ struct Slots {
     free: BTreeMap<usize, usize>,
     /// Slots handed out, offset to length.
     live: HashMap<usize, usize>,
+    /// Slots handed out to be written in place and not yet sent
+    /// ([`SharedSlot`]): the peer cannot release them.
+    reserved: HashSet<usize>,
     /// Bytes of the slots handed out.
     held: usize,
 }
@@ -318,6 +482,7 @@ impl Slots {
         Slots {
             free,
             live: HashMap::new(),
+            reserved: HashSet::new(),
             held: 0,
         }
     }
@@ -498,6 +663,35 @@ mod tests {
             "all merged back"
         );
         assert_eq!(slots.take(16 * PAGE), Some(0));
+    }
+
+    /// A slot being written in place is not the peer's to release until
+    /// it is sent; only the exact bytes of one are sent where they lie.
+    #[test]
+    fn a_reserved_slot_is_released_only_by_its_writer_until_sent() {
+        let (arenas, _fds) = Arenas::create(16 * PAGE).unwrap();
+        let arena = arenas.outbound;
+        let mut slot = arena.reserve(3 * PAGE).unwrap();
+        assert!(slot.push(&[7; 100]));
+        assert!(matches!(
+            arena.free(0),
+            Err(ProtocolError::BadRelease { offset: 0, .. })
+        ));
+        let bytes = slot.into_bytes();
+        // A slice of it is copied as any payload would be.
+        assert!(arena.sent_in_place(&bytes[1..]).is_none());
+        assert_eq!(arena.sent_in_place(&bytes), Some(descriptor(0, 100)));
+        // Sent: dropping the bytes leaves the slot to the peer's Release.
+        drop(bytes);
+        assert_eq!(arena.in_use(), 3 * PAGE);
+        arena.free(0).unwrap();
+        assert_eq!(arena.in_use(), 0);
+        // Never sent: dropping frees it.
+        let slot = arena.reserve(PAGE).unwrap();
+        drop(slot.into_bytes());
+        assert_eq!(arena.in_use(), 0);
+        assert!(arena.reserve(0).is_none());
+        assert!(arena.reserve(17 * PAGE).is_none());
     }
 
     #[test]

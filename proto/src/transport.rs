@@ -17,7 +17,7 @@ use crate::codec::{encode_head, encode_message, max_payload};
 use crate::error::ProtocolError;
 use crate::frame::FRAME_HEADER_LEN;
 use crate::message::StreamFrame;
-use crate::shm::{Outbound, DESCRIPTOR_LEN, SHARED_PAYLOAD_MIN};
+use crate::shm::{Outbound, SharedSlot, DESCRIPTOR_LEN, SHARED_PAYLOAD_MIN};
 use crate::wire::Wire;
 use crate::wire::FLAG_SHARED;
 
@@ -359,6 +359,21 @@ impl<M> Outbox<M> {
         self.streams.clone()
     }
 
+    /// A slot of `capacity` bytes in this side's shared-memory arena, to
+    /// write a payload into where it will lie when sent (its
+    /// [`SharedSlot::into_bytes`] queued as a payload crosses with no copy
+    /// on this side, if it is [`SHARED_PAYLOAD_MIN`] bytes or more);
+    /// `None` without an arena, for a capacity over the payload limit, or
+    /// when no free room is that large.
+    pub fn reserve_shared(&self, capacity: usize) -> Option<SharedSlot> {
+        let shared = &self.streams.shared;
+        let max = shared.lock().share_up_to?;
+        if capacity > max {
+            return None;
+        }
+        shared.outbound.as_ref()?.reserve(capacity)
+    }
+
     /// Bytes of this side's shared-memory arena held by payloads the peer
     /// has not released yet; `None` without an arena.
     pub fn shared_memory_held(&self) -> Option<usize> {
@@ -511,7 +526,12 @@ impl OutboxShared {
     /// the arena and the head marked and shortened to carry the descriptor,
     /// or, if it does not fit, the frame as it is.
     fn place(&self, head: Bytes, flags_at: usize, tail: Bytes, pending: &mut VecDeque<Bytes>) {
-        let placed = self.outbound.as_ref().and_then(|arena| arena.place(&tail));
+        // A payload written in place is sent where it lies; others are
+        // copied in, if they fit.
+        let placed = self
+            .outbound
+            .as_ref()
+            .and_then(|arena| arena.sent_in_place(&tail).or_else(|| arena.place(&tail)));
         let Some(descriptor) = placed else {
             pending.push_back(head);
             pending.push_back(tail);
@@ -536,6 +556,13 @@ impl OutboxShared {
             let held = arena.in_use();
             held > 0 && held + len > ARENA_WINDOW
         })
+    }
+
+    /// Whether `payload` was written in place (it holds its room already).
+    fn in_place(&self, payload: &[u8]) -> bool {
+        self.outbound
+            .as_ref()
+            .is_some_and(|arena| arena.is_in_place(payload))
     }
 
     /// Waits, at a frame boundary, until the peer releases enough of the
@@ -710,7 +737,7 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
                     flags_at,
                     tail,
                 } => {
-                    if shared.must_wait(tail.len()) {
+                    if !shared.in_place(&tail) && shared.must_wait(tail.len()) {
                         write_all(&mut io, &mut pending, shared).await?;
                         shared.wait_for_room(&mut io, tail.len()).await?;
                     }

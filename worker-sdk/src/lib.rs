@@ -105,6 +105,7 @@
 //! answer streams and the hook are also held by the drain's, which a soft
 //! kill waits on.
 
+mod answer_buffer;
 mod drain;
 mod error;
 mod events;
@@ -120,6 +121,7 @@ mod socket;
 mod worker;
 
 /// A byte stream that came with a request: an `AsyncRead`.
+pub use answer_buffer::AnswerBuffer;
 pub use drover_proto::IncomingStream as ByteStream;
 pub use drover_proto::{RequestId, Task};
 pub use error::{Error, NoSupervisor};

@@ -14,6 +14,7 @@ use drover_proto::{
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::AsyncRead;
 
+use crate::answer_buffer::AnswerBuffer;
 use crate::error::Error;
 use crate::registry::Tracked;
 use crate::shared::Shared;
@@ -233,6 +234,38 @@ impl Request {
     /// As [`respond`](Request::respond).
     pub fn respond_bytes(self, bytes: impl Into<Bytes>) -> Result<(), Error> {
         self.answer_bytes(bytes.into())
+    }
+
+    /// A buffer of `capacity` bytes to write a large answer into where it
+    /// will cross to the supervisor, saving this side's copy of it; send it
+    /// with [`respond_buffer`](Request::respond_buffer). See
+    /// [`AnswerBuffer`] for when it is an ordinary buffer instead.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::io::Write;
+    ///
+    /// # async fn handler(req: drover_worker::Request) -> Result<(), drover_worker::Error> {
+    /// let mut answer = req.answer_buffer(1 << 20);
+    /// for line in 0..10_000 {
+    ///     writeln!(answer, "line {line}").expect("an answer buffer never fails a write");
+    /// }
+    /// req.respond_buffer(answer)
+    /// # }
+    /// ```
+    pub fn answer_buffer(&self, capacity: usize) -> AnswerBuffer {
+        AnswerBuffer::new(capacity, |capacity| self.worker.reserve_shared(capacity))
+    }
+
+    /// Answers the request with the bytes written into `buffer`, as
+    /// [`respond_bytes`](Request::respond_bytes) would send them.
+    ///
+    /// # Errors
+    ///
+    /// As [`respond`](Request::respond).
+    pub fn respond_buffer(self, buffer: AnswerBuffer) -> Result<(), Error> {
+        self.answer_bytes(buffer.into_bytes())
     }
 
     /// Marks the request done with an empty answer (`()` to the caller).

@@ -126,6 +126,11 @@ impl Shared {
             .take()
     }
 
+    /// A slot of the answers arena, if there is one with that much room.
+    pub(crate) fn reserve_shared(&self, capacity: usize) -> Option<drover_proto::shm::SharedSlot> {
+        self.out.reserve_shared(capacity)
+    }
+
     /// Queues `message` for the supervisor.
     pub(crate) fn send(&self, message: ToSupervisor) -> Result<(), Error> {
         self.out

@@ -541,6 +541,18 @@ async fn run() -> Result<(), drover_worker::Error> {
                             Err(e) => req.fail(e),
                         }
                     }
+                    Cmd::AnswerInPlace { len, capacity } => {
+                        let mut answer = req.answer_buffer(capacity);
+                        let pattern: Vec<u8> = (0..len as u64).map(Pattern::byte).collect();
+                        for piece in pattern.chunks(10_000) {
+                            answer
+                                .write_all(piece)
+                                .expect("an answer buffer takes every write");
+                        }
+                        let in_shared_memory = answer.in_shared_memory();
+                        answer.extend_from_slice(&[u8::from(in_shared_memory)]);
+                        req.respond_buffer(answer)
+                    }
                     Cmd::ForkFlood => {
                         let raw = raw.expect("raw socket");
                         // What the copies write is made before the fork:

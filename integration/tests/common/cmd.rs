@@ -135,6 +135,11 @@ pub enum Cmd {
     /// Start `sleep 1000` (standard streams on /dev/null) and leave it
     /// running, its `Child` forgotten; answer its pid.
     Grandchild,
+    /// Answer `len` bytes of the pattern (`Pattern::byte`), written in
+    /// pieces into `Request::answer_buffer(capacity)`, then one byte more:
+    /// whether the buffer was still in shared memory once the pattern was
+    /// written (1) or not (0).
+    AnswerInPlace { len: usize, capacity: usize },
     /// Fork a copy that writes valid `Event` frames to the socket without
     /// end, and exit at once, leaving the copy with the socket open.
     ForkFlood,
