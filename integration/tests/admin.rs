@@ -163,7 +163,29 @@ async fn control_actions_change_the_pool_and_bad_ones_change_nothing() {
     assert_eq!(pids(&pool), before, "bad requests changed nothing");
     assert_eq!(pool.status().target_workers, 3);
 
-    let status = client.control("reload", None).await.unwrap();
+    // What the pool did meanwhile, for the failure message should the
+    // reload not come back (it did not once in CI, after 30 s, where it
+    // takes 15 ms; not reproduced since).
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = {
+        let (log, mut events, started) = (log.clone(), pool.events(), std::time::Instant::now());
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let line = format!("{:?} {event:?}", started.elapsed());
+                log.lock().unwrap().push(line);
+            }
+        })
+    };
+    let status = match client.control("reload", None).await {
+        Ok(status) => status,
+        Err(e) => panic!(
+            "reload: {e}\nstatus: {:?}\nhealth: {:?}\nevents:\n{}",
+            pool.status(),
+            pool.health(),
+            log.lock().unwrap().join("\n")
+        ),
+    };
+    recorder.abort();
     assert_eq!(status.workers.len(), 3);
     let after = pids(&pool);
     assert!(
