@@ -7,7 +7,7 @@ use drover_proto::DEFAULT_MAX_FRAME_LENGTH;
 
 /// The help text, also shown after a usage error.
 pub const USAGE: &str = "\
-usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw|tokio] [--threads T] [--shared-memory B]
+usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw|tokio] [--threads T] [--shared-memory B] [--answer echo|write|write-in-place]
        drover-bench --memory
        drover-bench --queue pg|sqlite [--workers W] [--requests N] [--concurrency C]
        drover-bench --http drover|hyper|drover-listener [--workers W] [--port P]
@@ -24,6 +24,11 @@ usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C]
   --shared-memory B bytes of each worker's two shared-memory arenas, 0 for
                     none: every payload through the socket (drover only;
                     default the library's, 64 MiB)
+  --answer echo|write|write-in-place
+                    what a drover worker answers with: the request's own
+                    bytes (echo, the default), or as many bytes it writes
+                    itself, into a buffer of its own then sent (write) or
+                    straight into Request::answer_buffer (write-in-place)
   --memory          measure an idle worker's RSS and the supervisor's
                     memory per queued request, instead of the echo run
   --queue pg|sqlite the job queue workload instead: N no-op jobs (default
@@ -103,7 +108,43 @@ pub struct EchoOptions {
     /// Bytes of each worker's shared-memory arenas (drover only); `None`
     /// for the library's default.
     pub shared_memory: Option<usize>,
+    /// What a drover worker answers with.
+    pub answer: Answer,
 }
+
+/// What a drover worker answers each request with (`--answer`); always an
+/// answer as long as the request's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Answer {
+    /// The request's own bytes.
+    #[default]
+    Echo,
+    /// Bytes the worker writes into a `Vec`, then sends.
+    Write,
+    /// Bytes the worker writes into `Request::answer_buffer`.
+    WriteInPlace,
+}
+
+impl Answer {
+    /// The flag's value, as a worker reads it from [`ANSWER_ENV`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Answer::Echo => "echo",
+            Answer::Write => "write",
+            Answer::WriteInPlace => "write-in-place",
+        }
+    }
+
+    /// The answer a flag value names.
+    pub fn from_name(name: &str) -> Option<Answer> {
+        [Answer::Echo, Answer::Write, Answer::WriteInPlace]
+            .into_iter()
+            .find(|a| a.name() == name)
+    }
+}
+
+/// Tells a drover worker of this binary what to answer with.
+pub const ANSWER_ENV: &str = "DROVER_BENCH_ANSWER";
 
 impl Default for EchoOptions {
     fn default() -> Self {
@@ -115,6 +156,7 @@ impl Default for EchoOptions {
             implementation: Implementation::Drover,
             threads: 1,
             shared_memory: None,
+            answer: Answer::Echo,
         }
     }
 }
@@ -178,6 +220,7 @@ enum Flag {
     Impl,
     Threads,
     SharedMemory,
+    Answer,
     Queue,
     Http,
     Port,
@@ -193,6 +236,7 @@ impl Flag {
             "--impl" => Flag::Impl,
             "--threads" => Flag::Threads,
             "--shared-memory" => Flag::SharedMemory,
+            "--answer" => Flag::Answer,
             "--queue" => Flag::Queue,
             "--http" => Flag::Http,
             "--port" => Flag::Port,
@@ -209,6 +253,7 @@ impl Flag {
             Flag::Impl => "--impl",
             Flag::Threads => "--threads",
             Flag::SharedMemory => "--shared-memory",
+            Flag::Answer => "--answer",
             Flag::Queue => "--queue",
             Flag::Http => "--http",
             Flag::Port => "--port",
@@ -307,6 +352,13 @@ where
             Flag::SharedMemory => {
                 options.shared_memory = Some(count(flag, &value, 0, 1 << 40)?);
             }
+            Flag::Answer => {
+                options.answer = Answer::from_name(&value).ok_or_else(|| UsageError::BadValue {
+                    flag: flag.name(),
+                    value: value.clone(),
+                    reason: "expected echo, write or write-in-place".to_owned(),
+                })?;
+            }
             Flag::Impl => {
                 options.implementation = match value.as_str() {
                     "drover" => Implementation::Drover,
@@ -403,6 +455,7 @@ mod tests {
             "--threads=2",
             "--shared-memory",
             "0",
+            "--answer=write-in-place",
         ]);
         assert_eq!(
             got,
@@ -414,6 +467,7 @@ mod tests {
                 implementation: Implementation::Raw,
                 threads: 2,
                 shared_memory: Some(0),
+                answer: Answer::WriteInPlace,
             }))
         );
     }
@@ -428,6 +482,13 @@ mod tests {
             parse_strs(&["--payload"]),
             Err(UsageError::MissingValue { flag: "--payload" })
         );
+        assert!(matches!(
+            parse_strs(&["--answer", "copy"]),
+            Err(UsageError::BadValue {
+                flag: "--answer",
+                ..
+            })
+        ));
         assert!(matches!(
             parse_strs(&["--workers", "0"]),
             Err(UsageError::BadValue {

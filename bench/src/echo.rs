@@ -41,6 +41,9 @@ pub async fn run(options: &EchoOptions) -> Result<EchoReport, Error> {
     if let Some(bytes) = options.shared_memory {
         builder = builder.shared_memory(bytes);
     }
+    if options.answer != crate::args::Answer::Echo {
+        builder = builder.env(crate::args::ANSWER_ENV, options.answer.name());
+    }
     let pool = builder
         .workers(options.workers)
         .max_concurrency(cap)

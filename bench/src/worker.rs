@@ -2,6 +2,7 @@
 
 use drover_worker::{Request, Worker};
 
+use crate::args::{Answer, ANSWER_ENV};
 use crate::error::Error;
 
 /// Set (to anything) in a worker's environment to make it understand
@@ -31,6 +32,10 @@ pub async fn run() -> Result<(), Error> {
     let pausable = std::env::var_os(PAUSE_ENV)
         .is_some()
         .then(|| worker.clone());
+    let answer = std::env::var(ANSWER_ENV)
+        .ok()
+        .and_then(|name| Answer::from_name(&name))
+        .unwrap_or_default();
     worker
         .serve(move |mut req: Request| {
             let pausable = pausable.clone();
@@ -41,14 +46,43 @@ pub async fn run() -> Result<(), Error> {
                         return req.ack();
                     }
                 }
-                // The echo sends the very buffer the payload arrived in
-                // back, with no copy.
-                let answer = req.take_payload();
-                req.respond_bytes(answer)
+                let len = req.payload().len();
+                match answer {
+                    // The echo sends the very buffer the payload arrived
+                    // in back, with no copy.
+                    Answer::Echo => {
+                        let answer = req.take_payload();
+                        req.respond_bytes(answer)
+                    }
+                    Answer::Write => {
+                        let mut written = Vec::with_capacity(len);
+                        write_answer(len, |piece| written.extend_from_slice(piece));
+                        req.respond_bytes(written)
+                    }
+                    Answer::WriteInPlace => {
+                        let mut written = req.answer_buffer(len);
+                        write_answer(len, |piece| written.extend_from_slice(piece));
+                        req.respond_buffer(written)
+                    }
+                }
             }
         })
         .await?;
     Ok(())
+}
+
+/// Produces `len` bytes of an answer, 4 KiB at a time, as a handler that
+/// renders or encodes its answer would.
+fn write_answer(len: usize, mut put: impl FnMut(&[u8])) {
+    const PIECE: usize = 4096;
+    let mut piece = [0u8; PIECE];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(PIECE);
+        piece[0] = piece[0].wrapping_add(1);
+        put(&piece[..n]);
+        left -= n;
+    }
 }
 
 /// The queue workload's latency worker: reports when each job (its push
