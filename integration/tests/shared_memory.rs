@@ -326,9 +326,10 @@ async fn a_sandboxed_worker_reads_and_writes_its_arenas() {
 }
 
 /// A handler writes its answer into `answer_buffer`: in the shared memory
-/// when it asked for 20 KiB or more and there is room, in an ordinary
-/// buffer otherwise (too small, written past its capacity, or a pool with
-/// no shared memory); the caller gets the same bytes every way.
+/// when it reaches 20 KiB and there is room (growing past the room it
+/// asked for into a larger one), in an ordinary buffer otherwise (too
+/// small, or a pool with no shared memory); the caller gets the same
+/// bytes every way.
 #[tokio::test]
 async fn an_answer_written_in_place_arrives_whatever_buffer_it_ends_in() {
     let pattern = |len: usize| (0..len as u64).map(Pattern::byte).collect::<Vec<u8>>();
@@ -337,7 +338,10 @@ async fn an_answer_written_in_place_arrives_whatever_buffer_it_ends_in() {
         (None, 30_000, 1 << 20, true),
         // The pattern fills it; the one byte after it spills it.
         (None, 1 << 20, 1 << 20, true),
-        (None, 300_000, 100_000, false),
+        // Past its room it grows into a larger one.
+        (None, 300_000, 100_000, true),
+        // Started as an ordinary buffer, it moves in at 20 KiB.
+        (None, 1 << 20, 0, true),
         (None, 100, 100, false),
         (Some(0), 1 << 20, (1 << 20) + 1, false),
     ] {

@@ -382,6 +382,7 @@ impl SharedSlot {
     }
 
     /// Appends `data`, if it fits; `false` (and nothing written) if not.
+    #[inline]
     pub fn push(&mut self, data: &[u8]) -> bool {
         if data.len() > self.capacity - self.len {
             return false;
@@ -393,11 +394,16 @@ impl SharedSlot {
         // only ever reads this arena; `data` is a slice we borrow, not in
         // the slot (the slot is only reachable through `&mut self`).
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                arena.map.as_mut_ptr().add(self.reserved.offset + self.len),
-                data.len(),
-            );
+            let at = arena.map.as_mut_ptr().add(self.reserved.offset + self.len);
+            if data.len() <= 16 {
+                // A serializer's few bytes: a call to memcpy would cost
+                // more than the copy.
+                for (i, &byte) in data.iter().enumerate() {
+                    at.add(i).write(byte);
+                }
+            } else {
+                std::ptr::copy_nonoverlapping(data.as_ptr(), at, data.len());
+            }
         }
         self.len += data.len();
         true

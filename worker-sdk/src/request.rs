@@ -255,7 +255,7 @@ impl Request {
     /// # }
     /// ```
     pub fn answer_buffer(&self, capacity: usize) -> AnswerBuffer {
-        AnswerBuffer::new(capacity, |capacity| self.worker.reserve_shared(capacity))
+        AnswerBuffer::new(capacity, self.worker.clone())
     }
 
     /// Answers the request with the bytes written into `buffer`, as
