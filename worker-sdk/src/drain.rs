@@ -110,12 +110,25 @@ impl StopState {
         self.hooks().hard_kill.take()
     }
 
-    /// Resolves when something a soft kill waits for may have changed.
+    /// Whether nothing holds a soft kill: one reading, to give both
+    /// [`Drain::done_with`] and [`changed`](StopState::changed).
+    pub(crate) fn holds_empty(&self) -> bool {
+        self.holds.is_empty()
+    }
+
+    /// Resolves when something a soft kill waits for may have changed
+    /// since a check that found the holds empty or not (`holds_were_empty`,
+    /// the same reading the check used). Held, it also resolves once the
+    /// holds are empty, even if they emptied before this was called: read
+    /// again here instead, a hold that ended between the check and the
+    /// wait would leave the loop waiting for a wake-up nothing sends (a
+    /// worker told to stop then stayed up until the supervisor's drain
+    /// timeout: one test run in about twenty, two at once).
     ///
     /// Cancel safe: a wake-up that comes while no one waits is kept for
     /// the next call.
-    pub(crate) async fn changed(&self) {
-        if self.holds.is_empty() {
+    pub(crate) async fn changed(&self, holds_were_empty: bool) {
+        if holds_were_empty {
             self.changed.notified().await;
         } else {
             tokio::select! {
@@ -161,12 +174,19 @@ impl Drain {
     }
 
     /// Whether the soft kill is complete, so `serve` may return.
+    #[cfg(test)]
     pub(crate) fn done(&self, stop: &StopState, registry: &Registry) -> bool {
-        self.started
-            && self.confirmed
-            && stop.holds.is_empty()
-            && !stop.is_busy()
-            && registry.len() == 0
+        self.done_with(stop.holds_empty(), stop, registry)
+    }
+
+    /// As `done`, with the holds read already ([`StopState::holds_empty`]).
+    pub(crate) fn done_with(
+        &self,
+        holds_empty: bool,
+        stop: &StopState,
+        registry: &Registry,
+    ) -> bool {
+        self.started && self.confirmed && holds_empty && !stop.is_busy() && registry.len() == 0
     }
 }
 
@@ -241,7 +261,7 @@ mod tests {
             drain.start(&stop, &tasks);
             assert_eq!(tasks.len(), 1);
             release.send(()).unwrap();
-            tokio::time::timeout(LIMIT, stop.changed())
+            tokio::time::timeout(LIMIT, stop.changed(false))
                 .await
                 .expect("the hook's end did not wake the drain");
             assert!(drain.done(&stop, &registry));
@@ -256,18 +276,53 @@ mod tests {
         stop.wake_if_stopping();
         use futures::FutureExt;
         assert!(
-            stop.changed().now_or_never().is_none(),
+            stop.changed(true).now_or_never().is_none(),
             "woken while no drain ran"
         );
         stop.wake();
-        tokio::time::timeout(LIMIT, stop.changed())
+        tokio::time::timeout(LIMIT, stop.changed(true))
             .await
             .expect("a kept wake-up was lost");
         let mut drain = Drain::default();
         drain.start(&stop, &TaskTracker::new());
         stop.wake_if_stopping();
-        tokio::time::timeout(LIMIT, stop.changed())
+        tokio::time::timeout(LIMIT, stop.changed(true))
             .await
             .expect("an answer during a drain did not wake it");
+    }
+
+    /// The hook ends between the loop's check (which found it holding)
+    /// and its wait: the wait still resolves. Reading the holds again at
+    /// the wait, as it once did, found them empty and waited for a
+    /// wake-up that nothing sends.
+    #[tokio::test]
+    async fn a_hold_that_ends_between_the_check_and_the_wait_still_wakes_it() {
+        let stop = StopState::default();
+        let registry = Registry::default();
+        let tasks = TaskTracker::new();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        stop.set_soft_kill_hook(Box::new(move || {
+            Box::pin(async move {
+                let _ = released.await;
+            })
+        }));
+        let mut drain = Drain {
+            confirmed: true,
+            ..Drain::default()
+        };
+        drain.start(&stop, &tasks);
+        let holds_empty = stop.holds_empty();
+        assert!(
+            !drain.done_with(holds_empty, &stop, &registry),
+            "the hook holds it"
+        );
+        // The hook ends before the loop gets to its wait.
+        release.send(()).unwrap();
+        tasks.close();
+        tokio::time::timeout(LIMIT, tasks.wait()).await.unwrap();
+        tokio::time::timeout(LIMIT, stop.changed(holds_empty))
+            .await
+            .expect("the hook's end, before the wait, was lost");
+        assert!(drain.done(&stop, &registry));
     }
 }

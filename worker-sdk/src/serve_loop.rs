@@ -69,7 +69,9 @@ async fn serve_loop<H: Handler>(
 ) -> Result<(), Error> {
     let mut drain = Drain::default();
     loop {
-        if drain.done(&shared.stop, &shared.registry) {
+        // One reading of the holds for the check and for the wait below.
+        let holds_empty = shared.stop.holds_empty();
+        if drain.done_with(holds_empty, &shared.stop, &shared.registry) {
             return Ok(());
         }
         tokio::select! {
@@ -142,7 +144,7 @@ async fn serve_loop<H: Handler>(
                 shared.send(ToSupervisor::Stopping { signal })?;
                 drain.start(&shared.stop, shared.tasks());
             }
-            () = shared.stop.changed(), if drain.started => {}
+            () = shared.stop.changed(holds_empty), if drain.started => {}
         }
     }
 }
