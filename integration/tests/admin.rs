@@ -164,8 +164,9 @@ async fn control_actions_change_the_pool_and_bad_ones_change_nothing() {
     assert_eq!(pool.status().target_workers, 3);
 
     // What the pool did meanwhile, for the failure message should the
-    // reload not come back (it did not once in CI, after 30 s, where it
-    // takes 15 ms; not reproduced since).
+    // reload not come back (it once did not, after 30 s where it takes
+    // 15 ms: a retired worker missed the wake-up of its drain, since
+    // fixed in the worker SDK).
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let recorder = {
         let (log, mut events, started) = (log.clone(), pool.events(), std::time::Instant::now());
