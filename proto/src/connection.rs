@@ -379,8 +379,16 @@ mod tests {
         bounded(rx).await.unwrap();
     }
 
-    #[tokio::test]
-    async fn large_payloads_cross_in_shared_memory_and_their_slots_come_back() {
+    /// Both ends of a connection with 4 MiB arenas, open on `tracker`,
+    /// and each side's arena it writes into.
+    struct Sharing {
+        supervisor: Connection<SupervisorEnd>,
+        worker: Connection<WorkerEnd>,
+        requests: Arc<crate::shm::Outbound>,
+        answers: Arc<crate::shm::Outbound>,
+    }
+
+    fn sharing(tracker: &TaskTracker) -> Sharing {
         let (worker, supervisor) = UnixStream::pair().unwrap();
         let (supervisor_arenas, fds) = crate::shm::Arenas::create(4 << 20).unwrap();
         let worker_arenas = crate::shm::Arenas::adopt(&fds, 4 << 20).unwrap();
@@ -391,10 +399,24 @@ mod tests {
         supervisor.share_memory(supervisor_arenas);
         let mut worker = Opening::<WorkerEnd>::new(worker, 8 << 20);
         worker.share_memory(worker_arenas);
-        let tracker = TaskTracker::new();
         let runtime = Handle::current();
-        let mut supervisor = supervisor.open(usize::MAX, &tracker, &runtime, |_| {});
-        let mut worker = worker.open(usize::MAX, &tracker, &runtime, |_| {});
+        Sharing {
+            supervisor: supervisor.open(usize::MAX, tracker, &runtime, |_| {}),
+            worker: worker.open(usize::MAX, tracker, &runtime, |_| {}),
+            requests,
+            answers,
+        }
+    }
+
+    #[tokio::test]
+    async fn large_payloads_cross_in_shared_memory_and_their_slots_come_back() {
+        let tracker = TaskTracker::new();
+        let Sharing {
+            mut supervisor,
+            mut worker,
+            requests,
+            answers,
+        } = sharing(&tracker);
 
         // 1 MiB goes into the requests arena; the frame carries 16 bytes.
         let payload: Bytes = (0..1 << 20)
@@ -481,19 +503,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_payload_written_in_place_crosses_with_no_copy_and_an_unsent_slot_comes_back() {
-        let (worker, supervisor) = UnixStream::pair().unwrap();
-        let (supervisor_arenas, fds) = crate::shm::Arenas::create(4 << 20).unwrap();
-        let worker_arenas = crate::shm::Arenas::adopt(&fds, 4 << 20).unwrap();
-        drop(fds);
-        let answers = worker_arenas.outbound.clone();
-        let mut supervisor = Opening::<SupervisorEnd>::new(supervisor, 8 << 20);
-        supervisor.share_memory(supervisor_arenas);
-        let mut worker = Opening::<WorkerEnd>::new(worker, 8 << 20);
-        worker.share_memory(worker_arenas);
         let tracker = TaskTracker::new();
-        let runtime = Handle::current();
-        let mut supervisor = supervisor.open(usize::MAX, &tracker, &runtime, |_| {});
-        let worker = worker.open(usize::MAX, &tracker, &runtime, |_| {});
+        let Sharing {
+            mut supervisor,
+            worker,
+            answers,
+            ..
+        } = sharing(&tracker);
 
         // Reserved and dropped unwritten: the room is free again.
         let unsent = worker.outbox.reserve_shared(1 << 20).unwrap();

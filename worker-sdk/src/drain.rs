@@ -235,6 +235,19 @@ mod tests {
         assert!(drain.done(&stop, &registry));
     }
 
+    /// Sets a soft-kill hook that returns (or panics, if `panics`) once the
+    /// sender it gives back is used.
+    fn hook_until_released(stop: &StopState, panics: bool) -> tokio::sync::oneshot::Sender<()> {
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        stop.set_soft_kill_hook(Box::new(move || {
+            Box::pin(async move {
+                let _ = released.await;
+                assert!(!panics, "the hook panicked, as asked");
+            })
+        }));
+        release
+    }
+
     /// The soft-kill hook runs once the drain starts, holds it until it
     /// returns (`changed()` then resolves), and a panicking hook counts as
     /// done.
@@ -244,13 +257,7 @@ mod tests {
             let stop = StopState::default();
             let registry = Registry::default();
             let tasks = TaskTracker::new();
-            let (release, released) = tokio::sync::oneshot::channel::<()>();
-            stop.set_soft_kill_hook(Box::new(move || {
-                Box::pin(async move {
-                    let _ = released.await;
-                    assert!(!panics, "the hook panicked, as asked");
-                })
-            }));
+            let release = hook_until_released(&stop, panics);
             let mut drain = Drain {
                 confirmed: true,
                 ..Drain::default()
@@ -300,12 +307,7 @@ mod tests {
         let stop = StopState::default();
         let registry = Registry::default();
         let tasks = TaskTracker::new();
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        stop.set_soft_kill_hook(Box::new(move || {
-            Box::pin(async move {
-                let _ = released.await;
-            })
-        }));
+        let release = hook_until_released(&stop, false);
         let mut drain = Drain {
             confirmed: true,
             ..Drain::default()
