@@ -292,7 +292,7 @@ pub use frame::FRAME_HEADER_LEN;
 #[doc(hidden)]
 pub use idhash::{IdHash, IdHasher};
 #[doc(hidden)]
-pub use message::{timestamp_from_micros, timestamp_micros};
+pub use message::{now_micros, timestamp_from_micros, timestamp_micros};
 #[doc(hidden)]
 pub use reader::FrameReader;
 #[doc(hidden)]

@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use drover_proto::RequestId;
@@ -133,7 +133,7 @@ impl<'a> RequestBuilder<'a> {
         let id = Uuid::new_v4();
         shared.submit(Pending {
             id,
-            created_at: drover_proto::timestamp_micros(SystemTime::now()),
+            created_at: drover_proto::now_micros(),
             payload,
             reply,
             retries: self.retries,
@@ -352,8 +352,7 @@ fn trace_outcome(id: RequestId, result: &Result<Response, Error>) {
     let _entered = span.enter();
     match result {
         Ok(response) => {
-            let micros = drover_proto::timestamp_micros(SystemTime::now())
-                .saturating_sub(response.created_at);
+            let micros = drover_proto::now_micros().saturating_sub(response.created_at);
             tracing::debug!(micros, "answered");
         }
         Err(error) => tracing::debug!("failed: {error}"),

@@ -120,6 +120,20 @@ impl Effects {
         self.events.push(event);
     }
 
+    /// Whether anything but wake-ups of the first writer, replies and the
+    /// two flags is to do: what a request and a batch of answers rarely
+    /// leave.
+    #[inline]
+    pub(super) fn has_rare(&self) -> bool {
+        !(self.more_wakes.is_empty()
+            && self.kills.is_empty()
+            && self.cuts.is_empty()
+            && self.tasks.is_empty()
+            && self.events.is_empty()
+            && self.launches.is_empty()
+            && self.failed.is_none())
+    }
+
     /// Whether nothing is left to do.
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {

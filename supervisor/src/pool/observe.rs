@@ -137,7 +137,7 @@ impl super::Shared {
         let Some(threshold) = self.config.slow_request_log else {
             return;
         };
-        let now = drover_proto::timestamp_micros(SystemTime::now());
+        let now = drover_proto::now_micros();
         let slow = self
             .lock()
             .newly_slow(threshold.as_micros().min(u64::MAX as u128) as u64, now);

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use drover_proto::{
     IncomingStream, Outbox, RemoteError, RequestId, Streams, ToSupervisor, ToWorker,
@@ -163,33 +163,41 @@ impl Shared {
     pub(crate) fn apply(self: &Arc<Self>, fx: &mut Effects) {
         // Dropping a `Wake` wakes its writer.
         fx.wake = None;
-        fx.more_wakes.clear();
-        for kill in fx.kills.drain(..) {
-            kill.cancel();
+        // A request or a batch of answers leaves only wake-ups and
+        // replies: the rest is looked at once, not emptied piece by piece
+        // (an empty `drain` is not free on the request path).
+        let rare = fx.has_rare();
+        if rare {
+            fx.more_wakes.clear();
+            for kill in fx.kills.drain(..) {
+                kill.cancel();
+            }
+            for (streams, why) in fx.cuts.drain(..) {
+                streams.cut(&why);
+            }
+            for task in fx.tasks.drain(..) {
+                self.tracker.spawn_on(task, &self.runtime);
+            }
         }
-        for (streams, why) in fx.cuts.drain(..) {
-            streams.cut(&why);
-        }
-        for task in fx.tasks.drain(..) {
-            self.tracker.spawn_on(task, &self.runtime);
-        }
-        let delivered = fx.replies.len();
-        for (reply, answer) in fx.replies.drain(..) {
-            // The caller may have just left; then nobody wants it.
-            let _ = reply.send(answer);
-        }
-        if delivered > 0 {
+        if !fx.replies.is_empty() {
+            let delivered = fx.replies.len();
+            for (reply, answer) in fx.replies.drain(..) {
+                // The caller may have just left; then nobody wants it.
+                let _ = reply.send(answer);
+            }
             self.undelivered.fetch_sub(delivered, Ordering::SeqCst);
             fx.notify = true;
         }
-        for event in fx.events.drain(..) {
-            self.emit(event);
-        }
-        if let Some(reason) = fx.failed.take() {
-            self.fail(reason);
-        }
-        for launch in fx.launches.drain(..) {
-            crate::worker::launch(self, launch);
+        if rare {
+            for event in fx.events.drain(..) {
+                self.emit(event);
+            }
+            if let Some(reason) = fx.failed.take() {
+                self.fail(reason);
+            }
+            for launch in fx.launches.drain(..) {
+                crate::worker::launch(self, launch);
+            }
         }
         if std::mem::take(&mut fx.maintain) {
             self.maintain();
@@ -506,7 +514,7 @@ impl Shared {
         }
         let mut outcome = Ok(());
         // One reading of the clock for the batch's latencies.
-        let now = drover_proto::timestamp_micros(SystemTime::now());
+        let now = drover_proto::now_micros();
         {
             let mut state = self.lock();
             let Some(worker) = state.worker_mut(id) else {

@@ -485,9 +485,7 @@ impl PoolState {
                 // A caller that left while queued is skipped here, not
                 // searched for when it leaves.
                 if !request.reply.is_closed() {
-                    let sent_at = *now.get_or_insert_with(|| {
-                        drover_proto::timestamp_micros(std::time::SystemTime::now())
-                    });
+                    let sent_at = *now.get_or_insert_with(drover_proto::now_micros);
                     self.send_to(index, request, sent_at, fx);
                     break;
                 }
