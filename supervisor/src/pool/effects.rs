@@ -41,13 +41,31 @@ pub(crate) struct Launch {
 
 /// Everything a transition leaves to do outside the lock, in the order
 /// [`Shared::apply`](super::Shared::apply) does it.
+///
+/// What a request or a batch of answers leaves (one writer's wake-up,
+/// replies) is kept inline; everything else waits in [`Rare`], made only
+/// when needed: an `Effects` that held none of it is dropped and applied
+/// without looking at seven empty lists.
 #[derive(Default)]
 #[must_use = "effects are carried out once the lock is released"]
 pub(crate) struct Effects {
-    /// Writers owed a wake-up: their frames are queued already. The
-    /// first is kept inline: a request routed to a worker owes exactly
-    /// one, and the request path allocates nothing for it.
+    /// The first writer owed a wake-up (its frames are queued already):
+    /// a request routed to a worker owes exactly one.
     pub(super) wake: Option<Wake>,
+    /// Callers' answers (and failures).
+    pub(crate) replies: Vec<(Reply, Result<Response, Error>)>,
+    /// The rest, if any.
+    pub(super) rare: Option<Box<Rare>>,
+    /// Recycling and drain deadlines may be due: run `maintain`.
+    pub(crate) maintain: bool,
+    /// Something a waiter may care about changed.
+    pub(crate) notify: bool,
+}
+
+/// The effects a request's path does not leave.
+#[derive(Default)]
+pub(crate) struct Rare {
+    /// Writers owed a wake-up after the first.
     pub(super) more_wakes: Vec<Wake>,
     /// Tasks to start (request-stream pumps), on the pool's tracker.
     pub(super) tasks: Vec<Task>,
@@ -55,18 +73,12 @@ pub(crate) struct Effects {
     pub(super) kills: Vec<Kill>,
     /// Byte streams of a dead worker's connection to end, and why.
     pub(super) cuts: Vec<(Arc<Streams>, String)>,
-    /// Callers' answers (and failures).
-    pub(crate) replies: Vec<(Reply, Result<Response, Error>)>,
     /// Events, in the order they happened.
     pub(crate) events: Vec<Event>,
     /// Workers to start.
     pub(crate) launches: Vec<Launch>,
     /// The pool fails for good, and why (the restart budget is spent).
     pub(crate) failed: Option<PoolFailure>,
-    /// Recycling and drain deadlines may be due: run `maintain`.
-    pub(crate) maintain: bool,
-    /// Something a waiter may care about changed.
-    pub(crate) notify: bool,
 }
 
 impl std::fmt::Debug for Effects {
@@ -74,15 +86,16 @@ impl std::fmt::Debug for Effects {
         f.debug_struct("Effects")
             .field(
                 "wakes",
-                &(usize::from(self.wake.is_some()) + self.more_wakes.len()),
+                &(usize::from(self.wake.is_some())
+                    + self.rare.as_ref().map_or(0, |r| r.more_wakes.len())),
             )
-            .field("tasks", &self.tasks.len())
-            .field("kills", &self.kills.len())
-            .field("cuts", &self.cuts.len())
+            .field("tasks", &self.rare.as_ref().map_or(0, |r| r.tasks.len()))
+            .field("kills", &self.rare.as_ref().map_or(0, |r| r.kills.len()))
+            .field("cuts", &self.rare.as_ref().map_or(0, |r| r.cuts.len()))
             .field("replies", &self.replies.len())
-            .field("events", &self.events)
-            .field("launches", &self.launches)
-            .field("failed", &self.failed)
+            .field("events", &self.rare.as_ref().map(|r| &r.events))
+            .field("launches", &self.rare.as_ref().map(|r| &r.launches))
+            .field("failed", &self.rare.as_ref().map(|r| &r.failed))
             .field("maintain", &self.maintain)
             .field("notify", &self.notify)
             .finish()
@@ -97,18 +110,18 @@ impl Effects {
         }
         match self.wake {
             None => self.wake = Some(wake),
-            Some(_) => self.more_wakes.push(wake),
+            Some(_) => self.rare().more_wakes.push(wake),
         }
     }
 
     /// Starts `task` once the lock is released.
     pub(super) fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
-        self.tasks.push(Box::pin(task));
+        self.rare().tasks.push(Box::pin(task));
     }
 
     /// Has the connection task behind `kill` kill its process.
     pub(super) fn kill(&mut self, kill: &Kill) {
-        self.kills.push(kill.clone());
+        self.rare().kills.push(kill.clone());
     }
 
     /// Fails a caller with `error`.
@@ -117,42 +130,58 @@ impl Effects {
     }
 
     pub(crate) fn emit(&mut self, event: Event) {
-        self.events.push(event);
+        self.rare().events.push(event);
     }
 
-    /// Whether anything but wake-ups of the first writer, replies and the
-    /// two flags is to do: what a request and a batch of answers rarely
-    /// leave.
-    #[inline]
-    pub(super) fn has_rare(&self) -> bool {
-        !(self.more_wakes.is_empty()
-            && self.kills.is_empty()
-            && self.cuts.is_empty()
-            && self.tasks.is_empty()
-            && self.events.is_empty()
-            && self.launches.is_empty()
-            && self.failed.is_none())
+    /// The rare effects, made on first use.
+    pub(crate) fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Whether a worker is to be started.
+    pub(crate) fn launches_any(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| !r.launches.is_empty())
     }
 
     /// Whether nothing is left to do.
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.wake.is_none()
-            && self.more_wakes.is_empty()
-            && self.tasks.is_empty()
-            && self.kills.is_empty()
-            && self.cuts.is_empty()
             && self.replies.is_empty()
-            && self.events.is_empty()
-            && self.launches.is_empty()
-            && self.failed.is_none()
+            && self.rare.as_ref().is_none_or(|r| {
+                r.more_wakes.is_empty()
+                    && r.tasks.is_empty()
+                    && r.kills.is_empty()
+                    && r.cuts.is_empty()
+                    && r.events.is_empty()
+                    && r.launches.is_empty()
+                    && r.failed.is_none()
+            })
             && !self.maintain
             && !self.notify
+    }
+
+    /// The workers to start.
+    #[cfg(test)]
+    pub(crate) fn launches(&self) -> &[Launch] {
+        self.rare.as_ref().map_or(&[], |r| &r.launches)
+    }
+
+    /// The events, in order.
+    #[cfg(test)]
+    pub(crate) fn events(&self) -> &[Event] {
+        self.rare.as_ref().map_or(&[], |r| &r.events)
+    }
+
+    /// Why the pool fails, if it does.
+    #[cfg(test)]
+    pub(crate) fn failed(&self) -> Option<&PoolFailure> {
+        self.rare.as_ref().and_then(|r| r.failed.as_ref())
     }
 
     /// How many connection tasks are told to kill.
     #[cfg(test)]
     pub(crate) fn kills(&self) -> usize {
-        self.kills.len()
+        self.rare.as_ref().map_or(0, |r| r.kills.len())
     }
 }

@@ -20,7 +20,7 @@ use crate::lifecycle::{Kill, StopOrder};
 use crate::query::Query;
 use crate::response::Response;
 
-use super::effects::Effects;
+use super::effects::{Effects, Rare};
 use super::state::{
     fail_all, Answer, AnswerBatch, Pending, Phase, PoolState, RssReading, Startup, WorkerEntry,
 };
@@ -163,19 +163,18 @@ impl Shared {
     pub(crate) fn apply(self: &Arc<Self>, fx: &mut Effects) {
         // Dropping a `Wake` wakes its writer.
         fx.wake = None;
-        // A request or a batch of answers leaves only wake-ups and
-        // replies: the rest is looked at once, not emptied piece by piece
-        // (an empty `drain` is not free on the request path).
-        let rare = fx.has_rare();
-        if rare {
-            fx.more_wakes.clear();
-            for kill in fx.kills.drain(..) {
+        // A request or a batch of answers leaves only its writer's
+        // wake-up and replies: then there is no rest to look at.
+        let mut rare = fx.rare.take();
+        if let Some(rare) = rare.as_deref_mut() {
+            rare.more_wakes.clear();
+            for kill in rare.kills.drain(..) {
                 kill.cancel();
             }
-            for (streams, why) in fx.cuts.drain(..) {
+            for (streams, why) in rare.cuts.drain(..) {
                 streams.cut(&why);
             }
-            for task in fx.tasks.drain(..) {
+            for task in rare.tasks.drain(..) {
                 self.tracker.spawn_on(task, &self.runtime);
             }
         }
@@ -188,14 +187,20 @@ impl Shared {
             self.undelivered.fetch_sub(delivered, Ordering::SeqCst);
             fx.notify = true;
         }
-        if rare {
-            for event in fx.events.drain(..) {
+        if let Some(rare) = rare {
+            let Rare {
+                events,
+                failed,
+                launches,
+                ..
+            } = *rare;
+            for event in events {
                 self.emit(event);
             }
-            if let Some(reason) = fx.failed.take() {
+            if let Some(reason) = failed {
                 self.fail(reason);
             }
-            for launch in fx.launches.drain(..) {
+            for launch in launches {
                 crate::worker::launch(self, launch);
             }
         }
@@ -620,7 +625,7 @@ impl Shared {
             );
         }
         self.metrics.worker_exit(&exit.reason);
-        if !fx.launches.is_empty() {
+        if fx.launches_any() {
             self.metrics.restart();
         }
         self.apply(&mut fx);

@@ -321,7 +321,7 @@ impl PoolState {
         let id = self.next_worker_id;
         self.next_worker_id += 1;
         self.launching += 1;
-        fx.launches.push(Launch { id, index, initial });
+        fx.rare().launches.push(Launch { id, index, initial });
         id
     }
 
@@ -689,7 +689,9 @@ impl PoolState {
     ) -> Option<WorkerExit> {
         let pos = self.workers.iter().position(|w| w.id == exit.worker_id)?;
         let worker = self.workers.remove(pos);
-        fx.cuts.push((worker.streams.clone(), exit.to_string()));
+        fx.rare()
+            .cuts
+            .push((worker.streams.clone(), exit.to_string()));
         if worker.life.outbox().is_none() {
             // It never got past its handshake.
             self.start_failed(worker.id, exit.to_string());
@@ -757,7 +759,7 @@ impl PoolState {
         });
         fx.emit(Event::WorkerExited(exit.clone()));
         match failed_reason {
-            Some(reason) => fx.failed = Some(reason),
+            Some(reason) => fx.rare().failed = Some(reason),
             None if replace => {
                 self.launch(worker.index, false, fx);
             }

@@ -59,13 +59,13 @@ fn pool(config: &Config, n: u64) -> (PoolState, Vec<OutboxReceiver>) {
     for index in 0..n {
         state.launch(index as u32, true, &mut fx);
     }
-    assert_eq!(fx.launches.len(), n as usize);
+    assert_eq!(fx.launches().len(), n as usize);
     let mut writers = Vec::new();
-    for launch in std::mem::take(&mut fx.launches) {
+    for launch in std::mem::take(&mut fx.rare().launches) {
         let fx = start(&mut state, config, launch, &mut writers);
         if launch.id == n {
             assert!(
-                fx.events.iter().any(|e| matches!(e, Event::Online)),
+                fx.events().iter().any(|e| matches!(e, Event::Online)),
                 "the last of the initial set brings the pool online"
             );
         }
@@ -124,13 +124,13 @@ fn failures(fx: &Effects) -> Vec<&Error> {
 
 /// The slots of the workers to be launched.
 fn launched(fx: &Effects) -> Vec<u32> {
-    fx.launches.iter().map(|l| l.index).collect()
+    fx.launches().iter().map(|l| l.index).collect()
 }
 
 /// The workers the events say now stop.
 fn stopping(fx: &Effects) -> Vec<u64> {
     let mut ids: Vec<u64> = fx
-        .events
+        .events()
         .iter()
         .filter_map(|e| match e {
             Event::WorkerState {
@@ -185,9 +185,9 @@ fn a_crash_requeues_what_has_retries_and_fails_the_rest() {
         [Error::WorkerLost { request_id, exit }] if *request_id == last_try_id && exit.pid == 1001
     ));
     assert_eq!(launched(&fx), vec![0], "its slot is filled again");
-    assert!(fx.failed.is_none());
+    assert!(fx.failed().is_none());
     assert!(fx
-        .events
+        .events()
         .iter()
         .any(|e| matches!(e, Event::WorkerExited(exit) if exit.worker_id == 1)));
     // Nothing is sent under the lock: the caller still waits.
@@ -216,7 +216,7 @@ fn a_request_cancelled_while_queued_is_never_sent() {
     // it) and a replacement is ready: the cancelled one is skipped,
     // not sent.
     let (_, mut fx) = exited(&mut state, &config, crash(1));
-    let replacement = fx.launches.pop().expect("a replacement");
+    let replacement = fx.rare().launches.pop().expect("a replacement");
     let _ = start(&mut state, &config, replacement, &mut Vec::new());
     assert_eq!(held(&state, replacement.id), 0);
     assert!(state.pending.is_empty());
@@ -231,7 +231,7 @@ fn a_crash_with_the_restart_budget_spent_fails_the_pool() {
     let _ = submit(&mut state, &config, held_request).unwrap();
 
     let (_, fx) = exited(&mut state, &config, crash(1));
-    let reason = fx.failed.clone().expect("the budget is spent");
+    let reason = fx.failed().cloned().expect("the budget is spent");
     assert!(
         matches!(
             &reason,
@@ -241,7 +241,7 @@ fn a_crash_with_the_restart_budget_spent_fails_the_pool() {
         "{reason}"
     );
     assert_eq!(state.phase(), &Phase::Failed(reason.clone()));
-    assert!(fx.launches.is_empty(), "no replacement");
+    assert!(fx.launches().is_empty(), "no replacement");
     // Retries do not matter once the pool has failed.
     assert!(matches!(&failures(&fx)[..], [Error::PoolFailed { .. }]));
     assert!(state.pending.is_empty());
@@ -287,7 +287,7 @@ fn resizing_down_retires_idle_workers_first_and_replaces_none() {
 
     let mut fx = Effects::default();
     state.resize(1, Duration::from_secs(5), &mut fx);
-    assert!(fx.launches.is_empty());
+    assert!(fx.launches().is_empty());
     assert_eq!(
         stopping(&fx),
         vec![2, 3],
@@ -298,7 +298,7 @@ fn resizing_down_retires_idle_workers_first_and_replaces_none() {
     for id in [2, 3] {
         let reason = ExitReason::Recycled(RecycleCause::Resize);
         let (_, fx) = exited(&mut state, &config, retired(id, reason));
-        assert!(fx.launches.is_empty());
+        assert!(fx.launches().is_empty());
         assert!(failures(&fx).is_empty());
     }
     assert!(state.resized_to(1));
@@ -356,7 +356,7 @@ fn a_drained_pool_holds_requests_until_resumed() {
     for id in [1, 2] {
         let reason = ExitReason::Recycled(RecycleCause::Drain);
         let (_, fx) = exited(&mut state, &config, retired(id, reason));
-        assert!(fx.launches.is_empty(), "a drained pool starts nobody");
+        assert!(fx.launches().is_empty(), "a drained pool starts nobody");
     }
     assert!(state.no_workers());
     let mut fx = Effects::default();
@@ -405,7 +405,7 @@ fn retries_carry_a_request_across_several_crashes_then_it_fails() {
             failures(&fx).is_empty(),
             "worker {dead}: retried, not failed"
         );
-        let replacement = fx.launches.pop().expect("a replacement");
+        let replacement = fx.rare().launches.pop().expect("a replacement");
         assert_eq!((replacement.id, replacement.index), (next, 0));
         let _ = start(&mut state, &config, replacement, &mut writers);
         assert_eq!(held(&state, next), 1, "worker {next} took it up");
@@ -515,7 +515,7 @@ fn a_worker_stopped_by_a_signal_is_replaced_without_spending_a_restart() {
         ..crash(1)
     };
     let (_, fx) = exited(&mut state, &config, exit);
-    assert!(fx.failed.is_none(), "a budget of none is not spent by it");
+    assert!(fx.failed().is_none(), "a budget of none is not spent by it");
     assert_eq!(launched(&fx), vec![0]);
     assert_eq!(state.phase(), &Phase::Running);
 }
