@@ -183,10 +183,14 @@ async fn start_request<H: Handler>(
     } = started;
     let tracked = Arc::new(Tracked::new(id, timestamp_from_micros(created_at)));
     shared.registry.insert(tracked.clone());
-    let fds = fds
-        .into_iter()
-        .map(|fd| PassedFd::new(fd, id, shared.clone()))
-        .collect();
+    // (Most requests pass no socket: skip the collect's setup for them.)
+    let fds = if fds.is_empty() {
+        Vec::new()
+    } else {
+        fds.into_iter()
+            .map(|fd| PassedFd::new(fd, id, shared.clone()))
+            .collect()
+    };
     let request = Request::new(tracked.clone(), payload, fds, stream, shared.clone());
     let handler = handler.clone();
     let worker = shared.clone();
