@@ -54,6 +54,8 @@
 //! - `shm`: the two shared-memory arenas of a worker process, which
 //!   carry payloads of 20 KiB or more (the one module with `unsafe`:
 //!   mapping them, and copying in and out through raw pointers).
+//! - `woken`: `WhenWoken`, a future polled only after its own waker
+//!   fired, for the rare branches of a connection's loop.
 //! - [`value`]: encoding of user values into payload bytes; `bounded`:
 //!   the decoding it and the rare messages go through, which allocates
 //!   nothing a frame does not hold, whatever lengths its bytes claim.
@@ -266,6 +268,8 @@ pub mod transport;
 pub mod value;
 #[doc(hidden)]
 pub mod wire;
+#[doc(hidden)]
+pub mod woken;
 
 pub use error::ProtocolError;
 pub use handshake::HandshakeError;
@@ -303,6 +307,8 @@ pub use transport::{
 };
 #[doc(hidden)]
 pub use wire::Wire;
+#[doc(hidden)]
+pub use woken::WhenWoken;
 
 #[doc(hidden)]
 /// The next value of an event subscription; `None` once it is closed. A

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use drover_proto::{
     fdio::DescriptorsLost, FrameReader, HandshakeError, Opening, ProtocolError, Streams,
-    SupervisorEnd, ToSupervisor, Welcome, WriterEnd,
+    SupervisorEnd, ToSupervisor, Welcome, WhenWoken, WriterEnd,
 };
 use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
@@ -355,61 +355,104 @@ async fn serve(
     // Set when the socket closed unasked: the process gets a moment to exit.
     let mut kill_at: Option<Instant> = None;
     loop {
-        tokio::select! {
-            status = child.wait() => {
-                // Answers it wrote just before exiting may still sit in the
-                // socket: read them before settling its requests.
-                if !eof {
-                    let drain = async {
-                        loop {
-                            next_batch(reader, &mut frames).await;
-                            match judge(&mut frames, reader, streams, shared, id, pid, &mut answers) {
-                                Verdict::Continue => continue,
-                                Verdict::Closed => return None,
-                                Verdict::Violation(detail) => return Some(detail),
-                            }
-                        }
-                    };
-                    if let Ok(Some(detail)) = tokio::time::timeout(CLOSED_SOCKET_GRACE, drain).await {
-                        tracing::error!(pid, worker_id = id, "worker broke the protocol: {detail}");
-                        *violation = Some(ExitReason::ProtocolViolation { detail: detail.to_string() });
-                    }
+        if eof {
+            // Only its end is left to see.
+            tokio::select! {
+                status = child.wait() => return status,
+                _ = kill.cancelled(), if !killing => {
+                    killing = true;
+                    child.kill();
                 }
-                return status;
-            }
-            _ = kill.cancelled(), if !killing => {
-                killing = true;
-                child.kill();
-            }
-            _ = sleep_until(kill_at), if !killing && kill_at.is_some() => {
-                killing = true;
-                child.kill();
-            }
-            () = next_batch(reader, &mut frames), if !eof => {
-                let detail = match judge(&mut frames, reader, streams, shared, id, pid, &mut answers) {
-                    Verdict::Continue => None,
-                    Verdict::Closed => {
-                        // The socket closed or failed: the process is on
-                        // its way out. A worker asked to stop gets the
-                        // pool's grace; one that was not, a short one.
-                        eof = true;
-                        if shared.stop_reason(id).is_none() {
-                            kill_at = Some(Instant::now() + CLOSED_SOCKET_GRACE);
-                        }
-                        None
-                    }
-                    Verdict::Violation(detail) => Some(detail),
-                };
-                if let Some(detail) = detail {
-                    tracing::error!(pid, worker_id = id, "worker broke the protocol: {detail}");
-                    *violation = Some(ExitReason::ProtocolViolation { detail: detail.to_string() });
-                    eof = true;
+                _ = sleep_until(kill_at), if !killing && kill_at.is_some() => {
                     killing = true;
                     child.kill();
                 }
             }
+            continue;
+        }
+        // Reading: frames are the hot path, woken for every batch; the
+        // process's end and a kill are polled only when they wake (see
+        // `WhenWoken`), not once per batch.
+        let woke = {
+            let rare = std::pin::pin!(async {
+                tokio::select! {
+                    status = child.wait() => Woke::Exited(status),
+                    _ = kill.cancelled(), if !killing => Woke::Kill,
+                }
+            });
+            let mut rare = WhenWoken::new(rare);
+            loop {
+                tokio::select! {
+                    biased;
+                    woke = &mut rare => break woke,
+                    () = next_batch(reader, &mut frames) => {
+                        match judge(&mut frames, reader, streams, shared, id, pid, &mut answers) {
+                            Verdict::Continue => {}
+                            Verdict::Closed => break Woke::Closed,
+                            Verdict::Violation(detail) => break Woke::Violation(detail),
+                        }
+                    }
+                }
+            }
+        };
+        match woke {
+            Woke::Exited(status) => {
+                // Answers it wrote just before exiting may still sit in the
+                // socket: read them before settling its requests.
+                let drain = async {
+                    loop {
+                        next_batch(reader, &mut frames).await;
+                        match judge(&mut frames, reader, streams, shared, id, pid, &mut answers) {
+                            Verdict::Continue => continue,
+                            Verdict::Closed => return None,
+                            Verdict::Violation(detail) => return Some(detail),
+                        }
+                    }
+                };
+                if let Ok(Some(detail)) = tokio::time::timeout(CLOSED_SOCKET_GRACE, drain).await {
+                    tracing::error!(pid, worker_id = id, "worker broke the protocol: {detail}");
+                    *violation = Some(ExitReason::ProtocolViolation {
+                        detail: detail.to_string(),
+                    });
+                }
+                return status;
+            }
+            Woke::Kill => {
+                killing = true;
+                child.kill();
+            }
+            Woke::Closed => {
+                // The socket closed or failed: the process is on its way
+                // out. A worker asked to stop gets the pool's grace; one
+                // that was not, a short one.
+                eof = true;
+                if shared.stop_reason(id).is_none() {
+                    kill_at = Some(Instant::now() + CLOSED_SOCKET_GRACE);
+                }
+            }
+            Woke::Violation(detail) => {
+                tracing::error!(pid, worker_id = id, "worker broke the protocol: {detail}");
+                *violation = Some(ExitReason::ProtocolViolation {
+                    detail: detail.to_string(),
+                });
+                eof = true;
+                killing = true;
+                child.kill();
+            }
         }
     }
+}
+
+/// What ends a stretch of reading in [`serve`].
+enum Woke {
+    /// The process ended, so.
+    Exited(std::io::Result<Termination>),
+    /// The pool asked for it to be killed.
+    Kill,
+    /// The socket closed or failed.
+    Closed,
+    /// It broke the protocol, so.
+    Violation(Violation),
 }
 
 /// Reads a crash as a resource limit at work, where the way it died fits

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use drover_proto::{
     timestamp_from_micros, FrameReader, IncomingStream, ProtocolError, RemoteError,
-    RemoteErrorKind, RequestId, ToSupervisor, ToWorker,
+    RemoteErrorKind, RequestId, ToSupervisor, ToWorker, WhenWoken,
 };
 use futures::{FutureExt, StreamExt};
 
@@ -68,6 +68,9 @@ async fn serve_loop<H: Handler>(
     handler: Arc<H>,
 ) -> Result<(), Error> {
     let mut drain = Drain::default();
+    // Polled only when a signal wakes it, not every time a frame does.
+    let stop_signal = std::pin::pin!(signals.next());
+    let mut stop_signal = WhenWoken::new(stop_signal);
     loop {
         // One reading of the holds for the check and for the wait below.
         let holds_empty = shared.stop.holds_empty();
@@ -135,7 +138,7 @@ async fn serve_loop<H: Handler>(
                     }
                 }
             }
-            signal = signals.next(), if !drain.signalled => {
+            signal = &mut stop_signal, if !drain.signalled => {
                 // The first stop signal: tell the supervisor (even if a
                 // soft kill already runs; it keeps its own reason),
                 // then drain. Later ones are absorbed.
