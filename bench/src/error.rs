@@ -72,6 +72,12 @@ pub enum Error {
     /// have stayed queued.
     #[error("memory: {0}")]
     NotQueued(String),
+    /// A program the benchmark runs was not built beside it.
+    #[error("{program} is missing: it is built with this binary (cargo build --release -p drover-bench)")]
+    MissingProgram {
+        /// Where it was looked for.
+        program: std::path::PathBuf,
+    },
     /// The job queue failed.
     #[error("job queue: {0}")]
     Queue(#[from] drover_queue::QueueError),

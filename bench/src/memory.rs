@@ -33,15 +33,16 @@ const MAX_QUEUE: usize = 1_100_000;
 /// reading fails.
 pub async fn run() -> Result<MemoryReport, Error> {
     let program = std::env::current_exe().map_err(Error::CurrentExe)?;
+    let idle = idle_sdk_worker_rss_kb(&program).await?;
     let pool = Supervisor::builder(program)
         .workers(1)
         .env(PAUSE_ENV, "1")
         .max_queue(MAX_QUEUE)
         .spawn()
         .await?;
-    let idle = idle_worker_rss_kb(&pool);
-    let idle = match idle {
-        Ok(idle) => idle,
+    let bench_worker = idle_worker_rss_kb(&pool);
+    let bench_worker = match bench_worker {
+        Ok(rss) => rss,
         Err(e) => {
             pool.hard_kill().await;
             return Err(e);
@@ -106,9 +107,26 @@ pub async fn run() -> Result<MemoryReport, Error> {
         implementation: "drover",
         mode: "memory",
         idle_worker_rss_kb: idle,
+        bench_worker_rss_kb: bench_worker,
         queued_requests: QUEUED,
         queued_bytes_per_request: measured?,
     })
+}
+
+/// The program of the smallest SDK worker, built with this binary.
+const IDLE_WORKER: &str = "drover-bench-idle-worker";
+
+/// `VmRSS` of an idle [`IDLE_WORKER`] (found beside `program`), in a pool
+/// of its own that is hard-killed after.
+async fn idle_sdk_worker_rss_kb(program: &std::path::Path) -> Result<u64, Error> {
+    let worker = program.with_file_name(IDLE_WORKER);
+    if !worker.is_file() {
+        return Err(Error::MissingProgram { program: worker });
+    }
+    let pool = Supervisor::builder(worker).workers(1).spawn().await?;
+    let rss = idle_worker_rss_kb(&pool);
+    pool.hard_kill().await;
+    rss
 }
 
 /// `VmRSS` of the pool's one worker, right after it came online.

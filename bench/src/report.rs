@@ -76,8 +76,13 @@ pub struct MemoryReport {
     pub implementation: &'static str,
     /// Always `memory`.
     pub mode: &'static str,
-    /// `VmRSS` of one worker, idle, right after the pool came online.
+    /// `VmRSS` of one idle worker right after its pool came online: the
+    /// smallest SDK worker (`drover-bench-idle-worker`, built beside this
+    /// binary), which answers every request with an acknowledgement.
     pub idle_worker_rss_kb: u64,
+    /// The same of this benchmark's own worker: the same SDK in a larger
+    /// binary (it holds every workload), so more of its pages are mapped.
+    pub bench_worker_rss_kb: u64,
     /// Requests held in the supervisor's queue during the measurement.
     pub queued_requests: usize,
     /// Growth of the benchmark process's `VmRSS` per queued request.

@@ -72,10 +72,12 @@ fn memory_prints_its_line() {
     let line = run(&["--memory"]);
     assert_eq!(line["mode"], "memory");
     assert_eq!(line["queued_requests"], 1_000_000);
-    assert!(
-        line["idle_worker_rss_kb"].as_u64().is_some_and(|v| v > 0),
-        "{line}"
-    );
+    for field in ["idle_worker_rss_kb", "bench_worker_rss_kb"] {
+        assert!(
+            line[field].as_u64().is_some_and(|v| v > 0),
+            "{field}: {line}"
+        );
+    }
     assert!(
         line["queued_bytes_per_request"]
             .as_f64()
