@@ -187,6 +187,7 @@ mod output;
 mod pool;
 mod process;
 mod query;
+mod reply;
 mod request;
 mod response;
 mod routing;

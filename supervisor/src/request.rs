@@ -8,13 +8,12 @@ use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use drover_proto::RequestId;
 use tokio::io::AsyncRead;
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::error::Error;
@@ -119,7 +118,7 @@ impl<'a> RequestBuilder<'a> {
     }
 
     /// Checks and queues the request; the synchronous half of `send`.
-    fn submit(self) -> Result<(&'a Arc<Shared>, RequestId, Answer), Error> {
+    fn submit(self, waker: &Waker) -> Result<(&'a Arc<Shared>, RequestId, Answer), Error> {
         let payload = self.payload.map_err(|e| *e)?;
         let limit = self.pool.max_payload();
         if payload.len() > limit {
@@ -129,7 +128,7 @@ impl<'a> RequestBuilder<'a> {
             });
         }
         let shared = self.pool.shared();
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = crate::reply::slot(waker);
         let id = Uuid::new_v4();
         shared.submit(Pending {
             id,
@@ -143,7 +142,7 @@ impl<'a> RequestBuilder<'a> {
     }
 }
 
-type Answer = oneshot::Receiver<Result<Response, Error>>;
+type Answer = crate::reply::Answer<Result<Response, Error>>;
 
 /// The future of [`RequestBuilder::send`] (and of `enqueue`): it queues
 /// the request when first polled, then waits for the answer.
@@ -207,7 +206,7 @@ impl Future for SendFuture<'_> {
                     let timeout =
                         (builder.timeout_us > 0).then(|| Duration::from_micros(builder.timeout_us));
                     let pool = builder.pool;
-                    let (shared, id, answer) = match builder.submit() {
+                    let (shared, id, answer) = match builder.submit(cx.waker()) {
                         Ok(queued) => queued,
                         Err(error) => {
                             pool.shared().metrics.refused();
@@ -219,12 +218,18 @@ impl Future for SendFuture<'_> {
                         id,
                         armed: true,
                     };
-                    self.state = match timeout {
-                        None => SendState::Waiting { answer, guard },
-                        Some(after) => {
-                            SendState::Timed(Box::pin(wait_or_time_out(answer, guard, after)))
+                    match timeout {
+                        None => {
+                            // The slot holds this waker already: nothing
+                            // to poll until it is woken.
+                            self.state = SendState::Waiting { answer, guard };
+                            return Poll::Pending;
                         }
-                    };
+                        Some(after) => {
+                            self.state =
+                                SendState::Timed(Box::pin(wait_or_time_out(answer, guard, after)));
+                        }
+                    }
                 }
                 SendState::Waiting { answer, guard } => {
                     let result =

@@ -25,7 +25,7 @@ use crate::lifecycle::Kill;
 use crate::response::Response;
 
 /// Where a caller's answer goes.
-pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<Response, Error>>;
+pub(crate) type Reply = crate::reply::Reply<Result<Response, Error>>;
 
 /// A task to start.
 pub(super) type Task = Pin<Box<dyn Future<Output = ()> + Send>>;

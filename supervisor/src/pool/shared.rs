@@ -182,7 +182,7 @@ impl Shared {
             let delivered = fx.replies.len();
             for (reply, answer) in fx.replies.drain(..) {
                 // The caller may have just left; then nobody wants it.
-                let _ = reply.send(answer);
+                reply.send(answer);
             }
             self.undelivered.fetch_sub(delivered, Ordering::SeqCst);
             fx.notify = true;

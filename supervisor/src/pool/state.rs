@@ -286,7 +286,7 @@ pub(crate) struct PoolState {
 /// released, through `fx`), skipping callers that already left.
 pub(crate) fn fail_all(requests: VecDeque<Pending>, error: impl Fn() -> Error, fx: &mut Effects) {
     for request in requests {
-        if !request.reply.is_closed() {
+        if !request.reply.is_canceled() {
             fx.fail(request.reply, error());
         }
     }
@@ -484,7 +484,7 @@ impl PoolState {
             while let Some(request) = self.pending.pop_front() {
                 // A caller that left while queued is skipped here, not
                 // searched for when it leaves.
-                if !request.reply.is_closed() {
+                if !request.reply.is_canceled() {
                     let sent_at = *now.get_or_insert_with(drover_proto::now_micros);
                     self.send_to(index, request, sent_at, fx);
                     break;
@@ -518,7 +518,7 @@ impl PoolState {
         if self.pending.len() >= config.max_queue && self.left_queue > 0 {
             // Callers left the queue since the last count: drop their
             // entries before deciding it is full.
-            self.pending.retain(|p| !p.reply.is_closed());
+            self.pending.retain(|p| !p.reply.is_canceled());
             self.left_queue = 0;
         }
         if self.pending.len() >= config.max_queue {
@@ -543,7 +543,7 @@ impl PoolState {
             return true;
         }
         if self.pending.len() >= config.max_queue && self.left_queue > 0 {
-            self.pending.retain(|p| !p.reply.is_closed());
+            self.pending.retain(|p| !p.reply.is_canceled());
             self.left_queue = 0;
         }
         self.pending.len() < config.max_queue
@@ -796,7 +796,7 @@ impl PoolState {
     /// of it (answers or dies).
     pub(crate) fn is_idle(&self) -> bool {
         self.workers.iter().all(|w| w.in_flight.is_empty())
-            && self.pending.iter().all(|p| p.reply.is_closed())
+            && self.pending.iter().all(|p| p.reply.is_canceled())
     }
 
     /// Takes one restart from the budget (`max_restarts` within

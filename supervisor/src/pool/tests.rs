@@ -4,12 +4,12 @@
 //! checks: nothing a transition does wakes anyone until they are applied.
 
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
 
 use drover_proto::{outbox, OutboxReceiver, ToWorker};
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 
 use super::effects::{Effects, Launch};
 use super::state::{Pending, Phase, PoolState};
@@ -73,10 +73,10 @@ fn pool(config: &Config, n: u64) -> (PoolState, Vec<OutboxReceiver>) {
     (state, writers)
 }
 
-type Answer = oneshot::Receiver<Result<Response, Error>>;
+type Answer = crate::reply::Answer<Result<Response, Error>>;
 
 fn request(retries: u32, created_at: u64) -> (Pending, Answer) {
-    let (reply, answer) = oneshot::channel();
+    let (reply, answer) = crate::reply::slot(Waker::noop());
     let pending = Pending {
         id: uuid::Uuid::new_v4(),
         created_at,
@@ -191,7 +191,7 @@ fn a_crash_requeues_what_has_retries_and_fails_the_rest() {
         .iter()
         .any(|e| matches!(e, Event::WorkerExited(exit) if exit.worker_id == 1)));
     // Nothing is sent under the lock: the caller still waits.
-    assert!(last_try_answer.try_recv().is_err());
+    assert!(matches!(last_try_answer.try_recv(), Ok(None)));
 }
 
 #[test]
@@ -416,7 +416,10 @@ fn retries_carry_a_request_across_several_crashes_then_it_fails() {
         &failures(&fx)[..],
         [Error::WorkerLost { request_id, exit }] if *request_id == id && exit.pid == 1003
     ));
-    assert!(answer.try_recv().is_err(), "sent after the lock, not here");
+    assert!(
+        matches!(answer.try_recv(), Ok(None)),
+        "sent after the lock, not here"
+    );
 }
 
 #[test]
