@@ -36,7 +36,8 @@
 //!   messages (and encoder of either's).
 //! - `reader`: `FrameReader<M>`, the read side of a connection, which
 //!   reads large frames into pooled buffers; `fdio`: the socket I/O under
-//!   it that carries descriptors.
+//!   it that carries descriptors (with one `unsafe` function: `recvmsg`
+//!   straight into the reader's uninitialised buffer).
 //! - `transport`: `Outbox<M>`, the sending side, which encodes frames as
 //!   they are queued and hands them to one writer task (`write_loop`) for
 //!   vectored writes; its `StreamOutbox` sends stream frames for either
@@ -52,7 +53,7 @@
 //!   tracker), its side named by `SupervisorEnd` or `WorkerEnd`. Both
 //!   crates open their connections through it and nothing else.
 //! - `shm`: the two shared-memory arenas of a worker process, which
-//!   carry payloads of 20 KiB or more (the one module with `unsafe`:
+//!   carry payloads of 20 KiB or more (the one module built on `unsafe`:
 //!   mapping them, and copying in and out through raw pointers).
 //! - `woken`: `WhenWoken`, a future polled only after its own waker
 //!   fired, for the rare branches of a connection's loop.
@@ -228,7 +229,8 @@
 //! the supervisor reports both versions and never routes work to that
 //! process. The start timeout is the supervisor's, around `accept`.
 // `unsafe` is denied everywhere but in `shm`, which maps and copies the
-// shared memory.
+// shared memory, and one function of `fdio`, which receives into memory
+// not yet initialised.
 #![deny(unsafe_code)]
 
 // Every part of drover (the facade, the supervisor, the worker SDK, the
