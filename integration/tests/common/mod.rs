@@ -69,11 +69,34 @@ pub fn open_fds() -> usize {
 
 /// A fresh, empty directory of this test process's own, named `name`,
 /// and the path of a database file in it.
+///
+/// The directories of test processes that have ended are removed first,
+/// so runs do not pile them up.
 pub fn temp_db(name: &str) -> std::path::PathBuf {
+    sweep_dead_test_dirs();
     let dir = std::env::temp_dir().join(format!("drover-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir.join("jobs.db")
+}
+
+/// Removes the `drover-test-<pid>...` directories whose process is gone.
+fn sweep_dead_test_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("drover-test-")) else {
+            continue;
+        };
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(pid) = digits.parse::<u32>() {
+            if pid != std::process::id() && !exists(pid) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
 }
 
 /// Whether `pid` exists at all (alive or zombie).
