@@ -95,7 +95,7 @@ pub async fn run() -> Result<MemoryReport, Error> {
             "drover-bench: VmRSS {before} kB before, {after} kB with {QUEUED} queued: \
              {per_request:.1} bytes per request; the caller holds {callers_share} of them \
              (boxed future {future_size}, Vec slot 8, payload {PAYLOAD}) plus allocator \
-             overhead, the supervisor about {:.0} (queue entry, reply channel)",
+             overhead, the supervisor about {:.0} (queue entry, reply slot)",
             per_request - callers_share as f64
         );
         Ok(per_request)
