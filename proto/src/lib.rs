@@ -40,8 +40,10 @@
 //!   straight into the reader's uninitialised buffer).
 //! - `transport`: `Outbox<M>`, the sending side, which encodes frames as
 //!   they are queued and hands them to one writer task (`write_loop`) for
-//!   vectored writes; its `StreamOutbox` sends stream frames for either
-//!   side.
+//!   vectored writes, or has a sender write them itself when nothing else
+//!   is being written and the peer waits for them alone (`Wake::direct`,
+//!   `Outbox::hold_wakes`); its `StreamOutbox` sends stream frames for
+//!   either side.
 //! - `stream`: byte streams with credit-based flow control, on both
 //!   sides: the registry (`Streams`), the pump, and [`IncomingStream`].
 //! - `handshake`: both halves of the handshake, `accept` (the
@@ -305,7 +307,8 @@ pub use reader::FrameReader;
 pub use stream::{new_credit, pump, Chunk, ChunkSender, Streams};
 #[doc(hidden)]
 pub use transport::{
-    outbox, write_loop, Closed, Outbox, OutboxReceiver, Outgoing, StreamOutbox, Wake, COPY_LIMIT,
+    outbox, write_loop, Closed, HeldWakes, Outbox, OutboxReceiver, Outgoing, StreamOutbox, Wake,
+    COPY_LIMIT,
 };
 #[doc(hidden)]
 pub use wire::Wire;

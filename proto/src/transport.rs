@@ -4,12 +4,11 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use std::marker::PhantomData;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{oneshot, Notify};
 
@@ -128,6 +127,11 @@ struct OutboxShared {
     releases: Mutex<Vec<u64>>,
     /// Encodes this direction's `Release`.
     encode_release: fn(u64, usize, &mut BytesMut) -> Result<(), ProtocolError>,
+    /// The socket, once the writer runs: a sender writes to it itself when
+    /// nothing else is being written ([`Wake::direct`],
+    /// [`Outbox::hold_wakes`]). Weak, so that the socket's write half still
+    /// shuts down when the writer ends.
+    io: OnceLock<Weak<OwnedWriteHalf>>,
 }
 
 #[derive(Debug)]
@@ -157,6 +161,13 @@ struct Queue {
     /// so that a peer reading as fast as it can is never taken for one
     /// that stopped while the writer waits for its next turn.
     taken: usize,
+    /// A batch is being written, by the writer or by a sender writing
+    /// directly: nobody else may write until it is done, or frames would
+    /// interleave out of order.
+    writing: bool,
+    /// Senders' wake-ups are held ([`Outbox::hold_wakes`]): whoever holds
+    /// them writes what is queued, or wakes the writer, when it lets go.
+    held: usize,
 }
 
 #[derive(Debug)]
@@ -297,10 +308,13 @@ pub(crate) fn outbox_sharing<M: Wire>(
             queued: 0,
             limit,
             taken: 0,
+            writing: false,
+            held: 0,
         }),
         wake: Notify::new(),
         overflow: Notify::new(),
         senders: AtomicUsize::new(1),
+        io: OnceLock::new(),
     });
     (
         Outbox {
@@ -392,6 +406,19 @@ impl<M> Outbox<M> {
         }
     }
 
+    /// Holds back every sender's wake-up of the writer until the
+    /// [`HeldWakes`] is dropped, which then writes what was queued
+    /// meanwhile itself, as [`Wake::direct`] does, or wakes the writer.
+    ///
+    /// For a loop that answers a batch of frames it has just read: its
+    /// answers go out together, in one write of its own, and the writer's
+    /// task never runs for them.
+    pub fn hold_wakes(&self) -> HeldWakes {
+        let shared = self.streams.shared.clone();
+        shared.lock().held += 1;
+        HeldWakes { shared }
+    }
+
     /// Bytes queued and not yet written.
     pub fn queued(&self) -> usize {
         self.streams.queued()
@@ -474,10 +501,14 @@ impl Releaser {
 }
 
 /// The wake-up a queued frame owes its writer (if the queue was empty
-/// before it): given when dropped, or by [`wake`](Wake::wake).
+/// before it and nobody was writing): given when dropped, or by
+/// [`wake`](Wake::wake).
 #[derive(Debug)]
 #[must_use = "dropping a Wake wakes the writer at once"]
-pub struct Wake(Option<Arc<OutboxShared>>);
+pub struct Wake {
+    shared: Option<Arc<OutboxShared>>,
+    direct: bool,
+}
 
 impl Wake {
     /// Wakes the writer now (the same as dropping this).
@@ -485,14 +516,50 @@ impl Wake {
 
     /// Whether there is a writer to wake.
     pub fn is_needed(&self) -> bool {
-        self.0.is_some()
+        self.shared.is_some()
+    }
+
+    /// Makes this wake-up write what is queued itself, when it is given,
+    /// if the socket takes it at once and nothing else is being written,
+    /// and wake the writer only for what is left: one task's turn fewer
+    /// per frame. For a frame the peer waits for while nothing else is on
+    /// its way to it; where more frames follow soon, waking the writer
+    /// lets them go in one write.
+    pub fn direct(mut self) -> Wake {
+        self.direct = true;
+        self
     }
 }
 
 impl Drop for Wake {
     fn drop(&mut self) {
-        if let Some(shared) = self.0.take() {
-            shared.wake.notify_one();
+        if let Some(shared) = self.shared.take() {
+            if self.direct {
+                shared.write_now();
+            } else {
+                shared.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Senders' wake-ups held back ([`Outbox::hold_wakes`]) until this is
+/// dropped, which writes what they queued.
+#[derive(Debug)]
+#[must_use = "dropping HeldWakes lets go of the wake-ups at once"]
+pub struct HeldWakes {
+    shared: Arc<OutboxShared>,
+}
+
+impl Drop for HeldWakes {
+    fn drop(&mut self) {
+        let last = {
+            let mut queue = self.shared.lock();
+            queue.held -= 1;
+            queue.held == 0
+        };
+        if last {
+            self.shared.write_now();
         }
     }
 }
@@ -500,14 +567,16 @@ impl Drop for Wake {
 impl OutboxShared {
     /// Queues `outgoing` (see [`Outbox::queue`]).
     fn queue<M: Wire>(self: &Arc<Self>, outgoing: Outgoing<M>) -> Result<Wake, Closed> {
-        let (was_empty, overflowed) = {
+        let (owed, overflowed) = {
             let mut queue = self.lock();
             if queue.closed {
                 return Err(Closed);
             }
-            let was_empty = queue.is_empty();
+            // Whoever writes now, or holds the wake-ups, takes this frame
+            // too when done.
+            let owed = queue.is_empty() && !queue.writing && queue.held == 0;
             match queue.push(outgoing) {
-                Ok(()) => (was_empty, false),
+                Ok(()) => (owed, false),
                 Err(e) => {
                     let overflowed = matches!(e, ProtocolError::Stalled { .. });
                     queue.failed.get_or_insert(e);
@@ -519,7 +588,65 @@ impl OutboxShared {
             self.overflow.notify_one();
             return Err(Closed);
         }
-        Ok(Wake(was_empty.then(|| self.clone())))
+        Ok(Wake {
+            shared: owed.then(|| self.clone()),
+            direct: false,
+        })
+    }
+
+    /// Writes what is queued, here and now, if it is frames only, nothing
+    /// else is being written, and the socket takes them without waiting;
+    /// what it cannot write (or may not) is left to the writer, woken for
+    /// it. One system call and no task's turn, where waking the writer
+    /// costs a turn of its task besides the same call.
+    fn write_now(&self) {
+        let io = self.io.get().and_then(Weak::upgrade);
+        let (io, run) = {
+            let mut queue = self.lock();
+            let frames_only = queue.items.is_empty() && !queue.buf.is_empty();
+            let free = !queue.closed && !queue.writing && queue.held == 0;
+            match io {
+                Some(io) if frames_only && free && queue.failed.is_none() => {
+                    queue.writing = true;
+                    (io, queue.buf.split())
+                }
+                _ => {
+                    // Whoever writes takes it from here; otherwise the
+                    // writer, if there is anything for it.
+                    let idle = !queue.writing && queue.held == 0;
+                    let owed = idle && (!queue.is_empty() || queue.failed.is_some());
+                    drop(queue);
+                    if owed {
+                        self.wake.notify_one();
+                    }
+                    return;
+                }
+            }
+        };
+        // A socket that fails fails the writer's next write too, which
+        // reports it: here it only means writing nothing.
+        let n = io.try_write(&run).unwrap_or(0);
+        let owed = {
+            let mut queue = self.lock();
+            queue.writing = false;
+            queue.queued = queue.queued.saturating_sub(n);
+            if n < run.len() && !queue.closed {
+                let mut rest = run;
+                rest.advance(n);
+                queue.items.push_front(Item::Data(rest.freeze()));
+            }
+            // Frames queued meanwhile owed nobody a wake-up; a writer
+            // waiting to finish (its senders gone) needs one too.
+            !queue.is_empty() || self.senders.load(Ordering::Acquire) == 0
+        };
+        let releases = !self
+            .releases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        if owed || releases {
+            self.wake.notify_one();
+        }
     }
 
     /// The frame to write for a shareable one: its payload copied into
@@ -570,11 +697,7 @@ impl OutboxShared {
     /// payload goes on: into the arena if it fits, else through the
     /// socket); writes the `Release`s this side owes meanwhile, so that
     /// neither side waits on the other.
-    async fn wait_for_room(
-        &self,
-        io: &mut OwnedWriteHalf,
-        len: usize,
-    ) -> Result<(), ProtocolError> {
+    async fn wait_for_room(&self, io: &OwnedWriteHalf, len: usize) -> Result<(), ProtocolError> {
         let Some(arena) = &self.outbound else {
             return Ok(());
         };
@@ -673,9 +796,11 @@ impl Drop for CloseOnDrop<'_> {
 ///
 /// The first write failure, or the first message that could not be
 /// encoded; the connection is then unusable.
-pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<(), ProtocolError> {
+pub async fn write_loop(io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<(), ProtocolError> {
     let shared = &*rx.shared;
     let _closed = CloseOnDrop(shared);
+    let io = Arc::new(io);
+    let _ = shared.io.set(Arc::downgrade(&io));
     let mut batch: VecDeque<Item> = VecDeque::new();
     let mut pending: VecDeque<Bytes> = VecDeque::new();
     // On a current-thread runtime every task ready to queue more runs before
@@ -683,30 +808,45 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
     // would run it at once, so it yields first.
     let coalesce = tokio::runtime::Handle::current().runtime_flavor()
         != tokio::runtime::RuntimeFlavor::CurrentThread;
+    // Whether the queue's `writing` mark is this task's (its last batch).
+    let mut marked = false;
     loop {
-        {
+        let sender_writing = {
             let mut queue = shared.lock();
+            if std::mem::take(&mut marked) {
+                queue.writing = false;
+            }
             if let Some(error) = queue.failed.take() {
                 return Err(error);
             }
-            // The last batch is written (each write counted itself off
-            // already; this is only a safety net).
-            queue.queued = queue.queued.saturating_sub(queue.taken);
-            let releases = shared.take_releases(queue.max_frame_length)?;
-            if let Some(Item::Data(frames)) = &releases {
-                queue.queued += frames.len();
+            // A sender writing directly wakes this task when done, if
+            // anything is left.
+            let sender_writing = queue.writing;
+            if !sender_writing {
+                // The last batch is written (each write counted itself off
+                // already; this is only a safety net).
+                queue.queued = queue.queued.saturating_sub(queue.taken);
+                let releases = shared.take_releases(queue.max_frame_length)?;
+                if let Some(Item::Data(frames)) = &releases {
+                    queue.queued += frames.len();
+                }
+                queue.taken = queue.queued;
+                std::mem::swap(&mut batch, &mut queue.items);
+                if !queue.buf.is_empty() {
+                    batch.push_back(Item::Data(queue.buf.split().freeze()));
+                }
+                if let Some(releases) = releases {
+                    batch.push_front(releases);
+                }
+                if !batch.is_empty() {
+                    queue.writing = true;
+                    marked = true;
+                }
             }
-            queue.taken = queue.queued;
-            std::mem::swap(&mut batch, &mut queue.items);
-            if !queue.buf.is_empty() {
-                batch.push_back(Item::Data(queue.buf.split().freeze()));
-            }
-            if let Some(releases) = releases {
-                batch.push_front(releases);
-            }
-        }
+            sender_writing
+        };
         if batch.is_empty() {
-            if shared.senders.load(Ordering::Acquire) == 0 {
+            if !sender_writing && shared.senders.load(Ordering::Acquire) == 0 {
                 break;
             }
             shared.wake.notified().await;
@@ -722,7 +862,7 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
                 Item::WithFds(frame, fds) => {
                     // Everything before goes first; then this frame leads a
                     // write of its own, carrying the descriptors.
-                    write_all(&mut io, &mut pending, shared).await?;
+                    write_all(&io, &mut pending, shared).await?;
                     let sent = tokio::select! {
                         biased;
                         sent = crate::fdio::send_with_fds(&io, &frame, &fds) => sent?,
@@ -738,26 +878,36 @@ pub async fn write_loop(mut io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<()
                     tail,
                 } => {
                     if !shared.in_place(&tail) && shared.must_wait(tail.len()) {
-                        write_all(&mut io, &mut pending, shared).await?;
-                        shared.wait_for_room(&mut io, tail.len()).await?;
+                        write_all(&io, &mut pending, shared).await?;
+                        shared.wait_for_room(&io, tail.len()).await?;
                     }
                     shared.place(head, flags_at, tail, &mut pending);
                 }
                 Item::Flush(done) => {
-                    write_all(&mut io, &mut pending, shared).await?;
+                    write_all(&io, &mut pending, shared).await?;
                     let _ = done.send(());
                 }
             }
         }
-        write_all(&mut io, &mut pending, shared).await?;
+        write_all(&io, &mut pending, shared).await?;
     }
-    io.flush().await?;
     Ok(())
+}
+
+/// One vectored write of `slices`, once the socket takes it.
+async fn write_vectored(io: &OwnedWriteHalf, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
+    loop {
+        io.writable().await?;
+        match io.try_write_vectored(slices) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            written => return written,
+        }
+    }
 }
 
 /// Writes every buffer of `queue`, in order, with vectored writes.
 async fn write_all(
-    io: &mut OwnedWriteHalf,
+    io: &OwnedWriteHalf,
     queue: &mut VecDeque<Bytes>,
     shared: &OutboxShared,
 ) -> Result<(), ProtocolError> {
@@ -780,7 +930,7 @@ async fn write_all(
             // write).
             let n = tokio::select! {
                 biased;
-                n = io.write_vectored(&slices) => n?,
+                n = write_vectored(io, &slices) => n?,
                 () = shared.overflow.notified() => return Err(shared.stalled()),
             };
             if n == 0 {
@@ -893,6 +1043,97 @@ mod tests {
         }
         assert_eq!(next, [200; 4]);
         writer.await.unwrap().unwrap();
+    }
+
+    /// Frames written by their senders themselves (`Wake::direct`) and by
+    /// the writer, from several threads, through a socket the peer only
+    /// starts reading once it is full: each sender's frames still arrive
+    /// whole and in its order, and the writer ends with its senders.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_writes_and_the_writer_keep_one_order_through_a_full_socket() {
+        let (out, writer, mut reader) = connection(1 << 22);
+        let size = |i: u128| {
+            if i % 7 == 3 {
+                9000
+            } else {
+                (i % 50) as usize * 20
+            }
+        };
+        let senders: Vec<_> = (0..3u128)
+            .map(|sender| {
+                let out = out.clone();
+                tokio::spawn(async move {
+                    for i in 0..400u128 {
+                        let bytes = Bytes::from(vec![(sender * 17 + i) as u8; size(i)]);
+                        let wake = out.queue(data(sender << 32 | i, bytes)).unwrap();
+                        if i % 3 == 0 {
+                            drop(wake);
+                        } else {
+                            drop(wake.direct());
+                        }
+                        if i % 32 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(out);
+        for sender in senders {
+            sender.await.unwrap();
+        }
+        let mut next = [0u128; 3];
+        while let Some(message) = reader.next().await {
+            let ToWorker::Stream(StreamFrame::Data { id, bytes }) = message.unwrap() else {
+                panic!("not a data frame");
+            };
+            let (sender, i) = (id.as_u128() >> 32, id.as_u128() & 0xffff_ffff);
+            assert_eq!(i, next[sender as usize], "sender {sender} out of order");
+            next[sender as usize] += 1;
+            assert_eq!(bytes.len(), size(i));
+            assert!(bytes.iter().all(|&b| b == (sender * 17 + i) as u8));
+        }
+        assert_eq!(next, [400; 3]);
+        writer.await.unwrap().unwrap();
+    }
+
+    /// A direct wake-up writes its frame before the caller yields; held
+    /// wake-ups leave frames queued however often the writer could have
+    /// run, and write them all once let go.
+    #[tokio::test]
+    async fn a_direct_wake_writes_at_once_and_held_wakes_when_let_go() {
+        let (out, _writer, mut reader) = connection(1 << 20);
+        // A first frame through the writer, so the socket is known writable.
+        out.send(data(0, Bytes::from_static(b"first"))).unwrap();
+        reader.next().await.unwrap().unwrap();
+
+        drop(
+            out.queue(data(1, Bytes::from_static(b"direct")))
+                .unwrap()
+                .direct(),
+        );
+        assert_eq!(out.queued(), 0, "written before any other task ran");
+
+        let held = out.hold_wakes();
+        for id in 2..5 {
+            out.send(data(id, Bytes::from(vec![id as u8; 100])))
+                .unwrap();
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let frame = 100 + 22;
+        assert_eq!(out.queued(), 3 * frame, "the writer was never woken");
+        drop(held);
+        assert_eq!(out.queued(), 0, "written as the wake-ups were let go");
+        for id in 1..5u128 {
+            let ToWorker::Stream(StreamFrame::Data { id: got, .. }) =
+                reader.next().await.unwrap().unwrap()
+            else {
+                panic!("not a data frame");
+            };
+            assert_eq!(got.as_u128(), id);
+        }
     }
 
     /// A flush is acknowledged once what was queued before it is written,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use drover_proto::{
-    timestamp_from_micros, FrameReader, IncomingStream, ProtocolError, RemoteError,
+    timestamp_from_micros, FrameReader, HeldWakes, IncomingStream, ProtocolError, RemoteError,
     RemoteErrorKind, RequestId, ToSupervisor, ToWorker, WhenWoken,
 };
 use futures::{FutureExt, StreamExt};
@@ -29,6 +29,10 @@ use crate::socket::PassedFd;
 /// How long `serve` waits for its last answers to be written before it
 /// returns.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most frames handled before their answers are written, while the
+/// supervisor keeps the socket full.
+const MAX_HELD_FRAMES: usize = 256;
 
 /// `Worker::serve`: says `Ready`, serves, and on the way out ends what
 /// waits on the connection and flushes the last answers.
@@ -71,6 +75,12 @@ async fn serve_loop<H: Handler>(
     // Polled only when a signal wakes it, not every time a frame does.
     let stop_signal = std::pin::pin!(signals.next());
     let mut stop_signal = WhenWoken::new(stop_signal);
+    // The writer's wake-ups, held while frames are handled and more may
+    // be waiting to be read: the answers go out together, written here
+    // (no turn of the writer's task for them, unless the socket is full),
+    // once the socket is read dry or `MAX_HELD_FRAMES` were handled.
+    let mut held: Option<HeldWakes> = None;
+    let mut handled = 0;
     loop {
         // One reading of the holds for the check and for the wait below.
         let holds_empty = shared.stop.holds_empty();
@@ -78,8 +88,9 @@ async fn serve_loop<H: Handler>(
             return Ok(());
         }
         tokio::select! {
-            frame = reader.next() => {
+            frame = next_frame(reader, &mut held) => {
                 let mut frame = frame;
+                held.get_or_insert_with(|| shared.hold_wakes());
                 // Frames already read are handled in this turn, without
                 // another round of the select.
                 loop {
@@ -132,13 +143,19 @@ async fn serve_loop<H: Handler>(
                             }))
                         }
                     }
+                    handled += 1;
                     match reader.next_buffered() {
                         Some(next) => frame = Some(next),
                         None => break,
                     }
                 }
+                if handled >= MAX_HELD_FRAMES {
+                    held = None;
+                    handled = 0;
+                }
             }
             signal = &mut stop_signal, if !drain.signalled => {
+                held = None;
                 // The first stop signal: tell the supervisor (even if a
                 // soft kill already runs; it keeps its own reason),
                 // then drain. Later ones are absorbed.
@@ -147,9 +164,24 @@ async fn serve_loop<H: Handler>(
                 shared.send(ToSupervisor::Stopping { signal })?;
                 drain.start(&shared.stop, shared.tasks());
             }
-            () = shared.stop.changed(holds_empty), if drain.started => {}
+            () = shared.stop.changed(holds_empty), if drain.started => held = None,
         }
     }
+}
+
+/// The next frame, letting go of the held wake-ups (which writes what they
+/// held back) as soon as the socket has nothing more to read.
+fn next_frame<'a>(
+    reader: &'a mut FrameReader<ToWorker>,
+    held: &'a mut Option<HeldWakes>,
+) -> impl Future<Output = Option<Result<ToWorker, ProtocolError>>> + 'a {
+    std::future::poll_fn(move |cx| {
+        let next = reader.poll_next_unpin(cx);
+        if next.is_pending() {
+            *held = None;
+        }
+        next
+    })
 }
 
 /// A request as it came off the wire.

@@ -131,6 +131,12 @@ impl Shared {
         self.out.reserve_shared(capacity)
     }
 
+    /// Holds back the writer's wake-ups while the serve loop handles the
+    /// frames it has read; dropping it writes their answers at once.
+    pub(crate) fn hold_wakes(&self) -> drover_proto::HeldWakes {
+        self.out.hold_wakes()
+    }
+
     /// Queues `message` for the supervisor.
     pub(crate) fn send(&self, message: ToSupervisor) -> Result<(), Error> {
         self.out

@@ -186,15 +186,17 @@ impl WorkerEntry {
     /// Queues `message` on its connection (if its handshake is done); the
     /// writer is woken with `fx`.
     pub(crate) fn send(&self, message: ToWorker, fx: &mut Effects) {
-        self.queue(Outgoing::Frame(message), fx);
+        self.queue(Outgoing::Frame(message), false, fx);
     }
 
-    fn queue(&self, outgoing: Outgoing<ToWorker>, fx: &mut Effects) {
+    /// Queues `outgoing`; with `direct`, the wake-up owed writes it itself
+    /// if it can ([`Wake::direct`](drover_proto::Wake::direct)).
+    fn queue(&self, outgoing: Outgoing<ToWorker>, direct: bool, fx: &mut Effects) {
         if let Some(tx) = self.life.outbox() {
             // A closed queue means the connection is ending; its task will
             // settle whatever this worker held.
             if let Ok(wake) = tx.queue(outgoing) {
-                fx.wake(wake);
+                fx.wake(if direct { wake.direct() } else { wake });
             }
         }
     }
@@ -413,6 +415,11 @@ impl PoolState {
         fx: &mut Effects,
     ) {
         let worker = &mut self.workers[index];
+        // A worker with nothing else in flight is waiting for this
+        // request alone: the caller writes it itself once the lock is
+        // released. Otherwise more are on their way, and the writer sends
+        // them together.
+        let alone = worker.in_flight.is_empty();
         let bytes = request_bytes(request.payload.len());
         worker.sent_bytes += bytes;
         let Extras { fds, stream } = request.extras.map(|e| *e).unwrap_or_default();
@@ -447,10 +454,10 @@ impl PoolState {
             payload: request.payload,
         };
         if fds.is_empty() {
-            worker.send(message, fx);
+            worker.queue(Outgoing::Frame(message), alone, fx);
         } else {
             worker.open_sockets += fds.len();
-            worker.queue(Outgoing::FrameWithFds(message, fds), fx);
+            worker.queue(Outgoing::FrameWithFds(message, fds), false, fx);
         }
         // (The outbox is cloned only for a stream: each clone is two atomic
         // operations on a line the writer's thread uses too.)
