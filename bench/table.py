@@ -21,6 +21,7 @@ CONFIGS = [
     (64, 1, 20000, True),
     (64, 256, 100000, False),
     (4096, 16, 100000, False),
+    (4096, 256, 100000, False),
     (1048576, 16, 2000, False),
 ]
 # The supervisor's runtime threads (1: a current-thread runtime).

@@ -231,34 +231,38 @@ pub async fn send_with_fds(
     data: &[u8],
     fds: &[OwnedFd],
 ) -> io::Result<usize> {
-    let stream = half.as_ref();
-    let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
     loop {
-        stream.writable().await?;
-        let result = stream.try_io(Interest::WRITABLE, || {
-            let mut space =
-                [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_FRAME))];
-            let mut control = SendAncillaryBuffer::new(&mut space);
-            if !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "too many descriptors for one frame",
-                ));
-            }
-            rustix::net::sendmsg(
-                stream.as_fd(),
-                &[IoSlice::new(data)],
-                &mut control,
-                SendFlags::NOSIGNAL,
-            )
-            .map_err(io::Error::from)
-        });
-        match result {
-            Ok(n) => return Ok(n),
+        half.writable().await?;
+        match try_send_with_fds(half, data, fds) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+            result => return result,
         }
     }
+}
+
+/// [`send_with_fds`] if the socket takes it at once; `WouldBlock` if not,
+/// and then nothing went.
+pub fn try_send_with_fds(half: &OwnedWriteHalf, data: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
+    let stream = half.as_ref();
+    let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+    stream.try_io(Interest::WRITABLE, || {
+        let mut space =
+            [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_FRAME))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "too many descriptors for one frame",
+            ));
+        }
+        rustix::net::sendmsg(
+            stream.as_fd(),
+            &[IoSlice::new(data)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )
+        .map_err(io::Error::from)
+    })
 }
 
 #[cfg(test)]

@@ -195,6 +195,18 @@ impl Queue {
         self.items.is_empty() && self.buf.is_empty()
     }
 
+    /// Takes what is queued, if it is one thing a sender may write
+    /// itself: a run of encoded frames, or one frame with descriptors.
+    fn first_alone(&mut self) -> Option<Item> {
+        match self.items.len() {
+            0 if !self.buf.is_empty() => Some(Item::Data(self.buf.split().freeze())),
+            1 if self.buf.is_empty() && matches!(self.items[0], Item::WithFds(..)) => {
+                self.items.pop_front()
+            }
+            _ => None,
+        }
+    }
+
     /// Ends the current run of encoded frames, so an item can follow it;
     /// returns the bytes moved out of `buf`.
     fn cut(&mut self) -> usize {
@@ -601,39 +613,49 @@ impl OutboxShared {
     /// costs a turn of its task besides the same call.
     fn write_now(&self) {
         let io = self.io.get().and_then(Weak::upgrade);
-        let (io, run) = {
+        let (io, first) = {
             let mut queue = self.lock();
-            let frames_only = queue.items.is_empty() && !queue.buf.is_empty();
             let free = !queue.closed && !queue.writing && queue.held == 0;
-            match io {
-                Some(io) if frames_only && free && queue.failed.is_none() => {
-                    queue.writing = true;
-                    (io, queue.buf.split())
+            let first = match io {
+                Some(io) if free && queue.failed.is_none() => queue.first_alone().map(|f| (io, f)),
+                _ => None,
+            };
+            let Some(first) = first else {
+                // Whoever writes takes it from here; otherwise the writer,
+                // if there is anything for it.
+                let idle = !queue.writing && queue.held == 0;
+                let owed = idle && (!queue.is_empty() || queue.failed.is_some());
+                drop(queue);
+                if owed {
+                    self.wake.notify_one();
                 }
-                _ => {
-                    // Whoever writes takes it from here; otherwise the
-                    // writer, if there is anything for it.
-                    let idle = !queue.writing && queue.held == 0;
-                    let owed = idle && (!queue.is_empty() || queue.failed.is_some());
-                    drop(queue);
-                    if owed {
-                        self.wake.notify_one();
-                    }
-                    return;
-                }
-            }
+                return;
+            };
+            queue.writing = true;
+            first
         };
         // A socket that fails fails the writer's next write too, which
         // reports it: here it only means writing nothing.
-        let n = io.try_write(&run).unwrap_or(0);
+        let (n, rest) = match first {
+            Item::Data(run) => {
+                let n = io.try_write(&run).unwrap_or(0);
+                (n, (n < run.len()).then(|| Item::Data(run.slice(n..))))
+            }
+            Item::WithFds(frame, fds) => {
+                match crate::fdio::try_send_with_fds(&io, &frame, &fds) {
+                    // The descriptors went with the first byte.
+                    Ok(n) => (n, (n < frame.len()).then(|| Item::Data(frame.slice(n..)))),
+                    Err(_) => (0, Some(Item::WithFds(frame, fds))),
+                }
+            }
+            other => (0, Some(other)),
+        };
         let owed = {
             let mut queue = self.lock();
             queue.writing = false;
             queue.queued = queue.queued.saturating_sub(n);
-            if n < run.len() && !queue.closed {
-                let mut rest = run;
-                rest.advance(n);
-                queue.items.push_front(Item::Data(rest.freeze()));
+            if let Some(rest) = rest.filter(|_| !queue.closed) {
+                queue.items.push_front(rest);
             }
             // Frames queued meanwhile owed nobody a wake-up; a writer
             // waiting to finish (its senders gone) needs one too.
@@ -1134,6 +1156,29 @@ mod tests {
             };
             assert_eq!(got.as_u128(), id);
         }
+    }
+
+    /// A frame with a descriptor, written by its sender itself, arrives
+    /// with the descriptor.
+    #[tokio::test]
+    async fn a_direct_wake_sends_a_frame_with_descriptors_at_once() {
+        let (out, _writer, mut reader) = connection(1 << 20);
+        out.send(data(0, Bytes::from_static(b"first"))).unwrap();
+        reader.next().await.unwrap().unwrap();
+        let (passed, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let carrying = ToWorker::Cancel {
+            id: Uuid::from_u128(1),
+        };
+        let wake = out
+            .queue(Outgoing::FrameWithFds(
+                carrying.clone(),
+                vec![passed.into()],
+            ))
+            .unwrap();
+        drop(wake.direct());
+        assert_eq!(out.queued(), 0, "sent before any other task ran");
+        assert_eq!(reader.next().await.unwrap().unwrap(), carrying);
+        assert_eq!(reader.get_mut().take_fds(1).map(|fds| fds.len()), Some(1));
     }
 
     /// A flush is acknowledged once what was queued before it is written,

@@ -453,12 +453,13 @@ impl PoolState {
             stream: stream.is_some(),
             payload: request.payload,
         };
-        if fds.is_empty() {
-            worker.queue(Outgoing::Frame(message), alone, fx);
+        let outgoing = if fds.is_empty() {
+            Outgoing::Frame(message)
         } else {
             worker.open_sockets += fds.len();
-            worker.queue(Outgoing::FrameWithFds(message, fds), false, fx);
-        }
+            Outgoing::FrameWithFds(message, fds)
+        };
+        worker.queue(outgoing, alone, fx);
         // (The outbox is cloned only for a stream: each clone is two atomic
         // operations on a line the writer's thread uses too.)
         let streamed = stream.and_then(|source| Some((source, worker.life.outbox()?.streams())));
