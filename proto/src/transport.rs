@@ -40,6 +40,17 @@ pub const COPY_LIMIT: usize = 16 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 
+/// The room a fresh outbox buffer starts with.
+const FRESH_BUFFER: usize = 8 * 1024;
+
+/// The largest written buffer kept to encode the next frames into. Two
+/// buffers take turns: senders encode into one while the other is being
+/// written, so that a buffer that fills up while the last one is still
+/// being written is not copied into a larger one as it grows (at 4 KiB
+/// payloads, C = 256, that copying was a third of the supervisor's
+/// instructions and of a worker's). A larger one is freed once written.
+const SPARE_BUFFER_MAX: usize = 256 * 1024;
+
 /// Bytes of this side's arena the peer may hold (payloads sent and not
 /// released) before the writer waits, up to [`ARENA_WAIT`], to place
 /// another: a peer that works through its payloads one at a time gains
@@ -146,6 +157,9 @@ struct Queue {
     items: VecDeque<Item>,
     /// Frames encoded after `items`.
     buf: BytesMut,
+    /// An empty buffer, written and given back, to encode into once `buf`
+    /// is taken.
+    spare: Option<BytesMut>,
     /// The writer is gone: nothing queued now would be written.
     closed: bool,
     /// A message that could not be encoded, or the limit passed: the
@@ -195,11 +209,35 @@ impl Queue {
         self.items.is_empty() && self.buf.is_empty()
     }
 
+    /// The frames encoded so far, as one run to write, and the spare (or a
+    /// fresh buffer) in their place.
+    fn take_run(&mut self) -> Bytes {
+        let next = self
+            .spare
+            .take()
+            .unwrap_or_else(|| BytesMut::with_capacity(FRESH_BUFFER));
+        std::mem::replace(&mut self.buf, next).freeze()
+    }
+
+    /// Keeps `run`'s buffer as the spare, if it has been written (nothing
+    /// else holds it) and is not too large.
+    fn give_back(&mut self, run: Bytes) {
+        if self.spare.is_some() || self.closed {
+            return;
+        }
+        if let Ok(mut buffer) = run.try_into_mut() {
+            if buffer.capacity() <= SPARE_BUFFER_MAX {
+                buffer.clear();
+                self.spare = Some(buffer);
+            }
+        }
+    }
+
     /// Takes what is queued, if it is one thing a sender may write
     /// itself: a run of encoded frames, or one frame with descriptors.
     fn first_alone(&mut self) -> Option<Item> {
         match self.items.len() {
-            0 if !self.buf.is_empty() => Some(Item::Data(self.buf.split().freeze())),
+            0 if !self.buf.is_empty() => Some(Item::Data(self.take_run())),
             1 if self.buf.is_empty() && matches!(self.items[0], Item::WithFds(..)) => {
                 self.items.pop_front()
             }
@@ -314,7 +352,8 @@ pub(crate) fn outbox_sharing<M: Wire>(
             max_frame_length,
             share_up_to,
             items: VecDeque::new(),
-            buf: BytesMut::with_capacity(8 * 1024),
+            buf: BytesMut::with_capacity(FRESH_BUFFER),
+            spare: None,
             closed: false,
             failed: None,
             queued: 0,
@@ -636,10 +675,16 @@ impl OutboxShared {
         };
         // A socket that fails fails the writer's next write too, which
         // reports it: here it only means writing nothing.
+        let mut written_run = None;
         let (n, rest) = match first {
             Item::Data(run) => {
                 let n = io.try_write(&run).unwrap_or(0);
-                (n, (n < run.len()).then(|| Item::Data(run.slice(n..))))
+                if n < run.len() {
+                    (n, Some(Item::Data(run.slice(n..))))
+                } else {
+                    written_run = Some(run);
+                    (n, None)
+                }
             }
             Item::WithFds(frame, fds) => {
                 match crate::fdio::try_send_with_fds(&io, &frame, &fds) {
@@ -654,6 +699,9 @@ impl OutboxShared {
             let mut queue = self.lock();
             queue.writing = false;
             queue.queued = queue.queued.saturating_sub(n);
+            if let Some(run) = written_run {
+                queue.give_back(run);
+            }
             if let Some(rest) = rest.filter(|_| !queue.closed) {
                 queue.items.push_front(rest);
             }
@@ -832,11 +880,16 @@ pub async fn write_loop(io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<(), Pr
         != tokio::runtime::RuntimeFlavor::CurrentThread;
     // Whether the queue's `writing` mark is this task's (its last batch).
     let mut marked = false;
+    // The last batch's run of encoded frames, to give its buffer back.
+    let mut written_run: Option<Bytes> = None;
     loop {
         let sender_writing = {
             let mut queue = shared.lock();
             if std::mem::take(&mut marked) {
                 queue.writing = false;
+            }
+            if let Some(run) = written_run.take() {
+                queue.give_back(run);
             }
             if let Some(error) = queue.failed.take() {
                 return Err(error);
@@ -855,7 +908,9 @@ pub async fn write_loop(io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<(), Pr
                 queue.taken = queue.queued;
                 std::mem::swap(&mut batch, &mut queue.items);
                 if !queue.buf.is_empty() {
-                    batch.push_back(Item::Data(queue.buf.split().freeze()));
+                    let run = queue.take_run();
+                    written_run = Some(run.clone());
+                    batch.push_back(Item::Data(run));
                 }
                 if let Some(releases) = releases {
                     batch.push_front(releases);
@@ -1179,6 +1234,25 @@ mod tests {
         assert_eq!(out.queued(), 0, "sent before any other task ran");
         assert_eq!(reader.next().await.unwrap().unwrap(), carrying);
         assert_eq!(reader.get_mut().take_fds(1).map(|fds| fds.len()), Some(1));
+    }
+
+    /// A buffer the writer has written is kept, once nothing else holds
+    /// it, to encode the next frames into.
+    #[tokio::test]
+    async fn a_written_buffer_is_given_back_to_encode_into() {
+        let (out, _writer, mut reader) = connection(1 << 20);
+        out.send(data(1, Bytes::from(vec![1u8; 1000]))).unwrap();
+        reader.next().await.unwrap().unwrap();
+        // The writer gives the first batch's buffer back before it takes
+        // the next batch, which the flush ends.
+        out.send(data(2, Bytes::from(vec![2u8; 1000]))).unwrap();
+        let (done, flushed) = oneshot::channel();
+        out.send(Outgoing::Flush(done)).unwrap();
+        flushed.await.expect("flushed");
+        let queue = out.streams.shared.lock();
+        let spare = queue.spare.as_ref().expect("the written buffer is kept");
+        assert!(spare.is_empty());
+        assert!(spare.capacity() >= FRESH_BUFFER);
     }
 
     /// A flush is acknowledged once what was queued before it is written,
