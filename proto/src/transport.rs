@@ -40,16 +40,25 @@ pub const COPY_LIMIT: usize = 16 * 1024;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 
-/// The room a fresh outbox buffer starts with.
-const FRESH_BUFFER: usize = 8 * 1024;
+/// The room of each outbox buffer: frames are encoded into one until it
+/// holds [`CHUNK_FULL`] bytes, then into the next, so that no buffer grows
+/// (copying what it holds) while another is being written, and each stays
+/// small enough to be in the cache while it is written.
+const CHUNK: usize = 64 * 1024;
 
-/// The largest written buffer kept to encode the next frames into. Two
-/// buffers take turns: senders encode into one while the other is being
-/// written, so that a buffer that fills up while the last one is still
-/// being written is not copied into a larger one as it grows (at 4 KiB
-/// payloads, C = 256, that copying was a third of the supervisor's
-/// instructions and of a worker's). A larger one is freed once written.
-const SPARE_BUFFER_MAX: usize = 256 * 1024;
+/// Bytes a buffer holds before frames go on in the next one: one more
+/// frame copied in (its payload under [`COPY_LIMIT`]) still fits
+/// [`CHUNK`].
+const CHUNK_FULL: usize = CHUNK - COPY_LIMIT - 1024;
+
+/// The room of a connection's first buffer: small until the connection
+/// is busy, as most frames on an idle one are a few bytes (it grows to
+/// [`CHUNK`] as it fills).
+const FIRST_BUFFER: usize = 8 * 1024;
+
+/// Written buffers kept to encode into again, at most: a connection
+/// keeps up to this many [`CHUNK`]s once busy.
+const SPARE_CHUNKS: usize = 8;
 
 /// Bytes of this side's arena the peer may hold (payloads sent and not
 /// released) before the writer waits, up to [`ARENA_WAIT`], to place
@@ -157,9 +166,9 @@ struct Queue {
     items: VecDeque<Item>,
     /// Frames encoded after `items`.
     buf: BytesMut,
-    /// An empty buffer, written and given back, to encode into once `buf`
-    /// is taken.
-    spare: Option<BytesMut>,
+    /// Empty buffers, written and given back, to encode into once `buf` is
+    /// taken or full.
+    spares: Vec<BytesMut>,
     /// The writer is gone: nothing queued now would be written.
     closed: bool,
     /// A message that could not be encoded, or the limit passed: the
@@ -209,26 +218,26 @@ impl Queue {
         self.items.is_empty() && self.buf.is_empty()
     }
 
-    /// The frames encoded so far, as one run to write, and the spare (or a
+    /// The frames encoded so far, as one run to write, and a spare (or a
     /// fresh buffer) in their place.
     fn take_run(&mut self) -> Bytes {
         let next = self
-            .spare
-            .take()
-            .unwrap_or_else(|| BytesMut::with_capacity(FRESH_BUFFER));
+            .spares
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(CHUNK));
         std::mem::replace(&mut self.buf, next).freeze()
     }
 
-    /// Keeps `run`'s buffer as the spare, if it has been written (nothing
-    /// else holds it) and is not too large.
+    /// Keeps `run`'s buffer as a spare, if it has been written (nothing
+    /// else holds it) and is one of the outbox's own.
     fn give_back(&mut self, run: Bytes) {
-        if self.spare.is_some() || self.closed {
+        if self.spares.len() >= SPARE_CHUNKS || self.closed {
             return;
         }
         if let Ok(mut buffer) = run.try_into_mut() {
-            if buffer.capacity() <= SPARE_BUFFER_MAX {
+            if buffer.capacity() >= FIRST_BUFFER {
                 buffer.clear();
-                self.spare = Some(buffer);
+                self.spares.push(buffer);
             }
         }
     }
@@ -284,6 +293,11 @@ impl Queue {
         let mut added = 0;
         match outgoing {
             Outgoing::Frame(message) => {
+                if self.buf.len() >= CHUNK_FULL {
+                    let run = self.take_run();
+                    added += run.len();
+                    self.items.push_back(Item::Data(run));
+                }
                 let flags_at = message.shared_flags_at();
                 let start = self.buf.len();
                 if let Some(tail) = encode_head(message, self.max_frame_length, &mut self.buf)? {
@@ -352,8 +366,8 @@ pub(crate) fn outbox_sharing<M: Wire>(
             max_frame_length,
             share_up_to,
             items: VecDeque::new(),
-            buf: BytesMut::with_capacity(FRESH_BUFFER),
-            spare: None,
+            buf: BytesMut::with_capacity(FIRST_BUFFER),
+            spares: Vec::new(),
             closed: false,
             failed: None,
             queued: 0,
@@ -880,15 +894,15 @@ pub async fn write_loop(io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<(), Pr
         != tokio::runtime::RuntimeFlavor::CurrentThread;
     // Whether the queue's `writing` mark is this task's (its last batch).
     let mut marked = false;
-    // The last batch's run of encoded frames, to give its buffer back.
-    let mut written_run: Option<Bytes> = None;
+    // The last batch's runs of encoded frames, to give their buffers back.
+    let mut written_runs: Vec<Bytes> = Vec::new();
     loop {
         let sender_writing = {
             let mut queue = shared.lock();
             if std::mem::take(&mut marked) {
                 queue.writing = false;
             }
-            if let Some(run) = written_run.take() {
+            for run in written_runs.drain(..) {
                 queue.give_back(run);
             }
             if let Some(error) = queue.failed.take() {
@@ -909,7 +923,6 @@ pub async fn write_loop(io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<(), Pr
                 std::mem::swap(&mut batch, &mut queue.items);
                 if !queue.buf.is_empty() {
                     let run = queue.take_run();
-                    written_run = Some(run.clone());
                     batch.push_back(Item::Data(run));
                 }
                 if let Some(releases) = releases {
@@ -935,7 +948,10 @@ pub async fn write_loop(io: OwnedWriteHalf, rx: OutboxReceiver) -> Result<(), Pr
         }
         for item in batch.drain(..) {
             match item {
-                Item::Data(bytes) => pending.push_back(bytes),
+                Item::Data(bytes) => {
+                    written_runs.push(bytes.clone());
+                    pending.push_back(bytes);
+                }
                 Item::WithFds(frame, fds) => {
                     // Everything before goes first; then this frame leads a
                     // write of its own, carrying the descriptors.
@@ -1250,9 +1266,9 @@ mod tests {
         out.send(Outgoing::Flush(done)).unwrap();
         flushed.await.expect("flushed");
         let queue = out.streams.shared.lock();
-        let spare = queue.spare.as_ref().expect("the written buffer is kept");
+        let spare = queue.spares.last().expect("the written buffer is kept");
         assert!(spare.is_empty());
-        assert!(spare.capacity() >= FRESH_BUFFER);
+        assert!(spare.capacity() >= FIRST_BUFFER);
     }
 
     /// A flush is acknowledged once what was queued before it is written,
