@@ -7,7 +7,7 @@ use drover_proto::DEFAULT_MAX_FRAME_LENGTH;
 
 /// The help text, also shown after a usage error.
 pub const USAGE: &str = "\
-usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw|tokio] [--threads T] [--shared-memory B] [--answer echo|write|write-in-place]
+usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C] [--impl drover|raw|tokio] [--threads T] [--shared-memory B] [--answer echo|write|write-in-place|yield]
        drover-bench --memory
        drover-bench --queue pg|sqlite [--workers W] [--requests N] [--concurrency C]
        drover-bench --http drover|hyper|drover-listener [--workers W] [--port P]
@@ -24,11 +24,14 @@ usage: drover-bench [--workers W] [--requests N] [--payload S] [--concurrency C]
   --shared-memory B bytes of each worker's two shared-memory arenas, 0 for
                     none: every payload through the socket (drover only;
                     default the library's, 64 MiB)
-  --answer echo|write|write-in-place
+  --answer echo|write|write-in-place|yield
                     what a drover worker answers with: the request's own
                     bytes (echo, the default), or as many bytes it writes
                     itself, into a buffer of its own then sent (write) or
-                    straight into Request::answer_buffer (write-in-place)
+                    straight into Request::answer_buffer (write-in-place),
+                    or the request's own bytes once the handler has
+                    yielded to its runtime once, as a handler that awaits
+                    something does (yield)
   --memory          measure an idle worker's RSS and the supervisor's
                     memory per queued request, instead of the echo run
   --queue pg|sqlite the job queue workload instead: N no-op jobs (default
@@ -123,6 +126,9 @@ pub enum Answer {
     Write,
     /// Bytes the worker writes into `Request::answer_buffer`.
     WriteInPlace,
+    /// The request's own bytes, after one yield to the worker's runtime:
+    /// a handler that does not answer the moment it is called.
+    Yield,
 }
 
 impl Answer {
@@ -132,14 +138,20 @@ impl Answer {
             Answer::Echo => "echo",
             Answer::Write => "write",
             Answer::WriteInPlace => "write-in-place",
+            Answer::Yield => "yield",
         }
     }
 
     /// The answer a flag value names.
     pub fn from_name(name: &str) -> Option<Answer> {
-        [Answer::Echo, Answer::Write, Answer::WriteInPlace]
-            .into_iter()
-            .find(|a| a.name() == name)
+        [
+            Answer::Echo,
+            Answer::Write,
+            Answer::WriteInPlace,
+            Answer::Yield,
+        ]
+        .into_iter()
+        .find(|a| a.name() == name)
     }
 }
 
@@ -356,7 +368,7 @@ where
                 options.answer = Answer::from_name(&value).ok_or_else(|| UsageError::BadValue {
                     flag: flag.name(),
                     value: value.clone(),
-                    reason: "expected echo, write or write-in-place".to_owned(),
+                    reason: "expected echo, write, write-in-place or yield".to_owned(),
                 })?;
             }
             Flag::Impl => {
@@ -470,6 +482,23 @@ mod tests {
                 answer: Answer::WriteInPlace,
             }))
         );
+    }
+
+    #[test]
+    fn every_answer_is_named_by_its_flag_value() {
+        for answer in [
+            Answer::Echo,
+            Answer::Write,
+            Answer::WriteInPlace,
+            Answer::Yield,
+        ] {
+            assert_eq!(Answer::from_name(answer.name()), Some(answer));
+            let flag = format!("--answer={}", answer.name());
+            let Ok(Command::Echo(options)) = parse_strs(&[flag.as_str()]) else {
+                panic!("{flag} did not parse");
+            };
+            assert_eq!(options.answer, answer);
+        }
     }
 
     #[test]

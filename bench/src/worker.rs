@@ -64,6 +64,11 @@ pub async fn run() -> Result<(), Error> {
                         write_answer(len, |piece| written.extend_from_slice(piece));
                         req.respond_buffer(written)
                     }
+                    Answer::Yield => {
+                        tokio::task::yield_now().await;
+                        let answer = req.take_payload();
+                        req.respond_bytes(answer)
+                    }
                 }
             }
         })

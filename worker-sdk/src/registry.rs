@@ -127,9 +127,11 @@ impl Registry {
         self.lock().insert(tracked.id, tracked);
     }
 
-    /// Forgets an answered request.
-    pub(crate) fn remove(&self, id: RequestId) {
-        self.lock().remove(&id);
+    /// Forgets an answered request; returns how many are still in flight.
+    pub(crate) fn remove(&self, id: RequestId) -> usize {
+        let mut in_flight = self.lock();
+        in_flight.remove(&id);
+        in_flight.len()
     }
 
     /// Fires the `cancelled()` of request `id`, if it is still in flight.

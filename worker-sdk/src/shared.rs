@@ -224,9 +224,16 @@ impl Shared {
     fn answer(&self, tracked: &Tracked, message: ToSupervisor) -> Result<(), Error> {
         // Queue the answer before the request leaves the registry: a soft
         // kill waiting for the registry to empty then flushes after it.
-        let sent = self.send(message);
-        self.registry.remove(tracked.id);
+        let queued = self.out.queue(Outgoing::Frame(message));
+        let alone = self.registry.remove(tracked.id) == 0;
         self.stop.wake_if_stopping();
-        sent
+        let wake = queued.map_err(|_| Error::Disconnected)?;
+        // The last answer the supervisor waits for goes out from here, with
+        // no turn of the writer's task (the serve loop's answers wait for it
+        // to write them together, and owe no wake-up here).
+        if alone {
+            wake.direct().wake();
+        }
+        Ok(())
     }
 }
