@@ -42,8 +42,8 @@
 //!   they are queued and hands them to one writer task (`write_loop`) for
 //!   vectored writes, or has a sender write them itself when nothing else
 //!   is being written and the peer waits for them alone (`Wake::direct`,
-//!   `Outbox::hold_wakes`); its `StreamOutbox` sends stream frames for
-//!   either side.
+//!   `Outbox::hold_wakes`; both writers in `transport::writer`); its
+//!   `StreamOutbox` sends stream frames for either side.
 //! - `stream`: byte streams with credit-based flow control, on both
 //!   sides: the registry (`Streams`), the pump, and [`IncomingStream`].
 //! - `handshake`: both halves of the handshake, `accept` (the

@@ -90,7 +90,10 @@ async fn serve_loop<H: Handler>(
         tokio::select! {
             frame = next_frame(reader, &mut held) => {
                 let mut frame = frame;
-                held.get_or_insert_with(|| shared.hold_wakes());
+                if held.is_none() {
+                    held = Some(shared.hold_wakes());
+                    handled = 0;
+                }
                 // Frames already read are handled in this turn, without
                 // another round of the select.
                 loop {
@@ -151,7 +154,6 @@ async fn serve_loop<H: Handler>(
                 }
                 if handled >= MAX_HELD_FRAMES {
                     held = None;
-                    handled = 0;
                 }
             }
             signal = &mut stop_signal, if !drain.signalled => {
