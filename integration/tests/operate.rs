@@ -820,3 +820,58 @@ async fn reload_with_new_environment_and_arguments() {
     }
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
+
+/// An operation waiting for the pool to settle ends once the pool stops
+/// under it, with an error naming the pool's phase, instead of waiting out
+/// its own time limit (start timeout + drain timeout + 5 s: over two
+/// minutes here). An autoscaler resizing as the pool was soft-killed used
+/// to hang so.
+#[tokio::test]
+async fn a_resize_under_way_ends_when_the_pool_stops() {
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(2)
+            .max_concurrency(1)
+            .drain_timeout(Duration::from_secs(120))
+            .spawn(),
+    )
+    .await
+    .unwrap();
+    // Both workers busy for a minute: the one resized away cannot go.
+    let busy: Vec<_> = (0..2)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.enqueue(&Cmd::SlowEcho(format!("{i}"), 60_000)).await })
+        })
+        .collect();
+    assert!(
+        eventually(LIMIT, || pool.status().active == 2).await,
+        "{:?}",
+        pool.status()
+    );
+    let resizing = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.resize(1).await }
+    });
+    assert!(
+        eventually(LIMIT, || pool
+            .status()
+            .workers
+            .iter()
+            .any(|w| w.state == WorkerState::Stopping))
+        .await,
+        "a worker retires: {:?}",
+        pool.status()
+    );
+    within(LIMIT, "hard kill", pool.hard_kill()).await;
+    let resized = within(LIMIT, "the resize to end", resizing).await.unwrap();
+    let Err(Error::Operation { reason, .. }) = &resized else {
+        panic!("expected the resize to fail, got {resized:?}");
+    };
+    assert!(reason.to_string().contains("stopped"), "{reason}");
+    for request in busy {
+        let answer = within(LIMIT, "a busy request", request).await.unwrap();
+        assert!(answer.is_err(), "{answer:?}");
+    }
+}

@@ -59,14 +59,27 @@ impl Shared {
     }
 
     /// Waits until `done` says the operation is over, well or not, within
-    /// the operation limit.
+    /// the operation limit. A pool that stops meanwhile (a soft or hard
+    /// kill, or its own failure) ends the wait at once with
+    /// `NotRunning`: nothing the operation waits for can happen any more.
     async fn settle_or_fail(
         &self,
         operation: Operation,
-        done: impl FnMut(&mut PoolState) -> Option<Result<(), Error>>,
+        mut done: impl FnMut(&mut PoolState) -> Option<Result<(), Error>>,
     ) -> Result<(), Error> {
         let limit = self.operation_limit();
-        tokio::time::timeout(limit, self.wait_until(done))
+        let settled = move |state: &mut PoolState| {
+            done(state).or_else(|| match state.phase() {
+                Phase::Running | Phase::Drained => None,
+                stopping => Some(Err(Error::Operation {
+                    operation,
+                    reason: OperationError::NotRunning {
+                        phase: stopping.public(),
+                    },
+                })),
+            })
+        };
+        tokio::time::timeout(limit, self.wait_until(settled))
             .await
             .unwrap_or(Err(Error::Operation {
                 operation,

@@ -421,7 +421,8 @@ impl Supervisor {
     ///
     /// [`Error::Operation`] if `n` is 0 (a running pool needs a worker:
     /// [`drain`](Supervisor::drain) is how to stop them all), if the pool
-    /// is not running, or if it does not settle within the start timeout
+    /// is not running, or stops while this waits (a soft or hard kill:
+    /// then at once), or if it does not settle within the start timeout
     /// plus the drain timeout.
     pub async fn resize(&self, n: usize) -> Result<(), Error> {
         self.shared().resize(n).await
