@@ -13,7 +13,9 @@ pub const MAGIC: u32 = 0x4452_5652;
 /// Version of this protocol. Both sides must speak the same one.
 pub const PROTOCOL_VERSION: u16 = 3;
 
-/// Identifies one request for its whole life (a uuid v4).
+/// Identifies one request for its whole life: a uuid, version 4 in form,
+/// unique but not unpredictable (the supervisor counts them out through
+/// a permutation rather than drawing each at random).
 pub type RequestId = Uuid;
 
 /// The first message a worker sends, as soon as it starts.

@@ -189,6 +189,7 @@ mod process;
 mod query;
 mod reply;
 mod request;
+mod request_id;
 mod response;
 mod routing;
 mod sandbox;

@@ -14,7 +14,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use drover_proto::RequestId;
 use tokio::io::AsyncRead;
-use uuid::Uuid;
 
 use crate::error::Error;
 use crate::pool::{Extras, Pending, Shared};
@@ -129,7 +128,7 @@ impl<'a> RequestBuilder<'a> {
         }
         let shared = self.pool.shared();
         let (reply, answer) = crate::reply::slot(waker);
-        let id = Uuid::new_v4();
+        let id = crate::request_id::next();
         shared.submit(Pending {
             id,
             created_at: drover_proto::now_micros(),

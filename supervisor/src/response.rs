@@ -29,7 +29,8 @@ pub struct Response {
 }
 
 impl Response {
-    /// The request's id (a uuid v4).
+    /// The request's id (a uuid, version 4 in form: unique, not
+    /// unpredictable; see [`RequestId`]).
     pub fn id(&self) -> RequestId {
         self.id
     }

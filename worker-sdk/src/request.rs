@@ -137,7 +137,8 @@ impl Request {
         std::mem::take(&mut self.fds)
     }
 
-    /// The request's id (a uuid v4 chosen by the supervisor).
+    /// The request's id (chosen by the supervisor: a uuid, version 4 in
+    /// form, unique but not unpredictable).
     pub fn id(&self) -> RequestId {
         self.tracked.id
     }
