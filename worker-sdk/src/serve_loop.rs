@@ -31,8 +31,13 @@ use crate::socket::PassedFd;
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most frames handled before their answers are written, while the
-/// supervisor keeps the socket full.
-const MAX_HELD_FRAMES: usize = 256;
+/// supervisor keeps the socket full. The supervisor settles answers 64 at
+/// a time and lets their callers send again after each 64 (its
+/// connection's `BATCH`): answers written as often keep it busy while
+/// this worker handles the rest. At 64 B, C = 256, 64 instead of 256: 3%
+/// to 5% more requests per second (medians of six alternating runs), level
+/// at 4 KiB.
+const MAX_HELD_FRAMES: usize = 64;
 
 /// `Worker::serve`: says `Ready`, serves, and on the way out ends what
 /// waits on the connection and flushes the last answers.
