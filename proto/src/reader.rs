@@ -13,7 +13,7 @@
 //! of every payload as it copies it in, which costs more than the copy.
 //! A recycled buffer has its pages mapped already. A connection keeps up
 //! to 16 MiB of spare buffers of at most 4 MiB each, and larger ones only
-//! while they are reused, each for at most a second ([`BufferPool`]).
+//! while they are reused, each for at most a second (`BufferPool`).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
