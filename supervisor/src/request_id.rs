@@ -14,7 +14,7 @@
 //!
 //! Why: `Uuid::new_v4` costs about 100 instructions per request, 2.5% of
 //! the supervisor's (callgrind, 64 B echoes at C = 256); this costs about
-//! 15.
+//! 20.
 
 use std::cell::Cell;
 
