@@ -135,6 +135,97 @@ async fn a_worker_releasing_what_it_was_never_given_is_killed_and_replaced() {
 }
 
 #[tokio::test]
+async fn a_worker_naming_a_request_slot_it_released_is_killed_and_replaced() {
+    killed_for(
+        Cmd::ShmNameReleased(text(64 << 10, 1)),
+        "an answer of 100 bytes at offset 0 of the requests arena lies in no payload sent to \
+         this worker",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_worker_naming_requests_memory_no_request_lies_in_is_killed_and_replaced() {
+    killed_for(
+        Cmd::ShmNameElsewhere,
+        "an answer of 4096 bytes at offset 33554432 of the requests arena lies in no payload",
+    )
+    .await;
+}
+
+/// Answers made of a request's own bytes are shown where they lie in the
+/// requests arena, up to half of it; the callers here keep every answer,
+/// so past that they are copied out. Each must read as the bytes the
+/// worker named, and every slot comes back once they are dropped.
+#[tokio::test]
+async fn answers_made_of_the_requests_own_bytes_arrive_intact_kept_or_not() {
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(2).max_concurrency(8).shared_memory(8 << 20).spawn(),
+    )
+    .await
+    .expect("spawn");
+    let sizes = [640 << 10, 100 << 10, 1 << 20, 30 << 10];
+    let mut calls = Vec::new();
+    for i in 0..32 {
+        let pool = pool.clone();
+        calls.push(tokio::spawn(async move {
+            let len = sizes[i % sizes.len()];
+            // Whole (the text and the few bytes around it), or a part cut
+            // out of the middle.
+            let (start, end) = if i % 2 == 0 {
+                (0, len + 64)
+            } else {
+                (len / 3, len / 2)
+            };
+            let mut cmd = Cmd::MirrorPart(text(len, i), start, end);
+            let encoded = drover::proto::encode_value(&cmd).unwrap();
+            let end = end.min(encoded.len());
+            if let Cmd::MirrorPart(_, _, whole) = &mut cmd {
+                *whole = end;
+            }
+            let expected = drover::proto::encode_value(&cmd).unwrap()[start..end].to_vec();
+            let answer = within(LIMIT, "mirror", pool.enqueue(&cmd)).await.unwrap();
+            assert!(
+                answer.bytes()[..] == expected[..],
+                "the answer of bytes {start}..{end} of a {len}-byte request came back changed"
+            );
+            (answer, expected)
+        }));
+    }
+    let mut kept = Vec::new();
+    for call in calls {
+        kept.push(within(LIMIT, "mirrors", call).await.unwrap());
+    }
+    // Kept answers still read as they arrived once later requests have
+    // used the arenas again.
+    for i in 0..8 {
+        echoes_intact(&pool, 1 << 20, 100 + i).await;
+    }
+    for (i, (answer, expected)) in kept.iter().enumerate() {
+        assert!(
+            answer.bytes()[..] == expected[..],
+            "kept answer {i} changed under later requests"
+        );
+    }
+    drop(kept);
+    assert!(
+        eventually(LIMIT, || pool
+            .health()
+            .iter()
+            .all(|h| h.shared_memory_held == 0))
+        .await,
+        "{:?}",
+        pool.health()
+    );
+    for i in 0..4 {
+        echoes_intact(&pool, 2 << 20, 200 + i).await;
+    }
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
+#[tokio::test]
 async fn a_worker_cannot_write_remap_resize_or_unseal_its_arenas() {
     let pool = within(LIMIT, "spawn", pool(1).spawn())
         .await

@@ -174,15 +174,25 @@ impl<E: End> Opening<E> {
         } = self;
         let parts = writer.into_parts();
         let outbound = arenas.as_ref().map(|a| a.outbound.clone());
-        let (outbox, rx) =
-            outbox_sharing::<E::Writes>(parts.codec.max_frame_length(), outbox_limit, outbound);
+        let lent = arenas.as_ref().filter(|a| a.lend).map(|a| {
+            let start = a.inbound.as_ptr() as usize;
+            start..start + a.inbound.len()
+        });
+        let (outbox, rx) = outbox_sharing::<E::Writes>(
+            parts.codec.max_frame_length(),
+            outbox_limit,
+            outbound,
+            lent,
+        );
         if let Some(arenas) = arenas {
             let releaser = outbox.releaser();
+            let own = (!arenas.lend).then(|| arenas.outbound.clone());
             let inbound = Inbound::new(
                 arenas.inbound,
                 arenas.lend,
                 Box::new(move |offset| releaser.release(offset)),
                 reader.pool().clone(),
+                own,
             );
             reader.share(Arc::new(inbound), arenas.outbound);
         }
@@ -455,25 +465,40 @@ mod tests {
             other => panic!("expected the small request, got {other:?}"),
         }
 
-        // The worker answers with the very bytes it was lent: they are
-        // copied into the answers arena, and the supervisor copies them out.
+        // The worker answers with the very bytes it was lent: they go back
+        // as where they lie, and the supervisor's caller reads them there.
         let answer = ToSupervisor::Response {
             id,
             stream: false,
             result: Ok(lent.slice(..)),
         };
         worker.outbox.send_message(answer).unwrap();
+        let shown = match bounded(supervisor.reader.next()).await {
+            Some(Ok(ToSupervisor::Response {
+                result: Ok(got), ..
+            })) => got,
+            other => panic!("expected the answer, got {other:?}"),
+        };
+        assert_eq!(shown, payload);
+        assert!(requests.lies_in(&shown), "shown where it lies");
+        assert_eq!(answers.placed(), 0, "nothing went into the answers arena");
+
+        // An answer of its own goes through the answers arena, and the
+        // supervisor copies it out.
+        let fresh = Bytes::from(vec![5u8; 1 << 20]);
+        let answer = ToSupervisor::Response {
+            id: RequestId::new_v4(),
+            stream: false,
+            result: Ok(fresh.clone()),
+        };
+        worker.outbox.send_message(answer).unwrap();
         match bounded(supervisor.reader.next()).await {
             Some(Ok(ToSupervisor::Response {
                 result: Ok(got), ..
-            })) => assert_eq!(got, payload),
+            })) => assert!(got == fresh && !requests.lies_in(&got)),
             other => panic!("expected the answer, got {other:?}"),
         }
-        assert_eq!(
-            answers.placed(),
-            1,
-            "the answer went through the answers arena"
-        );
+        assert_eq!(answers.placed(), 1, "the answers arena took it");
         // The request's slot stays taken while the worker holds its bytes.
         assert_eq!(requests.in_use(), 1 << 20);
         drop(lent);
@@ -484,6 +509,22 @@ mod tests {
             other => panic!("expected Busy after the Release, got {other:?}"),
         }
         assert_eq!(requests.in_use(), 0, "the worker released the request");
+        // Its slot is the answer's until that is dropped.
+        let next = Bytes::from(vec![6u8; 1 << 20]);
+        let request = ToWorker::Request {
+            id: RequestId::new_v4(),
+            created_at: 1,
+            fds: 0,
+            stream: false,
+            payload: next.clone(),
+        };
+        supervisor.outbox.send_message(request).unwrap();
+        match bounded(worker.reader.next()).await {
+            Some(Ok(ToWorker::Request { payload: got, .. })) => assert_eq!(got, next),
+            other => panic!("expected the next request, got {other:?}"),
+        }
+        assert_eq!(shown, payload, "the shown answer is unchanged");
+        drop(shown);
         // The supervisor released the answer's slot once it had copied it.
         flushed(&supervisor.outbox).await;
         supervisor

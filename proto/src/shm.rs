@@ -26,6 +26,19 @@
 //! an answer out. A payload that does not fit (the arena is full, or the
 //! payload is larger than it) goes through the socket as always.
 //!
+//! An answer that is a request's own bytes, or a slice of them (an echo, a
+//! filter that passes its input on, a part cut out of it), is not copied
+//! at all: the worker sends the descriptor of where those bytes already lie
+//! in the requests arena, its offset marked with [`OWN_ARENA`], and the
+//! supervisor hands its caller the bytes where they lie. That memory is
+//! the supervisor's alone to write (the worker's mapping is read-only by
+//! the seal), and the supervisor writes a slot only while it is free: the
+//! answer holds its slot, which is free again only once the worker has
+//! released it and the answer's last `Bytes` is dropped. Answers kept
+//! that way may hold at most half the arena; past that the supervisor
+//! copies such an answer out of its slot instead (into memory of its own,
+//! the worker's request slot released as usual).
+//!
 //! # What a hostile worker can do with it
 //!
 //! - **Write into the answers arena while the supervisor copies from it.**
@@ -52,10 +65,16 @@
 //!   can make the supervisor hold.
 //! - **Shrink, grow or write the requests arena, or map it writable.**
 //!   The seals refuse it.
+//! - **Answer with a range of the requests arena that is not a request's
+//!   payload it holds** (outside every slot, across two, in a slot it
+//!   released, or in one not yet sent to it). A protocol error naming it:
+//!   an answer shown where it lies is always bytes the supervisor wrote
+//!   and sent to this worker, and will not write again while it is shown.
+//! - **Release a request slot its answer still shows.** The slot stays
+//!   out of use until the answer's last `Bytes` is dropped.
 
 #![allow(unsafe_code)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,6 +85,9 @@ use rustix::fs::{MemfdFlags, SealFlags};
 
 use crate::error::ProtocolError;
 use crate::reader::{BufferPool, Pooled};
+
+mod slots;
+use slots::Slots;
 
 /// Payloads at least this large travel through the arenas (when they
 /// fit); smaller ones are cheaper through the socket, where they need no
@@ -79,6 +101,11 @@ const PAGE: usize = 4096;
 
 /// Bytes of a payload's descriptor in its frame: offset and length.
 pub const DESCRIPTOR_LEN: usize = 16;
+
+/// Set in a descriptor's offset: the range lies in the arena the receiver
+/// writes (its requests arena), not the sender's: a worker's answer made
+/// of a request's own bytes. Offsets are far below it.
+pub const OWN_ARENA: u64 = 1 << 63;
 
 /// Faults in every page of a fresh buffer's capacity in one system call
 /// (`MADV_POPULATE_WRITE`), rather than one page fault per page as the
@@ -246,12 +273,20 @@ impl Outbound {
     /// Copies `payload` into a free slot; its descriptor, or `None` if no
     /// slot is large enough (the payload then goes through the socket).
     pub(crate) fn place(&self, payload: &[u8]) -> Option<[u8; DESCRIPTOR_LEN]> {
-        let offset = self.slots().take(payload.len())?;
+        let offset = {
+            let mut slots = self.slots();
+            let offset = slots.take(payload.len())?;
+            // Being written: neither the peer's to release nor to show as
+            // an answer (`view`) until the copy is done.
+            slots.reserved.insert(offset);
+            offset
+        };
         // SAFETY: `take` hands out ranges inside the mapping only, each to
         // one caller until it is freed, so nothing else in this process
-        // writes there meanwhile; the peer's mapping of it is read-only
-        // (the requests arena's seal) or, for the answers arena, the peer
-        // only reads it. The source is a slice we borrow.
+        // writes there meanwhile, nor reads it (`view` refuses a reserved
+        // slot); the peer's mapping of it is read-only (the requests
+        // arena's seal) or, for the answers arena, the peer only reads it.
+        // The source is a slice we borrow.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 payload.as_ptr(),
@@ -259,6 +294,7 @@ impl Outbound {
                 payload.len(),
             );
         }
+        self.slots().reserved.remove(&offset);
         self.placed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(descriptor(offset, payload.len()))
@@ -276,7 +312,7 @@ impl Outbound {
             if slots.reserved.contains(&o) {
                 return None;
             }
-            slots.free(o)
+            slots.release(o)
         });
         if live.is_some() {
             self.freed.notify_waiters();
@@ -287,9 +323,55 @@ impl Outbound {
         })
     }
 
-    /// Bytes of the arena in slots not yet released (whole pages).
+    /// Bytes of the arena in slots the peer has not released yet (whole
+    /// pages; slots only answers hold are not counted).
     pub(crate) fn in_use(&self) -> usize {
-        self.slots().held
+        let slots = self.slots();
+        slots.held - slots.lingering
+    }
+
+    /// The `len` bytes at `offset` of this arena, which the peer names as
+    /// its answer, held where they lie until the last `Bytes` of them is
+    /// dropped; and whether answers held so already take half the arena or
+    /// more with this one (the caller then copies it out and lets go).
+    ///
+    /// # Errors
+    ///
+    /// Why the range is not one the peer may name: it lies in no payload
+    /// this side placed and the peer holds (outside every slot, across
+    /// two, in one being written, or in one it released).
+    pub(crate) fn view(
+        self: &Arc<Self>,
+        offset: usize,
+        len: usize,
+    ) -> Result<(View, bool), &'static str> {
+        let mut slots = self.slots();
+        let end = offset.checked_add(len).ok_or("passes the end of it")?;
+        let (&slot, &room) = slots
+            .live
+            .range(..=offset)
+            .next_back()
+            .filter(|&(&start, &room)| end <= start + room)
+            .ok_or("lies in no payload sent to this worker")?;
+        if slots.reserved.contains(&slot) {
+            return Err("lies in a payload not sent yet");
+        }
+        if slots.released.contains(&slot) {
+            return Err("lies in a payload the worker released");
+        }
+        let views = slots.views.entry(slot).or_insert(0);
+        *views += 1;
+        if *views == 1 {
+            slots.viewed += room;
+        }
+        let crowded = slots.viewed > self.map.len() / 2;
+        let view = View {
+            arena: self.clone(),
+            slot,
+            offset,
+            len,
+        };
+        Ok((view, crowded))
     }
 
     /// A slot of at least `capacity` bytes, to be written in place; `None`
@@ -340,6 +422,13 @@ impl Outbound {
         (within && slots.reserved.contains(&at)).then_some(at)
     }
 
+    /// Whether `bytes` lie in this arena's mapping.
+    #[cfg(test)]
+    pub(crate) fn lies_in(&self, bytes: &[u8]) -> bool {
+        let start = self.map.as_ptr() as usize;
+        (start..start + self.map.len()).contains(&(bytes.as_ptr() as usize))
+    }
+
     /// How many payloads have been placed.
     #[cfg(test)]
     pub(crate) fn placed(&self) -> u64 {
@@ -352,6 +441,13 @@ fn descriptor(offset: usize, len: usize) -> [u8; DESCRIPTOR_LEN] {
     let mut descriptor = [0; DESCRIPTOR_LEN];
     descriptor[..8].copy_from_slice(&(offset as u64).to_le_bytes());
     descriptor[8..].copy_from_slice(&(len as u64).to_le_bytes());
+    descriptor
+}
+
+/// The descriptor of `len` bytes at `offset` of the receiver's own arena.
+pub(crate) fn own_descriptor(offset: usize, len: usize) -> [u8; DESCRIPTOR_LEN] {
+    let mut descriptor = descriptor(offset, len);
+    descriptor[..8].copy_from_slice(&(offset as u64 | OWN_ARENA).to_le_bytes());
     descriptor
 }
 
@@ -464,64 +560,35 @@ impl AsRef<[u8]> for Written {
     }
 }
 
-/// First-fit allocation of whole pages, lowest offset first, so the pages
-/// in use stay few and warm.
+/// An answer shown where it lies in this side's arena: bytes of a payload
+/// this side placed, held (never freed, so never written again) until the
+/// last `Bytes` of it is dropped.
 #[derive(Debug)]
-struct Slots {
-    /// Free ranges, offset to length, never adjacent.
-    free: BTreeMap<usize, usize>,
-    /// Slots handed out, offset to length.
-    live: HashMap<usize, usize>,
-    /// Slots handed out to be written in place and not yet sent
-    /// ([`SharedSlot`]): the peer cannot release them.
-    reserved: HashSet<usize>,
-    /// Bytes of the slots handed out.
-    held: usize,
+pub(crate) struct View {
+    arena: Arc<Outbound>,
+    slot: usize,
+    offset: usize,
+    len: usize,
 }
 
-impl Slots {
-    fn new(len: usize) -> Slots {
-        let mut free = BTreeMap::new();
-        if len > 0 {
-            free.insert(0, len);
-        }
-        Slots {
-            free,
-            live: HashMap::new(),
-            reserved: HashSet::new(),
-            held: 0,
-        }
+impl AsRef<[u8]> for View {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `view` checked the range lies inside a live slot, inside
+        // the mapping that `arena` keeps alive. Nothing writes it while
+        // this exists: this side writes a slot only between `take` and the
+        // end of `place`, and `view` refuses a slot until then; the slot
+        // is not freed (so not taken again) while a view of it lives; the
+        // peer's mapping is read-only (the requests arena's seals).
+        unsafe { std::slice::from_raw_parts(self.arena.map.as_ptr().add(self.offset), self.len) }
     }
+}
 
-    fn take(&mut self, len: usize) -> Option<usize> {
-        let need = len.max(1).checked_next_multiple_of(PAGE)?;
-        let (&offset, &room) = self.free.iter().find(|(_, &room)| room >= need)?;
-        self.free.remove(&offset);
-        if room > need {
-            self.free.insert(offset + need, room - need);
+impl Drop for View {
+    fn drop(&mut self) {
+        let freed = self.arena.slots().unview(self.slot);
+        if freed {
+            self.arena.freed.notify_waiters();
         }
-        self.live.insert(offset, need);
-        self.held += need;
-        Some(offset)
-    }
-
-    /// Frees the slot at `offset`; `None` if none starts there.
-    fn free(&mut self, offset: usize) -> Option<()> {
-        let mut len = self.live.remove(&offset)?;
-        self.held -= len;
-        let mut start = offset;
-        if let Some(next) = self.free.remove(&(offset + len)) {
-            len += next;
-        }
-        if let Some((&before, &room)) = self.free.range(..offset).next_back() {
-            if before + room == offset {
-                self.free.remove(&before);
-                start = before;
-                len += room;
-            }
-        }
-        self.free.insert(start, len);
-        Some(())
     }
 }
 
@@ -535,6 +602,10 @@ pub(crate) struct Inbound {
     lend: bool,
     release: Release,
     pool: Arc<BufferPool>,
+    /// The supervisor's own (requests) arena, where the worker's answers
+    /// may name bytes of its requests ([`OWN_ARENA`]); `None` on the
+    /// worker's side, where nothing may.
+    own: Option<Arc<Outbound>>,
 }
 
 impl std::fmt::Debug for Inbound {
@@ -547,12 +618,19 @@ impl std::fmt::Debug for Inbound {
 }
 
 impl Inbound {
-    pub(crate) fn new(map: MmapRaw, lend: bool, release: Release, pool: Arc<BufferPool>) -> Self {
+    pub(crate) fn new(
+        map: MmapRaw,
+        lend: bool,
+        release: Release,
+        pool: Arc<BufferPool>,
+        own: Option<Arc<Outbound>>,
+    ) -> Self {
         Inbound {
             map,
             lend,
             release,
             pool,
+            own,
         }
     }
 
@@ -576,6 +654,9 @@ impl Inbound {
         };
         let [offset, len] = [&descriptor[..8], &descriptor[8..]]
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+        if offset & OWN_ARENA != 0 {
+            return self.take_own(offset & !OWN_ARENA, len, max_payload);
+        }
         let arena = self.map.len();
         let range = usize::try_from(offset)
             .ok()
@@ -616,6 +697,41 @@ impl Inbound {
     }
 }
 
+impl Inbound {
+    /// The payload at `offset` of this side's own arena, named by the peer
+    /// as its answer: shown where it lies, or copied out if answers shown
+    /// so hold half the arena already.
+    fn take_own(&self, offset: u64, len: u64, max_payload: usize) -> Result<Bytes, String> {
+        let Some(own) = &self.own else {
+            return Err(format!(
+                "a shared-memory payload of {len} bytes at offset {offset} of this side's own \
+                 arena, which only a worker's answers may name"
+            ));
+        };
+        if usize::try_from(len).map_or(true, |l| l > max_payload) {
+            return Err(format!(
+                "a shared-memory payload of {len} bytes, over the payload limit of {max_payload}"
+            ));
+        }
+        let range = usize::try_from(offset).ok().zip(usize::try_from(len).ok());
+        let (view, crowded) = range
+            .ok_or("passes the end of it")
+            .and_then(|(o, l)| own.view(o, l))
+            .map_err(|reason| {
+                format!(
+                    "an answer of {len} bytes at offset {offset} of the requests arena {reason}"
+                )
+            })?;
+        if !crowded {
+            return Ok(Bytes::from_owner(view));
+        }
+        let bytes: &[u8] = view.as_ref();
+        let mut body = self.pool.take(bytes.len());
+        body.extend_from_slice(bytes);
+        Ok(Bytes::from_owner(Pooled::new(body, self.pool.clone())))
+    }
+}
+
 /// A request's payload lent in place from the requests arena (the
 /// worker's side); dropping the last `Bytes` of it releases the slot.
 struct Lent {
@@ -642,146 +758,4 @@ impl Drop for Lent {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_are_pages_taken_lowest_first_and_merged_when_freed() {
-        let mut slots = Slots::new(16 * PAGE);
-        let a = slots.take(1).unwrap();
-        let b = slots.take(PAGE + 1).unwrap();
-        let c = slots.take(PAGE).unwrap();
-        assert_eq!((a, b, c), (0, PAGE, 3 * PAGE));
-        assert_eq!(slots.take(13 * PAGE), None, "only 12 pages are left");
-        slots.free(b).unwrap();
-        assert_eq!(slots.free(b), None, "a slot is freed once");
-        assert_eq!(slots.free(PAGE / 2), None, "no slot starts there");
-        // The hole left by b is reused first.
-        assert_eq!(slots.take(2 * PAGE), Some(PAGE));
-        slots.free(a).unwrap();
-        slots.free(c).unwrap();
-        slots.free(PAGE).unwrap();
-        assert!(slots.live.is_empty());
-        assert_eq!(slots.held, 0);
-        assert_eq!(
-            slots.free,
-            BTreeMap::from([(0, 16 * PAGE)]),
-            "all merged back"
-        );
-        assert_eq!(slots.take(16 * PAGE), Some(0));
-    }
-
-    /// A slot being written in place is not the peer's to release until
-    /// it is sent; only the exact bytes of one are sent where they lie.
-    #[test]
-    fn a_reserved_slot_is_released_only_by_its_writer_until_sent() {
-        let (arenas, _fds) = Arenas::create(16 * PAGE).unwrap();
-        let arena = arenas.outbound;
-        let mut slot = arena.reserve(3 * PAGE).unwrap();
-        assert!(slot.push(&[7; 100]));
-        assert!(matches!(
-            arena.free(0),
-            Err(ProtocolError::BadRelease { offset: 0, .. })
-        ));
-        let bytes = slot.into_bytes();
-        // A slice of it is copied as any payload would be.
-        assert!(arena.sent_in_place(&bytes[1..]).is_none());
-        assert_eq!(arena.sent_in_place(&bytes), Some(descriptor(0, 100)));
-        // Sent: dropping the bytes leaves the slot to the peer's Release.
-        drop(bytes);
-        assert_eq!(arena.in_use(), 3 * PAGE);
-        arena.free(0).unwrap();
-        assert_eq!(arena.in_use(), 0);
-        // Never sent: dropping frees it.
-        let slot = arena.reserve(PAGE).unwrap();
-        drop(slot.into_bytes());
-        assert_eq!(arena.in_use(), 0);
-        assert!(arena.reserve(0).is_none());
-        assert!(arena.reserve(17 * PAGE).is_none());
-    }
-
-    #[test]
-    fn the_worker_cannot_write_requests_nor_resize_either_arena() {
-        let (_supervisor, fds) = Arenas::create(8 * PAGE).unwrap();
-        let worker = Arenas::adopt(&fds, 8 * PAGE).unwrap();
-        assert!(worker.lend);
-        // No writable mapping of the requests arena, no write, no resize.
-        assert!(MmapOptions::new()
-            .len(8 * PAGE)
-            .map_raw(fds.requests.as_raw_fd())
-            .is_err());
-        assert!(rustix::io::write(&fds.requests, b"x").is_err());
-        for fd in [&fds.requests, &fds.answers] {
-            assert!(rustix::fs::ftruncate(fd, 0).is_err());
-            assert!(rustix::fs::ftruncate(fd, 64 * PAGE as u64).is_err());
-            assert!(rustix::fs::fcntl_add_seals(fd, SealFlags::empty()).is_err());
-        }
-        // The wrong size is refused, naming it.
-        let error = Arenas::adopt(&fds, 4 * PAGE).unwrap_err();
-        assert!(error.to_string().contains("32768 bytes"), "{error}");
-    }
-
-    #[test]
-    fn payloads_cross_both_ways_and_bad_descriptors_are_named() {
-        let (supervisor, fds) = Arenas::create(64 * PAGE).unwrap();
-        let worker = Arenas::adopt(&fds, 64 * PAGE).unwrap();
-        let released = Arc::new(Mutex::new(Vec::new()));
-        let inbound = |arenas: Arenas| {
-            let released = released.clone();
-            Arc::new(Inbound::new(
-                arenas.inbound,
-                arenas.lend,
-                Box::new(move |o| released.lock().unwrap().push(o)),
-                Arc::default(),
-            ))
-        };
-        let (to_worker, to_supervisor) = (supervisor.outbound.clone(), worker.outbound.clone());
-        let (at_worker, at_supervisor) = (inbound(worker), inbound(supervisor));
-
-        // A request, lent in place to the worker until its last Bytes goes.
-        let request: Vec<u8> = (0..3 * PAGE).map(|i| i as u8).collect();
-        let descriptor = to_worker.place(&request).unwrap();
-        let lent = at_worker.take(&descriptor, usize::MAX).unwrap();
-        assert_eq!(&lent[..], &request[..]);
-        let slice = lent.slice(10..20);
-        drop(lent);
-        assert!(
-            released.lock().unwrap().is_empty(),
-            "a slice still holds it"
-        );
-        drop(slice);
-        assert_eq!(*released.lock().unwrap(), [0]);
-        to_worker.free(0).unwrap();
-        assert_eq!(to_worker.in_use(), 0);
-
-        // An answer, copied out by the supervisor and released at once.
-        let answer = vec![9u8; PAGE + 5];
-        let descriptor = to_supervisor.place(&answer).unwrap();
-        let copied = at_supervisor.take(&descriptor, usize::MAX).unwrap();
-        assert_eq!(&copied[..], &answer[..]);
-        assert_eq!(*released.lock().unwrap(), [0, 0]);
-
-        // Out of the arena, over the limit, cut short: each named.
-        let bad = |offset: u64, len: u64| {
-            let mut d = [0u8; DESCRIPTOR_LEN];
-            d[..8].copy_from_slice(&offset.to_le_bytes());
-            d[8..].copy_from_slice(&len.to_le_bytes());
-            d
-        };
-        let error = at_supervisor.take(&bad(63 * PAGE as u64, 2 * PAGE as u64), usize::MAX);
-        assert!(error.unwrap_err().contains("passes the end"));
-        let error = at_supervisor.take(&bad(u64::MAX, 2), usize::MAX);
-        assert!(error.unwrap_err().contains("passes the end"));
-        let error = at_supervisor.take(&bad(0, 100), 99);
-        assert!(error.unwrap_err().contains("over the payload limit of 99"));
-        let error = at_supervisor.take(&[0; 15], usize::MAX);
-        assert!(error.unwrap_err().contains("15 bytes"));
-        assert!(matches!(
-            to_worker.free(PAGE as u64),
-            Err(ProtocolError::BadRelease { offset, .. }) if offset == PAGE as u64
-        ));
-
-        // A payload larger than the arena does not fit: the socket takes it.
-        assert!(to_worker.place(&vec![0; 65 * PAGE]).is_none());
-    }
-}
+mod tests;

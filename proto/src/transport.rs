@@ -126,6 +126,12 @@ struct OutboxShared {
     /// This side's shared-memory arena, where the writer puts large
     /// payloads when they fit.
     outbound: Option<Arc<Outbound>>,
+    /// Where the peer's arena is mapped on this side, if its payloads are
+    /// lent here (the worker's view of the requests arena): a payload that
+    /// lies in it is sent back as where it lies ([`OWN_ARENA`]).
+    ///
+    /// [`OWN_ARENA`]: crate::shm::OWN_ARENA
+    lent: Option<std::ops::Range<usize>>,
     /// Offsets of the peer's arena to release, queued apart from the
     /// frames so that dropping a payload (which may happen while `queue`
     /// is locked) never needs that lock; the writer sends them.
@@ -332,7 +338,7 @@ impl Queue {
 /// [`ProtocolError::Stalled`], even in the middle of a write that the
 /// peer never lets finish.
 pub fn outbox<M: Wire>(max_frame_length: usize, limit: usize) -> (Outbox<M>, OutboxReceiver) {
-    outbox_sharing(max_frame_length, limit, None)
+    outbox_sharing(max_frame_length, limit, None, None)
 }
 
 /// As [`outbox`], putting payloads of [`SHARED_PAYLOAD_MIN`] bytes or
@@ -341,10 +347,12 @@ pub(crate) fn outbox_sharing<M: Wire>(
     max_frame_length: usize,
     limit: usize,
     outbound: Option<Arc<Outbound>>,
+    lent: Option<std::ops::Range<usize>>,
 ) -> (Outbox<M>, OutboxReceiver) {
     let share_up_to = outbound.is_some().then(|| max_payload(max_frame_length));
     let shared = Arc::new(OutboxShared {
         outbound,
+        lent,
         releases: Mutex::new(Vec::new()),
         encode_release: |offset, max, dst| encode_message(M::release(offset), max, dst),
         queue: Mutex::new(Queue {

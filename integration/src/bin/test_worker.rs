@@ -394,7 +394,7 @@ async fn run() -> Result<(), drover_worker::Error> {
                         let mut body = vec![0x01];
                         body.extend_from_slice(req.id().as_bytes());
                         body.push(0x04);
-                        body.extend_from_slice(&u64::MAX.to_le_bytes());
+                        body.extend_from_slice(&(1u64 << 40).to_le_bytes());
                         body.extend_from_slice(&4096u64.to_le_bytes());
                         let mut frame = (body.len() as u32).to_be_bytes().to_vec();
                         frame.extend_from_slice(&body);
@@ -434,6 +434,24 @@ async fn run() -> Result<(), drover_worker::Error> {
                         stop.store(true, std::sync::atomic::Ordering::Relaxed);
                         scribbler.join().expect("scribbler");
                         answered
+                    }
+                    Cmd::MirrorPart(_, start, end) => {
+                        let payload = req.take_payload();
+                        req.respond_bytes(payload.slice(start..end))
+                    }
+                    Cmd::ShmNameReleased(_) => {
+                        let mut raw = raw.expect("raw socket");
+                        raw.write_all(&frame(drover_proto::ToSupervisor::Release { offset: 0 }))
+                            .expect("write");
+                        raw.write_all(&own_arena_answer(req.id(), 0, 100))
+                            .expect("write");
+                        std::future::pending().await
+                    }
+                    Cmd::ShmNameElsewhere => {
+                        let mut raw = raw.expect("raw socket");
+                        raw.write_all(&own_arena_answer(req.id(), 32 << 20, 4096))
+                            .expect("write");
+                        std::future::pending().await
                     }
                     Cmd::Keep(bytes) => {
                         static KEPT: std::sync::Mutex<Vec<bytes::Bytes>> =
@@ -732,6 +750,19 @@ fn frame(message: drover_proto::ToSupervisor) -> bytes::BytesMut {
     drover_proto::MessageCodec::<drover_proto::ToWorker>::default()
         .encode_message(message, &mut frame)
         .expect("encode");
+    frame
+}
+
+/// A `Response` frame for `id` whose payload is said to be `len` bytes at
+/// `offset` of the requests arena (the supervisor's own).
+fn own_arena_answer(id: drover_worker::RequestId, offset: u64, len: u64) -> Vec<u8> {
+    let mut body = vec![0x01];
+    body.extend_from_slice(id.as_bytes());
+    body.push(0x04);
+    body.extend_from_slice(&(offset | drover_proto::shm::OWN_ARENA).to_le_bytes());
+    body.extend_from_slice(&len.to_le_bytes());
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
     frame
 }
 

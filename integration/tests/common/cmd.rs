@@ -101,6 +101,17 @@ pub enum Cmd {
     /// scribbles over the answers arena, from before the answer is sent
     /// until this many milliseconds after.
     ShmScribble(usize, u64),
+    /// Answer with bytes `.1` to `.2` of the request's own payload (the
+    /// encoded command, text included), as they arrived: an answer that
+    /// lies in the requests arena goes back as where it lies there.
+    MirrorPart(String, usize, usize),
+    /// Behind the SDK's back: `Release` the request's slot (offset 0 of
+    /// the requests arena: the text makes it large, and it is the
+    /// worker's first), then answer naming 100 bytes of that slot.
+    ShmNameReleased(String),
+    /// Behind the SDK's back: answer naming 4096 bytes at 32 MiB of the
+    /// requests arena, where no request lies.
+    ShmNameElsewhere,
     /// Keep the request's payload forever (never releasing its arena
     /// slot); answer its length.
     Keep(Vec<u8>),

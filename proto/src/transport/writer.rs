@@ -13,7 +13,7 @@ use tokio::net::unix::OwnedWriteHalf;
 use super::{Item, OutboxReceiver, OutboxShared};
 use crate::error::ProtocolError;
 use crate::frame::FRAME_HEADER_LEN;
-use crate::shm::DESCRIPTOR_LEN;
+use crate::shm::{self, DESCRIPTOR_LEN};
 use crate::wire::FLAG_SHARED;
 
 /// Most buffers handed to one vectored write.
@@ -114,12 +114,15 @@ impl OutboxShared {
     /// the arena and the head marked and shortened to carry the descriptor,
     /// or, if it does not fit, the frame as it is.
     fn place(&self, head: Bytes, flags_at: usize, tail: Bytes, pending: &mut VecDeque<Bytes>) {
-        // A payload written in place is sent where it lies; others are
+        // Bytes lent from the peer's arena go back as where they lie; a
+        // payload written in place is sent where it lies; others are
         // copied in, if they fit.
-        let placed = self
-            .outbound
-            .as_ref()
-            .and_then(|arena| arena.sent_in_place(&tail).or_else(|| arena.place(&tail)));
+        let lent = self.lent_at(&tail);
+        let placed = lent.or_else(|| {
+            self.outbound
+                .as_ref()
+                .and_then(|arena| arena.sent_in_place(&tail).or_else(|| arena.place(&tail)))
+        });
         let Some(descriptor) = placed else {
             pending.push_back(head);
             pending.push_back(tail);
@@ -133,7 +136,24 @@ impl OutboxShared {
         frame[FRAME_HEADER_LEN + flags_at] |= FLAG_SHARED;
         // The payload was counted as queued and will never be written.
         self.written(head.len() + tail.len() - frame.len());
-        pending.push_back(frame.freeze());
+        let frame = frame.freeze();
+        if lent.is_some() {
+            // The lent bytes are held until the frame naming them is
+            // written, so that their `Release` (sent once they are
+            // dropped) follows it: the peer must not free the slot first.
+            pending.push_back(Bytes::from_owner(Naming { frame, _lent: tail }));
+        } else {
+            pending.push_back(frame);
+        }
+    }
+
+    /// The descriptor of `payload` as it lies in the peer's arena, if it
+    /// is bytes lent from there.
+    fn lent_at(&self, payload: &[u8]) -> Option<[u8; DESCRIPTOR_LEN]> {
+        let lent = self.lent.as_ref()?;
+        let start = payload.as_ptr() as usize;
+        let within = lent.contains(&start) && start + payload.len() <= lent.end;
+        within.then(|| shm::own_descriptor(start - lent.start, payload.len()))
     }
 
     /// Whether a payload of `len` bytes should wait before it goes into
@@ -146,11 +166,14 @@ impl OutboxShared {
         })
     }
 
-    /// Whether `payload` was written in place (it holds its room already).
+    /// Whether `payload` takes no new room in the arena: it was written in
+    /// place (it holds its room already) or is lent from the peer's.
     fn in_place(&self, payload: &[u8]) -> bool {
-        self.outbound
-            .as_ref()
-            .is_some_and(|arena| arena.is_in_place(payload))
+        self.lent_at(payload).is_some()
+            || self
+                .outbound
+                .as_ref()
+                .is_some_and(|arena| arena.is_in_place(payload))
     }
 
     /// Waits, at a frame boundary, until the peer releases enough of the
@@ -222,6 +245,19 @@ impl OutboxShared {
                 limit: queue.limit,
             },
         }
+    }
+}
+
+/// A frame that names bytes lent from the peer's arena, and those bytes,
+/// held until the frame is written.
+struct Naming {
+    frame: Bytes,
+    _lent: Bytes,
+}
+
+impl AsRef<[u8]> for Naming {
+    fn as_ref(&self) -> &[u8] {
+        &self.frame
     }
 }
 
