@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Runs the echo workload with large payloads for raw, for the hand-written
-tokio pool, for drover with its shared-memory arenas (the default) and for
-drover with every payload through the socket (`--shared-memory 0`),
-alternating, and prints the README's large-payload table: medians of
-several runs, drover as a ratio of raw measured in the same runs. Every
-drover run has its supervisor on two runtime threads, the better setting
-for large payloads.
+tokio pool, for drover with its shared-memory arenas (the default: the
+echo's answer is the request's own bytes, which go back where they lie),
+for drover whose worker writes a fresh answer of the same size into its
+answer buffer (`--answer write-in-place`: the answer is copied out of the
+arena once), and for drover with every payload through the socket
+(`--shared-memory 0`), alternating, and prints the README's large-payload
+table: medians of several runs, drover as a ratio of raw measured in the
+same runs. Every drover run has its supervisor on two runtime threads, the
+better setting for large payloads.
 
     cargo build --release -p drover-bench && python3 bench/large_table.py [runs]
 """
@@ -33,6 +36,7 @@ IMPLS = [
     ("raw", []),
     ("tokio", ["--threads", "2"]),
     ("drover", ["--threads", "2"]),
+    ("drover", ["--threads", "2", "--answer", "write-in-place"]),
     ("drover", ["--threads", "2", "--shared-memory", "0"]),
 ]
 
@@ -52,13 +56,15 @@ def size(n):
 
 
 print("| payload | C | raw rps | tokio pool rps | drover rps (shared memory) | / raw "
+      "| drover rps (fresh answer written in place) | / raw "
       "| drover rps (socket only) | / raw | drover GB/s each way |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for payload, c in CONFIGS:
     results = [[] for _ in IMPLS]
     for _ in range(RUNS):
         for i, (impl, extra) in enumerate(IMPLS):
             results[i].append(run(impl, extra, payload, c)["rps"])
-    raw, tokio, shm, sock = (statistics.median(r) for r in results)
+    raw, tokio, shm, fresh, sock = (statistics.median(r) for r in results)
     print(f"| {size(payload)} | {c} | {raw:,.0f} | {tokio:,.0f} | {shm:,.0f} | {shm / raw:.2f} "
+          f"| {fresh:,.0f} | {fresh / raw:.2f} "
           f"| {sock:,.0f} | {sock / raw:.2f} | {shm * payload / 1e9:.1f} |", flush=True)
