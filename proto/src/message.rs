@@ -10,8 +10,10 @@ use uuid::Uuid;
 /// drover's magic number, the first field of every `Hello` ("DRVR").
 pub const MAGIC: u32 = 0x4452_5652;
 
-/// Version of this protocol. Both sides must speak the same one.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// Version of this protocol. Both sides must speak the same one. (4: a
+/// worker's answer may name bytes of the requests arena, see
+/// [`OWN_ARENA`](crate::shm::OWN_ARENA).)
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Identifies one request for its whole life: a uuid, version 4 in form,
 /// unique but not unpredictable (the supervisor counts them out through
