@@ -225,6 +225,63 @@ async fn answers_made_of_the_requests_own_bytes_arrive_intact_kept_or_not() {
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 
+/// Many callers on two runtime threads, each holding its answers for a
+/// while or not at all, while the supervisor's writer places new requests
+/// in slots freed by the answers others drop: every answer shown where it
+/// lies must still read as what the worker named when its caller checks
+/// it, and the arenas come back empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_shown_in_place_stay_intact_under_load_on_two_threads() {
+    let pool = within(
+        LIMIT,
+        "spawn",
+        pool(2).max_concurrency(16).shared_memory(4 << 20).spawn(),
+    )
+    .await
+    .expect("spawn");
+    let mut callers = Vec::new();
+    for caller in 0..16usize {
+        let pool = pool.clone();
+        callers.push(tokio::spawn(async move {
+            let mut held = std::collections::VecDeque::new();
+            for round in 0..24usize {
+                let len = (24 << 10) + ((caller * 7919 + round * 104_729) % (300 << 10));
+                let start = (round * 131) % 1024;
+                let cmd = Cmd::MirrorPart(text(len, caller * 100 + round), start, len);
+                let expected = drover::proto::encode_value(&cmd).unwrap()[start..len].to_vec();
+                let answer = within(LIMIT, "mirror", pool.enqueue(&cmd)).await.unwrap();
+                assert!(
+                    answer.bytes()[..] == expected[..],
+                    "caller {caller} round {round}"
+                );
+                // Keep up to `caller % 4` answers, checking each again as
+                // it goes.
+                held.push_back((answer, expected));
+                while held.len() > caller % 4 {
+                    let (answer, expected) = held.pop_front().unwrap();
+                    assert!(
+                        answer.bytes()[..] == expected[..],
+                        "caller {caller}: a held answer changed"
+                    );
+                }
+            }
+        }));
+    }
+    for caller in callers {
+        within(LIMIT, "callers", caller).await.unwrap();
+    }
+    assert!(
+        eventually(LIMIT, || pool
+            .health()
+            .iter()
+            .all(|h| h.shared_memory_held == 0))
+        .await,
+        "{:?}",
+        pool.health()
+    );
+    within(LIMIT, "soft kill", pool.soft_kill()).await;
+}
+
 #[tokio::test]
 async fn a_worker_cannot_write_remap_resize_or_unseal_its_arenas() {
     let pool = within(LIMIT, "spawn", pool(1).spawn())
