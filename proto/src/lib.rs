@@ -155,6 +155,14 @@
 //! drops the last of a request's payload. A `Release` of an offset where
 //! nothing was placed is a [`ProtocolError::Decode`] too.
 //!
+//! A worker's payload may instead name bytes of the requests arena, where
+//! a request's payload it still holds lies (an answer that is that
+//! payload, or a slice of it): bit 63 of the offset is set
+//! ([`shm::OWN_ARENA`]), and the range must lie inside one such payload,
+//! or the frame is a [`ProtocolError::Decode`]. The supervisor reads it
+//! there, and releases nothing: the worker's own `Release` of the request
+//! follows as usual. (New in protocol version 4.)
+//!
 //! ## Stream frames, both directions (kind 0x02)
 //!
 //! ```text
