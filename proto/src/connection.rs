@@ -174,10 +174,10 @@ impl<E: End> Opening<E> {
         } = self;
         let parts = writer.into_parts();
         let outbound = arenas.as_ref().map(|a| a.outbound.clone());
-        let lent = arenas.as_ref().filter(|a| a.lend).map(|a| {
-            let start = a.inbound.as_ptr() as usize;
-            start..start + a.inbound.len()
-        });
+        let lent = arenas
+            .as_ref()
+            .filter(|a| a.lend)
+            .map(|a| a.inbound.clone());
         let (outbox, rx) = outbox_sharing::<E::Writes>(
             parts.codec.max_frame_length(),
             outbox_limit,

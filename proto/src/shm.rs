@@ -154,7 +154,11 @@ fn answer_seals() -> SealFlags {
 #[derive(Debug)]
 pub struct Arenas {
     pub(crate) outbound: Arc<Outbound>,
-    pub(crate) inbound: MmapRaw,
+    /// Shared by the reader, which resolves the peer's descriptors, and on
+    /// the worker's side by the writer, which recognises payloads lent from
+    /// it ([`lent_descriptor`]): held by both, so that its addresses are
+    /// never reused by another mapping while either compares against them.
+    pub(crate) inbound: Arc<MmapRaw>,
     /// The worker's view of the requests arena, which only the trusted
     /// supervisor writes: its payloads are lent in place. The supervisor
     /// copies the worker's out.
@@ -187,9 +191,11 @@ impl Arenas {
         rustix::fs::fcntl_add_seals(&requests, request_seals())?;
         let answers = memfd("drover-answers", size)?;
         rustix::fs::fcntl_add_seals(&answers, answer_seals())?;
-        let inbound = MmapOptions::new()
-            .len(size)
-            .map_raw_read_only(answers.as_raw_fd())?;
+        let inbound = Arc::new(
+            MmapOptions::new()
+                .len(size)
+                .map_raw_read_only(answers.as_raw_fd())?,
+        );
         let arenas = Arenas {
             outbound: Arc::new(Outbound::new(outbound)),
             inbound,
@@ -223,9 +229,11 @@ impl Arenas {
                 ));
             }
         }
-        let inbound = MmapOptions::new()
-            .len(size)
-            .map_raw_read_only(fds.requests.as_raw_fd())?;
+        let inbound = Arc::new(
+            MmapOptions::new()
+                .len(size)
+                .map_raw_read_only(fds.requests.as_raw_fd())?,
+        );
         let outbound = MmapOptions::new()
             .len(size)
             .map_raw(fds.answers.as_raw_fd())?;
@@ -444,6 +452,22 @@ fn descriptor(offset: usize, len: usize) -> [u8; DESCRIPTOR_LEN] {
     descriptor
 }
 
+/// If `payload` lies in `lent` (the peer's arena as mapped here, whose
+/// payloads are lent in place: the worker's view of the requests arena),
+/// the descriptor that names it there, marked [`OWN_ARENA`].
+pub(crate) fn lent_descriptor(lent: &MmapRaw, payload: &[u8]) -> Option<[u8; DESCRIPTOR_LEN]> {
+    let (start, len) = (lent.as_ptr() as usize, lent.len());
+    let offset = offset_within(start, len, payload.as_ptr() as usize, payload.len())?;
+    Some(own_descriptor(offset, payload.len()))
+}
+
+/// Where `n` bytes at address `at` lie in the `len` bytes from `start`,
+/// if they lie wholly inside them.
+fn offset_within(start: usize, len: usize, at: usize, n: usize) -> Option<usize> {
+    let offset = at.checked_sub(start)?;
+    (offset < len && n <= len - offset).then_some(offset)
+}
+
 /// The descriptor of `len` bytes at `offset` of the receiver's own arena.
 pub(crate) fn own_descriptor(offset: usize, len: usize) -> [u8; DESCRIPTOR_LEN] {
     let mut descriptor = descriptor(offset, len);
@@ -598,7 +622,7 @@ pub(crate) type Release = Box<dyn Fn(u64) + Send + Sync>;
 /// The arena the peer writes payloads into, as the reader resolves their
 /// descriptors.
 pub(crate) struct Inbound {
-    map: MmapRaw,
+    map: Arc<MmapRaw>,
     lend: bool,
     release: Release,
     pool: Arc<BufferPool>,
@@ -619,7 +643,7 @@ impl std::fmt::Debug for Inbound {
 
 impl Inbound {
     pub(crate) fn new(
-        map: MmapRaw,
+        map: Arc<MmapRaw>,
         lend: bool,
         release: Release,
         pool: Arc<BufferPool>,

@@ -126,12 +126,13 @@ struct OutboxShared {
     /// This side's shared-memory arena, where the writer puts large
     /// payloads when they fit.
     outbound: Option<Arc<Outbound>>,
-    /// Where the peer's arena is mapped on this side, if its payloads are
-    /// lent here (the worker's view of the requests arena): a payload that
-    /// lies in it is sent back as where it lies ([`OWN_ARENA`]).
+    /// The peer's arena as mapped on this side, if its payloads are lent
+    /// here (the worker's view of the requests arena): a payload that lies
+    /// in it is sent back as where it lies ([`OWN_ARENA`]). Held, not just
+    /// its address range, so no other mapping can take those addresses.
     ///
     /// [`OWN_ARENA`]: crate::shm::OWN_ARENA
-    lent: Option<std::ops::Range<usize>>,
+    lent: Option<Arc<memmap2::MmapRaw>>,
     /// Offsets of the peer's arena to release, queued apart from the
     /// frames so that dropping a payload (which may happen while `queue`
     /// is locked) never needs that lock; the writer sends them.
@@ -347,7 +348,7 @@ pub(crate) fn outbox_sharing<M: Wire>(
     max_frame_length: usize,
     limit: usize,
     outbound: Option<Arc<Outbound>>,
-    lent: Option<std::ops::Range<usize>>,
+    lent: Option<Arc<memmap2::MmapRaw>>,
 ) -> (Outbox<M>, OutboxReceiver) {
     let share_up_to = outbound.is_some().then(|| max_payload(max_frame_length));
     let shared = Arc::new(OutboxShared {

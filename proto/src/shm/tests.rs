@@ -327,3 +327,35 @@ fn answers_shown_in_place_hold_at_most_half_the_arena() {
     );
     drop(shown);
 }
+
+/// The worker's writer recognises bytes lent from the requests arena, and
+/// only those: a slice of them is named where it lies; bytes elsewhere,
+/// or reaching past the arena's end, are not.
+#[test]
+fn only_bytes_lying_in_the_lent_arena_are_named_there() {
+    let (_supervisor, fds) = Arenas::create(8 * PAGE).unwrap();
+    let worker = Arenas::adopt(&fds, 8 * PAGE).unwrap();
+    let map = &worker.inbound;
+    // SAFETY: a read-only view of the mapping, which `worker` keeps.
+    let whole = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+    assert_eq!(
+        lent_descriptor(map, &whole[PAGE..3 * PAGE]),
+        Some(own_descriptor(PAGE, 2 * PAGE))
+    );
+    assert_eq!(
+        lent_descriptor(map, whole),
+        Some(own_descriptor(0, 8 * PAGE))
+    );
+    let elsewhere = vec![0u8; 3 * PAGE];
+    assert_eq!(lent_descriptor(map, &elsewhere), None);
+    // Reaching past the end, or starting before the arena or at its end.
+    assert_eq!(offset_within(1000, 100, 1090, 10), Some(90));
+    assert_eq!(offset_within(1000, 100, 1090, 11), None);
+    assert_eq!(offset_within(1000, 100, 999, 1), None);
+    assert_eq!(offset_within(1000, 100, 1100, 0), None);
+    let descriptor = own_descriptor(PAGE, 10);
+    assert_eq!(
+        u64::from_le_bytes(descriptor[..8].try_into().unwrap()),
+        OWN_ARENA | PAGE as u64
+    );
+}

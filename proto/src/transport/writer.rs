@@ -150,10 +150,7 @@ impl OutboxShared {
     /// The descriptor of `payload` as it lies in the peer's arena, if it
     /// is bytes lent from there.
     fn lent_at(&self, payload: &[u8]) -> Option<[u8; DESCRIPTOR_LEN]> {
-        let lent = self.lent.as_ref()?;
-        let start = payload.as_ptr() as usize;
-        let within = lent.contains(&start) && start + payload.len() <= lent.end;
-        within.then(|| shm::own_descriptor(start - lent.start, payload.len()))
+        shm::lent_descriptor(self.lent.as_deref()?, payload)
     }
 
     /// Whether a payload of `len` bytes should wait before it goes into
