@@ -55,50 +55,65 @@ pub(crate) fn pick(
         return None;
     }
     let start = *cursor % n;
-    let mut order = (0..n)
-        .map(|k| (start + k) % n)
+    // The eligible candidates in turn from the cursor: ties go to the
+    // first of them.
+    let mut order = (start..n)
+        .chain(0..start)
         .filter(|&i| candidates[i].eligible);
-    let chosen = match policy {
-        _ if with_socket => {
-            let fewest = candidates
-                .iter()
-                .filter(|c| c.eligible)
-                .map(|c| c.sockets)
-                .min()?;
-            let rss_floor = candidates
-                .iter()
-                .filter(|c| c.eligible && c.sockets == fewest)
-                .map(rss_of)
-                .min()?;
-            order.find(|&i| {
-                candidates[i].sockets == fewest && close(rss_of(&candidates[i]), rss_floor)
-            })
+    // What the policy ranks by before RSS, if anything.
+    let rank = match policy {
+        _ if with_socket => Rank::Sockets,
+        Routing::RoundRobin => {
+            let chosen = order.next();
+            if let Some(i) = chosen {
+                *cursor = i + 1;
+            }
+            return chosen;
         }
-        Routing::RoundRobin => order.next(),
-        Routing::LeastLoaded => {
-            let least = candidates
-                .iter()
-                .filter(|c| c.eligible)
-                .map(|c| c.in_flight)
-                .min()?;
-            let rss_floor = candidates
-                .iter()
-                .filter(|c| c.eligible && c.in_flight == least)
-                .map(rss_of)
-                .min()?;
-            order.into_iter().find(|&i| {
-                candidates[i].in_flight == least && close(rss_of(&candidates[i]), rss_floor)
-            })
-        }
-        Routing::LowestRss => {
-            let rss_floor = candidates.iter().filter(|c| c.eligible).map(rss_of).min()?;
-            order.find(|&i| close(rss_of(&candidates[i]), rss_floor))
-        }
+        Routing::LeastLoaded => Rank::InFlight,
+        Routing::LowestRss => Rank::Nothing,
     };
+    // One pass: the lowest rank among the eligible, and the lowest RSS
+    // among those of that rank.
+    let mut best: Option<(usize, u64)> = None;
+    for c in candidates.iter().filter(|c| c.eligible) {
+        let (key, rss) = (rank.of(c), rss_of(c));
+        best = match best {
+            Some((least, floor)) if key > least => Some((least, floor)),
+            Some((least, floor)) if key == least => Some((least, floor.min(rss))),
+            _ => Some((key, rss)),
+        };
+    }
+    let (least, floor) = best?;
+    let chosen = order.find(|&i| {
+        let c = &candidates[i];
+        rank.of(c) == least && close(rss_of(c), floor)
+    });
     if let Some(i) = chosen {
         *cursor = i + 1;
     }
     chosen
+}
+
+/// What a policy ranks candidates by before their RSS.
+#[derive(Clone, Copy)]
+enum Rank {
+    /// Passed sockets held open (a request that carries one).
+    Sockets,
+    /// Requests in flight (`LeastLoaded`).
+    InFlight,
+    /// Nothing: RSS alone (`LowestRss`).
+    Nothing,
+}
+
+impl Rank {
+    fn of(self, c: &Candidate) -> usize {
+        match self {
+            Rank::Sockets => c.sockets,
+            Rank::InFlight => c.in_flight,
+            Rank::Nothing => 0,
+        }
+    }
 }
 
 /// A worker not sampled yet counts as the lightest: it has just started.

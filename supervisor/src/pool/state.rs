@@ -172,9 +172,8 @@ impl WorkerEntry {
     /// worker that reads as fast as it can is never taken for one that
     /// stopped reading; the request waits in the queue instead. A worker
     /// with nothing in flight takes any request: one frame always fits.
-    fn has_room(&self, len: usize, config: &Config) -> bool {
-        let limit = config.outbox_limit();
-        let bound = limit - (limit / 8).min(1 << 20);
+    /// `bound` is the pool's [`room_bound`].
+    fn has_room(&self, len: usize, bound: usize) -> bool {
         self.sent_bytes == 0 || self.sent_bytes + request_bytes(len) <= bound
     }
 
@@ -391,11 +390,12 @@ impl PoolState {
         with_socket: bool,
         len: usize,
     ) -> Option<usize> {
+        let bound = room_bound(config);
         let candidate = |w: &WorkerEntry| Candidate {
             sockets: w.open_sockets,
             eligible: w.life.takes_work()
                 && w.in_flight.len() < config.max_concurrency
-                && w.has_room(len, config),
+                && w.has_room(len, bound),
             in_flight: w.in_flight.len(),
             rss: w.rss,
         };
@@ -841,6 +841,13 @@ impl PoolState {
             }),
         }
     }
+}
+
+/// What may be sent to a worker and not yet answered: its outbox's limit
+/// less a reserve for the small frames that go there too.
+fn room_bound(config: &Config) -> usize {
+    let limit = config.outbox_limit();
+    limit - (limit / 8).min(1 << 20)
 }
 
 /// What a request of `len` payload bytes counts against its worker's
