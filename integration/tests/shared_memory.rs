@@ -153,10 +153,10 @@ async fn a_worker_naming_requests_memory_no_request_lies_in_is_killed_and_replac
     .await;
 }
 
-/// Answers made of a request's own bytes are shown where they lie in the
-/// requests arena, up to half of it; the callers here keep every answer,
-/// so past that they are copied out. Each must read as the bytes the
-/// worker named, and every slot comes back once they are dropped.
+/// Answers made of a request's own bytes are named where they lie in the
+/// requests arena and copied out of it; the callers here keep every
+/// answer while later requests use the arenas again. Each must read as the
+/// bytes the worker named, and every slot comes back.
 #[tokio::test]
 async fn answers_made_of_the_requests_own_bytes_arrive_intact_kept_or_not() {
     let pool = within(
@@ -227,11 +227,11 @@ async fn answers_made_of_the_requests_own_bytes_arrive_intact_kept_or_not() {
 
 /// Many callers on two runtime threads, each holding its answers for a
 /// while or not at all, while the supervisor's writer places new requests
-/// in slots freed by the answers others drop: every answer shown where it
-/// lies must still read as what the worker named when its caller checks
+/// in the slots the workers release: every answer made of a request's own
+/// bytes must read as what the worker named whenever its caller checks
 /// it, and the arenas come back empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_shown_in_place_stay_intact_under_load_on_two_threads() {
+async fn answers_of_the_requests_own_bytes_stay_intact_under_load_on_two_threads() {
     let pool = within(
         LIMIT,
         "spawn",

@@ -159,9 +159,9 @@
 //! a request's payload it still holds lies (an answer that is that
 //! payload, or a slice of it): bit 63 of the offset is set
 //! ([`shm::OWN_ARENA`]), and the range must lie inside one such payload,
-//! or the frame is a [`ProtocolError::Decode`]. The supervisor reads it
-//! there, and releases nothing: the worker's own `Release` of the request
-//! follows as usual. (New in protocol version 4.)
+//! or the frame is a [`ProtocolError::Decode`]. The supervisor copies it
+//! out of there, and releases nothing: the worker's own `Release` of the
+//! request follows as usual. (New in protocol version 4.)
 //!
 //! ## Stream frames, both directions (kind 0x02)
 //!

@@ -2,7 +2,8 @@
 //! both processes, so that a payload of [`SHARED_PAYLOAD_MIN`] bytes or more
 //! crosses without the socket: a request with one copy (into the arena; the
 //! worker reads it where it lies), an answer with two (into the arena, and
-//! out of it by the supervisor before anything reads it). The connection's
+//! out of it by the supervisor before anything reads it; one, out, for an
+//! answer written in place or made of the request's own bytes). The connection's
 //! writer makes the copy in as it writes the frame (`transport`), so no
 //! sender holds a lock meanwhile.
 //!
@@ -28,16 +29,15 @@
 //!
 //! An answer that is a request's own bytes, or a slice of them (an echo, a
 //! filter that passes its input on, a part cut out of it), is not copied
-//! at all: the worker sends the descriptor of where those bytes already lie
+//! by the worker: it sends the descriptor of where those bytes already lie
 //! in the requests arena, its offset marked with [`OWN_ARENA`], and the
-//! supervisor hands its caller the bytes where they lie. That memory is
-//! the supervisor's alone to write (the worker's mapping is read-only by
-//! the seal), and the supervisor writes a slot only while it is free: the
-//! answer holds its slot, which is free again only once the worker has
-//! released it and the answer's last `Bytes` is dropped. Answers kept
-//! that way may hold at most half the arena; past that the supervisor
-//! copies such an answer out of its slot instead (into memory of its own,
-//! the worker's request slot released as usual).
+//! supervisor copies them out of there, memory that only it writes (the
+//! worker's mapping is read-only by the seal) and that it does not write
+//! again while it copies (the slot is held meanwhile). They are copied out
+//! rather than lent to the caller: a kept answer would keep the whole
+//! arena, every page its payloads ever touched, after its worker is gone,
+//! and the seal that keeps the worker from writing it also keeps those
+//! pages from being given back.
 //!
 //! # What a hostile worker can do with it
 //!
@@ -68,10 +68,8 @@
 //! - **Answer with a range of the requests arena that is not a request's
 //!   payload it holds** (outside every slot, across two, in a slot it
 //!   released, or in one not yet sent to it). A protocol error naming it:
-//!   an answer shown where it lies is always bytes the supervisor wrote
-//!   and sent to this worker, and will not write again while it is shown.
-//! - **Release a request slot its answer still shows.** The slot stays
-//!   out of use until the answer's last `Bytes` is dropped.
+//!   what the supervisor copies out of its own arena is always bytes it
+//!   wrote and sent to this worker.
 
 #![allow(unsafe_code)]
 
@@ -339,23 +337,18 @@ impl Outbound {
     }
 
     /// The `len` bytes at `offset` of this arena, which the peer names as
-    /// its answer, held where they lie until the last `Bytes` of them is
-    /// dropped; and whether answers held so already take half the arena or
-    /// more with this one (the caller then copies it out and lets go).
+    /// its answer, held (their slot neither freed nor taken again) while
+    /// the returned guard lives.
     ///
     /// # Errors
     ///
     /// Why the range is not one the peer may name: it lies in no payload
     /// this side placed and the peer holds (outside every slot, across
     /// two, in one being written, or in one it released).
-    pub(crate) fn view(
-        self: &Arc<Self>,
-        offset: usize,
-        len: usize,
-    ) -> Result<(View, bool), &'static str> {
+    pub(crate) fn view(self: &Arc<Self>, offset: usize, len: usize) -> Result<View, &'static str> {
         let mut slots = self.slots();
         let end = offset.checked_add(len).ok_or("passes the end of it")?;
-        let (&slot, &room) = slots
+        let (&slot, _) = slots
             .live
             .range(..=offset)
             .next_back()
@@ -367,19 +360,13 @@ impl Outbound {
         if slots.released.contains(&slot) {
             return Err("lies in a payload the worker released");
         }
-        let views = slots.views.entry(slot).or_insert(0);
-        *views += 1;
-        if *views == 1 {
-            slots.viewed += room;
-        }
-        let crowded = slots.viewed > self.map.len() / 2;
-        let view = View {
+        *slots.views.entry(slot).or_insert(0) += 1;
+        Ok(View {
             arena: self.clone(),
             slot,
             offset,
             len,
-        };
-        Ok((view, crowded))
+        })
     }
 
     /// A slot of at least `capacity` bytes, to be written in place; `None`
@@ -584,9 +571,8 @@ impl AsRef<[u8]> for Written {
     }
 }
 
-/// An answer shown where it lies in this side's arena: bytes of a payload
-/// this side placed, held (never freed, so never written again) until the
-/// last `Bytes` of it is dropped.
+/// Bytes of a payload this side placed, named by the peer as its answer,
+/// held (never freed, so never written again) while they are copied out.
 #[derive(Debug)]
 pub(crate) struct View {
     arena: Arc<Outbound>,
@@ -723,8 +709,7 @@ impl Inbound {
 
 impl Inbound {
     /// The payload at `offset` of this side's own arena, named by the peer
-    /// as its answer: shown where it lies, or copied out if answers shown
-    /// so hold half the arena already.
+    /// as its answer: copied out of it, its slot held meanwhile.
     fn take_own(&self, offset: u64, len: u64, max_payload: usize) -> Result<Bytes, String> {
         let Some(own) = &self.own else {
             return Err(format!(
@@ -738,7 +723,7 @@ impl Inbound {
             ));
         }
         let range = usize::try_from(offset).ok().zip(usize::try_from(len).ok());
-        let (view, crowded) = range
+        let view = range
             .ok_or("passes the end of it")
             .and_then(|(o, l)| own.view(o, l))
             .map_err(|reason| {
@@ -746,9 +731,10 @@ impl Inbound {
                     "an answer of {len} bytes at offset {offset} of the requests arena {reason}"
                 )
             })?;
-        if !crowded {
-            return Ok(Bytes::from_owner(view));
-        }
+        // Copied, not lent to the caller: a kept answer would keep the
+        // whole arena (every page its payloads ever touched) after its
+        // worker is gone, and the seal that keeps the worker from writing
+        // it also keeps those pages from being given back.
         let bytes: &[u8] = view.as_ref();
         let mut body = self.pool.take(bytes.len());
         body.extend_from_slice(bytes);

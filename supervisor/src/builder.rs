@@ -652,14 +652,9 @@ impl Builder {
     ///
     /// An answer that is the request's own bytes, or a slice of them (an
     /// echo, a filter that passes its input on: the worker answers with
-    /// `Request::payload_bytes` or a slice of it), is copied by neither
-    /// side: the worker names where those bytes lie in the requests arena,
-    /// and the caller's [`Response::bytes`](crate::Response::bytes) reads
-    /// them there, memory only the supervisor writes and never while an
-    /// answer shows it. Such an answer holds its slot of the arena until
-    /// it is dropped; answers held so take at most half the arena, and
-    /// past that the supervisor copies them out instead. An answer kept
-    /// this way also keeps the arena's memory after its worker exits.
+    /// `Request::payload_bytes` or a slice of it), is not copied by the
+    /// worker: it names where those bytes lie in the requests arena, and
+    /// the supervisor copies them out of there, memory that only it writes.
     ///
     /// The memory is only what payloads have used: an arena's pages are
     /// allocated as payloads first touch them, lowest offsets first, and

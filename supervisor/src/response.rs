@@ -75,12 +75,6 @@ impl Response {
     }
 
     /// The raw answer bytes.
-    ///
-    /// An answer of 20 KiB or more that is the request's own bytes (or a
-    /// slice of them) may be read where they lie in the worker's shared
-    /// memory for requests, which only the supervisor writes: holding
-    /// these bytes (or a clone) holds that room of the arena until they
-    /// are dropped. See [`Builder::shared_memory`](crate::Builder::shared_memory).
     pub fn bytes(&self) -> &Bytes {
         &self.payload
     }

@@ -186,8 +186,8 @@ impl Request {
     /// The raw payload as shared bytes: a cheap reference to the frame it
     /// arrived in, no copy. Answering with it (`respond_bytes`) sends the
     /// same buffer back; with one that arrived in shared memory (below),
-    /// or any slice of it, the answer goes back as where it lies there,
-    /// copied by neither side.
+    /// or any slice of it, the answer goes back as where it lies there:
+    /// this side copies nothing, and the supervisor copies it out.
     ///
     /// A payload of 20 KiB or more usually arrived in the shared memory
     /// the supervisor writes requests into, and these bytes are read where

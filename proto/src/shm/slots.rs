@@ -19,11 +19,9 @@ pub(super) struct Slots {
     pub(super) reserved: HashSet<usize>,
     /// Bytes of the slots handed out.
     pub(super) held: usize,
-    /// Slots the peer's answers show where they lie ([`View`]), and how
-    /// many views of each are alive.
+    /// Slots the peer's answers name ([`View`](super::View)) and are being
+    /// copied out of, and how many views of each are alive.
     pub(super) views: HashMap<usize, u32>,
-    /// Bytes of the slots with views.
-    pub(super) viewed: usize,
     /// Slots the peer released while views of them were alive: freed when
     /// the last view goes.
     pub(super) released: HashSet<usize>,
@@ -43,7 +41,6 @@ impl Slots {
             reserved: HashSet::new(),
             held: 0,
             views: HashMap::new(),
-            viewed: 0,
             released: HashSet::new(),
             lingering: 0,
         }
@@ -88,7 +85,6 @@ impl Slots {
         }
         self.views.remove(&slot);
         let len = self.live.get(&slot).copied().unwrap_or(0);
-        self.viewed -= len;
         if !self.released.remove(&slot) {
             return false;
         }

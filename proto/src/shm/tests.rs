@@ -183,11 +183,11 @@ fn pair(pages: usize) -> Pair {
     }
 }
 
-/// An answer made of a request's own bytes is shown where they lie,
-/// and its slot stays out of use until both the worker has released it
-/// and the answer is dropped, whichever comes last.
+/// An answer made of a request's own bytes is copied out of the requests
+/// arena, the slot untouched: it stays the worker's until it releases it,
+/// and a slot the worker released cannot be named again.
 #[test]
-fn an_answer_naming_its_requests_bytes_is_shown_where_they_lie() {
+fn an_answer_naming_its_requests_bytes_is_copied_out_of_the_requests_arena() {
     let Pair {
         requests,
         map,
@@ -199,48 +199,63 @@ fn an_answer_naming_its_requests_bytes_is_shown_where_they_lie() {
     let sent = requests.place(&request).unwrap();
     let lent = at_worker.take(&sent, usize::MAX).unwrap();
 
-    // The worker answers with a slice of it: no copy on either side.
+    // The worker answers with a slice of it: copied out by the supervisor,
+    // nothing released.
     let answer = at_supervisor
         .take(&own_descriptor(100, 2 * PAGE), usize::MAX)
         .unwrap();
     assert_eq!(&answer[..], &lent[100..100 + 2 * PAGE]);
-    assert_eq!(answer.as_ptr() as usize, map + 100, "shown where it lies");
+    let at = answer.as_ptr() as usize;
+    assert!(!(map..map + 64 * PAGE).contains(&at), "copied out");
+    assert!(released.lock().unwrap().is_empty());
+    assert_eq!(requests.in_use(), 3 * PAGE, "still the worker's");
 
-    // The worker releases the request: its slot is held by the answer
-    // alone, no longer counted as the worker's.
+    // Released by the worker, the slot is free for the next request, and
+    // naming it again is refused.
     drop(lent);
     assert_eq!(*released.lock().unwrap(), [0]);
     requests.free(0).unwrap();
     assert_eq!(requests.in_use(), 0);
+    let error = at_supervisor
+        .take(&own_descriptor(0, 10), usize::MAX)
+        .unwrap_err();
+    assert!(
+        error.contains("lies in no payload sent to this worker"),
+        "{error}"
+    );
+    assert_eq!(requests.place(&[2; PAGE]), Some(descriptor(0, PAGE)));
+    assert_eq!(&answer[..], &request[100..100 + 2 * PAGE], "the copy stays");
+}
+
+/// A slot the worker releases while the supervisor copies an answer out
+/// of it is freed only once the copy is done.
+#[test]
+fn a_slot_released_while_an_answer_is_copied_out_is_freed_after() {
+    let Pair { requests, .. } = pair(16);
+    let sent = requests.place(&[5; 2 * PAGE]).unwrap();
+    assert_eq!(sent, descriptor(0, 2 * PAGE));
+    let view = requests.view(PAGE, PAGE).unwrap();
+    requests.free(0).unwrap();
+    assert_eq!(requests.in_use(), 0, "the worker holds it no more");
     assert!(matches!(
         requests.free(0),
         Err(ProtocolError::BadRelease { offset: 0, .. })
     ));
-    let next = requests.place(&[1; PAGE]).unwrap();
-    assert_eq!(next, descriptor(3 * PAGE, PAGE), "the slot is not reused");
-    assert_eq!(&answer[..], &request[100..100 + 2 * PAGE], "unchanged");
-    let error = at_supervisor
-        .take(&own_descriptor(0, 10), usize::MAX)
-        .unwrap_err();
-    assert!(error.contains("a payload the worker released"), "{error}");
-
-    // Dropped, it frees the slot for the next request.
-    drop(answer);
-    requests.free(3 * PAGE as u64).unwrap();
-    assert_eq!(requests.place(&[2; PAGE]), Some(descriptor(0, PAGE)));
-
-    // Dropped before the worker releases: the release frees it.
-    requests.free(0).unwrap();
-    let sent = requests.place(&request).unwrap();
-    let answer = at_supervisor
-        .take(&own_descriptor(0, request.len()), usize::MAX)
-        .unwrap();
-    assert_eq!(&answer[..], &request[..]);
-    drop(answer);
-    assert_eq!(requests.in_use(), 3 * PAGE);
-    requests.free(0).unwrap();
-    assert_eq!(requests.in_use(), 0);
-    assert_eq!(requests.place(&request), Some(sent), "free again");
+    assert_eq!(
+        requests.view(0, 10).unwrap_err(),
+        "lies in a payload the worker released"
+    );
+    assert_eq!(
+        requests.place(&[6; 2 * PAGE]),
+        Some(descriptor(2 * PAGE, 2 * PAGE)),
+        "not taken again while copied"
+    );
+    assert_eq!(view.as_ref(), &[5; PAGE][..]);
+    drop(view);
+    assert_eq!(
+        requests.place(&[7; 2 * PAGE]),
+        Some(descriptor(0, 2 * PAGE))
+    );
 }
 
 /// A range that is not a payload sent to the worker and held by it is
@@ -284,48 +299,6 @@ fn an_answer_naming_anything_else_of_the_requests_arena_is_refused() {
         error.contains("only a worker's answers may name"),
         "{error}"
     );
-}
-
-/// Answers shown where they lie may hold half the arena; past that
-/// the next is copied out, and its slot follows the worker's release.
-#[test]
-fn answers_shown_in_place_hold_at_most_half_the_arena() {
-    let Pair {
-        requests,
-        map,
-        at_supervisor,
-        ..
-    } = pair(16);
-    let mut shown = Vec::new();
-    for i in 0..4 {
-        let sent = requests.place(&[i; 2 * PAGE]).unwrap();
-        let offset = u64::from_le_bytes(sent[..8].try_into().unwrap()) as usize;
-        shown.push(
-            at_supervisor
-                .take(&own_descriptor(offset, 2 * PAGE), usize::MAX)
-                .unwrap(),
-        );
-    }
-    assert!(shown
-        .iter()
-        .all(|a| (map..map + 16 * PAGE).contains(&(a.as_ptr() as usize))));
-    let sent = requests.place(&[9; 2 * PAGE]).unwrap();
-    assert_eq!(sent, descriptor(8 * PAGE, 2 * PAGE));
-    let copied = at_supervisor
-        .take(&own_descriptor(8 * PAGE, 2 * PAGE), usize::MAX)
-        .unwrap();
-    assert_eq!(&copied[..], &[9; 2 * PAGE][..]);
-    assert!(
-        !(map..map + 16 * PAGE).contains(&(copied.as_ptr() as usize)),
-        "copied out"
-    );
-    // The copy holds nothing: the worker's release frees the slot.
-    requests.free(8 * PAGE as u64).unwrap();
-    assert_eq!(
-        requests.place(&[3; 2 * PAGE]),
-        Some(descriptor(8 * PAGE, 2 * PAGE))
-    );
-    drop(shown);
 }
 
 /// The worker's writer recognises bytes lent from the requests arena, and
