@@ -330,7 +330,8 @@ impl Outbound {
     }
 
     /// Bytes of the arena in slots the peer has not released yet (whole
-    /// pages; slots only answers hold are not counted).
+    /// pages; a slot released while an answer is copied out of it is not
+    /// counted).
     pub(crate) fn in_use(&self) -> usize {
         let slots = self.slots();
         slots.held - slots.lingering
