@@ -31,6 +31,19 @@ async fn echoes_intact(pool: &Supervisor, len: usize, seed: usize) -> u32 {
     answer.pid()
 }
 
+/// Checks every request slot comes back once its worker has let go of it.
+async fn every_slot_comes_back(pool: &Supervisor) {
+    assert!(
+        eventually(LIMIT, || pool
+            .health()
+            .iter()
+            .all(|h| h.shared_memory_held == 0))
+        .await,
+        "{:?}",
+        pool.health()
+    );
+}
+
 /// Sends `cmd`, which makes the worker break the shared-memory protocol,
 /// and checks the request fails naming `expect`, the worker is reaped and
 /// replaced, and the pool serves on.
@@ -91,15 +104,7 @@ async fn large_payloads_cross_both_ways_intact_and_those_that_do_not_fit_take_th
         .unwrap();
     assert_eq!(answer.data::<Vec<u8>>().unwrap(), vec![7u8; 2 << 20]);
     // Every request slot comes back once its worker has let go of it.
-    assert!(
-        eventually(LIMIT, || pool
-            .health()
-            .iter()
-            .all(|h| h.shared_memory_held == 0))
-        .await,
-        "{:?}",
-        pool.health()
-    );
+    every_slot_comes_back(&pool).await;
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 
@@ -210,15 +215,7 @@ async fn answers_made_of_the_requests_own_bytes_arrive_intact_kept_or_not() {
         );
     }
     drop(kept);
-    assert!(
-        eventually(LIMIT, || pool
-            .health()
-            .iter()
-            .all(|h| h.shared_memory_held == 0))
-        .await,
-        "{:?}",
-        pool.health()
-    );
+    every_slot_comes_back(&pool).await;
     for i in 0..4 {
         echoes_intact(&pool, 2 << 20, 200 + i).await;
     }
@@ -270,15 +267,7 @@ async fn answers_of_the_requests_own_bytes_stay_intact_under_load_on_two_threads
     for caller in callers {
         within(LIMIT, "callers", caller).await.unwrap();
     }
-    assert!(
-        eventually(LIMIT, || pool
-            .health()
-            .iter()
-            .all(|h| h.shared_memory_held == 0))
-        .await,
-        "{:?}",
-        pool.health()
-    );
+    every_slot_comes_back(&pool).await;
     within(LIMIT, "soft kill", pool.soft_kill()).await;
 }
 

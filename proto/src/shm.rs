@@ -282,7 +282,7 @@ impl Outbound {
         let offset = {
             let mut slots = self.slots();
             let offset = slots.take(payload.len())?;
-            // Being written: neither the peer's to release nor to show as
+            // Being written: neither the peer's to release nor to name in
             // an answer (`view`) until the copy is done.
             slots.reserved.insert(offset);
             offset

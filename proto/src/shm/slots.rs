@@ -1,5 +1,5 @@
 //! The slots of one arena: which pages are handed out, which are free,
-//! and which are held by answers shown where they lie.
+//! and which are held while an answer is copied out of them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

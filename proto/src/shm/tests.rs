@@ -80,10 +80,21 @@ fn the_worker_cannot_write_requests_nor_resize_either_arena() {
     assert!(error.to_string().contains("32768 bytes"), "{error}");
 }
 
-#[test]
-fn payloads_cross_both_ways_and_bad_descriptors_are_named() {
-    let (supervisor, fds) = Arenas::create(64 * PAGE).unwrap();
-    let worker = Arenas::adopt(&fds, 64 * PAGE).unwrap();
+/// The two sides of a pair of arenas of `pages` pages, as a
+/// connection sets them up: each side's arena it writes, the readers'
+/// resolutions on each side, and the offsets each side released.
+struct Pair {
+    requests: Arc<Outbound>,
+    answers: Arc<Outbound>,
+    map: usize,
+    at_worker: Arc<Inbound>,
+    at_supervisor: Arc<Inbound>,
+    released: Arc<Mutex<Vec<u64>>>,
+}
+
+fn pair(pages: usize) -> Pair {
+    let (supervisor, fds) = Arenas::create(pages * PAGE).unwrap();
+    let worker = Arenas::adopt(&fds, pages * PAGE).unwrap();
     let released = Arc::new(Mutex::new(Vec::new()));
     let inbound = |arenas: Arenas| {
         let released = released.clone();
@@ -96,8 +107,28 @@ fn payloads_cross_both_ways_and_bad_descriptors_are_named() {
             own,
         ))
     };
-    let (to_worker, to_supervisor) = (supervisor.outbound.clone(), worker.outbound.clone());
-    let (at_worker, at_supervisor) = (inbound(worker), inbound(supervisor));
+    let requests = supervisor.outbound.clone();
+    let map = requests.map.as_ptr() as usize;
+    Pair {
+        requests,
+        answers: worker.outbound.clone(),
+        map,
+        at_worker: inbound(worker),
+        at_supervisor: inbound(supervisor),
+        released,
+    }
+}
+
+#[test]
+fn payloads_cross_both_ways_and_bad_descriptors_are_named() {
+    let Pair {
+        requests: to_worker,
+        answers: to_supervisor,
+        at_worker,
+        at_supervisor,
+        released,
+        ..
+    } = pair(64);
 
     // A request, lent in place to the worker until its last Bytes goes.
     let request: Vec<u8> = (0..3 * PAGE).map(|i| i as u8).collect();
@@ -146,43 +177,6 @@ fn payloads_cross_both_ways_and_bad_descriptors_are_named() {
     assert!(to_worker.place(&vec![0; 65 * PAGE]).is_none());
 }
 
-/// The two sides of a pair of arenas of `pages` pages, as a
-/// connection sets them up: the requests arena, and the readers'
-/// resolutions on each side, with the offsets each side released.
-struct Pair {
-    requests: Arc<Outbound>,
-    map: usize,
-    at_worker: Arc<Inbound>,
-    at_supervisor: Arc<Inbound>,
-    released: Arc<Mutex<Vec<u64>>>,
-}
-
-fn pair(pages: usize) -> Pair {
-    let (supervisor, fds) = Arenas::create(pages * PAGE).unwrap();
-    let worker = Arenas::adopt(&fds, pages * PAGE).unwrap();
-    let released = Arc::new(Mutex::new(Vec::new()));
-    let inbound = |arenas: Arenas| {
-        let released = released.clone();
-        let own = (!arenas.lend).then(|| arenas.outbound.clone());
-        Arc::new(Inbound::new(
-            arenas.inbound,
-            arenas.lend,
-            Box::new(move |o| released.lock().unwrap().push(o)),
-            Arc::default(),
-            own,
-        ))
-    };
-    let requests = supervisor.outbound.clone();
-    let map = requests.map.as_ptr() as usize;
-    Pair {
-        requests,
-        map,
-        at_worker: inbound(worker),
-        at_supervisor: inbound(supervisor),
-        released,
-    }
-}
-
 /// An answer made of a request's own bytes is copied out of the requests
 /// arena, the slot untouched: it stays the worker's until it releases it,
 /// and a slot the worker released cannot be named again.
@@ -194,6 +188,7 @@ fn an_answer_naming_its_requests_bytes_is_copied_out_of_the_requests_arena() {
         at_worker,
         at_supervisor,
         released,
+        ..
     } = pair(64);
     let request: Vec<u8> = (0..3 * PAGE).map(|i| (i * 7) as u8).collect();
     let sent = requests.place(&request).unwrap();
