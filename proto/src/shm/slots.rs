@@ -15,7 +15,8 @@ pub(super) struct Slots {
     /// offset lies in).
     pub(super) live: BTreeMap<usize, usize>,
     /// Slots handed out and being written (by `place`, or in place through
-    /// a [`SharedSlot`](super::SharedSlot)), not yet sent: the peer cannot release them.
+    /// a [`SharedSlot`](super::SharedSlot)), not yet sent: the peer
+    /// cannot release them.
     pub(super) reserved: HashSet<usize>,
     /// Bytes of the slots handed out.
     pub(super) held: usize,
